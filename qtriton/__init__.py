@@ -1,0 +1,42 @@
+"""qtriton: INT8 quantization kernels in Triton, behind the lab's functions.
+
+NumPy arrays run on the NumPy oracle, CPU tensors on torch ops, CUDA tensors on the
+Triton kernels (see `qtriton.backend` to force one)."""
+
+from qtriton.api import (
+    calculate_memory_savings,
+    compare_quantization_methods,
+    dequantize_asymmetric,
+    dequantize_per_channel,
+    dequantize_per_token,
+    dequantize_symmetric,
+    fake_quantize,
+    quantization_error,
+    quantize_asymmetric,
+    quantize_per_channel,
+    quantize_per_token,
+    quantize_symmetric,
+    quantized_matmul,
+)
+from qtriton.backend import get_backend, set_backend, use_backend
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "calculate_memory_savings",
+    "compare_quantization_methods",
+    "dequantize_asymmetric",
+    "dequantize_per_channel",
+    "dequantize_per_token",
+    "dequantize_symmetric",
+    "fake_quantize",
+    "get_backend",
+    "quantization_error",
+    "quantize_asymmetric",
+    "quantize_per_channel",
+    "quantize_per_token",
+    "quantize_symmetric",
+    "quantized_matmul",
+    "set_backend",
+    "use_backend",
+]

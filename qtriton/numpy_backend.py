@@ -1,0 +1,36 @@
+"""The `numpy` backend: the oracle itself, behind the backend contract (docs/design.md)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from qtriton import reference
+
+
+def quantize(x: np.ndarray, num_bits: int, symmetric: bool, granularity: str, axis: int | None):
+    """(q, scale, zero_point or None); scale shaped () / (C,) / x.shape[:-1] by granularity."""
+    if granularity == "token":
+        out = reference.quantize_per_token(x, num_bits, symmetric)
+        return out if not symmetric else (*out, None)
+    keep_axis = axis if granularity == "channel" else None
+    if symmetric:
+        return (*reference.quantize_symmetric(x, num_bits, keep_axis), None)
+    return reference.quantize_asymmetric(x, num_bits, keep_axis)
+
+
+def dequantize(q, scale, zero_point, granularity: str, axis: int | None, out_dtype=np.float32):
+    if granularity == "token":
+        return reference.dequantize_per_token(q, scale, zero_point).astype(out_dtype)
+    keep_axis = axis if granularity == "channel" else None
+    if zero_point is None:
+        return reference.dequantize_symmetric(q, scale, keep_axis).astype(out_dtype)
+    return reference.dequantize_asymmetric(q, scale, zero_point, keep_axis).astype(out_dtype)
+
+
+def fake_quantize(x: np.ndarray, num_bits: int, symmetric: bool) -> np.ndarray:
+    q, scale, zp = quantize(x, num_bits, symmetric, "tensor", None)
+    return dequantize(q, scale, zp, "tensor", None, x.dtype)
+
+
+def quantized_matmul(a_q, a_scale, b_q, b_scale, a_zp, b_zp, bias, out_dtype):
+    return reference.quantized_matmul(a_q, a_scale, b_q, b_scale, a_zp, b_zp, bias).astype(out_dtype)

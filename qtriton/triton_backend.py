@@ -1,0 +1,32 @@
+"""The `triton` backend: the Triton kernels of `qtriton.ops`, behind the backend contract.
+
+Imported lazily by the API: the kernels are decorated at import, and Triton decides then
+whether they run compiled (GPU) or in the interpreter (TRITON_INTERPRET=1)."""
+
+from __future__ import annotations
+
+from qtriton.ops import matmul as matmul_ops
+from qtriton.ops import quantize as quantize_ops
+
+
+def quantize(x, num_bits: int, symmetric: bool, granularity: str, axis: int | None):
+    """(q, scale, zero_point or None); scale shaped () / (C,) / x.shape[:-1] by granularity."""
+    if granularity == "tensor":
+        out = quantize_ops.quantize_per_tensor(x, num_bits, symmetric)
+    elif granularity == "channel":
+        out = quantize_ops.quantize_per_channel(x, axis, num_bits, symmetric)
+    else:
+        out = quantize_ops.quantize_per_token(x, num_bits, symmetric)
+    return (*out, None) if symmetric else out
+
+
+def dequantize(q, scale, zero_point, granularity: str, axis: int | None, out_dtype):
+    return quantize_ops.dequantize(q, scale, zero_point, granularity=granularity, axis=axis, out_dtype=out_dtype)
+
+
+def fake_quantize(x, num_bits: int, symmetric: bool):
+    return quantize_ops.fake_quantize(x, num_bits, symmetric)
+
+
+def quantized_matmul(a_q, a_scale, b_q, b_scale, a_zp, b_zp, bias, out_dtype):
+    return matmul_ops.scaled_matmul(a_q, b_q, a_scale, b_scale, a_zp, b_zp, bias, out_dtype)

@@ -1,0 +1,43 @@
+"""Shared fixtures. `--device cpu` (the default without a GPU) runs the Triton kernels in
+Triton's interpreter; `--device cuda` runs the same tests on the GPU."""
+
+from __future__ import annotations
+
+import os
+import zlib
+
+import numpy as np
+import pytest
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--device",
+        choices=("cpu", "cuda"),
+        default=None,
+        help="where Triton kernels run: cuda, or cpu under TRITON_INTERPRET=1 (default: cuda if available)",
+    )
+
+
+def pytest_configure(config):
+    device = config.getoption("--device")
+    if device is None:
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1" else "cpu"
+    if device == "cpu":
+        # Must be set before any @triton.jit kernel is decorated, i.e. before qtriton.kernels is imported.
+        os.environ["TRITON_INTERPRET"] = "1"
+    config.qtriton_device = device
+
+
+@pytest.fixture(scope="session")
+def device(request) -> str:
+    """The device Triton kernels run on in this session: "cuda" or "cpu" (interpreter)."""
+    return request.config.qtriton_device
+
+
+@pytest.fixture
+def rng(request) -> np.random.Generator:
+    """A generator seeded from the test's id: fresh data per test, reproducible per test."""
+    return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))

@@ -1,0 +1,284 @@
+"""The lab API against the oracle on every backend, its return types, and every bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import qtriton
+from qtriton import reference as ref
+from qtriton.backend import triton_device_error, use_backend
+from qtriton.testing import assert_exact
+
+# The triton backend runs the kernels: in the interpreter on CPU tensors here, on the GPU with --device cuda.
+BACKENDS = ["numpy", "torch", pytest.param("triton", marks=pytest.mark.interpreter)]
+SHAPES = [(1,), (7,), (33, 5), (4, 257), (2, 3, 5)]
+
+
+def _tensor(x: np.ndarray, device: str) -> torch.Tensor:
+    return torch.from_numpy(x).to(device)
+
+
+@pytest.fixture(params=["numpy-in", "tensor-in"])
+def as_input(request, device):
+    """Feed the API NumPy arrays, or tensors on the test device."""
+    return (lambda x: x) if request.param == "numpy-in" else (lambda x: _tensor(x, device))
+
+
+def _data(rng, shape, kind="normal"):
+    x = rng.standard_normal(shape).astype(np.float32) * 2.5
+    if kind == "relu":
+        x = np.maximum(x, 0)
+    return x
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("num_bits", [2, 5, 8])
+def test_per_tensor_matches_oracle(rng, as_input, backend, shape, num_bits):
+    x = _data(rng, shape)
+    with use_backend(backend):
+        q, scale = qtriton.quantize_symmetric(as_input(x), num_bits)
+        qa, scale_a, zp = qtriton.quantize_asymmetric(as_input(x + 3.0), num_bits)
+        deq = qtriton.dequantize_asymmetric(qa, scale_a, zp)
+    q_ref, scale_ref = ref.quantize_symmetric(x, num_bits)
+    qa_ref, scale_a_ref, zp_ref = ref.quantize_asymmetric(x + 3.0, num_bits)
+    assert_exact(q, q_ref, "q")
+    assert_exact(qa, qa_ref, "q asymmetric")
+    assert float(scale) == scale_ref and float(scale_a) == scale_a_ref and int(zp) == zp_ref
+    assert_exact(deq, ref.dequantize_asymmetric(qa_ref, scale_a_ref, zp_ref), "dequantized")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("shape, axis", [((7,), 0), ((33, 5), 0), ((33, 5), -1), ((2, 3, 5), 1), ((2, 3, 5), -3)])
+def test_per_channel_matches_oracle(rng, as_input, backend, shape, axis):
+    x = _data(rng, shape) * rng.uniform(0.01, 10, size=shape).astype(np.float32)
+    with use_backend(backend):
+        q, scales = qtriton.quantize_per_channel(as_input(x), axis=axis, num_bits=7)
+        deq = qtriton.dequantize_per_channel(q, scales, axis=axis)
+    q_ref, scales_ref = ref.quantize_symmetric(x, 7, keep_axis=axis % len(shape))
+    assert tuple(scales.shape) == (shape[axis],)
+    assert_exact(q, q_ref, "q")
+    assert_exact(scales, scales_ref, "scales")
+    assert_exact(deq, ref.dequantize_symmetric(q_ref, scales_ref, axis % len(shape)), "dequantized")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_per_token_matches_oracle(rng, as_input, backend, symmetric):
+    x = _data(rng, (3, 4, 65), "relu")
+    with use_backend(backend):
+        out = qtriton.quantize_per_token(as_input(x), num_bits=8, symmetric=symmetric)
+        deq = qtriton.dequantize_per_token(*out)
+    expected = ref.quantize_per_token(x, 8, symmetric)
+    for got, want in zip(out, expected, strict=True):
+        assert_exact(got, want)
+    assert_exact(deq, ref.dequantize_per_token(*expected))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("symmetric", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_fake_quantize_keeps_dtype_and_matches_oracle(rng, device, backend, symmetric, dtype):
+    x = torch.from_numpy(_data(rng, (5, 33))).to(device=device, dtype=dtype)
+    with use_backend(backend):
+        out = qtriton.fake_quantize(x, num_bits=6, symmetric=symmetric)
+    assert out.dtype == dtype and out.shape == x.shape
+    x32 = x.float().cpu().numpy()
+    if symmetric:
+        expected = ref.dequantize_symmetric(*ref.quantize_symmetric(x32, 6))
+    else:
+        expected = ref.dequantize_asymmetric(*ref.quantize_asymmetric(x32, 6))
+    assert_exact(out, torch.from_numpy(expected).to(dtype), "fake-quantized")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("a_dtype", [np.int8, np.uint8])
+@pytest.mark.parametrize("per_row", [False, True])
+def test_quantized_matmul_matches_oracle(rng, as_input, backend, a_dtype, per_row):
+    m, k, n = 7, 33, 5
+    lo, hi = np.iinfo(a_dtype).min, np.iinfo(a_dtype).max
+    a = rng.integers(lo, hi + 1, (m, k)).astype(a_dtype)
+    b = rng.integers(-128, 128, (n, k)).astype(np.int8).T  # the transpose of an (N, K) weight
+    a_scale = rng.uniform(0.01, 0.1, m).astype(np.float32) if per_row else 0.05
+    a_zp = rng.integers(-200, 200, m).astype(np.int32) if per_row else 17
+    b_scale = rng.uniform(0.01, 0.1, n).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32)
+    with use_backend(backend):
+        out = qtriton.quantized_matmul(
+            as_input(a), as_input(a_scale) if per_row else a_scale, as_input(b), as_input(b_scale),
+            a_zp=as_input(a_zp) if per_row else a_zp, bias=as_input(bias),
+        )
+    expected = ref.quantized_matmul(a, a_scale, b, b_scale, a_zp, 0, bias)
+    assert out.dtype in (np.float32, torch.float32)
+    np.testing.assert_allclose(qtriton.testing.to_numpy(out), expected, rtol=2e-6, atol=2e-6 * np.abs(expected).max())
+
+
+def test_quantized_matmul_integer_part_is_exact(rng, as_input):
+    # Unit scales and a small K keep |C| < 2^24: the float32 result must equal the integer product.
+    a = rng.integers(0, 256, (9, 40)).astype(np.uint8)
+    b = rng.integers(-128, 128, (40, 6)).astype(np.int8)
+    out = qtriton.quantized_matmul(as_input(a), 1.0, as_input(b), 1.0, a_zp=128, b_zp=-3)
+    assert_exact(out, ref.int_matmul(a, b, 128, -3).astype(np.float32))
+
+
+def test_returns_the_callers_kind(rng):
+    x = _data(rng, (4, 6))
+    q, scale = qtriton.quantize_symmetric(x)
+    assert isinstance(q, np.ndarray) and q.dtype == np.int8 and type(scale) is float
+    q, scale, zp = qtriton.quantize_asymmetric(x)
+    assert q.dtype == np.uint8 and type(scale) is float and type(zp) is int
+    q, scales = qtriton.quantize_per_channel(x, axis=1)
+    assert isinstance(scales, np.ndarray) and scales.dtype == np.float32 and scales.shape == (6,)
+    q, scale, zp = qtriton.quantize_asymmetric(torch.from_numpy(x))
+    assert q.dtype == torch.uint8 and scale.dtype == torch.float32 and scale.ndim == 0 and zp.dtype == torch.int32
+    assert isinstance(qtriton.dequantize_symmetric(np.zeros(3, np.int8), 0.5), np.ndarray)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_inputs_are_never_modified(rng, backend):
+    x = _data(rng, (5, 8))
+    a = rng.integers(-128, 128, (5, 8)).astype(np.int8)
+    b = rng.integers(-128, 128, (8, 3)).astype(np.int8)
+    copies = [v.copy() for v in (x, a, b)]
+    tensors = [torch.from_numpy(v.copy()) for v in (x, a, b)]
+    with use_backend(backend):
+        for xx, aa, bb in ((x, a, b), tensors):
+            qtriton.quantize_asymmetric(xx)
+            qtriton.quantize_per_channel(xx, axis=1)
+            qtriton.fake_quantize(xx)
+            qtriton.quantized_matmul(aa, 0.1, bb, 0.2, a_zp=3, b_zp=-1)
+    for before, after in zip(copies, (x, a, b), strict=True):
+        assert_exact(after, before)
+    for before, after in zip(copies, tensors, strict=True):
+        assert_exact(after, before)
+
+
+def test_empty_input_quantizes_to_empty_with_unit_scales():
+    q, scale = qtriton.quantize_symmetric(np.zeros((0, 4), np.float32))
+    assert q.shape == (0, 4) and scale == 1.0
+    q, scales = qtriton.quantize_per_channel(np.zeros((3, 0), np.float32), axis=0)
+    assert q.shape == (3, 0) and scales.tolist() == [1.0, 1.0, 1.0]
+    with pytest.raises(ValueError, match="empty"):
+        qtriton.quantization_error(np.zeros(0), None, np.zeros(0))
+
+
+def test_constant_data_far_from_zero():
+    x = np.array([10.0, 11.5, 10.7, 11.2], np.float32)
+    q, scale, zp = qtriton.quantize_asymmetric(x)
+    assert q.min() == 0 and q.max() == 255 and zp < 0  # data [10, 11.5] still spans the grid
+    assert np.abs(qtriton.dequantize_asymmetric(q, scale, zp) - x).max() <= scale * 0.51
+
+
+def test_quantization_error_and_comparison(rng):
+    w = _data(rng, (64, 256)) * np.geomspace(0.001, 1, 64)[:, None].astype(np.float32)
+    results = qtriton.compare_quantization_methods(w, num_bits=8)
+    assert {"symmetric_per_tensor", "asymmetric_per_tensor", "symmetric_per_channel"} <= results.keys()
+    assert set(results["symmetric_per_tensor"]) == {"mse", "mae", "max_error", "relative_error", "snr"}
+    # Rows of very different scale: per-channel must win clearly.
+    assert results["symmetric_per_channel"]["snr"] > results["symmetric_per_tensor"]["snr"] + 6
+    q, scale = qtriton.quantize_symmetric(w)
+    err = qtriton.quantization_error(w, q, qtriton.dequantize_symmetric(q, scale))
+    assert err == results["symmetric_per_tensor"]
+    assert err["max_error"] <= scale * 0.5 * (1 + 1e-5)
+    assert qtriton.quantization_error(w, None, w)["snr"] == float("inf")
+
+
+@pytest.mark.parametrize(
+    "dtype, bits, kwargs, reduction",
+    [
+        (np.float32, 8, {"include_scale_overhead": False}, 75.0),
+        ("float16", 8, {"include_scale_overhead": False}, 50.0),
+        (torch.bfloat16, 4, {"include_scale_overhead": False}, 75.0),
+        (np.float32, 8, {"elements_per_scale": 32}, 100 * (1 - 9 / 32)),
+        ("fp32", 8, {}, 100 * (1 - 40 / 32)),  # one float32 scale per value costs more than it saves
+    ],
+)
+def test_memory_savings(dtype, bits, kwargs, reduction):
+    m = qtriton.calculate_memory_savings(dtype, bits, **kwargs)
+    assert m["memory_reduction"] == pytest.approx(reduction)
+    assert m["compression_ratio"] == pytest.approx(m["original_bits"] / m["effective_bits"])
+
+
+def test_backend_setting_env_and_override(monkeypatch, rng):
+    calls = []
+    import qtriton.torch_backend as torch_backend
+
+    original = torch_backend.quantize
+    monkeypatch.setattr(torch_backend, "quantize", lambda *a: calls.append(a) or original(*a))
+    x = _data(rng, (3, 4))
+    monkeypatch.setenv("QTRITON_BACKEND", "torch")
+    assert qtriton.get_backend() == "torch"
+    q, scale = qtriton.quantize_symmetric(x)  # NumPy in, torch ops run, NumPy out
+    assert len(calls) == 1 and isinstance(q, np.ndarray) and type(scale) is float
+    with use_backend("numpy"):
+        qtriton.quantize_symmetric(x)
+    assert len(calls) == 1
+    monkeypatch.setenv("QTRITON_BACKEND", "cuda-please")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        qtriton.quantize_symmetric(x)
+
+
+def test_triton_backend_says_what_it_needs(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    assert "TRITON_INTERPRET=1" in triton_device_error("cpu")
+    assert triton_device_error("cuda") is None
+    assert "not on 'mps'" in triton_device_error("mps")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert triton_device_error("cpu") is None
+
+
+# ---------------------------------------------------------------------------- bad input
+
+X = np.ones((4, 3), np.float32)
+Q = np.ones((4, 3), np.int8)
+
+
+@pytest.mark.parametrize(
+    "call, error, message",
+    [
+        (lambda: qtriton.quantize_symmetric(np.array([1.0, np.nan])), ValueError, "x contains NaN or Inf"),
+        (lambda: qtriton.quantize_asymmetric(torch.tensor([1.0, float("inf")])), ValueError, "x contains NaN or Inf"),
+        (lambda: qtriton.quantize_symmetric(np.array([1e39, 1.0])), ValueError, "NaN or Inf"),
+        (lambda: qtriton.quantize_symmetric(X, num_bits=9), ValueError, "num_bits must be between 2 and 8"),
+        (lambda: qtriton.quantize_symmetric(X, num_bits=1), ValueError, "num_bits"),
+        (lambda: qtriton.quantize_symmetric(X, num_bits=8.0), TypeError, "num_bits must be an int"),
+        (lambda: qtriton.quantize_per_channel(X, num_bits=True), TypeError, "num_bits must be an int"),
+        (lambda: qtriton.quantize_symmetric(np.array(["a"])), TypeError, "x must hold real numbers"),
+        (lambda: qtriton.quantize_symmetric(torch.ones(3, dtype=torch.int32)), TypeError, "floating-point"),
+        (lambda: qtriton.quantize_asymmetric(np.array([1e6, 1e6 + 0.5], np.float32)), ValueError, "asymmetrically"),
+        (lambda: qtriton.dequantize_symmetric(X, 0.1), TypeError, "q must be an int8 or uint8"),
+        (lambda: qtriton.dequantize_symmetric(Q, 0.0), ValueError, "scale must be positive and finite"),
+        (lambda: qtriton.dequantize_symmetric(Q, float("nan")), ValueError, "scale must be positive"),
+        (lambda: qtriton.dequantize_symmetric(Q, np.ones(3)), ValueError, "scale must be a scalar"),
+        (lambda: qtriton.dequantize_asymmetric(Q, 0.1, 2.5), TypeError, "zero_point must be an integer"),
+        (lambda: qtriton.dequantize_asymmetric(Q, 0.1, 2**40), ValueError, "zero_point must fit in int32"),
+        (lambda: qtriton.quantize_per_channel(X, axis=2), ValueError, "axis=2 is out of range"),
+        (lambda: qtriton.quantize_per_channel(X, axis=-3), ValueError, "axis=-3 is out of range"),
+        (lambda: qtriton.quantize_per_channel(X, axis=0.5), TypeError, "axis must be an int"),
+        (lambda: qtriton.dequantize_per_channel(Q, np.ones(3), axis=0), ValueError, r"scales must be a scalar or of shape \(4,\)"),
+        (lambda: qtriton.dequantize_per_channel(Q, np.array([1, 1, -1.0]), axis=1), ValueError, "scales must be positive"),
+        (lambda: qtriton.dequantize_per_token(Q, np.ones(3)), ValueError, r"scales must have shape \(4,\)"),
+        (lambda: qtriton.quantized_matmul(Q, 0.1, Q, 0.1), ValueError, r"\(4, 3\).*\(4, 3\).*3 != 4"),
+        (lambda: qtriton.quantized_matmul(Q, 0.1, Q.T.astype(np.int16), 0.1), TypeError, "b_q must be an int8 or uint8"),
+        (lambda: qtriton.quantized_matmul(Q, 0.1, Q.T.astype(np.float32), 0.1), TypeError, "b_q must be an int8"),
+        (lambda: qtriton.quantized_matmul(Q[0], 0.1, Q.T, 0.1), ValueError, "a_q must be 2-D"),
+        (lambda: qtriton.quantized_matmul(Q, np.ones(3), Q.T, 0.1), ValueError, r"a_scale must be a scalar or of shape \(4,\)"),
+        (lambda: qtriton.quantized_matmul(Q, 0.1, Q.T, np.ones(5)), ValueError, r"b_scale must be a scalar or of shape \(4,\)"),
+        (lambda: qtriton.quantized_matmul(Q, 0.1, Q.T, -0.1), ValueError, "b_scale must be positive"),
+        (lambda: qtriton.quantized_matmul(Q, 0.1, Q.T, 0.1, a_zp=np.ones(2, np.int32)), ValueError, "a_zp must be"),
+        (lambda: qtriton.quantized_matmul(Q, 0.1, Q.T, 0.1, b_zp=np.ones(4)), TypeError, "b_zp must hold integers"),
+        (lambda: qtriton.quantized_matmul(Q, 0.1, Q.T, 0.1, bias=np.ones(3)), ValueError, "bias must"),
+        (lambda: qtriton.quantized_matmul(Q, 0.1, Q.T, 0.1, out_dtype="int8"), ValueError, "out_dtype must be"),
+        (lambda: qtriton.quantized_matmul(Q, 0.1, Q.T, 0.1, out_dtype=torch.bfloat16), ValueError, "NumPy has no bfloat16"),
+        (lambda: qtriton.quantized_matmul(Q, 0.1, torch.from_numpy(Q.T), 0.1), TypeError, "both be NumPy arrays or both"),
+        (lambda: qtriton.quantization_error(X, None, X[:2]), ValueError, "dequantized has shape"),
+        (lambda: qtriton.calculate_memory_savings("float99", 8), ValueError, "original_dtype"),
+        (lambda: qtriton.calculate_memory_savings(np.float32, 0), ValueError, "quantized_bits"),
+        (lambda: qtriton.calculate_memory_savings(np.float32, 8, elements_per_scale=0), ValueError, "elements_per_scale"),
+    ],
+)
+def test_bad_input_gets_a_clear_error(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
