@@ -1,0 +1,389 @@
+"""Quantize / dequantize kernels: per tensor, per channel (any axis), per token (row).
+
+The arithmetic is `qtriton.reference`'s, operation for operation, in float32:
+
+    symmetric   scale = max(absmax / qmax, FLT_MIN)     q = clamp(rint(x / scale), -qmax - 1, qmax)
+    asymmetric  scale = max((hi - lo) / qmax, FLT_MIN)  zp = round_half_up(-lo / scale)
+                q = clamp(rint(x / scale + zp), 0, qmax)
+
+with scale 1.0 for an all-zero (constant) slice, and scale NaN, zero point 0, q 0 for a
+slice that cannot be quantized (NaN or Inf in it, hi - lo overflowing, |zp| > 2^24).
+Every division is `tl.math.div_rn` (Triton's `/` on float32 is an approximation on GPU),
+rint is `_round_half_even` (the zero point's `_round_half_up`, so that lo lands on 0 and
+hi on qmax even when -lo / scale is a tie), and every float -> int cast comes after a
+clamp (casts truncate and wrap).
+
+NaN handling: `tl.max` / `tl.minimum` may drop NaNs on GPU, so a NaN never reaches a
+reduction. The reduction operands map NaN to the value that poisons the slice the same
+way Inf does (+inf for absmax, -inf for the min, +inf for the max); the parameter
+helpers then turn any non-finite statistic into a NaN scale.
+
+The launchers (grid, block sizes, warps, allocation) are in `qtriton/ops/quantize.py`.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+FLT_MIN = tl.constexpr(2.0**-126)  # the smallest normal float32
+FLT_MAX = tl.constexpr(3.4028234663852886e38)
+ZERO_POINT_LIMIT = tl.constexpr(2.0**24)  # integers up to here are exact in float32
+ROUNDING_MAGIC = tl.constexpr(2.0**23)  # float32 values at or above it are whole
+
+
+# ----------------------------------------------------------------------------- helpers
+@triton.jit
+def _round_half_even(v):
+    """rint(v) for float32: |v| + 2^23 lands where the float32 spacing is exactly 1, so the
+    hardware's round-to-nearest-even addition rounds the fraction away (2^23 is even, so the
+    parity of the result is that of the rounded |v|); |v| >= 2^23 (and NaN) is already whole.
+    libdevice.rint would do, but it does not run in Triton's interpreter."""
+    magnitude = tl.abs(v)
+    rounded = (magnitude + ROUNDING_MAGIC) - ROUNDING_MAGIC
+    rounded = tl.where(v < 0, -rounded, rounded)
+    return tl.where(magnitude < ROUNDING_MAGIC, rounded, v)
+
+
+@triton.jit
+def _round_half_up(v):
+    """Round to nearest, ties toward +inf: rint, plus one where it went down from an exact
+    .5 (r - v is exact in float32: r and v are within 0.5 of each other)."""
+    rounded = _round_half_even(v)
+    return tl.where(rounded - v == -0.5, rounded + 1.0, rounded)
+
+
+@triton.jit
+def _is_finite(v):
+    return tl.abs(v) <= FLT_MAX  # False for NaN as well
+
+
+@triton.jit
+def _cast_rne(v, dtype: tl.constexpr):
+    """float32 v -> dtype, rounding to nearest even. bfloat16 is rounded by hand on the
+    float32 bits (add 0x7fff plus the lowest kept bit, drop 16 bits; NaN kept quiet): the
+    same result as the GPU's cvt.rn.bf16.f32, and Triton's interpreter would truncate."""
+    if dtype == tl.bfloat16:
+        bits = v.to(tl.uint32, bitcast=True)
+        bits = tl.where(v != v, 0x7FC00000, bits + (0x7FFF + ((bits >> 16) & 1)))  # noqa: PLR0124 (the NaN test)
+        return (bits >> 16).to(tl.uint16).to(tl.bfloat16, bitcast=True)
+    else:
+        return v.to(dtype)
+
+
+@triton.jit
+def _range_operands(x, mask, SYMMETRIC: tl.constexpr):
+    """Reduction operands (lo, hi) of a float32 tile, NaN-free: symmetric: both are |x|
+    (NaN -> +inf, masked -> 0); asymmetric: x for the min (NaN -> -inf, masked -> +inf) and
+    x for the max (NaN -> +inf, masked -> -inf)."""
+    is_nan = x != x  # noqa: PLR0124 (the NaN test)
+    if SYMMETRIC:
+        magnitude = tl.where(mask, tl.where(is_nan, float("inf"), tl.abs(x)), 0.0)
+        return magnitude, magnitude
+    else:
+        lo = tl.where(mask, tl.where(is_nan, float("-inf"), x), float("inf"))
+        hi = tl.where(mask, tl.where(is_nan, float("inf"), x), float("-inf"))
+        return lo, hi
+
+
+@triton.jit
+def _reduce_range(lo, hi, axis: tl.constexpr, SYMMETRIC: tl.constexpr):
+    """(min of lo, max of hi) along axis; symmetric: (absmax, absmax) from hi alone."""
+    hi = tl.max(hi, axis=axis)
+    if SYMMETRIC:
+        return hi, hi
+    else:
+        return tl.min(lo, axis=axis), hi
+
+
+@triton.jit
+def _merge_range(lo, hi, other_lo, other_hi, SYMMETRIC: tl.constexpr):
+    hi = tl.maximum(hi, other_hi)
+    if SYMMETRIC:
+        return hi, hi
+    else:
+        return tl.minimum(lo, other_lo), hi
+
+
+@triton.jit
+def _empty_range(BLOCK_SIZE: tl.constexpr, SYMMETRIC: tl.constexpr):
+    """(BLOCK_SIZE,) identities of _merge_range: absmax 0, or min +inf / max -inf."""
+    if SYMMETRIC:
+        zero = tl.zeros((BLOCK_SIZE,), dtype=tl.float32)
+        return zero, zero
+    else:
+        return tl.full((BLOCK_SIZE,), float("inf"), tl.float32), tl.full((BLOCK_SIZE,), float("-inf"), tl.float32)
+
+
+@triton.jit
+def _quant_params(lo, hi, NUM_BITS: tl.constexpr, SYMMETRIC: tl.constexpr):
+    """(scale, zero point as float32) of slices with min lo and max hi (symmetric: hi is
+    the absmax, zero point 0). Unquantizable slices get scale NaN and zero point 0."""
+    if SYMMETRIC:
+        QMAX: tl.constexpr = (1 << (NUM_BITS - 1)) - 1
+        scale = tl.maximum(tl.math.div_rn(hi, QMAX * 1.0), FLT_MIN)
+        scale = tl.where(hi == 0, 1.0, scale)
+        scale = tl.where(_is_finite(hi), scale, float("nan"))
+        return scale, tl.zeros_like(scale)
+    else:
+        QMAX: tl.constexpr = (1 << NUM_BITS) - 1
+        span = hi - lo
+        scale = tl.maximum(tl.math.div_rn(span, QMAX * 1.0), FLT_MIN)
+        scale = tl.where(span == 0, 1.0, scale)
+        zero_point = _round_half_up(tl.math.div_rn(-lo, scale))
+        ok = _is_finite(lo) & _is_finite(hi) & _is_finite(scale) & (tl.abs(zero_point) <= ZERO_POINT_LIMIT)
+        return tl.where(ok, scale, float("nan")), tl.where(ok, zero_point, 0.0)
+
+
+@triton.jit
+def _quantize_values(x, scale, zero_point, NUM_BITS: tl.constexpr, SYMMETRIC: tl.constexpr):
+    """The integer codes of float32 x as float32 (clamped, so the cast to int is exact);
+    0 where the scale is NaN."""
+    if SYMMETRIC:
+        QMIN: tl.constexpr = -(1 << (NUM_BITS - 1))
+        QMAX: tl.constexpr = (1 << (NUM_BITS - 1)) - 1
+        v = _round_half_even(tl.math.div_rn(x, scale))
+    else:
+        QMIN: tl.constexpr = 0
+        QMAX: tl.constexpr = (1 << NUM_BITS) - 1
+        v = _round_half_even(tl.math.div_rn(x, scale) + zero_point)
+    v = tl.minimum(tl.maximum(v, QMIN * 1.0), QMAX * 1.0)
+    return tl.where(scale != scale, 0.0, v)  # noqa: PLR0124 (the NaN test)
+
+
+# ------------------------------------------------------------- per row (token / channel)
+@triton.jit
+def _quantize_rows_kernel(
+    x_ptr, q_ptr, scale_ptr, zero_point_ptr,
+    M, K,
+    stride_xm, stride_xk,
+    NUM_BITS: tl.constexpr, SYMMETRIC: tl.constexpr,
+    BLOCK_SIZE_M: tl.constexpr, BLOCK_SIZE_K: tl.constexpr, SINGLE_PASS: tl.constexpr,
+):
+    """Row-wise dynamic quantization of x (M, K), any strides: one scale (and zero point)
+    per row. One program handles BLOCK_SIZE_M rows: with SINGLE_PASS (K <= BLOCK_SIZE_K)
+    it reads each row once into registers, reduces it, and writes the codes from the same
+    registers; otherwise it loops over K twice, first reducing, then quantizing.
+    Writes q (M, K) contiguous, scale (M,) float32 and, asymmetric, zero_point (M,) int32."""
+    pid = tl.program_id(0).to(tl.int64)
+    rows = pid * BLOCK_SIZE_M + tl.arange(0, BLOCK_SIZE_M)
+    row_mask = rows < M
+    x_rows = x_ptr + rows[:, None] * stride_xm
+    q_rows = q_ptr + rows[:, None] * K
+    cols = tl.arange(0, BLOCK_SIZE_K)
+
+    if SINGLE_PASS:
+        mask = row_mask[:, None] & (cols[None, :] < K)
+        x = tl.load(x_rows + cols[None, :].to(tl.int64) * stride_xk, mask=mask, other=0.0).to(tl.float32)
+        lo, hi = _range_operands(x, mask, SYMMETRIC)
+        lo, hi = _reduce_range(lo, hi, 1, SYMMETRIC)
+        scale, zero_point = _quant_params(lo, hi, NUM_BITS, SYMMETRIC)
+        q = _quantize_values(x, scale[:, None], zero_point[:, None], NUM_BITS, SYMMETRIC)
+        tl.store(q_rows + cols[None, :], q.to(q_ptr.dtype.element_ty), mask=mask)
+    else:
+        lo, hi = _empty_range(BLOCK_SIZE_M, SYMMETRIC)
+        for k in range(0, K, BLOCK_SIZE_K):
+            offs_k = k + cols
+            mask = row_mask[:, None] & (offs_k[None, :] < K)
+            x = tl.load(x_rows + offs_k[None, :].to(tl.int64) * stride_xk, mask=mask, other=0.0).to(tl.float32)
+            tile_lo, tile_hi = _range_operands(x, mask, SYMMETRIC)
+            tile_lo, tile_hi = _reduce_range(tile_lo, tile_hi, 1, SYMMETRIC)
+            lo, hi = _merge_range(lo, hi, tile_lo, tile_hi, SYMMETRIC)
+        scale, zero_point = _quant_params(lo, hi, NUM_BITS, SYMMETRIC)
+        for k in range(0, K, BLOCK_SIZE_K):
+            offs_k = k + cols
+            mask = row_mask[:, None] & (offs_k[None, :] < K)
+            x = tl.load(x_rows + offs_k[None, :].to(tl.int64) * stride_xk, mask=mask, other=0.0).to(tl.float32)
+            q = _quantize_values(x, scale[:, None], zero_point[:, None], NUM_BITS, SYMMETRIC)
+            tl.store(q_rows + offs_k[None, :], q.to(q_ptr.dtype.element_ty), mask=mask)
+
+    tl.store(scale_ptr + rows, scale, mask=row_mask)
+    if not SYMMETRIC:
+        tl.store(zero_point_ptr + rows, zero_point.to(tl.int32), mask=row_mask)
+
+
+# -------------------------------------------------------------- per channel, any axis
+@triton.jit
+def _quantize_channels_kernel(
+    x_ptr, q_ptr, scale_ptr, zero_point_ptr,
+    OUTER, C, INNER,
+    stride_xo, stride_xc, stride_xi,
+    NUM_BITS: tl.constexpr, SYMMETRIC: tl.constexpr,
+    BLOCK_SIZE_O: tl.constexpr, BLOCK_SIZE_C: tl.constexpr, BLOCK_SIZE_I: tl.constexpr,
+    SINGLE_PASS: tl.constexpr,
+):
+    """Per-channel quantization of x viewed as (OUTER, C, INNER), any strides: one scale
+    (and zero point) per index c, over the OUTER * INNER values x[:, c, :]. One program
+    handles BLOCK_SIZE_C channels, reducing (BLOCK_SIZE_O, BLOCK_SIZE_C, BLOCK_SIZE_I)
+    tiles over axes 0 and 2 (so loads stay contiguous along whichever axis is: C when
+    INNER == 1, INNER otherwise), then quantizing; SINGLE_PASS when one tile covers
+    OUTER and INNER. Writes q (OUTER, C, INNER) contiguous, scale (C,), zero_point (C,)."""
+    pid = tl.program_id(0).to(tl.int64)
+    chans = pid * BLOCK_SIZE_C + tl.arange(0, BLOCK_SIZE_C)
+    chan_mask = chans < C
+    offs_o = tl.arange(0, BLOCK_SIZE_O)
+    offs_i = tl.arange(0, BLOCK_SIZE_I)
+    x_chans = x_ptr + chans[None, :, None] * stride_xc
+    q_chans = q_ptr + chans[None, :, None] * INNER
+
+    if SINGLE_PASS:
+        mask = (offs_o[:, None, None] < OUTER) & chan_mask[None, :, None] & (offs_i[None, None, :] < INNER)
+        x_offs = offs_o[:, None, None].to(tl.int64) * stride_xo + offs_i[None, None, :].to(tl.int64) * stride_xi
+        x = tl.load(x_chans + x_offs, mask=mask, other=0.0).to(tl.float32)
+        lo, hi = _range_operands(x, mask, SYMMETRIC)
+        lo, hi = _reduce_range(lo, hi, 2, SYMMETRIC)
+        lo, hi = _reduce_range(lo, hi, 0, SYMMETRIC)
+        scale, zero_point = _quant_params(lo, hi, NUM_BITS, SYMMETRIC)
+        q = _quantize_values(x, scale[None, :, None], zero_point[None, :, None], NUM_BITS, SYMMETRIC)
+        q_offs = offs_o[:, None, None].to(tl.int64) * C * INNER + offs_i[None, None, :]
+        tl.store(q_chans + q_offs, q.to(q_ptr.dtype.element_ty), mask=mask)
+    else:
+        lo, hi = _empty_range(BLOCK_SIZE_C, SYMMETRIC)
+        for o in range(0, OUTER, BLOCK_SIZE_O):
+            outer = (o + offs_o).to(tl.int64)
+            for i in range(0, INNER, BLOCK_SIZE_I):
+                inner = (i + offs_i).to(tl.int64)
+                mask = (outer[:, None, None] < OUTER) & chan_mask[None, :, None] & (inner[None, None, :] < INNER)
+                x_offs = outer[:, None, None] * stride_xo + inner[None, None, :] * stride_xi
+                x = tl.load(x_chans + x_offs, mask=mask, other=0.0).to(tl.float32)
+                tile_lo, tile_hi = _range_operands(x, mask, SYMMETRIC)
+                tile_lo, tile_hi = _reduce_range(tile_lo, tile_hi, 2, SYMMETRIC)
+                tile_lo, tile_hi = _reduce_range(tile_lo, tile_hi, 0, SYMMETRIC)
+                lo, hi = _merge_range(lo, hi, tile_lo, tile_hi, SYMMETRIC)
+        scale, zero_point = _quant_params(lo, hi, NUM_BITS, SYMMETRIC)
+        for o in range(0, OUTER, BLOCK_SIZE_O):
+            outer = (o + offs_o).to(tl.int64)
+            for i in range(0, INNER, BLOCK_SIZE_I):
+                inner = (i + offs_i).to(tl.int64)
+                mask = (outer[:, None, None] < OUTER) & chan_mask[None, :, None] & (inner[None, None, :] < INNER)
+                x_offs = outer[:, None, None] * stride_xo + inner[None, None, :] * stride_xi
+                x = tl.load(x_chans + x_offs, mask=mask, other=0.0).to(tl.float32)
+                q = _quantize_values(x, scale[None, :, None], zero_point[None, :, None], NUM_BITS, SYMMETRIC)
+                q_offs = outer[:, None, None] * C * INNER + inner[None, None, :]
+                tl.store(q_chans + q_offs, q.to(q_ptr.dtype.element_ty), mask=mask)
+
+    tl.store(scale_ptr + chans, scale, mask=chan_mask)
+    if not SYMMETRIC:
+        tl.store(zero_point_ptr + chans, zero_point.to(tl.int32), mask=chan_mask)
+
+
+# -------------------------------------------------------------------------- per tensor
+# Three launches, no host sync: partial ranges per tile -> one program turns them into the
+# scale (and zero point) in device memory -> an elementwise pass reads them back.
+@triton.jit
+def _tensor_range_partials_kernel(
+    x_ptr, partial_lo_ptr, partial_hi_ptr,
+    M, K,
+    stride_xm, stride_xk,
+    SYMMETRIC: tl.constexpr, BLOCK_SIZE_M: tl.constexpr, BLOCK_SIZE_K: tl.constexpr,
+):
+    """Partial range of x (M, K), any strides: program p reduces one (BLOCK_SIZE_M,
+    BLOCK_SIZE_K) tile to partial_hi[p] = absmax (symmetric) or to partial_lo[p] = min and
+    partial_hi[p] = max (asymmetric), NaN already folded in as +-inf."""
+    pid = tl.program_id(0)
+    num_pid_k = tl.cdiv(K, BLOCK_SIZE_K)
+    rows = (pid // num_pid_k).to(tl.int64) * BLOCK_SIZE_M + tl.arange(0, BLOCK_SIZE_M)
+    cols = (pid % num_pid_k).to(tl.int64) * BLOCK_SIZE_K + tl.arange(0, BLOCK_SIZE_K)
+    mask = (rows[:, None] < M) & (cols[None, :] < K)
+    x = tl.load(x_ptr + rows[:, None] * stride_xm + cols[None, :] * stride_xk, mask=mask, other=0.0)
+    lo, hi = _range_operands(x.to(tl.float32), mask, SYMMETRIC)
+    lo, hi = _reduce_range(lo, hi, 1, SYMMETRIC)
+    lo, hi = _reduce_range(lo, hi, 0, SYMMETRIC)
+    tl.store(partial_hi_ptr + pid, hi)
+    if not SYMMETRIC:
+        tl.store(partial_lo_ptr + pid, lo)
+
+
+@triton.jit
+def _tensor_params_kernel(
+    partial_lo_ptr, partial_hi_ptr, scale_ptr, zero_point_ptr,
+    num_partials,
+    NUM_BITS: tl.constexpr, SYMMETRIC: tl.constexpr, BLOCK_SIZE: tl.constexpr,
+):
+    """One program: reduces the num_partials partial ranges and writes the tensor's scale
+    (0-d float32) and, asymmetric, zero point (0-d int32)."""
+    offs = tl.arange(0, BLOCK_SIZE)
+    lo, hi = _empty_range(BLOCK_SIZE, SYMMETRIC)
+    for start in range(0, num_partials, BLOCK_SIZE):
+        mask = start + offs < num_partials
+        part_hi = tl.load(partial_hi_ptr + start + offs, mask=mask, other=float("-inf"))
+        if SYMMETRIC:
+            part_lo = part_hi
+        else:
+            part_lo = tl.load(partial_lo_ptr + start + offs, mask=mask, other=float("inf"))
+        lo, hi = _merge_range(lo, hi, part_lo, part_hi, SYMMETRIC)
+    lo, hi = _reduce_range(lo, hi, 0, SYMMETRIC)
+    scale, zero_point = _quant_params(lo, hi, NUM_BITS, SYMMETRIC)
+    tl.store(scale_ptr, scale)
+    if not SYMMETRIC:
+        tl.store(zero_point_ptr, zero_point.to(tl.int32))
+
+
+@triton.jit
+def _quantize_tensor_kernel(
+    x_ptr, out_ptr, scale_ptr, zero_point_ptr,
+    M, K,
+    stride_xm, stride_xk,
+    NUM_BITS: tl.constexpr, SYMMETRIC: tl.constexpr, FAKE: tl.constexpr,
+    BLOCK_SIZE_M: tl.constexpr, BLOCK_SIZE_K: tl.constexpr,
+):
+    """Elementwise quantization of x (M, K), any strides, with the scale (and zero point)
+    read from device memory. One program per (BLOCK_SIZE_M, BLOCK_SIZE_K) tile writes
+    out (M, K) contiguous: the codes q, or with FAKE the dequantized values
+    (q - zp) * scale cast to out's dtype (fake quantization, no integer tensor written).
+    Tiles go in the reverse order of the partials pass, so the first ones read are those
+    it read last, still in L2 (a tensor up to about L2's size is read from DRAM once)."""
+    pid = tl.num_programs(0) - 1 - tl.program_id(0)
+    num_pid_k = tl.cdiv(K, BLOCK_SIZE_K)
+    rows = (pid // num_pid_k).to(tl.int64) * BLOCK_SIZE_M + tl.arange(0, BLOCK_SIZE_M)
+    cols = (pid % num_pid_k).to(tl.int64) * BLOCK_SIZE_K + tl.arange(0, BLOCK_SIZE_K)
+    mask = (rows[:, None] < M) & (cols[None, :] < K)
+    x = tl.load(x_ptr + rows[:, None] * stride_xm + cols[None, :] * stride_xk, mask=mask, other=0.0)
+    scale = tl.load(scale_ptr)
+    if SYMMETRIC:
+        zero_point = 0.0
+    else:
+        zero_point = tl.load(zero_point_ptr).to(tl.float32)  # |zp| <= 2^24: exact
+    q = _quantize_values(x.to(tl.float32), scale, zero_point, NUM_BITS, SYMMETRIC)
+    if FAKE:
+        # q - zp in float32 is the correctly rounded integer difference, as the reference's
+        # int64 difference converted to float32.
+        out = (q - zero_point) * scale
+    else:
+        out = q
+    tl.store(out_ptr + rows[:, None] * K + cols[None, :], _cast_rne(out, out_ptr.dtype.element_ty), mask=mask)
+
+
+# --------------------------------------------------------------------------- dequantize
+@triton.jit
+def _dequantize_kernel(
+    q_ptr, scale_ptr, zero_point_ptr, out_ptr,
+    M, K, num_scales,
+    stride_qm, stride_qk,
+    SCALE_PER_COLUMN: tl.constexpr, HAS_ZERO_POINT: tl.constexpr,
+    BLOCK_SIZE_M: tl.constexpr, BLOCK_SIZE_K: tl.constexpr,
+):
+    """out = (q - zero_point) * scale for q (M, K), any strides, out (M, K) contiguous.
+    The scale (and zero point) of element (m, k) is index k (SCALE_PER_COLUMN) or index
+    m % num_scales: num_scales = 1 per tensor, M per token, C for channels viewed as
+    (OUTER * C, INNER) rows. One program per (BLOCK_SIZE_M, BLOCK_SIZE_K) tile. The
+    difference is int32 (no uint8 wrap) converted to float32, as the reference's."""
+    pid = tl.program_id(0)
+    num_pid_k = tl.cdiv(K, BLOCK_SIZE_K)
+    rows = (pid // num_pid_k).to(tl.int64) * BLOCK_SIZE_M + tl.arange(0, BLOCK_SIZE_M)
+    cols = (pid % num_pid_k).to(tl.int64) * BLOCK_SIZE_K + tl.arange(0, BLOCK_SIZE_K)
+    row_mask = rows < M
+    col_mask = cols < K
+    mask = row_mask[:, None] & col_mask[None, :]
+    q = tl.load(q_ptr + rows[:, None] * stride_qm + cols[None, :] * stride_qk, mask=mask, other=0).to(tl.int32)
+    if SCALE_PER_COLUMN:
+        scale = tl.load(scale_ptr + cols, mask=col_mask, other=1.0)[None, :]
+        if HAS_ZERO_POINT:
+            q -= tl.load(zero_point_ptr + cols, mask=col_mask, other=0)[None, :]
+    else:
+        index = rows % num_scales
+        scale = tl.load(scale_ptr + index, mask=row_mask, other=1.0)[:, None]
+        if HAS_ZERO_POINT:
+            q -= tl.load(zero_point_ptr + index, mask=row_mask, other=0)[:, None]
+    out = q.to(tl.float32) * scale
+    tl.store(out_ptr + rows[:, None] * K + cols[None, :], _cast_rne(out, out_ptr.dtype.element_ty), mask=mask)

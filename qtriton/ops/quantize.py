@@ -1,0 +1,266 @@
+"""Launchers for the quantize / dequantize kernels (`qtriton.kernels.quantize`).
+
+Each function takes torch tensors on CUDA (or on CPU under TRITON_INTERPRET=1), already
+validated by `qtriton.api`, allocates the outputs, picks the launch parameters and
+launches; nothing here reads a device value back (no host sync). Results equal
+`qtriton.reference` bit for bit.
+
+Layouts: the kernels take strides, so transposed and sliced inputs are read in place
+whenever the tensor can be *viewed* as the 2-D (rows, K) or 3-D (outer, C, inner) shape a
+kernel works on (`Tensor.reshape` returns a view then). Only layouts with no such view,
+e.g. a permuted 3-D tensor whose leading axes do not merge, are copied first (by that same
+`reshape`). Outputs are always contiguous.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+
+from qtriton.kernels import quantize as _kernels
+
+# Rows up to this many elements are quantized in one pass from registers (one read of x);
+# longer rows are reduced, then quantized, in chunks of up to TWO_PASS_BLOCK_K.
+MAX_SINGLE_PASS_K = 16384
+TWO_PASS_BLOCK_K = 4096
+# Elements per program for the elementwise and per-tensor kernels: wide enough for
+# 16-byte vector loads per thread and few enough programs to amortize the launch.
+TILE_ELEMENTS = 4096
+# Partial ranges the per-tensor finalize program reduces per loop step (at most one tile).
+PARTIALS_BLOCK = 1024
+
+_GRANULARITIES = ("tensor", "channel", "token")
+
+
+def _num_warps(tile_elements: int) -> int:
+    """Warps for a tile: about 8 to 32 elements per thread, 4 to 16 warps."""
+    return min(16, max(4, tile_elements // 512))
+
+
+def _code_dtype(symmetric: bool) -> torch.dtype:
+    return torch.int8 if symmetric else torch.uint8
+
+
+def _as_rows(x: torch.Tensor) -> torch.Tensor:
+    """x as a 2-D (rows, K) tensor in row-major order of its elements: one row for
+    contiguous and 1-D tensors (the widest tiles), the last axis as K otherwise (a view
+    for transposed / sliced 2-D tensors, a copy only when no view exists)."""
+    if x.dim() <= 1 or x.is_contiguous():
+        return x.reshape(1, -1)
+    return x.reshape(-1, x.shape[-1])
+
+
+def _tile_2d(m: int, k: int, stride_m: int, stride_k: int, tile: int) -> tuple[int, int]:
+    """(BLOCK_SIZE_M, BLOCK_SIZE_K) for an elementwise pass over an (m, k) tensor: as wide as
+    possible along the contiguous axis (K normally, M for a transposed input, capped at 64
+    so the contiguous output writes stay wide too)."""
+    if stride_m == 1 and stride_k != 1 and m > 1:
+        block_m = min(triton.next_power_of_2(m), 64, tile)
+        return block_m, min(triton.next_power_of_2(k), max(1, tile // block_m))
+    block_k = min(triton.next_power_of_2(k), tile)
+    return min(triton.next_power_of_2(m), max(1, tile // block_k)), block_k
+
+
+def _empty_params(shape, symmetric: bool, device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Parameters of empty slices, as the reference gives them: scale 1.0, zero point 0."""
+    scale = torch.ones(shape, dtype=torch.float32, device=device)
+    return scale, None if symmetric else torch.zeros(shape, dtype=torch.int32, device=device)
+
+
+def _result(q, scale, zero_point, symmetric: bool):
+    return (q, scale) if symmetric else (q, scale, zero_point)
+
+
+# ----------------------------------------------------------------------- row-wise
+def _launch_rows(x2, q2, scale, zero_point, num_bits, symmetric, max_single_pass_k) -> None:
+    """Row-wise quantization of the 2-D x2 into q2 (contiguous), scale and zero point (M,)."""
+    m, k = x2.shape
+    single_pass = k <= max_single_pass_k
+    if single_pass:
+        block_k = triton.next_power_of_2(k)
+    else:  # the largest power of two within the limit, so a forced small limit still loops
+        block_k = min(TWO_PASS_BLOCK_K, 1 << (max_single_pass_k.bit_length() - 1))
+    block_m = min(triton.next_power_of_2(m), max(1, TILE_ELEMENTS // block_k))
+    _kernels._quantize_rows_kernel[(triton.cdiv(m, block_m),)](
+        x2, q2, scale, scale if zero_point is None else zero_point,
+        m, k,
+        x2.stride(0), x2.stride(1),
+        NUM_BITS=num_bits, SYMMETRIC=symmetric,
+        BLOCK_SIZE_M=block_m, BLOCK_SIZE_K=block_k, SINGLE_PASS=single_pass,
+        num_warps=_num_warps(block_m * block_k),
+    )
+
+
+def quantize_per_token(x: torch.Tensor, num_bits: int = 8, symmetric: bool = True, *,
+                       max_single_pass_k: int = MAX_SINGLE_PASS_K):
+    """One scale (and zero point) per row: per index of every axis but the last.
+    Returns (q, scales of shape x.shape[:-1] float32[, zero points int32, same shape]).
+    Rows of up to max_single_pass_k elements are read once, longer ones twice."""
+    q = torch.empty(x.shape, dtype=_code_dtype(symmetric), device=x.device)
+    if x.numel() == 0:
+        return _result(q, *_empty_params(x.shape[:-1], symmetric, x.device), symmetric)
+    scale = torch.empty(x.shape[:-1], dtype=torch.float32, device=x.device)
+    zero_point = None if symmetric else torch.empty(x.shape[:-1], dtype=torch.int32, device=x.device)
+    k = x.shape[-1]
+    _launch_rows(
+        x.reshape(-1, k), q.view(-1, k), scale.view(-1),
+        None if symmetric else zero_point.view(-1),
+        num_bits, symmetric, max_single_pass_k,
+    )
+    return _result(q, scale, zero_point, symmetric)
+
+
+# ----------------------------------------------------------------------- per channel
+def quantize_per_channel(x: torch.Tensor, axis: int, num_bits: int = 8, symmetric: bool = True, *,
+                         max_single_pass_k: int = MAX_SINGLE_PASS_K, tile: int = TILE_ELEMENTS):
+    """One scale (and zero point) per index along axis (negative counts from the end).
+    Returns (q, scales (C,) float32[, zero points (C,) int32]). tile: elements per
+    (outer, channel, inner) tile; a slice larger than one tile is read twice.
+
+    x is viewed as (outer, C, inner). With outer == 1 (axis 0 of a contiguous tensor: the
+    rows of a weight) each channel is a row and the row-wise kernel runs; otherwise the
+    3-D channel kernel reduces over outer and inner for blocks of channels."""
+    axis = axis % x.dim()
+    channels = x.shape[axis]
+    outer, inner = math.prod(x.shape[:axis]), math.prod(x.shape[axis + 1:])
+    q = torch.empty(x.shape, dtype=_code_dtype(symmetric), device=x.device)
+    if x.numel() == 0:
+        return _result(q, *_empty_params((channels,), symmetric, x.device), symmetric)
+    scale = torch.empty(channels, dtype=torch.float32, device=x.device)
+    zero_point = None if symmetric else torch.empty(channels, dtype=torch.int32, device=x.device)
+    if outer == 1:
+        _launch_rows(x.reshape(channels, inner), q.view(channels, inner), scale, zero_point,
+                     num_bits, symmetric, max_single_pass_k)
+        return _result(q, scale, zero_point, symmetric)
+
+    x3 = x.reshape(outer, channels, inner)
+    if inner == 1:  # channels are the contiguous axis: take many of them per program
+        block_i = 1
+        block_c = min(triton.next_power_of_2(channels), 64, tile)
+        block_o = min(triton.next_power_of_2(outer), max(1, tile // block_c))
+    else:
+        block_i = min(triton.next_power_of_2(inner), tile)
+        block_o = min(triton.next_power_of_2(outer), max(1, tile // block_i))
+        block_c = min(triton.next_power_of_2(channels), max(1, tile // (block_i * block_o)), 64)
+    _kernels._quantize_channels_kernel[(triton.cdiv(channels, block_c),)](
+        x3, q, scale, scale if zero_point is None else zero_point,
+        outer, channels, inner,
+        x3.stride(0), x3.stride(1), x3.stride(2),
+        NUM_BITS=num_bits, SYMMETRIC=symmetric,
+        BLOCK_SIZE_O=block_o, BLOCK_SIZE_C=block_c, BLOCK_SIZE_I=block_i,
+        SINGLE_PASS=outer <= block_o and inner <= block_i,
+        num_warps=_num_warps(block_o * block_c * block_i),
+    )
+    return _result(q, scale, zero_point, symmetric)
+
+
+# ----------------------------------------------------------------------- per tensor
+def _tensor_params(x2: torch.Tensor, num_bits: int, symmetric: bool, tile: int):
+    """Scale (0-d float32) and zero point (0-d int32, or None) of the 2-D x2, computed on
+    the device: partial ranges per tile, then one program reduces them."""
+    m, k = x2.shape
+    block_m, block_k = _tile_2d(m, k, x2.stride(0), x2.stride(1), tile)
+    num_partials = triton.cdiv(m, block_m) * triton.cdiv(k, block_k)
+    partial_hi = torch.empty(num_partials, dtype=torch.float32, device=x2.device)
+    partial_lo = partial_hi if symmetric else torch.empty_like(partial_hi)
+    _kernels._tensor_range_partials_kernel[(num_partials,)](
+        x2, partial_lo, partial_hi,
+        m, k,
+        x2.stride(0), x2.stride(1),
+        SYMMETRIC=symmetric, BLOCK_SIZE_M=block_m, BLOCK_SIZE_K=block_k,
+        num_warps=_num_warps(block_m * block_k),
+    )
+    scale = torch.empty((), dtype=torch.float32, device=x2.device)
+    zero_point = None if symmetric else torch.empty((), dtype=torch.int32, device=x2.device)
+    _kernels._tensor_params_kernel[(1,)](
+        partial_lo, partial_hi, scale, scale if zero_point is None else zero_point,
+        num_partials,
+        NUM_BITS=num_bits, SYMMETRIC=symmetric,
+        BLOCK_SIZE=min(PARTIALS_BLOCK, tile, triton.next_power_of_2(num_partials)),
+        num_warps=4,
+    )
+    return scale, zero_point
+
+
+def _launch_tensor_quantize(x2, out, scale, zero_point, num_bits, symmetric, fake, tile) -> None:
+    m, k = x2.shape
+    block_m, block_k = _tile_2d(m, k, x2.stride(0), x2.stride(1), tile)
+    grid = (triton.cdiv(m, block_m) * triton.cdiv(k, block_k),)
+    _kernels._quantize_tensor_kernel[grid](
+        x2, out, scale, scale if zero_point is None else zero_point,
+        m, k,
+        x2.stride(0), x2.stride(1),
+        NUM_BITS=num_bits, SYMMETRIC=symmetric, FAKE=fake,
+        BLOCK_SIZE_M=block_m, BLOCK_SIZE_K=block_k,
+        num_warps=_num_warps(block_m * block_k),
+    )
+
+
+def quantize_per_tensor(x: torch.Tensor, num_bits: int = 8, symmetric: bool = True, *,
+                        tile: int = TILE_ELEMENTS):
+    """One scale (and zero point) for the whole tensor: three launches (partial ranges,
+    parameters, quantization), no host sync. Returns (q, scale 0-d float32[, zero point
+    0-d int32]). tile: elements per program (tests shrink it to get many partials)."""
+    q = torch.empty(x.shape, dtype=_code_dtype(symmetric), device=x.device)
+    if x.numel() == 0:
+        return _result(q, *_empty_params((), symmetric, x.device), symmetric)
+    x2 = _as_rows(x)
+    scale, zero_point = _tensor_params(x2, num_bits, symmetric, tile)
+    _launch_tensor_quantize(x2, q.view(x2.shape), scale, zero_point, num_bits, symmetric, False, tile)
+    return _result(q, scale, zero_point, symmetric)
+
+
+def fake_quantize(x: torch.Tensor, num_bits: int = 8, symmetric: bool = True, *,
+                  tile: int = TILE_ELEMENTS) -> torch.Tensor:
+    """dequantize(quantize_per_tensor(x)) in x's dtype, the last two steps fused into one
+    elementwise pass (no integer tensor is written)."""
+    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    if x.numel() == 0:
+        return out
+    x2 = _as_rows(x)
+    scale, zero_point = _tensor_params(x2, num_bits, symmetric, tile)
+    _launch_tensor_quantize(x2, out.view(x2.shape), scale, zero_point, num_bits, symmetric, True, tile)
+    return out
+
+
+# ----------------------------------------------------------------------- dequantize
+def dequantize(q: torch.Tensor, scale, zero_point=None, *, granularity: str, axis: int | None = None,
+               out_dtype: torch.dtype = torch.float32, tile: int = TILE_ELEMENTS) -> torch.Tensor:
+    """(q - zero_point) * scale in float32, cast to out_dtype. granularity "tensor" (0-d
+    scale), "channel" (scales (q.shape[axis],)) or "token" (scales q.shape[:-1])."""
+    if granularity not in _GRANULARITIES:
+        raise ValueError(f"granularity must be one of {_GRANULARITIES}, got {granularity!r}")
+    if granularity == "channel" and axis is None:
+        raise ValueError("axis is required for granularity='channel'")
+    out = torch.empty(q.shape, dtype=out_dtype, device=q.device)
+    if q.numel() == 0:
+        return out
+    scale = torch.as_tensor(scale, dtype=torch.float32, device=q.device).reshape(-1).contiguous()
+    if zero_point is not None:
+        zero_point = torch.as_tensor(zero_point, dtype=torch.int32, device=q.device).reshape(-1).contiguous()
+
+    scale_per_column = False
+    if granularity == "tensor":
+        q2 = _as_rows(q)
+    elif granularity == "token":
+        q2 = q.reshape(-1, q.shape[-1])
+    else:
+        axis = axis % q.dim()
+        channels = q.shape[axis]
+        outer, inner = math.prod(q.shape[:axis]), math.prod(q.shape[axis + 1:])
+        scale_per_column = inner == 1
+        q2 = q.reshape(outer, channels) if scale_per_column else q.reshape(outer * channels, inner)
+    m, k = q2.shape
+    block_m, block_k = _tile_2d(m, k, q2.stride(0), q2.stride(1), tile)
+    grid = (triton.cdiv(m, block_m) * triton.cdiv(k, block_k),)
+    _kernels._dequantize_kernel[grid](
+        q2, scale, scale if zero_point is None else zero_point, out,
+        m, k, scale.numel(),
+        q2.stride(0), q2.stride(1),
+        SCALE_PER_COLUMN=scale_per_column, HAS_ZERO_POINT=zero_point is not None,
+        BLOCK_SIZE_M=block_m, BLOCK_SIZE_K=block_k,
+        num_warps=_num_warps(block_m * block_k),
+    )
+    return out

@@ -1,0 +1,417 @@
+"""The quantize / dequantize kernels (qtriton.ops.quantize) against the NumPy oracle.
+
+Integer codes and zero points must be equal, scales and dequantized values bit-equal
+(both sides do the same float32 operations in the same order). fp16 / bf16 inputs are
+compared with the oracle on the same values widened to float32 (an exact conversion).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import triton
+import triton.language as tl
+
+from qtriton import reference as ref
+from qtriton.kernels.quantize import _cast_rne, _round_half_even
+from qtriton.ops import quantize as qops
+from qtriton.testing import assert_exact
+
+pytestmark = [
+    pytest.mark.interpreter,
+    # NaN / Inf test data makes the interpreter's NumPy arithmetic warn; the results are checked.
+    pytest.mark.filterwarnings("ignore:(invalid value|overflow) encountered:RuntimeWarning"),
+]
+
+DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+GRANULARITIES = ("tensor", "channel", "token")
+
+
+# ----------------------------------------------------------------------------- helpers
+def _tensor(values: np.ndarray, device: str, dtype=torch.float32) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32)).to(device=device, dtype=dtype)
+
+
+def _as_oracle_input(x: torch.Tensor) -> np.ndarray:
+    """The values of x as float32 NumPy (exact for fp16 / bf16)."""
+    return x.detach().cpu().float().numpy()
+
+
+def _oracle(x: torch.Tensor, granularity: str, axis: int | None, num_bits: int, symmetric: bool):
+    x_np = _as_oracle_input(x)
+    if granularity == "token":
+        return ref.quantize_per_token(x_np, num_bits, symmetric)
+    keep_axis = None if granularity == "tensor" else axis % x.dim()
+    quantize = ref.quantize_symmetric if symmetric else ref.quantize_asymmetric
+    return quantize(x_np, num_bits, keep_axis=keep_axis)
+
+
+def _quantize(x: torch.Tensor, granularity: str, axis: int | None, num_bits: int, symmetric: bool, **launch):
+    """Run the kernel entry point for granularity, checking x is left as it was."""
+    before = x.clone()
+    if granularity == "tensor":
+        result = qops.quantize_per_tensor(x, num_bits, symmetric, **launch)
+    elif granularity == "channel":
+        result = qops.quantize_per_channel(x, axis, num_bits, symmetric, **launch)
+    else:
+        result = qops.quantize_per_token(x, num_bits, symmetric, **launch)
+    assert_exact(x, before, "input after the call")
+    return result
+
+
+def _check_quantize(x, granularity, axis=None, num_bits=8, symmetric=True, **launch):
+    """Kernel vs oracle: codes, scales, zero points, dtypes, contiguity."""
+    result = _quantize(x, granularity, axis, num_bits, symmetric, **launch)
+    expected = _oracle(x, granularity, axis, num_bits, symmetric)
+    assert len(result) == len(expected) == (2 if symmetric else 3)
+    q, scale = result[0], result[1]
+    assert q.dtype == (torch.int8 if symmetric else torch.uint8) and q.is_contiguous()
+    assert q.device == x.device and scale.device == x.device
+    assert scale.dtype == torch.float32
+    assert_exact(q, expected[0], "q")
+    assert_exact(scale, expected[1], "scale")
+    if not symmetric:
+        assert result[2].dtype == torch.int32
+        assert_exact(result[2], expected[2], "zero_point")
+    return result
+
+
+def _random(rng, shape, scale=1.0, offset=0.0) -> np.ndarray:
+    return (rng.standard_normal(shape) * scale + offset).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- rounding
+@triton.jit
+def _round_kernel(x_ptr, y_ptr, n, BLOCK_SIZE: tl.constexpr):
+    offs = tl.arange(0, BLOCK_SIZE)
+    mask = offs < n
+    tl.store(y_ptr + offs, _round_half_even(tl.load(x_ptr + offs, mask=mask)), mask=mask)
+
+
+def test_round_half_even_matches_rint(device, rng):
+    ties = np.arange(-6, 6, dtype=np.float32) + np.float32(0.5)  # -5.5 ... 5.5
+    special = np.array(
+        [0.0, -0.0, 0.49999997, -0.49999997, 2.0**22 + 0.5, -(2.0**22) - 0.5, 2.0**22 + 1.5,
+         2.0**23 - 0.5, 2.0**23, 2.0**23 + 1, -(2.0**23) - 2, 2.0**24 + 2, 1e30, -1e30,
+         np.inf, -np.inf, np.nan],
+        dtype=np.float32,
+    )
+    values = np.concatenate([ties, special, _random(rng, 40, scale=300.0)])
+    x = _tensor(values, device)
+    y = torch.empty_like(x)
+    _round_kernel[(1,)](x, y, x.numel(), BLOCK_SIZE=triton.next_power_of_2(x.numel()))
+    assert_exact(y, np.rint(values), "rint")  # the sign of a zero result is irrelevant to the codes
+
+
+@triton.jit
+def _cast_kernel(x_ptr, y_ptr, n, BLOCK_SIZE: tl.constexpr):
+    offs = tl.arange(0, BLOCK_SIZE)
+    mask = offs < n
+    tl.store(y_ptr + offs, _cast_rne(tl.load(x_ptr + offs, mask=mask), y_ptr.dtype.element_ty), mask=mask)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_cast_rounds_to_nearest_even(device, rng, dtype):
+    """float32 -> half as torch casts (round to nearest even), ties and overflow included."""
+    ulp = 2.0**-8 if dtype == torch.bfloat16 else 2.0**-11  # half an ulp at 1.0
+    special = np.array(
+        [1 + ulp, 1 + 3 * ulp, -(1 + ulp), 2 - ulp / 2, 0.0, -0.0, 1e-40, 3.3961e38, 65520.0,
+         -3.4e38, np.inf, -np.inf, np.nan],
+        dtype=np.float32,
+    )
+    values = np.concatenate([special, _random(rng, 50, scale=100.0)])
+    x = _tensor(values, device)
+    y = torch.empty(x.shape, dtype=dtype, device=device)
+    _cast_kernel[(1,)](x, y, x.numel(), BLOCK_SIZE=triton.next_power_of_2(x.numel()))
+    assert_exact(y, x.to(dtype), "cast")
+
+
+# ----------------------------------------------------------------------------- per token
+@pytest.mark.parametrize("shape", [(1,), (7,), (1, 1), (3, 33), (2, 3, 257), (2, 1031)])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("symmetric", [True, False], ids=["sym", "asym"])
+def test_per_token(device, rng, shape, dtype, symmetric):
+    x = _tensor(_random(rng, shape, scale=3.0, offset=0.5), device, dtype)
+    _check_quantize(x, "token", num_bits=8, symmetric=symmetric)
+
+
+@pytest.mark.parametrize("shape", [(3, 1000), (2, 2, 129), (1, 64)])
+@pytest.mark.parametrize("symmetric", [True, False], ids=["sym", "asym"])
+def test_per_token_two_pass(device, rng, shape, symmetric):
+    """Rows longer than the single-pass limit are reduced, then quantized, in chunks."""
+    values = _random(rng, shape, scale=2.0)
+    values[..., -1] = 40.0  # the extreme in the last chunk
+    values[0, ..., 0] = -50.0  # and in the first
+    x = _tensor(values, device)
+    _check_quantize(x, "token", num_bits=8, symmetric=symmetric, max_single_pass_k=32)
+
+
+# ----------------------------------------------------------------------------- per channel
+CHANNEL_CASES = [((33,), a) for a in (0, -1)] + [
+    (shape, axis)
+    for shape in [(7, 33), (3, 5, 7), (2, 3, 5, 7)]
+    for axis in range(-len(shape), len(shape))
+]
+
+
+@pytest.mark.parametrize("shape, axis", CHANNEL_CASES, ids=str)
+@pytest.mark.parametrize("symmetric", [True, False], ids=["sym", "asym"])
+def test_per_channel_every_axis(device, rng, shape, axis, symmetric):
+    x = _tensor(_random(rng, shape, scale=2.0, offset=-0.3), device)
+    _check_quantize(x, "channel", axis, num_bits=8, symmetric=symmetric)
+
+
+@pytest.mark.parametrize("shape, axis", [((2, 3, 5, 7), 1), ((2, 3, 5, 7), 3), ((40, 6), 1), ((6, 100), 0)], ids=str)
+@pytest.mark.parametrize("symmetric", [True, False], ids=["sym", "asym"])
+def test_per_channel_multi_tile(device, rng, shape, axis, symmetric):
+    """Slices larger than one tile: the channel kernel's (and the row kernel's) two-pass loops."""
+    x = _tensor(_random(rng, shape), device)
+    _check_quantize(x, "channel", axis, num_bits=6, symmetric=symmetric, tile=16, max_single_pass_k=16)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("axis", [0, 1, -1])
+def test_per_channel_half_inputs(device, rng, dtype, axis):
+    x = _tensor(_random(rng, (3, 9, 17), scale=5.0), device, dtype)
+    _check_quantize(x, "channel", axis, num_bits=8, symmetric=axis != 1)
+
+
+# ----------------------------------------------------------------------------- per tensor
+@pytest.mark.parametrize("shape", [(1,), (7,), (33, 7), (2, 3, 5, 7), (3, 1031)], ids=str)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("symmetric", [True, False], ids=["sym", "asym"])
+def test_per_tensor(device, rng, shape, dtype, symmetric):
+    x = _tensor(_random(rng, shape, scale=4.0, offset=1.0), device, dtype)
+    _, scale, *zero_point = _check_quantize(x, "tensor", num_bits=8, symmetric=symmetric)
+    assert scale.shape == () and all(z.shape == () for z in zero_point)
+
+
+@pytest.mark.parametrize("tile", [8, 64])
+@pytest.mark.parametrize("symmetric", [True, False], ids=["sym", "asym"])
+def test_per_tensor_many_partials(device, rng, tile, symmetric):
+    """Many partial ranges (the extremes in different tiles) reduced by the finalize
+    program, in several steps (its step is at most one tile)."""
+    values = _random(rng, (5, 203))
+    values[2, 100] = 9.0  # a middle step of the finalize loop
+    values[0, 3] = -7.0  # its first step
+    _check_quantize(_tensor(values, device), "tensor", num_bits=8, symmetric=symmetric, tile=tile)
+
+
+# ------------------------------------------------------------------ every width, every form
+@pytest.mark.parametrize("num_bits", range(2, 9))
+@pytest.mark.parametrize("granularity", GRANULARITIES)
+@pytest.mark.parametrize("symmetric", [True, False], ids=["sym", "asym"])
+def test_every_bit_width(device, rng, num_bits, granularity, symmetric):
+    x = _tensor(_random(rng, (6, 45), scale=2.0, offset=0.7), device)
+    _check_quantize(x, granularity, 1, num_bits=num_bits, symmetric=symmetric)
+
+
+# ----------------------------------------------------------------------------- layouts
+def _layouts(rng, device):
+    base = _tensor(_random(rng, (6, 10, 12), scale=3.0), device)
+    return {
+        "transposed": base[0].t(),  # (12, 10), strides (1, 12)
+        "sliced": base[1:5, ::2, 3:],  # strided on every axis
+        "permuted": base.permute(2, 0, 1),  # no (rows, K) view: copied
+        "column": base[:, 3, 5],  # 1-D with stride 120
+    }
+
+
+@pytest.mark.parametrize("layout", ["transposed", "sliced", "permuted", "column"])
+@pytest.mark.parametrize("granularity", GRANULARITIES)
+@pytest.mark.parametrize("symmetric", [True, False], ids=["sym", "asym"])
+def test_non_contiguous_inputs(device, rng, layout, granularity, symmetric):
+    x = _layouts(rng, device)[layout]
+    assert not x.is_contiguous()
+    axis = 0 if granularity == "channel" else None
+    _check_quantize(x, granularity, axis, num_bits=8, symmetric=symmetric)
+    if x.dim() > 1 and granularity == "channel":
+        _check_quantize(x, granularity, -1, num_bits=8, symmetric=symmetric)
+
+
+# ----------------------------------------------------------------------------- values
+def _special_rows(rng) -> np.ndarray:
+    """One row per case, 37 columns."""
+    rows = np.zeros((8, 37), dtype=np.float32)  # row 0: all zero
+    rows[1] = 2.5  # constant positive
+    rows[2] = -1e-3  # constant negative
+    rows[3] = _random(rng, 37, scale=1e30)  # huge
+    rows[4] = _random(rng, 37, scale=1e-30)  # tiny: scale floored at FLT_MIN
+    rows[5] = _random(rng, 37, scale=1e-42)  # denormal inputs
+    rows[6] = _random(rng, 37, scale=3.0, offset=1000.0)  # far from zero, narrow range
+    rows[7, :3] = [3.4e38, -3.4e38, 0.0]  # asymmetric range overflows float32
+    return rows
+
+
+@pytest.mark.parametrize("granularity", GRANULARITIES)
+@pytest.mark.parametrize("symmetric", [True, False], ids=["sym", "asym"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_special_values(device, rng, granularity, symmetric, dtype):
+    rows = _special_rows(rng)
+    if granularity == "tensor":  # one case per call
+        for row in rows:
+            _check_quantize(_tensor(row, device, dtype), "tensor", None, 8, symmetric)
+    else:
+        _check_quantize(_tensor(rows, device, dtype), granularity, 0, 8, symmetric)
+
+
+def test_rounding_ties_at_unit_scale(device):
+    """absmax 127 (symmetric) / range 0..255 (asymmetric) give scale exactly 1.0, so each
+    k + 0.5 is a tie that must round to even."""
+    ties = np.arange(-127, 127, dtype=np.float32) + np.float32(0.5)
+    x = _tensor(np.concatenate([ties, [127.0]]), device)
+    q, scale = qops.quantize_per_tensor(x)
+    assert_exact(scale, np.float32(1.0), "scale")
+    assert_exact(q, np.clip(np.rint(x.cpu().numpy()), -128, 127).astype(np.int8), "q")
+
+    ties = np.arange(0, 255, dtype=np.float32) + np.float32(0.5)
+    x = _tensor(np.concatenate([ties[:-1], [0.0, 255.0]])[None, :], device)
+    q, scale, zero_point = qops.quantize_per_token(x, symmetric=False)
+    assert_exact(scale, np.ones(1, np.float32), "scale")
+    assert_exact(zero_point, np.zeros(1, np.int32), "zero_point")
+    assert_exact(q, np.rint(x.cpu().numpy()).astype(np.uint8), "q")
+
+
+def test_zero_point_ties_round_half_up(device):
+    """-lo / scale = k + 0.5 exactly: the zero point rounds up (4.5 -> 5, 5.5 -> 6), so lo
+    and hi land on 0 and qmax; also where float32 still has halves (2^22 .. 2^23)."""
+    x = _tensor(np.array([[-4.5, 10.5, 0.0], [-5.5, 9.5, 1.25], [-2.5, 12.5, 3.5]]), device)  # 4 bits: scale 1
+    zero_point = _check_quantize(x, "token", None, 4, symmetric=False)[2]
+    assert_exact(zero_point, np.array([5, 6, 3], np.int32), "zero_point")
+    _check_quantize(x, "channel", 0, 4, symmetric=False)
+    _check_quantize(x[0], "tensor", None, 4, symmetric=False)
+
+    lo = np.float32(-(2.0**22) - 0.5)
+    x = _tensor(np.array([[lo, lo + 255.0, lo + 100.0], [-(2.0**22) - 1.5, -(2.0**22) + 253.5, 0.0]]), device)
+    _check_quantize(x[:, :2], "token", None, 8, symmetric=False)
+    _check_quantize(x[0], "tensor", None, 8, symmetric=False)
+
+
+@pytest.mark.parametrize("granularity", GRANULARITIES)
+@pytest.mark.parametrize("symmetric", [True, False], ids=["sym", "asym"])
+def test_nan_inf_policy(device, rng, granularity, symmetric):
+    """A slice with NaN / +-Inf, or (asymmetric) a zero point beyond 2^24, gets scale NaN,
+    zero point 0 and q 0; the other slices are unaffected."""
+    rows = _random(rng, (6, 19))
+    rows[0, 4] = np.nan
+    rows[1, 0] = np.inf
+    rows[2, 18] = -np.inf
+    rows[3] = np.nan
+    rows[4] = 1e9 + np.arange(19, dtype=np.float32) * 64  # |zp| ~ 2^25 (asymmetric)
+    x = _tensor(rows, device)
+    if granularity == "tensor":
+        for row in x:
+            _check_quantize(row, "tensor", None, 8, symmetric)
+        result = _check_quantize(x, "tensor", None, 8, symmetric)
+        assert torch.isnan(result[1]).item()
+    else:
+        result = _check_quantize(x, granularity, 0, 8, symmetric)
+        bad = [0, 1, 2, 3, 4] if not symmetric else [0, 1, 2, 3]
+        assert torch.isnan(result[1][bad]).all().item() and not torch.isnan(result[1][5]).item()
+
+
+@pytest.mark.parametrize("shape", [(0,), (0, 5), (5, 0), (2, 0, 3)], ids=str)
+@pytest.mark.parametrize("symmetric", [True, False], ids=["sym", "asym"])
+def test_empty(device, shape, symmetric):
+    x = torch.empty(shape, device=device)
+    code = torch.int8 if symmetric else torch.uint8
+    cases = {
+        "tensor": (qops.quantize_per_tensor(x, 8, symmetric), ()),
+        "token": (qops.quantize_per_token(x, 8, symmetric), shape[:-1]),
+        "channel": (qops.quantize_per_channel(x, -1, 8, symmetric), shape[-1:]),
+    }
+    for name, (result, param_shape) in cases.items():
+        assert result[0].shape == shape and result[0].dtype == code, name
+        assert_exact(result[1], np.ones(param_shape, np.float32), f"{name} scale")
+        if not symmetric:
+            assert_exact(result[2], np.zeros(param_shape, np.int32), f"{name} zero_point")
+        out = qops.dequantize(result[0], *result[1:], granularity=name, axis=-1)
+        assert out.shape == shape and out.dtype == torch.float32
+    assert qops.fake_quantize(x, 8, symmetric).shape == shape
+
+
+# ----------------------------------------------------------------------------- dequantize
+def _oracle_dequantize(q, scale, zero_point, granularity, axis):
+    q, scale = q.cpu().numpy(), scale.cpu().numpy()
+    if granularity == "token":
+        return ref.dequantize_per_token(q, scale, None if zero_point is None else zero_point.cpu().numpy())
+    keep_axis = None if granularity == "tensor" else axis % q.ndim
+    if zero_point is None:
+        return ref.dequantize_symmetric(q, scale, keep_axis)
+    return ref.dequantize_asymmetric(q, scale, zero_point.cpu().numpy(), keep_axis)
+
+
+@pytest.mark.parametrize("shape, granularity, axis", [
+    ((5, 33), "tensor", None),
+    ((2, 3, 5, 7), "tensor", None),
+    ((4, 1031), "token", None),
+    ((2, 3, 17), "token", None),
+    ((7, 33), "channel", 0),
+    ((7, 33), "channel", -1),
+    ((2, 3, 5, 7), "channel", 1),
+    ((2, 3, 5, 7), "channel", -2),
+], ids=str)
+@pytest.mark.parametrize("symmetric", [True, False], ids=["sym", "asym"])
+@pytest.mark.parametrize("out_dtype", DTYPES, ids=str)
+def test_dequantize(device, rng, shape, granularity, axis, symmetric, out_dtype):
+    x = _tensor(_random(rng, shape, scale=3.0, offset=-1.0), device)
+    q, scale, *zero_point = _quantize(x, granularity, axis, 8, symmetric)
+    zero_point = zero_point[0] if zero_point else None
+    q_before = q.clone()
+    out = qops.dequantize(q, scale, zero_point, granularity=granularity, axis=axis, out_dtype=out_dtype)
+    assert out.dtype == out_dtype and out.shape == x.shape and out.is_contiguous()
+    expected = torch.from_numpy(_oracle_dequantize(q, scale, zero_point, granularity, axis)).to(out_dtype)
+    assert_exact(out, expected, "dequantized")
+    assert_exact(q, q_before, "q after the call")
+
+
+@pytest.mark.parametrize("granularity", GRANULARITIES)
+@pytest.mark.parametrize("out_dtype", DTYPES, ids=str)
+def test_dequantize_non_contiguous_and_extreme_values(device, rng, granularity, out_dtype):
+    """Strided codes; zero points far from the codes (the difference is int32, no uint8
+    wrap, rounded to float32 like the reference's int64 difference); NaN scales; results
+    beyond the output dtype's range (rounded to inf, as a float32 -> out_dtype cast)."""
+    q = torch.from_numpy(rng.integers(0, 256, (9, 14), dtype=np.uint8)).to(device).t()  # (14, 9)
+    n = {"tensor": None, "channel": 14, "token": 14}[granularity]
+    shape = () if n is None else (n,)
+    scale = _tensor(np.abs(_random(rng, shape)) + 0.01, device)
+    zero_point = torch.from_numpy(rng.integers(-(2**24), 2**24, shape, dtype=np.int32)).to(device)
+    if n is not None:
+        scale[1] = float("nan")
+        scale[3], zero_point[3] = 0.01, -(2**24)  # ~1.7e5: past float16's range
+        scale[4], zero_point[4] = 1e33, 2**20  # ~-1e39: past bfloat16's and float32's
+        zero_point[2] = 2**24
+    out = qops.dequantize(q, scale, zero_point, granularity=granularity, axis=0, out_dtype=out_dtype)
+    expected = torch.from_numpy(_oracle_dequantize(q, scale, zero_point, granularity, 0)).to(out_dtype)
+    assert_exact(out, expected, "dequantized")
+
+
+# ----------------------------------------------------------------------------- fake quantize
+@pytest.mark.parametrize("shape", [(7,), (33, 7), (2, 3, 5, 7)], ids=str)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("symmetric", [True, False], ids=["sym", "asym"])
+def test_fake_quantize(device, rng, shape, dtype, symmetric):
+    x = _tensor(_random(rng, shape, scale=3.0, offset=0.4), device, dtype)
+    before = x.clone()
+    out = qops.fake_quantize(x, 5, symmetric, tile=64)
+    assert_exact(x, before, "input after the call")
+    x_np = _as_oracle_input(x)
+    if symmetric:
+        expected = ref.dequantize_symmetric(*ref.quantize_symmetric(x_np, 5))
+    else:
+        expected = ref.dequantize_asymmetric(*ref.quantize_asymmetric(x_np, 5))
+    assert out.dtype == dtype and out.shape == x.shape
+    assert_exact(out, torch.from_numpy(expected).to(dtype), "fake quantized")
+
+
+@pytest.mark.parametrize("symmetric", [True, False], ids=["sym", "asym"])
+def test_fake_quantize_non_finite_and_strided(device, rng, symmetric):
+    x = _tensor(_random(rng, (8, 6)), device).t()
+    out = qops.fake_quantize(x, 8, symmetric)
+    quantize = ref.quantize_symmetric if symmetric else ref.quantize_asymmetric
+    dequantize = ref.dequantize_symmetric if symmetric else ref.dequantize_asymmetric
+    assert_exact(out, dequantize(*quantize(_as_oracle_input(x))), "fake quantized")
+    x = x.clone()
+    x[2, 3] = float("inf")
+    assert torch.isnan(qops.fake_quantize(x, 8, symmetric)).all().item()
