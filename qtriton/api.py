@@ -48,8 +48,16 @@ def _backend_for(x) -> str:
     return setting
 
 
+_loaded_backends: dict = {}
+
+
 def _impl(backend: str):
-    return importlib.import_module(_BACKEND_MODULES[backend])
+    # Imported on first use (the kernels decide at import whether they run compiled or in
+    # the interpreter), then a plain dict lookup that torch.compile traces without a break.
+    module = _loaded_backends.get(backend)
+    if module is None:
+        module = _loaded_backends[backend] = importlib.import_module(_BACKEND_MODULES[backend])
+    return module
 
 
 def _to_backend(v, backend: str):

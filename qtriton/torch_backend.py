@@ -11,6 +11,10 @@ import torch
 
 from qtriton.reference import FLT_MIN, ZERO_POINT_LIMIT, qrange
 
+# A Python float, not the NumPy scalar: torch.compile guards on NumPy scalars and fails
+# under inference_mode ("Guard failed on the same frame it was created").
+_FLT_MIN = float(FLT_MIN)
+
 
 def _reduce(fn, x: torch.Tensor, granularity: str, axis: int | None) -> torch.Tensor:
     """fn (torch.amax / torch.amin) over each slice, shaped to broadcast against x."""
@@ -32,7 +36,7 @@ def _finite_slices(x: torch.Tensor, granularity: str, axis: int | None) -> torch
 
 def symmetric_params(x: torch.Tensor, num_bits: int, granularity: str, axis: int | None) -> torch.Tensor:
     absmax = _reduce(torch.amax, x.abs(), granularity, axis)
-    scale = torch.clamp_min(absmax / qrange(num_bits, True)[1], float(FLT_MIN))
+    scale = torch.clamp_min(absmax / qrange(num_bits, True)[1], _FLT_MIN)
     scale = torch.where(absmax == 0, 1.0, scale)
     return torch.where(_finite_slices(x, granularity, axis), scale, float("nan"))
 
@@ -41,7 +45,7 @@ def asymmetric_params(x: torch.Tensor, num_bits: int, granularity: str, axis: in
     lo = _reduce(torch.amin, x, granularity, axis)
     hi = _reduce(torch.amax, x, granularity, axis)
     span = hi - lo
-    scale = torch.clamp_min(span / qrange(num_bits, False)[1], float(FLT_MIN))
+    scale = torch.clamp_min(span / qrange(num_bits, False)[1], _FLT_MIN)
     scale = torch.where(span == 0, 1.0, scale)
     zp = _round_half_up(-lo / scale)
     ok = _finite_slices(x, granularity, axis) & torch.isfinite(scale) & (zp.abs() <= ZERO_POINT_LIMIT)
