@@ -19,6 +19,8 @@ from qtriton.api import (
     quantized_matmul,
 )
 from qtriton.backend import get_backend, set_backend, use_backend
+from qtriton.nn import Int8Linear, QuantizationSummary, quantize_model
+from qtriton.serialization import load_quantized, save_quantized
 
 __version__ = "0.1.0"
 
@@ -31,6 +33,11 @@ __all__ = [
     "dequantize_symmetric",
     "fake_quantize",
     "get_backend",
+    "Int8Linear",
+    "load_quantized",
+    "QuantizationSummary",
+    "quantize_model",
+    "save_quantized",
     "quantization_error",
     "quantize_asymmetric",
     "quantize_per_channel",

@@ -30,5 +30,14 @@ def main(argv: list[str] | None = None) -> int:
     return report.run(args)
 
 
+def entry_point() -> int:
+    """The console script: `qtriton ... | head` ends quietly instead of with a traceback."""
+    try:
+        return main()
+    except BrokenPipeError:
+        sys.stderr.close()
+        return 141  # 128 + SIGPIPE, as a shell reports it
+
+
 if __name__ == "__main__":
     sys.exit(main())

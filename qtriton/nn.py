@@ -1,0 +1,295 @@
+"""W8A8 layers: `Int8Linear` and `quantize_model`, which swaps it in for `nn.Linear`.
+
+`Int8Linear` stores its weight as int8 with one symmetric scale per output channel and
+quantizes its input per token on every call, so one forward is
+
+    q_x, s_x[, z_x] = quantize_per_token(x)                       (fused kernel on CUDA)
+    y = ((q_x - z_x) @ q_w.T) * s_x[:, None] * s_w[None, :] + b   (int8 GEMM, int32 accumulator,
+                                                                   scales and bias in its epilogue)
+
+through `qtriton.api`, which dispatches by backend: the Triton kernels for CUDA tensors, torch
+ops for CPU tensors (see `qtriton.backend`). Inference only: no gradients flow through it.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from qtriton import api
+from qtriton.backend import get_backend, triton_device_error
+
+ACTIVATION_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _device_problem(device: torch.device) -> str | None:
+    """Why the backend in force cannot run a layer whose tensors are on device, or None."""
+    setting = get_backend()
+    if setting == "triton" or (setting == "auto" and device.type == "cuda"):
+        return triton_device_error(device.type)
+    if device.type not in ("cpu", "cuda"):
+        return f"qtriton runs on CPU and CUDA tensors, not on {device.type!r}"
+    return None
+
+
+class Int8Linear(nn.Module):
+    """A drop-in for `nn.Linear` with int8 weights (per output channel, symmetric) and int8
+    activations (per token, symmetric or asymmetric, quantized on the fly).
+
+    Buffers, so `state_dict` / `load_state_dict` / `.to(device)` work as for any module:
+      weight        (out_features, in_features) int8, contiguous: the GEMM reads `weight.t()`,
+                    a K-major B operand, without a copy
+      weight_scale  (out_features,) float32
+      bias          (out_features,) float32, or None
+    Input: (..., in_features) float32, float16 or bfloat16; output: (..., out_features), same dtype.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        symmetric_activations: bool = True,
+        device: torch.device | str | None = None,
+    ) -> None:
+        super().__init__()
+        for name, value in (("in_features", in_features), ("out_features", out_features)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        self.in_features = in_features
+        self.out_features = out_features
+        self.symmetric_activations = bool(symmetric_activations)
+        self.register_buffer("weight", torch.zeros(out_features, in_features, dtype=torch.int8, device=device))
+        self.register_buffer("weight_scale", torch.ones(out_features, dtype=torch.float32, device=device))
+        bias_buffer = torch.zeros(out_features, dtype=torch.float32, device=device) if bias else None
+        self.register_buffer("bias", bias_buffer)
+
+    @classmethod
+    @torch.no_grad()
+    def from_float(cls, linear: nn.Linear, *, symmetric_activations: bool = True, name: str = "linear") -> Int8Linear:
+        """Quantize an `nn.Linear` (on its device); name is used in error messages.
+
+        Raises TypeError for anything but an nn.Linear, ValueError for a weight or bias
+        holding NaN/Inf or on a device the backend in force cannot run.
+        """
+        if not isinstance(linear, nn.Linear):
+            raise TypeError(f"{name} must be a torch.nn.Linear, got {type(linear).__name__}")
+        weight = linear.weight
+        problem = _device_problem(weight.device)
+        if problem is not None:
+            raise ValueError(f"{name} is on {weight.device}: {problem}")
+        if not weight.is_floating_point():
+            raise TypeError(f"{name}.weight must be floating point, got {weight.dtype}")
+        # One host sync per layer at conversion time (not in forward): on CUDA the quantize
+        # kernel would otherwise hand back a NaN scale silently.
+        for part, tensor in (("weight", weight), ("bias", linear.bias)):
+            if tensor is not None and not bool(torch.isfinite(tensor).all()):
+                raise ValueError(f"{name}.{part} contains NaN or Inf: it cannot be quantized")
+
+        layer = cls(
+            linear.in_features,
+            linear.out_features,
+            bias=linear.bias is not None,
+            symmetric_activations=symmetric_activations,
+            device=weight.device,
+        )
+        weight_q, weight_scale = api.quantize_per_channel(weight.detach().to(torch.float32), axis=0)
+        layer.weight.copy_(weight_q)
+        layer.weight_scale.copy_(weight_scale)
+        if linear.bias is not None:
+            layer.bias.copy_(linear.bias.detach())
+        return layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"input must be a torch.Tensor, got {type(x).__name__}")
+        if x.dtype not in ACTIVATION_DTYPES:
+            raise TypeError(f"input must be float32, float16 or bfloat16, got {x.dtype}")
+        if x.ndim == 0 or x.shape[-1] != self.in_features:
+            raise ValueError(f"input must have shape (..., {self.in_features}), got {tuple(x.shape)}")
+        if x.device != self.weight.device:
+            raise ValueError(f"input is on {x.device} but the layer's weight is on {self.weight.device}")
+        problem = _device_problem(x.device)
+        if problem is not None:
+            raise ValueError(f"input is on {x.device}: {problem}")
+
+        leading = x.shape[:-1]
+        rows = x.reshape(-1, self.in_features)
+        if rows.shape[0] == 0:
+            return x.new_zeros(*leading, self.out_features)
+        if self.symmetric_activations:
+            x_q, x_scale = api.quantize_per_token(rows, symmetric=True)
+            x_zero_point = 0
+        else:
+            x_q, x_scale, x_zero_point = api.quantize_per_token(rows, symmetric=False)
+        out = api.quantized_matmul(
+            x_q, x_scale, self.weight.t(), self.weight_scale, x_zero_point, 0, bias=self.bias, out_dtype=x.dtype
+        )
+        return out.reshape(*leading, self.out_features)
+
+    def extra_repr(self) -> str:
+        activations = "symmetric" if self.symmetric_activations else "asymmetric"
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+            f"weight=int8 per-channel, activations=int8 per-token {activations}"
+        )
+
+
+# --------------------------------------------------------------------------- quantize_model
+@dataclass
+class QuantizationSummary:
+    """What `quantize_model` did: layers replaced, layers kept in float (with why), and the
+    bytes of the replaced layers' weights + biases before and after (scales included)."""
+
+    replaced: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    bytes_before: int = 0
+    bytes_after: int = 0
+
+    def __str__(self) -> str:
+        total = len(self.replaced) + len(self.skipped)
+        ratio = f" ({self.bytes_after / self.bytes_before:.1%})" if self.bytes_before else ""
+        head = (
+            f"Int8Linear in place of {len(self.replaced)} of {total} nn.Linear layers: "
+            f"{_mib(self.bytes_before)} -> {_mib(self.bytes_after)}{ratio}"
+        )
+        lines = [head]
+        lines += [f"  kept float: {name}: {reason}" for name, reason in self.skipped]
+        return "\n".join(lines)
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.2f} MiB"
+
+
+def _layer_bytes(linear: nn.Linear) -> tuple[int, int]:
+    """(float bytes, Int8Linear bytes) of a layer's weight, scales and bias."""
+    out_features, in_features = linear.weight.shape
+    bias = linear.bias
+    before = linear.weight.numel() * linear.weight.element_size()
+    before += 0 if bias is None else bias.numel() * bias.element_size()
+    after = out_features * in_features + out_features * 4 + (0 if bias is None else out_features * 4)
+    return before, after
+
+
+def _patterns(value, name: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    if not isinstance(value, Sequence) or not all(isinstance(p, str) for p in value):
+        raise TypeError(f"{name} must be a glob pattern or a sequence of them, got {value!r}")
+    return tuple(value)
+
+
+def _linear_slots(model: nn.Module) -> dict[int, tuple[nn.Linear, list[tuple[str, nn.Module, str]]]]:
+    """Every nn.Linear by identity, with each (qualified name, parent, attribute) it sits at:
+    a layer shared by two parents must be replaced in both."""
+    found: dict[int, tuple[nn.Linear, list[tuple[str, nn.Module, str]]]] = {}
+    for qualified, module in model.named_modules(remove_duplicate=False):
+        if not isinstance(module, nn.Linear) or not qualified:
+            continue
+        parent_name, _, attr = qualified.rpartition(".")
+        parent = model.get_submodule(parent_name)
+        found.setdefault(id(module), (module, []))[1].append((qualified, parent, attr))
+    return found
+
+
+def _skip_reason(
+    name: str,
+    linear: nn.Linear,
+    parent: nn.Module,
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
+    predicate: Callable[[str, nn.Linear], bool] | None,
+    min_features: int,
+    keep_output_head: bool,
+) -> str | None:
+    if isinstance(parent, nn.MultiheadAttention):
+        return "inside nn.MultiheadAttention, which reads out_proj.weight directly instead of calling the layer"
+    if type(linear).forward is not nn.Linear.forward:
+        return f"{type(linear).__name__} overrides nn.Linear.forward"
+    if include and not any(fnmatch.fnmatchcase(name, p) for p in include):
+        return "matches no include pattern"
+    for pattern in exclude:
+        if fnmatch.fnmatchcase(name, pattern):
+            return f"matches exclude pattern {pattern!r}"
+    if keep_output_head and name.rpartition(".")[2] == "lm_head":
+        return "output head: the logits are the most sensitive to int8 error (and often tied to the embedding)"
+    if predicate is not None and not predicate(name, linear):
+        return "predicate returned False"
+    smallest = min(linear.in_features, linear.out_features)
+    if smallest < min_features:
+        return (
+            f"too small ({linear.in_features} -> {linear.out_features}, under min_features={min_features}): "
+            "per-token quantization costs more than the int8 GEMM saves"
+        )
+    return None
+
+
+@torch.no_grad()
+def quantize_model(
+    model: nn.Module,
+    *,
+    include: str | Sequence[str] | None = None,
+    exclude: str | Sequence[str] | None = None,
+    predicate: Callable[[str, nn.Linear], bool] | None = None,
+    min_features: int = 16,
+    keep_output_head: bool = True,
+    symmetric_activations: bool = True,
+) -> QuantizationSummary:
+    """Replace the `nn.Linear` layers of model with `Int8Linear`, in place; returns a summary.
+
+    A layer is replaced unless: it is inside `nn.MultiheadAttention` or overrides forward;
+    include (glob patterns on qualified names, e.g. "encoder.*") is given and none matches;
+    an exclude pattern matches; it is an `lm_head` (while keep_output_head); predicate(name,
+    layer) is False; or in_features or out_features is below min_features.
+
+    All layers are converted before any is swapped in, so an error (ValueError naming the
+    layer for NaN/Inf weights or a device the backend cannot run) leaves model unchanged.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(model, nn.Linear):
+        raise TypeError("model is itself an nn.Linear and cannot be replaced in place: use Int8Linear.from_float")
+    if isinstance(min_features, bool) or not isinstance(min_features, int) or min_features < 1:
+        raise ValueError(f"min_features must be a positive int, got {min_features!r}")
+    if predicate is not None and not callable(predicate):
+        raise TypeError(f"predicate must be callable, got {type(predicate).__name__}")
+    include_patterns = _patterns(include, "include")
+    exclude_patterns = _patterns(exclude, "exclude")
+
+    layers = _linear_slots(model)
+    if not layers:
+        raise ValueError(f"model ({type(model).__name__}) has no torch.nn.Linear layers to quantize")
+    all_names = [slot[0] for _, slots in layers.values() for slot in slots]
+    for pattern in include_patterns:
+        if not any(fnmatch.fnmatchcase(n, pattern) for n in all_names):
+            raise ValueError(f"include pattern {pattern!r} matches no nn.Linear layer of the model")
+
+    summary = QuantizationSummary()
+    replacements = []
+    for linear, slots in layers.values():
+        name, parent, _ = slots[0]
+        reason = _skip_reason(
+            name, linear, parent, include_patterns, exclude_patterns, predicate, min_features, keep_output_head
+        )
+        if reason is not None:
+            summary.skipped.append((name, reason))
+            continue
+        quantized = Int8Linear.from_float(linear, symmetric_activations=symmetric_activations, name=name)
+        replacements.append((quantized, slots))
+        before, after = _layer_bytes(linear)
+        summary.replaced.append(name)
+        summary.bytes_before += before
+        summary.bytes_after += after
+
+    for quantized, slots in replacements:
+        for _, parent, attr in slots:
+            setattr(parent, attr, quantized)
+    return summary

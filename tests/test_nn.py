@@ -1,0 +1,339 @@
+"""Int8Linear, quantize_model, and safetensors save / load of quantized models.
+
+The torch-backend tests run on CPU tensors; the `interpreter` test runs the Triton kernels
+(interpreter on CPU, the GPU with --device cuda)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from qtriton import reference
+from qtriton.backend import use_backend
+from qtriton.nn import Int8Linear, QuantizationSummary, quantize_model
+from qtriton.serialization import load_quantized, save_quantized
+from qtriton.testing import assert_close, assert_exact
+
+EPS = {torch.float32: 2.0**-23, torch.float16: 2.0**-10, torch.bfloat16: 2.0**-7}
+
+
+def _linear(rng, in_features: int, out_features: int, bias: bool = True) -> nn.Linear:
+    linear = nn.Linear(in_features, out_features, bias=bias)
+    with torch.no_grad():
+        linear.weight.copy_(torch.from_numpy(rng.standard_normal((out_features, in_features), dtype=np.float32)))
+        if bias:
+            linear.bias.copy_(torch.from_numpy(rng.standard_normal(out_features, dtype=np.float32)))
+    return linear
+
+
+def _oracle(linear: nn.Linear, x: torch.Tensor, symmetric: bool) -> np.ndarray:
+    """float64 W8A8 output by the NumPy oracle: what Int8Linear must compute."""
+    w = linear.weight.detach().numpy()
+    w_q, w_scale = reference.quantize_symmetric(w, 8, keep_axis=0)
+    rows = x.detach().float().reshape(-1, linear.in_features).numpy()
+    if symmetric:
+        x_q, x_scale = reference.quantize_per_token(rows, 8, True)
+        x_zp = 0
+    else:
+        x_q, x_scale, x_zp = reference.quantize_per_token(rows, 8, False)
+    bias = None if linear.bias is None else linear.bias.detach().numpy()
+    out = reference.quantized_matmul(x_q, x_scale, w_q.T, w_scale, x_zp, 0, bias)
+    return out.reshape(*x.shape[:-1], linear.out_features)
+
+
+SHAPES = [  # (leading shape of x, in_features, out_features)
+    ((), 7, 5),
+    ((1,), 1, 3),
+    ((3, 5), 33, 17),
+    ((2, 1, 4), 64, 130),
+    ((9,), 300, 1),
+]
+
+
+@pytest.mark.parametrize("leading, in_features, out_features", SHAPES)
+@pytest.mark.parametrize("symmetric", [True, False], ids=["sym", "asym"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+def test_matches_the_oracle(rng, leading, in_features, out_features, symmetric, dtype):
+    linear = _linear(rng, in_features, out_features, bias=out_features != 5)
+    layer = Int8Linear.from_float(linear, symmetric_activations=symmetric)
+    x = torch.from_numpy(rng.standard_normal((*leading, in_features), dtype=np.float32)).to(dtype)
+    x_before = x.clone()
+
+    w_q, w_scale = reference.quantize_symmetric(linear.weight.detach().numpy(), 8, keep_axis=0)
+    assert_exact(layer.weight, w_q, "weight")
+    assert_exact(layer.weight_scale, w_scale, "weight_scale")
+
+    y = layer(x)
+    assert y.dtype == dtype and y.shape == (*leading, out_features)
+    assert torch.equal(x, x_before)
+    # The integer product is exact; what is left is the rounding of the output dtype.
+    expected = _oracle(linear, x, symmetric)
+    assert_close(y, expected, rtol=EPS[dtype], atol=EPS[dtype] * np.abs(expected).max(), name="y")
+
+
+@pytest.mark.parametrize("symmetric", [True, False], ids=["sym", "asym"])
+def test_within_quantization_error_of_linear(rng, symmetric):
+    """|y_int8 - y_float| <= sum_k |x| s_w / 2 + |w| dx + dx s_w / 2, with the rounding step
+    dx = s_x / 2 (symmetric) or s_x (asymmetric: the zero point's rounding can cost one more
+    half step at the top of the range)."""
+    linear = _linear(rng, 96, 40)
+    x = torch.from_numpy(rng.standard_normal((4, 6, 96), dtype=np.float32) * 3)
+    layer = Int8Linear.from_float(linear, symmetric_activations=symmetric)
+    y = layer(x).double().reshape(-1, 40).numpy()
+
+    rows = x.reshape(-1, 96).double().numpy()
+    w = linear.weight.detach().double().numpy()
+    exact = rows @ w.T + linear.bias.detach().double().numpy()
+    s_w = layer.weight_scale.double().numpy()
+    s_x = np.abs(rows).max(1) / 127 if symmetric else (rows.max(1) - rows.min(1)) / 255
+    dx = (s_x / 2 if symmetric else s_x)[:, None]
+    bound = np.abs(rows).sum(1, keepdims=True) * s_w / 2 + dx * np.abs(w).sum(1) + 96 * dx * s_w / 2
+    assert (np.abs(y - exact) <= bound + 1e-5 * np.abs(exact)).all()
+    assert np.abs(y - exact).max() > 0  # it is quantized
+
+
+@pytest.mark.interpreter
+@pytest.mark.parametrize("m, in_features, out_features", [(6, 40, 24), (1, 17, 9)])
+@pytest.mark.parametrize("symmetric", [True, False], ids=["sym", "asym"])
+def test_triton_backend_matches_the_oracle(rng, device, m, in_features, out_features, symmetric):
+    linear = _linear(rng, in_features, out_features)
+    x = torch.from_numpy(rng.standard_normal((m, in_features), dtype=np.float32))
+    with use_backend("triton"):
+        layer = Int8Linear.from_float(linear.to(device), symmetric_activations=symmetric)
+        y = layer(x.to(device))
+    assert y.device.type == device and y.dtype == torch.float32
+    expected = _oracle(linear.cpu(), x, symmetric)
+    # Same integers as the oracle; the kernel's float32 epilogue rounds a few times.
+    assert_close(y, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max(), name="y")
+
+
+def test_buffers_state_dict_and_repr(rng):
+    layer = Int8Linear.from_float(_linear(rng, 48, 20))
+    assert list(layer.parameters()) == []
+    state = layer.state_dict()
+    assert list(state) == ["weight", "weight_scale", "bias"]
+    assert state["weight"].dtype == torch.int8 and state["weight"].shape == (20, 48) and state["weight"].is_contiguous()
+    assert state["weight_scale"].dtype == torch.float32 and state["bias"].dtype == torch.float32
+
+    fresh = Int8Linear(48, 20)
+    fresh.load_state_dict(state)
+    x = torch.from_numpy(rng.standard_normal((5, 48), dtype=np.float32))
+    assert torch.equal(fresh(x), layer(x))
+
+    no_bias = Int8Linear.from_float(_linear(rng, 48, 20, bias=False), symmetric_activations=False)
+    assert "bias" not in no_bias.state_dict()
+    assert repr(no_bias) == (
+        "Int8Linear(in_features=48, out_features=20, bias=False, "
+        "weight=int8 per-channel, activations=int8 per-token asymmetric)"
+    )
+
+
+def test_inference_mode_and_empty_input(rng):
+    layer = Int8Linear.from_float(_linear(rng, 32, 16))
+    x = torch.from_numpy(rng.standard_normal((3, 32), dtype=np.float32))
+    with torch.inference_mode():
+        y = layer(x)
+    assert torch.equal(y, layer(x))
+    assert layer(torch.zeros(0, 4, 32)).shape == (0, 4, 16)
+
+
+@pytest.mark.parametrize("grad_mode", [torch.no_grad, torch.inference_mode])
+def test_torch_compile(rng, grad_mode):
+    layer = Int8Linear.from_float(_linear(rng, 64, 24))
+    x = torch.from_numpy(rng.standard_normal((2, 3, 64), dtype=np.float32))
+    torch._dynamo.reset()
+    compiled = torch.compile(layer, backend="aot_eager")  # inductor's C++ build is too slow for CI
+    with grad_mode():
+        y = compiled(x)
+    assert torch.equal(y, layer(x))
+
+
+def test_bad_input(rng, monkeypatch):
+    linear = _linear(rng, 16, 8)
+    with torch.no_grad():
+        linear.weight[3, 4] = float("inf")
+    with pytest.raises(ValueError, match=r"proj\.weight contains NaN or Inf"):
+        Int8Linear.from_float(linear, name="proj")
+    with pytest.raises(TypeError, match="nn.Linear"):
+        Int8Linear.from_float(nn.Conv1d(3, 3, 1))
+
+    layer = Int8Linear.from_float(_linear(rng, 16, 8))
+    with pytest.raises(ValueError, match=r"shape \(\.\.\., 16\)"):
+        layer(torch.ones(2, 15))
+    with pytest.raises(TypeError, match="float32, float16 or bfloat16"):
+        layer(torch.ones(2, 16, dtype=torch.float64))
+    with pytest.raises(TypeError, match="float32, float16 or bfloat16"):
+        layer(torch.ones(2, 16, dtype=torch.int32))
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        layer(torch.full((2, 16), float("nan")))
+    with pytest.raises(ValueError, match="meta"):
+        layer(torch.ones(2, 16, device="meta"))
+    with pytest.raises(ValueError, match="meta"):
+        Int8Linear.from_float(nn.Linear(16, 8, device="meta"))
+
+    # The triton backend forced on CPU tensors without the interpreter: an error, not torch ops.
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with use_backend("triton"):
+        with pytest.raises(ValueError, match="TRITON_INTERPRET"):
+            layer(torch.ones(2, 16))
+        with pytest.raises(ValueError, match="fc.*TRITON_INTERPRET"):
+            quantize_model(_named(fc=nn.Linear(16, 16)))
+
+
+def _named(**modules: nn.Module) -> nn.Module:
+    model = nn.Module()
+    for name, module in modules.items():
+        model.add_module(name, module)
+    return model
+
+
+# ------------------------------------------------------------------------ quantize_model
+class _Block(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.up = nn.Linear(32, 64)
+        self.down = nn.Linear(64, 32, bias=False)
+        self.attn = nn.MultiheadAttention(32, 4, batch_first=True)
+
+    def forward(self, x):
+        x = x + self.attn(x, x, x, need_weights=False)[0]
+        return x + self.down(torch.relu(self.up(x)))
+
+
+class _Model(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList([_Block(), _Block()])
+        self.gate = nn.Linear(32, 4)
+        self.lm_head = nn.Linear(32, 50)
+
+    def forward(self, x):
+        for block in self.blocks:
+            x = block(x)
+        return self.lm_head(x) + self.gate(x).sum(-1, keepdim=True)
+
+
+def test_quantize_model_replaces_and_explains(rng):
+    torch.manual_seed(0)
+    model = _Model()
+    x = torch.from_numpy(rng.standard_normal((2, 5, 32), dtype=np.float32))
+    expected = model(x)
+
+    summary = quantize_model(model)
+    assert isinstance(summary, QuantizationSummary)
+    assert summary.replaced == ["blocks.0.up", "blocks.0.down", "blocks.1.up", "blocks.1.down"]
+    reasons = dict(summary.skipped)
+    assert set(reasons) == {"blocks.0.attn.out_proj", "blocks.1.attn.out_proj", "gate", "lm_head"}
+    assert "MultiheadAttention" in reasons["blocks.0.attn.out_proj"]
+    assert "too small" in reasons["gate"] and "lm_head" not in reasons["gate"]
+    assert "output head" in reasons["lm_head"]
+    assert isinstance(model.blocks[1].up, Int8Linear) and type(model.lm_head) is nn.Linear
+    assert summary.bytes_before == 2 * (32 * 64 * 4 + 64 * 4 + 64 * 32 * 4)
+    assert summary.bytes_after == 2 * (32 * 64 + 64 * 4 + 64 * 4 + 64 * 32 + 32 * 4)
+    text = str(summary)
+    assert "4 of 8 nn.Linear layers" in text and "kept float: lm_head" in text
+
+    y = model(x)
+    assert (y - expected).abs().max() < 0.05 * expected.abs().max()
+
+
+def test_quantize_model_filters(rng):
+    model = _Model()
+    summary = quantize_model(model, include="blocks.*", exclude=["*.down"], predicate=lambda name, _: "1" not in name)
+    assert summary.replaced == ["blocks.0.up"]
+    reasons = dict(summary.skipped)
+    assert reasons["blocks.0.down"] == "matches exclude pattern '*.down'"
+    assert reasons["blocks.1.up"] == "predicate returned False"
+    assert reasons["lm_head"] == "matches no include pattern"
+
+    model = _Model()
+    summary = quantize_model(model, keep_output_head=False, min_features=4, symmetric_activations=False)
+    assert "lm_head" in summary.replaced and "gate" in summary.replaced
+    assert not model.lm_head.symmetric_activations
+
+
+def test_quantize_model_shared_layer_is_replaced_everywhere():
+    shared = nn.Linear(32, 32)
+    model = _named(a=shared, b=nn.Sequential(shared))
+    summary = quantize_model(model)
+    assert summary.replaced == ["a"]
+    assert isinstance(model.a, Int8Linear) and model.b[0] is model.a
+
+
+def test_quantize_model_bad_input():
+    with pytest.raises(ValueError, match="no torch.nn.Linear layers"):
+        quantize_model(nn.Sequential(nn.ReLU(), nn.LayerNorm(4)))
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+        quantize_model(lambda x: x)
+    with pytest.raises(TypeError, match="Int8Linear.from_float"):
+        quantize_model(nn.Linear(32, 32))
+    with pytest.raises(ValueError, match="include pattern 'decoder.*' matches no"):
+        quantize_model(_Model(), include="decoder.*")
+
+    model = _Model()
+    with torch.no_grad():
+        model.blocks[1].down.weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"blocks\.1\.down\.weight contains NaN"):
+        quantize_model(model)
+    # Nothing was swapped in: every layer is converted before any replacement.
+    assert not any(isinstance(m, Int8Linear) for m in model.modules())
+
+
+# ----------------------------------------------------------------------------- safetensors
+def _mlp(seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(128, 256), nn.GELU(), nn.Linear(256, 128), nn.LayerNorm(128), nn.Linear(128, 96))
+
+
+def test_save_and_load_are_bit_identical_at_a_quarter_of_the_size(tmp_path, rng):
+    from safetensors.torch import save_model
+
+    model = _mlp(seed=0)
+    save_model(model, str(tmp_path / "float.safetensors"))
+    quantize_model(model, symmetric_activations=False)
+    save_quantized(model, tmp_path / "int8.safetensors")
+    ratio = (tmp_path / "int8.safetensors").stat().st_size / (tmp_path / "float.safetensors").stat().st_size
+    assert 0.25 < ratio < 0.27
+
+    skeleton = _mlp(seed=1)  # different float weights: all of them must come from the file
+    assert load_quantized(skeleton, tmp_path / "int8.safetensors") is skeleton
+    assert isinstance(skeleton[2], Int8Linear) and not skeleton[2].symmetric_activations
+    x = torch.from_numpy(rng.standard_normal((7, 128), dtype=np.float32))
+    assert torch.equal(skeleton(x), model(x))
+
+
+def test_load_errors(tmp_path):
+    model = _mlp(seed=0)
+    with pytest.raises(ValueError, match="no Int8Linear layers"):
+        save_quantized(model, tmp_path / "nothing.safetensors")
+    quantize_model(model)
+    path = tmp_path / "int8.safetensors"
+    save_quantized(model, path)
+
+    with pytest.raises(FileNotFoundError, match="missing.safetensors"):
+        load_quantized(_mlp(0), tmp_path / "missing.safetensors")
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ValueError, match="truncated.safetensors.*truncated or corrupt"):
+        load_quantized(_mlp(0), truncated)
+
+    from safetensors.torch import save_model
+
+    save_model(_mlp(0), str(tmp_path / "float.safetensors"))
+    with pytest.raises(ValueError, match="not written by qtriton.save_quantized"):
+        load_quantized(_mlp(0), tmp_path / "float.safetensors")
+
+    other = nn.Sequential(nn.Linear(128, 256), nn.GELU(), nn.Linear(256, 64))
+    with pytest.raises(ValueError, match=r"model\.2 has \(in_features, out_features, bias\) = \(256, 64, True\)"):
+        load_quantized(other, path)
+    assert type(other[0]) is nn.Linear  # checked before anything was swapped
+
+    missing_norm = nn.Sequential(nn.Linear(128, 256), nn.GELU(), nn.Linear(256, 128), nn.Identity(), nn.Linear(128, 96))
+    with pytest.raises(ValueError, match="does not fit the model"):
+        load_quantized(missing_norm, path)
+    assert type(missing_norm[0]) is nn.Linear  # swaps undone
+
+    with pytest.raises(TypeError, match=r"model\.2 is a Identity"):
+        load_quantized(nn.Sequential(nn.Linear(128, 256), nn.GELU(), nn.Identity()), path)

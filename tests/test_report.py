@@ -1,0 +1,145 @@
+"""`qtriton report`: the per-tensor table, its numbers against the oracle, and bad checkpoints."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from qtriton import reference
+from qtriton.report import add_arguments, report_checkpoint, run
+
+
+def _state_dict(rng) -> dict[str, torch.Tensor]:
+    return {
+        "encoder.dense.weight": torch.from_numpy(rng.standard_normal((48, 256), dtype=np.float32)),
+        "encoder.dense.bias": torch.from_numpy(rng.standard_normal(48, dtype=np.float32)),
+        # Outlier column: per-tensor scales suffer, per-channel and group-wise do not.
+        "head.weight": torch.from_numpy(rng.standard_normal((10, 30), dtype=np.float32)).to(torch.bfloat16),
+        "step": torch.tensor(7),
+    }
+
+
+def _run(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+@pytest.fixture
+def checkpoint(tmp_path, rng):
+    state = _state_dict(rng)
+    state["head.weight"][3, 5] = 40.0
+    path = tmp_path / "model.safetensors"
+    save_file(state, str(path))
+    return path, state
+
+
+def test_metrics_match_the_oracle(checkpoint):
+    path, state = checkpoint
+    rep = report_checkpoint(path)
+    by_name = {t.name: t for t in rep.tensors}
+    assert set(by_name) == {"encoder.dense.weight", "head.weight"}
+    assert set(rep.skipped) == {"encoder.dense.bias", "step"}
+
+    dense = by_name["encoder.dense.weight"]
+    w = state["encoder.dense.weight"].numpy()
+    assert list(dense.methods) == ["sym/tensor", "asym/tensor", "sym/channel", "asym/channel", "sym/g128", "asym/g128"]
+    q, scale = reference.quantize_symmetric(w, 8, keep_axis=0)
+    expected = reference.quantization_error(w, reference.dequantize_symmetric(q, scale, keep_axis=0))
+    assert dense.methods["sym/channel"].snr_db == expected["snr"]
+    assert dense.methods["sym/channel"].max_error == expected["max_error"]
+    assert dense.best == max(dense.methods, key=lambda m: dense.methods[m].snr_db)
+
+    head = by_name["head.weight"]
+    assert head.dtype == "bfloat16" and head.shape == (10, 30)
+    assert "sym/g128" not in head.methods  # 30 columns: no group of 128
+    assert head.methods["sym/channel"].snr_db > head.methods["sym/tensor"].snr_db + 5
+    assert head.best in ("sym/channel", "asym/channel")
+
+    assert rep.bytes_before == 48 * 256 * 4 + 10 * 30 * 2
+    assert rep.bytes_after == 48 * 256 + 48 * 4 + 10 * 30 + 10 * 4
+
+
+def test_fewer_bits_lose_about_6_db_per_bit(checkpoint):
+    path, _ = checkpoint
+    snr8 = report_checkpoint(path, bits=8).tensors[0].methods["sym/channel"].snr_db
+    snr4 = report_checkpoint(path, bits=4).tensors[0].methods["sym/channel"].snr_db
+    assert 20 < snr8 - snr4 < 28
+
+
+def test_table_and_json(checkpoint, capsys):
+    path, _ = checkpoint
+    assert _run([str(path), "--no-progress"]) == 0
+    table = capsys.readouterr().out
+    assert "encoder.dense.weight" in table and "48x256" in table and "*" in table
+    assert "total:" in table
+
+    assert _run([str(path), "--json", "--bits", "6", "--no-progress"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["bits"] == 6
+    assert [t["name"] for t in data["tensors"]] == ["encoder.dense.weight", "head.weight"]
+    assert data["tensors"][0]["methods"]["asym/g128"]["snr_db"] > 0
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".npz"])
+def test_torch_and_numpy_checkpoints(tmp_path, rng, suffix):
+    state = _state_dict(rng)
+    path = tmp_path / f"model{suffix}"
+    if suffix == ".pt":
+        torch.save({"state_dict": state, "epoch": 3}, path)  # a training checkpoint nests it
+    else:
+        np.savez(path, **{k: v.float().numpy() for k, v in state.items()})
+    rep = report_checkpoint(path)
+    assert [t.name for t in rep.tensors] == ["encoder.dense.weight", "head.weight"]
+
+
+def test_nan_weight_is_flagged_not_measured(tmp_path, rng):
+    state = _state_dict(rng)
+    state["encoder.dense.weight"][1, 2] = float("nan")
+    path = tmp_path / "nan.safetensors"
+    save_file(state, str(path))
+    rep = report_checkpoint(path)
+    bad = rep.tensors[0]
+    assert bad.problem is not None and "NaN" in bad.problem and not bad.methods
+    assert rep.tensors[1].methods
+
+
+def test_bad_checkpoints(tmp_path, rng, capsys):
+    with pytest.raises(FileNotFoundError, match="missing.safetensors"):
+        report_checkpoint(tmp_path / "missing.safetensors")
+
+    good = tmp_path / "good.safetensors"
+    save_file(_state_dict(rng), str(good))
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(good.read_bytes()[:1000])
+    with pytest.raises(ValueError, match="truncated.safetensors.*truncated or corrupt"):
+        report_checkpoint(truncated)
+
+    torch.save(_state_dict(rng), tmp_path / "good.pt")
+    (tmp_path / "cut.pt").write_bytes((tmp_path / "good.pt").read_bytes()[:700])
+    with pytest.raises(ValueError, match="cut.pt"):
+        report_checkpoint(tmp_path / "cut.pt")
+
+    torch.save([torch.ones(3, 3)], tmp_path / "list.pt")
+    with pytest.raises(ValueError, match="not a state dict"):
+        report_checkpoint(tmp_path / "list.pt")
+
+    save_file({"bias": torch.ones(4), "ids": torch.ones(4, 4, dtype=torch.int64)}, str(tmp_path / "no2d.safetensors"))
+    with pytest.raises(ValueError, match="no 2-D floating-point weights"):
+        report_checkpoint(tmp_path / "no2d.safetensors")
+
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(ValueError, match="unsupported file type"):
+        report_checkpoint(tmp_path / "notes.txt")
+
+    with pytest.raises(ValueError, match="bits"):
+        report_checkpoint(good, bits=9)
+
+    # The command turns these into a message and exit status 2.
+    assert _run([str(truncated)]) == 2
+    assert "truncated.safetensors" in capsys.readouterr().err
