@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# One command for a GPU machine lent for a few minutes: environment, the test suite on the
+# GPU, GEMM tuning, the headline benchmarks, and a report, in under 8 minutes.
+#
+#   bash bench/gpu_check.sh [OUT_DIR]          (from anywhere; OUT_DIR defaults to $OUT, else ./gpu-check-out)
+#
+# Needs python3 with torch, triton, numpy and pytest (no network, no uv). Each step has its own
+# timeout and is logged; a failing step does not stop the next. At most 8 files land in OUT_DIR:
+#   summary.txt  step results and the markdown table of the results
+#   env.txt      nvidia-smi, versions, import checks
+#   tests.log    pytest --device cuda
+#   tune.log     GEMM autotuning;  <card>.json  the tuned configs (commit to qtriton/configs/)
+#   bench.log    python -m bench all --quick;  <card>.jsonl  its results;  <card>.png  their plot
+# Exit status: the number of steps that failed or timed out (0: all passed).
+# Step limits in seconds can be changed with GPU_CHECK_{TESTS,TUNE,BENCH}_S; GPU_CHECK_BUDGET_S
+# (default 430) caps the steps before the report, each step getting at most what is left of it.
+set -u
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo" || exit 1
+out="${1:-${OUT:-gpu-check-out}}"
+mkdir -p "$out" || exit 1
+out="$(cd "$out" && pwd)"
+py="${PYTHON:-python3}"
+export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONUNBUFFERED=1
+unset TRITON_INTERPRET  # the GPU path, compiled kernels
+
+budget="${GPU_CHECK_BUDGET_S:-430}"
+summary="$out/summary.txt"
+failed=0
+: >"$summary"
+
+note() { echo "$*" | tee -a "$summary"; }
+
+# step NAME LIMIT_S LOG COMMAND...: run with a timeout (never past the budget), log, record.
+step() {
+    local name=$1 limit=$2 log=$3 left rc start
+    shift 3
+    left=$((budget - SECONDS))
+    ((limit > left)) && limit=$left
+    if ((limit < 10)); then
+        note "$name: SKIPPED (budget of ${budget}s spent)"
+        failed=$((failed + 1))
+        return
+    fi
+    start=$SECONDS
+    echo "### $name: $* (limit ${limit}s)" >>"$log"
+    # bash -c: the steps below are shell functions, which timeout cannot run by itself
+    timeout --kill-after=10 "$limit" bash -c '"$@"' step "$@" >>"$log" 2>&1
+    rc=$?
+    if ((rc == 0)); then
+        note "$name: ok ($((SECONDS - start))s)"
+    elif ((rc == 124 || rc == 137)); then
+        note "$name: TIMED OUT after ${limit}s (see $(basename "$log"))"
+        failed=$((failed + 1))
+    else
+        note "$name: FAILED, exit $rc ($((SECONDS - start))s; see $(basename "$log"))"
+        failed=$((failed + 1))
+    fi
+}
+
+environment() {
+    date -u +%Y-%m-%dT%H:%M:%SZ
+    nvidia-smi || echo "nvidia-smi failed"
+    echo "commit: ${QTRITON_COMMIT:-$(git -C "$repo" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)}"
+    "$py" - <<'EOF'
+import importlib, platform, sys
+print("python", platform.python_version(), sys.executable)
+for name in ("torch", "triton", "numpy", "pytest", "matplotlib", "safetensors"):
+    try:
+        print(f"{name:12}", importlib.import_module(name).__version__)
+    except Exception as err:  # report, never stop: this is the inventory
+        print(f"{name:12} MISSING ({type(err).__name__}: {err})")
+import torch
+print("cuda", torch.version.cuda, "available", torch.cuda.is_available(),
+      torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")
+EOF
+}
+
+# qtriton.kernels lives in the top-level kernels/ folder: importable only once installed.
+install() {
+    "$py" -c "import qtriton.kernels" 2>/dev/null && { echo "qtriton.kernels importable"; return 0; }
+    "$py" -m pip install --no-deps --no-build-isolation -e "$repo" && "$py" -c "import qtriton.kernels" && return 0
+    echo "pip install -e failed: linking qtriton/kernels -> ../kernels in this checkout instead"
+    ln -sfn ../kernels "$repo/qtriton/kernels" && "$py" -c "import qtriton.kernels"
+}
+
+tune() {
+    "$py" -m bench tune --quick || return 1
+    # The tuned file went to qtriton/configs/ (so the benchmark below uses it); keep a copy.
+    local written
+    written=$(tail -n 1 "$out/tune.log" | sed -n 's/^wrote //p')
+    [[ -f $written ]] && cp "$written" "$out/"
+}
+
+report() {
+    "$py" -m bench plot --results "$out" || echo "plot failed (matplotlib missing?)"
+    { echo; "$py" -m bench table --results "$out"; } >>"$summary"
+}
+
+export -f environment install tune report note
+export py out repo summary
+
+step environment 30 "$out/env.txt" environment
+step install 60 "$out/env.txt" install
+step tests "${GPU_CHECK_TESTS_S:-150}" "$out/tests.log" \
+    "$py" -m pytest tests/ --device cuda -x -q -p no:cacheprovider --durations=15
+step tune "${GPU_CHECK_TUNE_S:-100}" "$out/tune.log" tune
+step bench "${GPU_CHECK_BENCH_S:-130}" "$out/bench.log" "$py" -m bench all --quick --out "$out"
+budget=$((SECONDS + 40))  # the report runs whatever is left: it is what the run is for
+step report 30 "$out/bench.log" report
+
+sed -n '/^### /,$p' "$summary"  # the results table, for whoever reads only this output
+note "failed steps: $failed; total ${SECONDS}s; files in $out: $(ls "$out" | tr '\n' ' ')"
+exit "$failed"

@@ -1,0 +1,240 @@
+"""The benchmarks must keep running: `python -m bench all --smoke` (tiny shapes, Triton's
+interpreter) produces checked rows, and plots and tables are drawn from them. Nothing
+here is timed; the smoke run's times mean nothing and nobody reads them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+
+from bench import matmul as bench_matmul
+from bench import quantize as bench_quantize
+from bench.__main__ import main
+from bench.common import (
+    SMOKE_NOTE,
+    Context,
+    card_slug,
+    check_close,
+    check_exact,
+    checked,
+    input_copies,
+    int8_peak_tops,
+    load_results,
+)
+from bench.table import BEGIN, END, markdown, write_into
+
+ROW_FIELDS = {
+    "bench", "case", "shape", "dtype", "impl", "median_ms", "p20_ms", "p80_ms", "metric", "value",
+    "pct_peak", "check", "speedup", "goals", "card", "driver", "torch", "triton", "commit", "date",
+    "run_id", "smoke", "note",
+}  # fmt: skip
+BASELINES = {
+    "quantize": {"copy", "torch ops"},
+    "matmul": {"torch._int_mm+epilogue", "torch.mm bf16", "torch.mm fp32"},
+    "linear": {"nn.Linear bf16"},
+}
+
+
+def _smoke_context() -> Context:
+    env = {"card": "cpu (Triton interpreter)", "smoke": True}
+    return Context(device="cpu", smoke=True, quick=False, env=env, l2_bytes=50 * 2**20)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory, request):
+    """One `python -m bench all --smoke` in a subprocess (its own TRITON_INTERPRET=1)."""
+    if request.config.qtriton_device == "cuda":
+        pytest.skip("the smoke run is the CPU check; on a GPU, python -m bench --quick runs for real")
+    out = tmp_path_factory.mktemp("bench-smoke")
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "all", "--smoke", "--out", str(out)],
+        check=False,
+        cwd=REPO,
+        env={**os.environ, "TRITON_INTERPRET": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, f"bench smoke run failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+    files = list(out.glob("*.jsonl"))
+    assert [f.name for f in files] == ["cpu-triton-interpreter.jsonl"]
+    return out, load_results(files[0]), done.stdout
+
+
+@pytest.mark.interpreter
+def test_smoke_rows_are_complete_and_checked(smoke_run):
+    _, rows, stdout = smoke_run
+    benches = {row["bench"] for row in rows}
+    assert {"quantize", "matmul"} <= benches
+    if "linear" not in benches:  # only acceptable while Int8Linear cannot be imported
+        assert "linear: skipped" in stdout
+    for row in rows:
+        assert ROW_FIELDS <= row.keys(), ROW_FIELDS - row.keys()
+        assert row["smoke"] is True and row["note"] == SMOKE_NOTE
+        assert row["median_ms"] > 0 and row["p20_ms"] <= row["median_ms"] <= row["p80_ms"]
+        assert row["check"], row
+        assert row["goals"] is None  # smoke times judge nothing
+    for bench in benches:
+        ours = [row for row in rows if row["bench"] == bench and row["speedup"] is not None]
+        assert ours, bench
+        for row in ours:
+            assert set(row["speedup"]) == BASELINES[bench]
+            others = {r["impl"] for r in rows if r["bench"] == bench and r["run_id"] == row["run_id"]
+                      and r["case"] == row["case"] and r["shape"] == row["shape"]}  # fmt: skip
+            assert others - {row["impl"]} == {k for k, v in row["speedup"].items() if v is not None}
+
+
+@pytest.mark.interpreter
+def test_smoke_int_mm_is_na_where_it_cannot_run(smoke_run):
+    _, rows, _ = smoke_run
+    for row in rows:
+        if row["bench"] == "matmul" and row["speedup"] is not None:
+            m, n, k = row["shape"]
+            runs = bench_matmul.int_mm_runs(m, n, k)
+            assert (row["speedup"]["torch._int_mm+epilogue"] is not None) == runs, row["shape"]
+
+
+@pytest.mark.interpreter
+def test_plot_and_table_from_smoke_output(smoke_run, capsys):
+    pytest.importorskip("matplotlib")
+    out, rows, _ = smoke_run
+    assert main(["plot", "--results", str(out)]) == 0
+    png = out / "cpu-triton-interpreter.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    capsys.readouterr()
+    assert main(["table", "--results", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "### cpu (Triton interpreter)" in table and SMOKE_NOTE in table
+    qtriton_rows = [row for row in rows if row["speedup"] is not None]
+    assert table.count("\n| ") - 2 * len({row["bench"] for row in rows}) == len(qtriton_rows)
+    for row in qtriton_rows:
+        assert "x".join(map(str, row["shape"])) in table
+
+
+def test_smoke_refuses_the_results_folder():
+    with pytest.raises(SystemExit, match="never go to"):
+        main(["quantize", "--smoke", "--out", str(REPO / "bench" / "results" / "smoke")])
+
+
+def test_a_wrong_kernel_is_reported_not_timed(monkeypatch, capsys):
+    ctx = _smoke_context()
+
+    def off_by_one(granularity, axis, dequantize, dtype):
+        right = bench_quantize._torch_fn(granularity, axis, dequantize, dtype)
+        return lambda x: (right(x)[0].clamp(max=126) + 1, right(x)[1])
+
+    monkeypatch.setattr(bench_quantize, "_qtriton_fn", off_by_one)
+    rows = bench_quantize._bench_case(ctx, "quantize_per_token", "token", None, False, (8, 40), torch.float32)
+    assert rows == []
+    assert len(ctx.failures) == 1 and "codes" in ctx.failures[0]
+    assert "FAILED, not timed" in capsys.readouterr().out
+
+
+def test_a_wrong_gemm_is_reported_not_timed(monkeypatch):
+    from qtriton.ops import matmul as ops
+
+    ctx = _smoke_context()
+
+    def exact(a, b):
+        return torch.round(a.double() @ b.double()).to(torch.int32)
+
+    monkeypatch.setattr(ops, "int8_matmul", lambda a, b: exact(a, b) + (a.shape[0] > 20))
+    monkeypatch.setattr(bench_matmul, "_ours", lambda a, b, sa, sb: bench_matmul.epilogue(exact(a, b), sa, sb))
+    assert bench_matmul._bench_case(ctx, 33, 16, 32) == []
+    assert "int32 product" in ctx.failures[0]
+    monkeypatch.setattr(ops, "int8_matmul", exact)  # and the same case passes once the product is right
+    assert len(bench_matmul._bench_case(ctx, 33, 16, 32)) == 4
+
+
+def test_checks_fail_on_a_single_wrong_element():
+    ctx = _smoke_context()
+    expected = torch.arange(12, dtype=torch.float32).reshape(3, 4)
+    wrong = expected.clone()
+    wrong[2, 1] += 1
+    assert checked(ctx, "exact", lambda: check_exact(wrong, expected, "x") or "ok") is None
+    assert "(2, 1)" in ctx.failures[-1]
+    assert checked(ctx, "close", lambda: check_close(wrong, expected, 0.01, 0.0, "x") or "ok") is None
+    assert checked(ctx, "fine", lambda: check_close(expected * (1 + 1e-4), expected, 0.01, 0.0, "x") or "ok") == "ok"
+    assert len(ctx.failures) == 2
+
+
+@pytest.mark.parametrize(
+    ("card", "peak", "slug"),
+    [
+        ("NVIDIA H100 80GB HBM3", 1979.0, "nvidia-h100-80gb-hbm3"),
+        ("NVIDIA H100 PCIe", 1513.0, "nvidia-h100-pcie"),
+        ("NVIDIA H200", 1979.0, "nvidia-h200"),
+        ("NVIDIA H100 NVL", None, "nvidia-h100-nvl"),
+        ("NVIDIA A100-SXM4-80GB", None, "nvidia-a100-sxm4-80gb"),
+    ],
+)
+def test_card_peak_and_slug(card, peak, slug):
+    assert int8_peak_tops(card) == peak
+    assert card_slug(card) == slug
+
+
+def test_inputs_rotate_only_when_they_fit_in_l2():
+    ctx = _smoke_context()
+    ctx.smoke = False
+    assert input_copies(ctx, 200 * 2**20) == 1
+    assert input_copies(ctx, 10 * 2**20) == 10  # 10 copies of 10 MB: twice the 50 MB L2
+    assert input_copies(ctx, 16) == 1024  # capped
+    ctx.smoke = True
+    assert input_copies(ctx, 16) == 1
+
+
+def _row(**fields) -> dict:
+    row = {
+        "bench": "matmul", "case": "scaled_matmul", "shape": [4096, 4096, 4096], "dtype": "int8->bf16",
+        "impl": "qtriton", "median_ms": 0.1, "p20_ms": 0.09, "p80_ms": 0.11, "metric": "TOPS",
+        "value": 1374.4, "pct_peak": 69.4, "speedup": None, "goals": None, "card": "NVIDIA H100 80GB HBM3",
+        "driver": "560.35", "cuda": "12.6", "torch": "2.11", "triton": "3.6", "python": "3.12",
+        "commit": "abc123", "date": "2026-11-27T00:00:00Z", "run_id": "r1", "smoke": False,
+    }  # fmt: skip
+    return {**row, **fields}
+
+
+def test_table_shows_ratios_na_and_goals(tmp_path):
+    goals = [{"what": "speedup vs torch.mm bf16", "target": 1.7, "value": 1.52, "met": False}]
+    rows = [
+        _row(speedup={"torch._int_mm+epilogue": None, "torch.mm bf16": 1.52}, goals=goals),
+        _row(impl="torch.mm bf16", dtype="bf16", metric="TFLOPS", value=904.2, pct_peak=None),
+    ]
+    table = markdown(rows)
+    assert "#### 2026-11-27T00:00:00Z, commit abc123" in table
+    line = next(line for line in table.splitlines() if line.startswith("| scaled_matmul"))
+    assert "| n/a |" in line and "1.52x (904 TFLOPS)" in line and "**missed**" in line and "1374" in line
+    assert "smoke" not in table
+
+    doc = tmp_path / "performance.md"
+    doc.write_text(f"# head\n\n{BEGIN}\nold\n{END}\ntail\n")
+    write_into(doc, table)
+    text = doc.read_text()
+    assert "old" not in text and "1.52x" in text and text.startswith("# head") and text.endswith("tail\n")
+
+
+def test_performance_doc_has_the_markers():
+    text = (REPO / "docs" / "performance.md").read_text()
+    assert text.count(BEGIN) == 1 and text.count(END) == 1
+
+
+def test_gpu_check_script_parses():
+    script = REPO / "bench" / "gpu_check.sh"
+    done = subprocess.run(["bash", "-n", str(script)], check=False, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_results_rows_are_json_lines(tmp_path):
+    from bench.common import append_results
+
+    path = append_results(tmp_path, [_row(), _row(impl="torch.mm bf16")])
+    assert path.name == "nvidia-h100-80gb-hbm3.jsonl"
+    assert [json.loads(line)["impl"] for line in path.read_text().splitlines()] == ["qtriton", "torch.mm bf16"]
