@@ -204,6 +204,14 @@ def _quantize_rows_kernel(
 
 # -------------------------------------------------------------- per channel, any axis
 @triton.jit
+def _load_channel_tile(x_chans, outer, inner, chan_mask, OUTER, INNER, stride_xo, stride_xi):
+    """The float32 tile x[outer, chans, inner] (chans already in x_chans) and its mask."""
+    mask = (outer[:, None, None] < OUTER) & chan_mask[None, :, None] & (inner[None, None, :] < INNER)
+    offs = outer[:, None, None] * stride_xo + inner[None, None, :] * stride_xi
+    return tl.load(x_chans + offs, mask=mask, other=0.0).to(tl.float32), mask
+
+
+@triton.jit
 def _quantize_channels_kernel(
     x_ptr, q_ptr, scale_ptr, zero_point_ptr,
     OUTER, C, INNER,
@@ -227,15 +235,14 @@ def _quantize_channels_kernel(
     q_chans = q_ptr + chans[None, :, None] * INNER
 
     if SINGLE_PASS:
-        mask = (offs_o[:, None, None] < OUTER) & chan_mask[None, :, None] & (offs_i[None, None, :] < INNER)
-        x_offs = offs_o[:, None, None].to(tl.int64) * stride_xo + offs_i[None, None, :].to(tl.int64) * stride_xi
-        x = tl.load(x_chans + x_offs, mask=mask, other=0.0).to(tl.float32)
+        outer, inner = offs_o.to(tl.int64), offs_i.to(tl.int64)
+        x, mask = _load_channel_tile(x_chans, outer, inner, chan_mask, OUTER, INNER, stride_xo, stride_xi)
         lo, hi = _range_operands(x, mask, SYMMETRIC)
         lo, hi = _reduce_range(lo, hi, 2, SYMMETRIC)
         lo, hi = _reduce_range(lo, hi, 0, SYMMETRIC)
         scale, zero_point = _quant_params(lo, hi, NUM_BITS, SYMMETRIC)
         q = _quantize_values(x, scale[None, :, None], zero_point[None, :, None], NUM_BITS, SYMMETRIC)
-        q_offs = offs_o[:, None, None].to(tl.int64) * C * INNER + offs_i[None, None, :]
+        q_offs = outer[:, None, None] * C * INNER + inner[None, None, :]
         tl.store(q_chans + q_offs, q.to(q_ptr.dtype.element_ty), mask=mask)
     else:
         lo, hi = _empty_range(BLOCK_SIZE_C, SYMMETRIC)
@@ -243,9 +250,7 @@ def _quantize_channels_kernel(
             outer = (o + offs_o).to(tl.int64)
             for i in range(0, INNER, BLOCK_SIZE_I):
                 inner = (i + offs_i).to(tl.int64)
-                mask = (outer[:, None, None] < OUTER) & chan_mask[None, :, None] & (inner[None, None, :] < INNER)
-                x_offs = outer[:, None, None] * stride_xo + inner[None, None, :] * stride_xi
-                x = tl.load(x_chans + x_offs, mask=mask, other=0.0).to(tl.float32)
+                x, mask = _load_channel_tile(x_chans, outer, inner, chan_mask, OUTER, INNER, stride_xo, stride_xi)
                 tile_lo, tile_hi = _range_operands(x, mask, SYMMETRIC)
                 tile_lo, tile_hi = _reduce_range(tile_lo, tile_hi, 2, SYMMETRIC)
                 tile_lo, tile_hi = _reduce_range(tile_lo, tile_hi, 0, SYMMETRIC)
@@ -255,9 +260,7 @@ def _quantize_channels_kernel(
             outer = (o + offs_o).to(tl.int64)
             for i in range(0, INNER, BLOCK_SIZE_I):
                 inner = (i + offs_i).to(tl.int64)
-                mask = (outer[:, None, None] < OUTER) & chan_mask[None, :, None] & (inner[None, None, :] < INNER)
-                x_offs = outer[:, None, None] * stride_xo + inner[None, None, :] * stride_xi
-                x = tl.load(x_chans + x_offs, mask=mask, other=0.0).to(tl.float32)
+                x, mask = _load_channel_tile(x_chans, outer, inner, chan_mask, OUTER, INNER, stride_xo, stride_xi)
                 q = _quantize_values(x, scale[None, :, None], zero_point[None, :, None], NUM_BITS, SYMMETRIC)
                 q_offs = outer[:, None, None] * C * INNER + inner[None, None, :]
                 tl.store(q_chans + q_offs, q.to(q_ptr.dtype.element_ty), mask=mask)
