@@ -127,11 +127,16 @@ def _quant_params(lo, hi, NUM_BITS: tl.constexpr, SYMMETRIC: tl.constexpr):
         return scale, tl.zeros_like(scale)
     else:
         QMAX: tl.constexpr = (1 << NUM_BITS) - 1
+        finite = _is_finite(lo) & _is_finite(hi)
+        # Non-finite slices (and masked-off rows, whose range is empty) compute on zeros:
+        # their result is replaced below, and no inf - inf ever happens.
+        lo = tl.where(finite, lo, 0.0)
+        hi = tl.where(finite, hi, 0.0)
         span = hi - lo
         scale = tl.maximum(tl.math.div_rn(span, QMAX * 1.0), FLT_MIN)
         scale = tl.where(span == 0, 1.0, scale)
         zero_point = _round_half_up(tl.math.div_rn(-lo, scale))
-        ok = _is_finite(lo) & _is_finite(hi) & _is_finite(scale) & (tl.abs(zero_point) <= ZERO_POINT_LIMIT)
+        ok = finite & _is_finite(scale) & (tl.abs(zero_point) <= ZERO_POINT_LIMIT)
         return tl.where(ok, scale, float("nan")), tl.where(ok, zero_point, 0.0)
 
 
