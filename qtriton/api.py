@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from qtriton import reference
-from qtriton.backend import get_backend, triton_device_error
+from qtriton.backend import get_backend, interpreter_enabled, triton_device_error
 
 _BACKEND_MODULES = {
     "numpy": "qtriton.numpy_backend",
@@ -34,18 +34,27 @@ def _on_cuda(v) -> bool:
     return _is_tensor(v) and v.device.type == "cuda"
 
 
-def _backend_for(x) -> str:
-    """The backend that runs a call whose main input is x."""
-    setting = get_backend()
-    if setting == "auto":
-        if not _is_tensor(x):
-            return "numpy"
-        return "triton" if x.device.type == "cuda" else "torch"
-    if setting == "triton":
-        error = triton_device_error(x.device.type if _is_tensor(x) else "cpu")
-        if error:
-            raise RuntimeError(error)
-    return setting
+def _resolve(x) -> tuple[str, torch.device | None]:
+    """The backend that runs a call whose main input is x, and the device its tensors go
+    to (None for the numpy backend, which takes arrays)."""
+    backend = get_backend()
+    if backend == "auto":
+        backend = "numpy" if not _is_tensor(x) else "triton" if x.device.type == "cuda" else "torch"
+    if backend == "numpy":
+        return backend, None
+    device = x.device if _is_tensor(x) else torch.device("cpu")
+    return backend, _triton_device(device) if backend == "triton" else device
+
+
+def _triton_device(device: torch.device) -> torch.device:
+    """Where the forced triton backend runs data that lives on device: there if the kernels
+    can run there; CPU data on a GPU machine goes to the GPU (and its results come back)."""
+    error = triton_device_error(device.type)
+    if error is None:
+        return device
+    if device.type == "cpu" and torch.cuda.is_available() and not interpreter_enabled():
+        return torch.device("cuda")
+    raise RuntimeError(error)
 
 
 _loaded_backends: dict = {}
@@ -60,16 +69,17 @@ def _impl(backend: str):
     return module
 
 
-def _to_backend(v, backend: str):
-    """v as the backend's array type (None and Python scalars pass through)."""
+def _to_backend(v, device: torch.device | None):
+    """v as a backend takes it: a NumPy array (device None) or a tensor on device.
+    None and Python numbers pass through."""
     if v is None or isinstance(v, numbers.Number):
         return v
-    if backend == "numpy":
+    if device is None:
         if _is_tensor(v):
             v = v.detach().cpu()
             return (v.float() if v.dtype == torch.bfloat16 else v).numpy()
         return np.asarray(v)
-    return v if _is_tensor(v) else torch.from_numpy(np.ascontiguousarray(v))
+    return (v if _is_tensor(v) else torch.from_numpy(np.ascontiguousarray(v))).to(device)
 
 
 def _to_caller(v, like):
@@ -208,21 +218,21 @@ def _check_result(scale, name: str):
 
 def _quantize(x, num_bits: int, symmetric: bool, granularity: str, axis: int | None = None):
     """Validated x -> (q, scale, zero_point or None) in the caller's kind."""
-    backend = _backend_for(x)
-    q, scale, zp = _impl(backend).quantize(_to_backend(x, backend), num_bits, symmetric, granularity, axis)
-    _check_result(scale, "x")
-    return _to_caller(q, x), _to_caller(scale, x), _to_caller(zp, x)
+    backend, device = _resolve(x)
+    out = _impl(backend).quantize(_to_backend(x, device), num_bits, symmetric, granularity, axis)
+    q, scale, zp = (_to_caller(v, x) for v in out)
+    _check_result(scale, "x")  # on the caller's side: off CUDA, whichever device computed it
+    return q, scale, zp
 
 
 def _dequantize(q, scale, zero_point, granularity: str, axis: int | None):
-    backend = _backend_for(q)
-    if backend != "numpy":
-        device = q.device if _is_tensor(q) else torch.device("cpu")
+    backend, device = _resolve(q)
+    if device is not None:
         scale = _as_tensor(scale, torch.float32, device)
         zero_point = None if zero_point is None else _as_tensor(zero_point, torch.int32, device)
-    out_dtype = np.float32 if backend == "numpy" else torch.float32
+    out_dtype = np.float32 if device is None else torch.float32
     out = _impl(backend).dequantize(
-        _to_backend(q, backend), _to_backend(scale, backend), _to_backend(zero_point, backend), granularity, axis, out_dtype
+        _to_backend(q, device), _to_backend(scale, device), _to_backend(zero_point, device), granularity, axis, out_dtype
     )
     return _to_caller(out, q)
 
@@ -336,8 +346,8 @@ def fake_quantize(x, num_bits: int = 8, symmetric: bool = True):
     num_bits = _check_bits(num_bits)
     original_dtype = x.dtype if _is_tensor(x) else np.asarray(x).dtype
     x = _check_float_input(x, "x")
-    backend = _backend_for(x)
-    out = _to_caller(_impl(backend).fake_quantize(_to_backend(x, backend), num_bits, bool(symmetric)), x)
+    backend, device = _resolve(x)
+    out = _to_caller(_impl(backend).fake_quantize(_to_backend(x, device), num_bits, bool(symmetric)), x)
     if _is_tensor(out):
         return out.to(original_dtype)
     return out.astype(original_dtype if np.issubdtype(original_dtype, np.floating) else np.float32)
@@ -423,11 +433,11 @@ def quantized_matmul(a_q, a_scale, b_q, b_scale, a_zp=0, b_zp=0, *, bias=None, o
         if isinstance(bias, float) or bias.ndim == 0 or bias.shape[0] != n:
             raise ValueError(f"bias must have shape ({n},)")
     _out_dtype(out_dtype, numpy_out=not _is_tensor(a_q))  # NumPy callers cannot get bfloat16 back
-    backend = _backend_for(a_q)
-    dtype = _out_dtype(out_dtype, numpy_out=backend == "numpy")
-    if backend != "numpy" and bias is not None:
-        bias = _as_tensor(bias, torch.float32, a_q.device if _is_tensor(a_q) else torch.device("cpu"))
-    args = [_to_backend(v, backend) for v in (a_q, a_scale, b_q, b_scale, a_zp, b_zp, bias)]
+    backend, device = _resolve(a_q)
+    dtype = _out_dtype(out_dtype, numpy_out=device is None)
+    if device is not None and bias is not None:
+        bias = _as_tensor(bias, torch.float32, device)
+    args = [_to_backend(v, device) for v in (a_q, a_scale, b_q, b_scale, a_zp, b_zp, bias)]
     return _to_caller(_impl(backend).quantized_matmul(*args, dtype), a_q)
 
 

@@ -282,3 +282,15 @@ Q = np.ones((4, 3), np.int8)
 def test_bad_input_gets_a_clear_error(call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (CPU data is moved to it)")
+def test_forced_triton_moves_host_data_to_the_gpu_and_back(rng, monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    x = _data(rng, (5, 33))
+    with use_backend("triton"):
+        q, scale = qtriton.quantize_symmetric(x)
+        q_t, scales_t = qtriton.quantize_per_channel(torch.from_numpy(x), axis=1)
+    assert isinstance(q, np.ndarray) and type(scale) is float and q_t.device.type == "cpu"
+    assert_exact(q, ref.quantize_symmetric(x)[0])
+    assert_exact(scales_t, ref.quantize_symmetric(x, keep_axis=1)[1])
