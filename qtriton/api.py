@@ -147,22 +147,34 @@ def _check_axis(axis, ndim: int, name: str = "axis") -> int:
     return int(axis) % ndim
 
 
+def _kind(v) -> str:
+    """NumPy's dtype kind letter of an array or tensor: b, i, u, f or c."""
+    if not _is_tensor(v):
+        return v.dtype.kind
+    if v.dtype == torch.bool:
+        return "b"
+    return "f" if v.is_floating_point() else "c" if v.is_complex() else "i"
+
+
 def _check_vector(v, name: str, lengths: tuple[int, ...], like, integer: bool):
-    """A scalar or 1-D per-row/per-column vector of allowed lengths; returns it in like's kind
-    (Python numbers pass through). lengths: allowed 1-D lengths besides a scalar."""
-    if isinstance(v, bool) or v is None:
+    """A scale or zero point: a scalar (returned as a Python number) or a 1-D array/tensor of
+    one of the allowed lengths (a one-element vector counts as a scalar). Float scales,
+    integer zero points; integer scales are widened to float32."""
+    if v is None or isinstance(v, (bool, np.bool_)):
         raise TypeError(f"{name} must be a number or an array, got {v!r}")
-    if isinstance(v, numbers.Number) or isinstance(v, np.generic):
+    if isinstance(v, (numbers.Real, np.integer, np.floating)):
         if integer and not float(v).is_integer():
             raise TypeError(f"{name} must be an integer, got {v!r}")
         return int(v) if integer else float(v)
     if not (_is_tensor(v) or isinstance(v, np.ndarray)):
         v = np.asarray(v)
-    is_int = (not v.is_floating_point() and not v.is_complex()) if _is_tensor(v) else np.issubdtype(v.dtype, np.integer)
-    if integer and not is_int:
+    kind = _kind(v)
+    if kind not in "iuf":
+        raise TypeError(f"{name} must hold real numbers, got dtype {v.dtype}")
+    if integer and kind == "f":
         raise TypeError(f"{name} must hold integers, got dtype {v.dtype}")
-    if not integer and (is_int and not _is_tensor(v) or v.dtype == torch.bool):
-        v = v.astype(np.float32)
+    if not integer and kind != "f":
+        v = v.to(torch.float32) if _is_tensor(v) else v.astype(np.float32)
     if v.ndim > 1 or (v.ndim == 1 and v.shape[0] not in (1, *lengths)):
         expected = " or ".join(f"({n},)" for n in lengths)
         raise ValueError(f"{name} must be a scalar or of shape {expected}, got shape {tuple(v.shape)}")
