@@ -298,3 +298,10 @@ def test_forced_triton_moves_host_data_to_the_gpu_and_back(rng, monkeypatch):
     assert isinstance(q, np.ndarray) and type(scale) is float and q_t.device.type == "cpu"
     assert_exact(q, ref.quantize_symmetric(x)[0])
     assert_exact(scales_t, ref.quantize_symmetric(x, keep_axis=1)[1])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="with a GPU the forced triton backend runs there")
+def test_forced_triton_without_gpu_or_interpreter_says_so(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with use_backend("triton"), pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
+        qtriton.quantize_symmetric(np.ones(3, np.float32))
