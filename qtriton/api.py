@@ -205,11 +205,18 @@ def _check_scale_values(scale, name: str):
 
 
 def _check_zero_point_range(zp, name: str):
+    """Zero points must fit int32 (what the kernels take); checked off CUDA only."""
     if _on_cuda(zp):
         return
-    values = np.asarray(zp.detach().cpu() if _is_tensor(zp) else zp, dtype=np.int64)
-    if values.size and np.abs(values).max() > _INT32_MAX:
-        raise ValueError(f"{name} must fit in int32, got {values.ravel()[np.argmax(np.abs(values))]}")
+    if isinstance(zp, int):
+        lo = hi = zp
+    else:  # min/max in the array's own dtype: a cast to int64 first would wrap uint64 values
+        values = zp.detach().cpu().numpy() if _is_tensor(zp) else np.asarray(zp)
+        if values.size == 0:
+            return
+        lo, hi = int(values.min()), int(values.max())
+    if hi > _INT32_MAX or lo < -_INT32_MAX:
+        raise ValueError(f"{name} must fit in int32, got {hi if hi > _INT32_MAX else lo}")
 
 
 def _check_result(scale, name: str):
@@ -398,10 +405,11 @@ _OUT_DTYPES = {
 }
 
 
-def _out_dtype(out_dtype, numpy_out: bool):
+def _out_dtype_name(out_dtype) -> str:
+    """float32, float16 or bfloat16 from None, a torch or NumPy dtype, or a name."""
     if out_dtype is None:
-        name = "float32"
-    elif isinstance(out_dtype, torch.dtype):
+        return "float32"
+    if isinstance(out_dtype, torch.dtype):
         name = str(out_dtype).removeprefix("torch.")
     else:
         try:
@@ -411,10 +419,7 @@ def _out_dtype(out_dtype, numpy_out: bool):
     name = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16"}.get(name, name)
     if name not in _OUT_DTYPES:
         raise ValueError(f"out_dtype must be float32, float16 or bfloat16, got {out_dtype!r}")
-    np_dtype, torch_dtype = _OUT_DTYPES[name]
-    if numpy_out and np_dtype is None:
-        raise ValueError("out_dtype=bfloat16 needs torch tensors: NumPy has no bfloat16")
-    return np_dtype if numpy_out else torch_dtype
+    return name
 
 
 def quantized_matmul(a_q, a_scale, b_q, b_scale, a_zp=0, b_zp=0, *, bias=None, out_dtype=None):
@@ -444,13 +449,20 @@ def quantized_matmul(a_q, a_scale, b_q, b_scale, a_zp=0, b_zp=0, *, bias=None, o
         bias = _check_vector(bias, "bias", (n,), a_q, integer=False)
         if isinstance(bias, float) or bias.ndim == 0 or bias.shape[0] != n:
             raise ValueError(f"bias must have shape ({n},)")
-    _out_dtype(out_dtype, numpy_out=not _is_tensor(a_q))  # NumPy callers cannot get bfloat16 back
+        if not _on_cuda(bias) and not np.isfinite(np.asarray(_to_backend(bias, None), dtype=np.float64)).all():
+            raise ValueError("bias contains NaN or Inf")
+    numpy_caller = not _is_tensor(a_q)
+    np_dtype, torch_dtype = _OUT_DTYPES[_out_dtype_name(out_dtype)]
+    if numpy_caller and np_dtype is None:
+        raise ValueError("out_dtype=bfloat16 needs torch tensors: NumPy has no bfloat16")
     backend, device = _resolve(a_q)
-    dtype = _out_dtype(out_dtype, numpy_out=device is None)
     if device is not None and bias is not None:
         bias = _as_tensor(bias, torch.float32, device)
+    # A torch caller on the numpy backend gets the oracle's float64, rounded once at the end.
+    backend_dtype = torch_dtype if device is not None else np_dtype if numpy_caller else np.float64
     args = [_to_backend(v, device) for v in (a_q, a_scale, b_q, b_scale, a_zp, b_zp, bias)]
-    return _to_caller(_impl(backend).quantized_matmul(*args, dtype), a_q)
+    out = _to_caller(_impl(backend).quantized_matmul(*args, backend_dtype), a_q)
+    return out if numpy_caller else out.to(torch_dtype)
 
 
 # ----------------------------------------------------------------------- analysis helpers

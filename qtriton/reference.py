@@ -152,7 +152,7 @@ def quantize_per_token(x, num_bits: int = 8, symmetric: bool = True):
     """One scale (and zero point) per row: per index of every axis but the last.
     Returns (q, scales of shape x.shape[:-1]) or (q, scales, zero_points)."""
     x = np.asarray(x, dtype=np.float32)
-    rows = x.reshape(-1, x.shape[-1])
+    rows = x.reshape(int(np.prod(x.shape[:-1])), x.shape[-1])  # not -1: a last axis may be 0
     if symmetric:
         q, scale = quantize_symmetric(rows, num_bits, keep_axis=0)
         return q.reshape(x.shape), scale.reshape(x.shape[:-1])

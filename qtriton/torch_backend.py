@@ -31,12 +31,27 @@ def _reduce(fn, x: torch.Tensor, granularity: str, axis: int | None) -> torch.Te
 
 
 def _finite_slices(x: torch.Tensor, granularity: str, axis: int | None) -> torch.Tensor:
-    return _reduce(torch.amin, torch.isfinite(x).to(torch.float32), granularity, axis) == 1
+    """True for each slice without NaN or Inf (an empty slice included)."""
+    return _reduce(torch.amax, (~torch.isfinite(x)).to(torch.float32), granularity, axis) == 0
+
+
+def _tensor(v, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """v on device without a host sync: a Python number becomes a device-side fill
+    (torch.as_tensor would copy it from the host, blocking)."""
+    if isinstance(v, (int, float)):
+        return torch.full((), v, dtype=dtype, device=device)
+    return torch.as_tensor(v, dtype=dtype, device=device)
+
+
+def _divide(a: torch.Tensor, divisor: int) -> torch.Tensor:
+    # By a 0-d tensor, not a Python number: CUDA computes a / scalar as a * (1 / scalar),
+    # which can be one ulp off the IEEE quotient the oracle and the kernels compute.
+    return a / _tensor(float(divisor), a.dtype, a.device)
 
 
 def symmetric_params(x: torch.Tensor, num_bits: int, granularity: str, axis: int | None) -> torch.Tensor:
     absmax = _reduce(torch.amax, x.abs(), granularity, axis)
-    scale = torch.clamp_min(absmax / qrange(num_bits, True)[1], _FLT_MIN)
+    scale = torch.clamp_min(_divide(absmax, qrange(num_bits, True)[1]), _FLT_MIN)
     scale = torch.where(absmax == 0, 1.0, scale)
     return torch.where(_finite_slices(x, granularity, axis), scale, float("nan"))
 
@@ -45,7 +60,7 @@ def asymmetric_params(x: torch.Tensor, num_bits: int, granularity: str, axis: in
     lo = _reduce(torch.amin, x, granularity, axis)
     hi = _reduce(torch.amax, x, granularity, axis)
     span = hi - lo
-    scale = torch.clamp_min(span / qrange(num_bits, False)[1], _FLT_MIN)
+    scale = torch.clamp_min(_divide(span, qrange(num_bits, False)[1]), _FLT_MIN)
     scale = torch.where(span == 0, 1.0, scale)
     zp = _round_half_up(-lo / scale)
     ok = _finite_slices(x, granularity, axis) & torch.isfinite(scale) & (zp.abs() <= ZERO_POINT_LIMIT)
@@ -95,10 +110,10 @@ def _expand(v: torch.Tensor, ndim: int, granularity: str, axis: int | None) -> t
 
 def dequantize(q, scale, zero_point, granularity: str, axis: int | None, out_dtype=torch.float32):
     """q * scale, or (q - zero_point) * scale with the difference taken in int64."""
-    scale = _expand(torch.as_tensor(scale, dtype=torch.float32, device=q.device), q.ndim, granularity, axis)
+    scale = _expand(_tensor(scale, torch.float32, q.device), q.ndim, granularity, axis)
     if zero_point is None:
         return (q.to(torch.float32) * scale).to(out_dtype)
-    zp = _expand(torch.as_tensor(zero_point, dtype=torch.int64, device=q.device), q.ndim, granularity, axis)
+    zp = _expand(_tensor(zero_point, torch.int64, q.device), q.ndim, granularity, axis)
     return ((q.to(torch.int64) - zp).to(torch.float32) * scale).to(out_dtype)
 
 
@@ -115,15 +130,15 @@ def quantized_matmul(a_q, a_scale, b_q, b_scale, a_zp, b_zp, bias, out_dtype):
     dev = a_q.device
     k = a_q.shape[1]
     acc = torch.round(a_q.to(torch.float64) @ b_q.to(torch.float64)).to(torch.int64)
-    a_zp = torch.as_tensor(a_zp, dtype=torch.int64, device=dev)
-    b_zp = torch.as_tensor(b_zp, dtype=torch.int64, device=dev)
+    a_zp = _tensor(a_zp, torch.int64, dev)
+    b_zp = _tensor(b_zp, torch.int64, dev)
     a_zp_col = a_zp.reshape(-1, 1) if a_zp.ndim == 1 else a_zp
     row_sum = a_q.to(torch.int64).sum(dim=1, keepdim=True)
     col_sum = b_q.to(torch.int64).sum(dim=0, keepdim=True)
     acc = acc - b_zp * row_sum - a_zp_col * col_sum + k * a_zp_col * b_zp
-    a_scale = torch.as_tensor(a_scale, dtype=torch.float64, device=dev)
+    a_scale = _tensor(a_scale, torch.float64, dev)
     a_scale = a_scale.reshape(-1, 1) if a_scale.ndim == 1 else a_scale
-    out = acc.to(torch.float64) * a_scale * torch.as_tensor(b_scale, dtype=torch.float64, device=dev)
+    out = acc.to(torch.float64) * a_scale * _tensor(b_scale, torch.float64, dev)
     if bias is not None:
         out = out + bias.to(torch.float64)
     return out.to(out_dtype)

@@ -123,6 +123,16 @@ def test_quantized_matmul_integer_part_is_exact(rng, as_input):
     assert_exact(out, ref.int_matmul(a, b, 128, -3).astype(np.float32))
 
 
+def test_torch_callers_get_bfloat16_from_the_numpy_backend(rng):
+    a = torch.from_numpy(rng.integers(-128, 128, (3, 8)).astype(np.int8))
+    b = torch.from_numpy(rng.integers(-128, 128, (8, 5)).astype(np.int8))
+    with use_backend("numpy"):
+        out = qtriton.quantized_matmul(a, 0.01, b, 0.02, out_dtype=torch.bfloat16)
+    expected = torch.from_numpy(ref.quantized_matmul(a.numpy(), 0.01, b.numpy(), 0.02)).to(torch.bfloat16)
+    assert out.dtype == torch.bfloat16
+    assert_exact(out, expected)
+
+
 def test_returns_the_callers_kind(rng):
     x = _data(rng, (4, 6))
     q, scale = qtriton.quantize_symmetric(x)
@@ -155,11 +165,23 @@ def test_inputs_are_never_modified(rng, backend):
         assert_exact(after, before)
 
 
-def test_empty_input_quantizes_to_empty_with_unit_scales():
-    q, scale = qtriton.quantize_symmetric(np.zeros((0, 4), np.float32))
-    assert q.shape == (0, 4) and scale == 1.0
-    q, scales = qtriton.quantize_per_channel(np.zeros((3, 0), np.float32), axis=0)
-    assert q.shape == (3, 0) and scales.tolist() == [1.0, 1.0, 1.0]
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("shape", [(0,), (3, 0), (0, 4)])
+def test_empty_input_quantizes_to_empty_with_unit_scales(as_input, backend, shape):
+    x = np.zeros(shape, np.float32)
+    with use_backend(backend):
+        q, scale = qtriton.quantize_symmetric(as_input(x))
+        qa, scale_a, zp = qtriton.quantize_asymmetric(as_input(x))
+        q_c, scales_c = qtriton.quantize_per_channel(as_input(x), axis=0)
+        q_t, scales_t, zps_t = qtriton.quantize_per_token(as_input(x), symmetric=False)
+    assert tuple(q.shape) == tuple(qa.shape) == tuple(q_c.shape) == tuple(q_t.shape) == shape
+    assert float(scale) == float(scale_a) == 1.0 and int(zp) == 0
+    assert_exact(scales_c, np.ones(shape[0], np.float32))
+    assert_exact(scales_t, np.ones(shape[:-1], np.float32))
+    assert_exact(zps_t, np.zeros(shape[:-1], np.int32))
+
+
+def test_error_metrics_of_empty_input_are_undefined():
     with pytest.raises(ValueError, match="empty"):
         qtriton.quantization_error(np.zeros(0), None, np.zeros(0))
 
@@ -254,6 +276,10 @@ Q = np.ones((4, 3), np.int8)
         (lambda: qtriton.dequantize_symmetric(Q, np.ones(3)), ValueError, "scale must be a scalar"),
         (lambda: qtriton.dequantize_asymmetric(Q, 0.1, 2.5), TypeError, "zero_point must be an integer"),
         (lambda: qtriton.dequantize_asymmetric(Q, 0.1, 2**40), ValueError, "zero_point must fit in int32"),
+        (lambda: qtriton.dequantize_asymmetric(Q, 0.1, 2**70), ValueError, "zero_point must fit in int32"),
+        (lambda: qtriton.dequantize_asymmetric(Q, 0.1, np.array(2**63, np.uint64)), ValueError, "must fit in int32"),
+        (lambda: qtriton.quantized_matmul(Q, 0.1, Q.T, 0.1, b_zp=-(2**33)), ValueError, "b_zp must fit in int32"),
+        (lambda: qtriton.quantized_matmul(Q, 0.1, Q.T, 0.1, bias=np.array([1, np.nan, 1, 1])), ValueError, "bias contains NaN"),
         (lambda: qtriton.quantize_per_channel(X, axis=2), ValueError, "axis=2 is out of range"),
         (lambda: qtriton.quantize_per_channel(X, axis=-3), ValueError, "axis=-3 is out of range"),
         (lambda: qtriton.quantize_per_channel(X, axis=0.5), TypeError, "axis must be an int"),
