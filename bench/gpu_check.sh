@@ -102,12 +102,18 @@ report() {
 export -f environment install tune report note
 export py out repo summary
 
-step environment 30 "$out/env.txt" environment
-step install 60 "$out/env.txt" install
-step tests "${GPU_CHECK_TESTS_S:-150}" "$out/tests.log" \
-    "$py" -m pytest tests/ --device cuda -x -q -p no:cacheprovider --durations=15
-step tune "${GPU_CHECK_TUNE_S:-100}" "$out/tune.log" tune
-step bench "${GPU_CHECK_BENCH_S:-130}" "$out/bench.log" "$py" -m bench all --quick --out "$out"
+# Every test, not up to the first failure: one early failure must not hide the rest of the
+# GPU run. Kernel compilation is CPU-bound, so spread the suite over workers when
+# pytest-xdist is there.
+parallel=()
+"$py" -c "import xdist" 2>/dev/null && parallel=(-n 8)
+
+step environment 20 "$out/env.txt" environment
+step install 40 "$out/env.txt" install
+step tests "${GPU_CHECK_TESTS_S:-180}" "$out/tests.log" \
+    "$py" -m pytest tests/ --device cuda -q -p no:cacheprovider --maxfail=30 --durations=15 "${parallel[@]}"
+step tune "${GPU_CHECK_TUNE_S:-70}" "$out/tune.log" tune
+step bench "${GPU_CHECK_BENCH_S:-120}" "$out/bench.log" "$py" -m bench all --quick --out "$out"
 budget=$((SECONDS + 40))  # the report runs whatever is left: it is what the run is for
 step report 30 "$out/bench.log" report
 
