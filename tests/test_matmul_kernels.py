@@ -19,6 +19,22 @@ from qtriton.testing import assert_close, assert_exact
 
 # Few programs per launch in the interpreter; still several tiles and K steps at 257.
 BLOCKS = {"BLOCK_SIZE_M": 64, "BLOCK_SIZE_N": 64, "BLOCK_SIZE_K": 64}
+# One 16 x 16 tile with deep K steps, for the long-K tests (K / 512 steps).
+DEEP_K = {"BLOCK_SIZE_M": 16, "BLOCK_SIZE_N": 16, "BLOCK_SIZE_K": 512}
+STRIDED = {"BLOCK_SIZE_M": 32, "BLOCK_SIZE_N": 32, "BLOCK_SIZE_K": 32, "GROUP_SIZE_M": 2}
+# Every config the tests force: they must also launch on a GPU (test_forced_configs_fit).
+FORCED_CONFIGS = [BLOCKS, DEEP_K, STRIDED]
+
+# Shared memory per SM: 228 KB on Hopper (227 KB for one program), 164 KB on A100. Pool
+# and test configs stay under this, which leaves room for the epilogue's scratch.
+SHARED_MEMORY_BUDGET = 160 * 1024
+
+
+def _shared_memory_bytes(config) -> int:
+    """int8 A and B tiles, one copy per pipeline stage: what the K loop keeps in shared
+    memory (the interpreter does not model it; a GPU raises OutOfResources past it)."""
+    c = mops._config_dict(config)
+    return c["num_stages"] * (c["BLOCK_SIZE_M"] + c["BLOCK_SIZE_N"]) * c["BLOCK_SIZE_K"]
 
 # A covering subset of {1, 7, 33, 100, 257}^3: every size in every role, edges in all three.
 SHAPES = [(1, 1, 1), (1, 257, 100), (7, 33, 257), (33, 100, 7), (100, 7, 33), (257, 100, 257)]
@@ -75,8 +91,7 @@ def test_int8_matmul_largest_k(device):
     K = mops.MAX_K
     a_q = torch.full((1, K), -128, dtype=torch.int8, device=device)
     b_q = torch.full((16, K), -128, dtype=torch.int8, device=device).t()
-    config = {"BLOCK_SIZE_M": 16, "BLOCK_SIZE_N": 16, "BLOCK_SIZE_K": 2048}
-    assert_exact(mops.int8_matmul(a_q, b_q, config=config), np.full((1, 16), 128 * 128 * K))
+    assert_exact(mops.int8_matmul(a_q, b_q, config=DEEP_K), np.full((1, 16), 128 * 128 * K))
 
 
 @pytest.mark.interpreter
@@ -85,8 +100,7 @@ def test_strided_operands_and_grouped_order(rng, device):
     M, N, K = 257, 100, 33
     a_q = _codes(rng, (M, 2 * K), "int8", device)[:, ::2]
     b_q = _codes(rng, (K, 3 * N), "uint8", device)[:, 1::3]
-    config = {"BLOCK_SIZE_M": 32, "BLOCK_SIZE_N": 32, "BLOCK_SIZE_K": 32, "GROUP_SIZE_M": 2}
-    assert_exact(mops.int8_matmul(a_q, b_q, config=config), reference.int_matmul(_np(a_q), _np(b_q)))
+    assert_exact(mops.int8_matmul(a_q, b_q, config=STRIDED), reference.int_matmul(_np(a_q), _np(b_q)))
 
 
 @pytest.mark.interpreter
@@ -204,9 +218,7 @@ def test_zero_points_at_the_limit_do_not_overflow(device):
     K = 40000
     a_q = torch.zeros((1, K), dtype=torch.uint8, device=device)
     b_q = torch.zeros((16, K), dtype=torch.uint8, device=device).t()
-    out = mops.scaled_matmul(
-        a_q, b_q, 1.0, 1.0, a_zp=2**24, b_zp=-(2**24), config={"BLOCK_SIZE_M": 16, "BLOCK_SIZE_N": 16, "BLOCK_SIZE_K": 4096}
-    )
+    out = mops.scaled_matmul(a_q, b_q, 1.0, 1.0, a_zp=2**24, b_zp=-(2**24), config=DEEP_K)
     expected = float(-K * 2**48)
     assert abs(expected) > 2**63
     assert_close(out, np.full((1, 16), expected), rtol=2.0**-23)
@@ -295,6 +307,32 @@ def test_config_space():
                 assert block_m % 64 == 0  # wgmma's instruction M
 
 
+def test_pools_fit_shared_memory():
+    pools = {"decode": mops.DECODE_CONFIGS, "small": mops.SMALL_CONFIGS, "large": mops.LARGE_CONFIGS}
+    for name, pool in pools.items():
+        for config in pool:
+            assert _shared_memory_bytes(config) <= SHARED_MEMORY_BUDGET, (name, config)
+
+
+def test_forced_configs_fit():
+    for config in FORCED_CONFIGS:
+        assert _shared_memory_bytes(config) <= SHARED_MEMORY_BUDGET, config
+
+
+def test_decode_pool_fills_the_sms():
+    """A 4096-wide decode GEMM can run more programs (256) than an H100 has SMs (132)."""
+    widths = [config.kwargs["BLOCK_SIZE_N"] for config in mops.configs_for(1, 4096, 4096)]
+    assert min(widths) == 16 and 4096 // 16 > 132
+
+
+def test_autotune_key_separates_variants():
+    """The flags that change the K loop's cost are in the key, and every key name is a
+    kernel argument (Triton silently drops an unknown name from the key)."""
+    kernel = mops._autotuned_kernel()  # builds without a GPU; running it needs one
+    assert {"A_IS_UINT8", "B_IS_UINT8", "HAS_A_ZP", "HAS_B_ZP", "SCALED"} <= set(kernel.keys)
+    assert set(kernel.keys) <= set(mops.kernels._int8_matmul_kernel.arg_names)
+
+
 def triton_next_pow2(n: int) -> int:
     return 1 << (n - 1).bit_length()
 
@@ -318,6 +356,27 @@ def test_tuned_config_files(tmp_path, monkeypatch):
         assert mops._tuned_configs("NVIDIA A100-SXM4-80GB") == {}
         with pytest.raises(ValueError, match="bad configs key"):
             mops.save_tuned_configs({**data, "configs": {"4096x4096": config}})
+    finally:
+        mops._tuned_configs.cache_clear()
+
+
+@pytest.mark.parametrize(
+    "has_a_zp,has_b_zp,used", [(False, False, True), (True, False, False), (False, True, False), (True, True, False)]
+)
+def test_tuned_entries_serve_only_the_tuned_variant(has_a_zp, has_b_zp, used, tmp_path, monkeypatch):
+    """tune() measures int8 operands without zero points; the heavier variants (uint8
+    operands set a zero point too) must autotune rather than reuse its config."""
+    monkeypatch.setattr(mops, "CONFIG_DIR", tmp_path)
+    monkeypatch.setattr(mops, "_device_name", lambda index: "NVIDIA H100 80GB HBM3")
+    mops._tuned_configs.cache_clear()
+    try:
+        config = {"BLOCK_SIZE_M": 16, "BLOCK_SIZE_N": 64, "BLOCK_SIZE_K": 256, "GROUP_SIZE_M": 1,
+                  "num_warps": 4, "num_stages": 4}
+        key = mops.shape_key(3, 4096, 1024, b_k_major=True)
+        mops.save_tuned_configs({"device": "NVIDIA H100 80GB HBM3", "configs": {key: config}})
+        flags = {"HAS_A_ZP": has_a_zp, "HAS_B_ZP": has_b_zp}
+        found = mops._tuned_config(torch.device("cuda", 0), 3, 4096, 1024, True, flags)
+        assert found == (config if used else None)
     finally:
         mops._tuned_configs.cache_clear()
 

@@ -6,9 +6,10 @@ A launch picks its config in this order:
 1. a config forced by the test hook (`config=` on the public functions, or `use_config`);
 2. under Triton's interpreter, the first config of the M bucket's pool (the autotuner
    needs a GPU to benchmark);
-3. on CUDA, the entry for (M bucket, N, K, B layout) in the card's tuned JSON file
+3. on CUDA, for the variant `tune()` measures (int8 operands, no zero points), the entry
+   for (M bucket, N, K, B layout) in the card's tuned JSON file
    (qtriton/configs/<card slug>.json, see the README there);
-4. `triton.autotune` over the M bucket's pool, keyed on (M bucket, N, K, strides along K).
+4. `triton.autotune` over the M bucket's pool, keyed on AUTOTUNE_KEY.
 
 Nothing here syncs with the host: Python scalars travel as kernel scalars, tensors are
 only looked at through their metadata.
@@ -59,11 +60,18 @@ def _config(block_m: int, block_n: int, block_k: int, num_warps: int, num_stages
 
 # M <= 16 (decode): one 16-row tile, narrow columns so N alone fills the SMs, deep K steps
 # to stream B (the whole cost) in large contiguous pieces. mma.sync (BLOCK_M 16 < 64).
+# BLOCK_N 16 (the smallest tl.dot allows) doubles the programs of BLOCK_N 32: N = 4096
+# gives 256 on 132 SMs, all resident at once (48 KB of shared memory each), for more
+# loads in flight per SM. Each column of a K-major B is a contiguous run of BLOCK_K bytes,
+# so narrow tiles still read whole sectors; a row-major B reads 16-byte pieces and
+# should lose to the wider tiles, which the autotuner will see. Not measured yet.
 DECODE_CONFIGS = [
     _config(16, 64, 256, 4, 4, group_m=1),
     _config(16, 32, 256, 4, 4, group_m=1),
     _config(16, 32, 512, 4, 3, group_m=1),
     _config(16, 64, 512, 4, 3, group_m=1),
+    _config(16, 16, 512, 4, 3, group_m=1),
+    _config(16, 16, 256, 4, 4, group_m=1),
     _config(16, 128, 128, 4, 4, group_m=1),
     _config(16, 128, 256, 8, 3, group_m=1),
 ]
@@ -114,12 +122,24 @@ def _prune(configs, named_args, **kwargs):
     return configs_for(named_args["M_BUCKET"], named_args["N"], named_args["K"])
 
 
+# What the autotuner tunes separately (Triton adds every tensor argument's dtype itself).
+# M_BUCKET stands for M (see m_bucket); the strides along K tell the B layouts apart. The
+# variant flags change the kernel's cost: the uint8 shift and the zero points' row and
+# column sums take registers (128 x 256 x 128 with uint8 A and a zero point was seen at
+# 255 registers and spilling on an H100), so a variant must not inherit a config tuned
+# for plain int8. Constexpr flags are named arguments like any other to the autotuner.
+AUTOTUNE_KEY = [
+    "M_BUCKET", "N", "K", "stride_ak", "stride_bk",
+    "A_IS_UINT8", "B_IS_UINT8", "HAS_A_ZP", "HAS_B_ZP", "SCALED",
+]
+
+
 @functools.cache
 def _autotuned_kernel():
     """The autotuned kernel, built on first CUDA use (the autotuner needs a GPU driver)."""
     return triton.autotune(
         configs=DECODE_CONFIGS + SMALL_CONFIGS + LARGE_CONFIGS,
-        key=["M_BUCKET", "N", "K", "stride_ak", "stride_bk"],
+        key=AUTOTUNE_KEY,
         prune_configs_by={"early_config_prune": _prune},
     )(kernels._int8_matmul_kernel)
 
@@ -192,7 +212,13 @@ def _device_name(index: int) -> str:
     return torch.cuda.get_device_name(index)
 
 
-def _tuned_config(device: torch.device, M: int, N: int, K: int, b_k_major: bool) -> dict | None:
+def _tuned_config(device: torch.device, M: int, N: int, K: int, b_k_major: bool, flags: dict) -> dict | None:
+    """The card's tuned config for this problem, or None. The files hold what `tune()`
+    measures: int8 operands without zero points (int32 or scaled output, which differ only
+    in the epilogue). A uint8 operand or a zero point adds work to the K loop and
+    registers, so those variants go to the autotuner (keyed on the flags) instead."""
+    if flags["HAS_A_ZP"] or flags["HAS_B_ZP"]:  # a uint8 operand sets one too (-128)
+        return None
     index = device.index if device.index is not None else torch.cuda.current_device()
     return _tuned_configs(_device_name(index)).get(shape_key(M, N, K, b_k_major))
 
@@ -255,11 +281,14 @@ def _launch(a_q, b_q, out, a_scale, a_scale_value, b_scale, b_scale_value,
     if config is None and interpreter_enabled():
         config = _config_dict(configs_for(M, N, K)[0])
     if config is None and tuned:
-        config = _tuned_config(a_q.device, M, N, K, b_k_major=b_q.stride(0) == 1)
-    if config is None:
-        _autotuned_kernel()[grid](*args, **flags)
-    else:
-        kernels._int8_matmul_kernel[grid](*args, **flags, **config)
+        config = _tuned_config(a_q.device, M, N, K, b_q.stride(0) == 1, flags)
+    # Triton launches on the current CUDA device, not on the tensors' one.
+    on_device = torch.cuda.device(a_q.device) if a_q.device.type == "cuda" else contextlib.nullcontext()
+    with on_device:
+        if config is None:
+            _autotuned_kernel()[grid](*args, **flags)
+        else:
+            kernels._int8_matmul_kernel[grid](*args, **flags, **config)
     return out
 
 
@@ -416,7 +445,8 @@ def tune(shapes: Sequence[tuple[int, int, int]], out_dtype: torch.dtype = torch.
 
     The problem tuned is the Int8Linear one: int8 activations with per-row scales times
     the transpose of a contiguous (N, K) int8 weight with per-column scales, out_dtype
-    output. The result is what save_tuned_configs writes:
+    output; launches read its entries only for that variant (int8 operands, no zero
+    points), the others autotune on first use. The result is what save_tuned_configs writes:
     {"device": ..., "triton": ..., "out_dtype": ..., "configs": {shape_key: config}}.
     """
     if interpreter_enabled() or not torch.cuda.is_available():
