@@ -8,6 +8,11 @@ oracle (`qtriton.reference`), and measures SNR (dB, higher is better) and max |e
     sym/channel  asym/channel   one per row: a row of an (out, in) weight is one output channel
     sym/g128     asym/g128      one per 128 consecutive values of a row (only if 128 divides it)
 
+A method that cannot quantize a matrix is "n/a", with the reason, and never the best: the
+asymmetric ones on data far from zero relative to its range (1e6 + N(0, 0.1): the zero point
+would pass 2^24, where float32 stops holding every integer, so the oracle gives a NaN scale
+and the API raises ValueError).
+
 The best method (highest SNR) is marked; group-wise wins on accuracy but stores a scale per
 128 values, so the byte totals assume what `Int8Linear` stores: per-channel codes + fp32
 scales.
@@ -38,8 +43,12 @@ _NESTED_STATE_DICT_KEYS = ("state_dict", "model", "module")
 
 @dataclass
 class MethodError:
+    """One method's round-trip error on one matrix; NaN numbers when unquantizable is set."""
+
     snr_db: float
     max_error: float
+    #: Why the method cannot quantize the matrix; None when it can.
+    unquantizable: str | None = None
 
 
 @dataclass
@@ -65,10 +74,21 @@ class CheckpointReport:
     bytes_after: int
 
     def to_dict(self) -> dict:
-        """JSON-ready: non-finite SNR (an exact round trip gives +inf) becomes null."""
+        """JSON-ready. Per method: snr_db and max_error (null when not finite: snr_db of an
+        exact round trip is +inf, of a constant matrix with any error -inf), exact (no error at
+        all) and unquantizable (null, or why the method cannot quantize the matrix: then
+        snr_db and max_error are null and exact is false)."""
 
         def finite(v: float) -> float | None:
             return v if math.isfinite(v) else None
+
+        def method(e: MethodError) -> dict:
+            return {
+                "snr_db": finite(e.snr_db),
+                "max_error": finite(e.max_error),
+                "exact": e.unquantizable is None and e.max_error == 0,
+                "unquantizable": e.unquantizable,
+            }
 
         return {
             "path": self.path,
@@ -83,10 +103,7 @@ class CheckpointReport:
                     "dtype": t.dtype,
                     "best": t.best,
                     "problem": t.problem,
-                    "methods": {
-                        m: {"snr_db": finite(e.snr_db), "max_error": finite(e.max_error)}
-                        for m, e in t.methods.items()
-                    },
+                    "methods": {m: method(e) for m, e in t.methods.items()},
                 }
                 for t in self.tensors
             ],
@@ -211,16 +228,29 @@ def _itemsize(value) -> int:
     return value.itemsize if isinstance(value, np.ndarray) else value.element_size()
 
 
+#: Why the oracle gives a NaN scale for an asymmetric slice of finite data (see reference.py).
+_UNREPRESENTABLE = (
+    "scale / zero point not representable in float32: zero point beyond +-2^24 "
+    "(values far from zero for their range) or max - min overflows"
+)
+
+
 def measure_tensor(name: str, w: np.ndarray, dtype: str, bits: int, group_size: int) -> TensorReport:
-    """Error of every method on one 2-D float32 matrix."""
+    """Error of every method on one 2-D float32 matrix; best among those that can quantize it."""
     result = TensorReport(name=name, shape=tuple(w.shape), dtype=dtype)
     if not np.isfinite(w).all():
         result.problem = "contains NaN or Inf: cannot be quantized"
         return result
     for method in method_names(w.shape[1], group_size):
-        err = reference.quantization_error(w, _round_trip(w, method, bits, group_size))
+        dequantized = _round_trip(w, method, bits, group_size)
+        # w is finite, so a NaN out of the round trip is a slice whose scale the oracle set to NaN.
+        if np.isnan(dequantized).any():
+            result.methods[method] = MethodError(math.nan, math.nan, unquantizable=_UNREPRESENTABLE)
+            continue
+        err = reference.quantization_error(w, dequantized)
         result.methods[method] = MethodError(snr_db=err["snr"], max_error=err["max_error"])
-    result.best = max(result.methods, key=lambda m: result.methods[m].snr_db)
+    usable = [m for m, e in result.methods.items() if e.unquantizable is None]
+    result.best = max(usable, key=lambda m: result.methods[m].snr_db, default=None)
     return result
 
 
@@ -283,6 +313,8 @@ def _human_bytes(n: int) -> str:
 
 
 def _cell(e: MethodError, best: bool) -> str:
+    if e.unquantizable is not None:
+        return "n/a "
     snr = f"{e.snr_db:6.2f}" if math.isfinite(e.snr_db) else ("   inf" if e.snr_db > 0 else "  -inf")
     return f"{snr} {e.max_error:8.2e}{'*' if best else ' '}"
 
@@ -326,6 +358,17 @@ def format_table(rep: CheckpointReport) -> str:
     )
     if rep.skipped:
         lines.append(f"skipped {len(rep.skipped)} entries that are not 2-D float tensors (biases, norms, ...)")
+    # One line per (matrix, reason): the asymmetric methods usually fail together.
+    unquantizable = {}
+    for t in rep.tensors:
+        for m, e in t.methods.items():
+            if e.unquantizable is not None:
+                unquantizable.setdefault((t.name, e.unquantizable), []).append(m)
+    if unquantizable:
+        lines.append("n/a = the method cannot quantize the matrix:")
+        lines += [f"  {name} {', '.join(ms)}: {why}" for (name, why), ms in list(unquantizable.items())[:5]]
+        if len(unquantizable) > 5:
+            lines.append(f"  ... and {len(unquantizable) - 5} more")
     problems = [t.name for t in rep.tensors if t.problem is not None]
     if problems:
         lines.append(f"warning: {len(problems)} matrices could not be measured: {', '.join(problems[:5])}")
@@ -340,7 +383,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--group-size", type=int, default=128, help="group size of the group-wise methods (default: 128)"
     )
-    parser.add_argument("--json", action="store_true", help="print the report as JSON (SNR null = exact)")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help=(
+            "print the report as JSON; per method: snr_db, max_error, exact, unquantizable "
+            "(null, or why the method cannot quantize the matrix: then snr_db and max_error are "
+            "null). snr_db is null when not finite: +inf if exact, -inf for a constant matrix"
+        ),
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

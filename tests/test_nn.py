@@ -337,3 +337,55 @@ def test_load_errors(tmp_path):
 
     with pytest.raises(TypeError, match=r"model\.2 is a Identity"):
         load_quantized(nn.Sequential(nn.Linear(128, 256), nn.GELU(), nn.Identity()), path)
+
+
+class _Shared(nn.Module):
+    """One nn.Linear in two slots (`b` is `a`) and, nested, a third."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.a = nn.Linear(64, 64)
+        self.b = self.a
+        self.tail = nn.Sequential(nn.GELU(), self.a)
+        self.out = nn.Linear(64, 48)
+
+    def forward(self, x):
+        return self.out(self.tail(self.b(self.a(x))))
+
+
+def test_shared_layer_saves_and_loads_as_one_layer(tmp_path, rng):
+    from safetensors import safe_open
+
+    from qtriton.serialization import read_header
+
+    model = _Shared(seed=0)
+    quantize_model(model, keep_output_head=False)
+    path = tmp_path / "shared.safetensors"
+    save_quantized(model, path)
+    header = read_header(path)
+    assert set(header["layers"]) == {"a", "b", "tail.1", "out"}
+    assert header["shared"] == [["a", "b", "tail.1"]]
+    with safe_open(str(path), framework="pt") as f:  # the shared layer's tensors are stored once
+        assert sorted(f.keys()) == [f"{layer}.{t}" for layer in ("a", "out") for t in ("bias", "weight", "weight_scale")]
+
+    skeleton = _Shared(seed=1)
+    load_quantized(skeleton, path)
+    assert isinstance(skeleton.a, Int8Linear) and skeleton.b is skeleton.a and skeleton.tail[1] is skeleton.a
+    x = torch.from_numpy(rng.standard_normal((5, 64), dtype=np.float32))
+    assert torch.equal(skeleton(x), model(x))
+
+    # The skeleton must share exactly what the file shares; nothing is swapped otherwise.
+    unshared = _Shared(seed=1)
+    unshared.b = nn.Linear(64, 64)
+    with pytest.raises(ValueError, match="stores one layer at a and b, but the model has different modules"):
+        load_quantized(unshared, path)
+    assert type(unshared.a) is nn.Linear
+    plain = _mlp(seed=0)
+    quantize_model(plain)
+    save_quantized(plain, tmp_path / "plain.safetensors")
+    tied = _mlp(seed=0)
+    tied[4] = nn.Linear(128, 96)
+    tied.add_module("alias", tied[0])
+    with pytest.raises(ValueError, match=r"model\.0 is also model\.alias, but .* does not store them as one layer"):
+        load_quantized(tied, tmp_path / "plain.safetensors")

@@ -143,3 +143,52 @@ def test_bad_checkpoints(tmp_path, rng, capsys):
     # The command turns these into a message and exit status 2.
     assert _run([str(truncated)]) == 2
     assert "truncated.safetensors" in capsys.readouterr().err
+
+
+def test_unquantizable_method_is_na_and_never_best(tmp_path, rng, capsys):
+    # Far from zero for its range: an asymmetric zero point would pass 2^24 (the oracle gives
+    # a NaN scale), while symmetric quantization still works, if poorly.
+    offset = (1e6 + 0.1 * rng.standard_normal((16, 128))).astype(np.float32)
+    state = _state_dict(rng)
+    state["offset.weight"] = torch.from_numpy(offset)
+    path = tmp_path / "offset.safetensors"
+    save_file(state, str(path))
+
+    rep = report_checkpoint(path)
+    far = {t.name: t for t in rep.tensors}["offset.weight"]
+    assert far.problem is None
+    asym = [m for m in far.methods if m.startswith("asym")]
+    assert asym == ["asym/tensor", "asym/channel", "asym/g128"]
+    for m in asym:
+        assert "zero point" in far.methods[m].unquantizable
+    for m in ("sym/tensor", "sym/channel", "sym/g128"):
+        assert far.methods[m].unquantizable is None and np.isfinite(far.methods[m].snr_db)
+    assert far.best.startswith("sym/")
+    assert all(e.unquantizable is None for e in rep.tensors[0].methods.values())
+
+    assert _run([str(path), "--no-progress"]) == 0
+    table = capsys.readouterr().out
+    row = next(line for line in table.splitlines() if line.startswith("offset.weight"))
+    assert row.count("n/a") == 3 and "inf" not in row and "nan" not in row
+    assert "offset.weight asym/tensor, asym/channel, asym/g128: scale / zero point not representable" in table
+
+    assert _run([str(path), "--json", "--no-progress"]) == 0
+    tensors = json.loads(capsys.readouterr().out)["tensors"]
+    methods = next(t for t in tensors if t["name"] == "offset.weight")["methods"]
+    assert methods["asym/channel"] == {
+        "snr_db": None,
+        "max_error": None,
+        "exact": False,
+        "unquantizable": far.methods["asym/channel"].unquantizable,
+    }
+    assert methods["sym/channel"]["unquantizable"] is None and methods["sym/channel"]["snr_db"] is not None
+
+
+def test_exact_round_trip_is_flagged_in_json(tmp_path, capsys):
+    # Integers in -127..127 with 127 present: symmetric per-tensor codes reproduce them exactly.
+    exact = torch.arange(-127, 129, dtype=torch.float32).clamp(max=127).reshape(2, 128)
+    path = tmp_path / "exact.safetensors"
+    save_file({"w": exact}, str(path))
+    assert _run([str(path), "--json", "--no-progress"]) == 0
+    sym = json.loads(capsys.readouterr().out)["tensors"][0]["methods"]["sym/tensor"]
+    assert sym == {"snr_db": None, "max_error": 0.0, "exact": True, "unquantizable": None}
