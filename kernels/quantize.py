@@ -221,6 +221,7 @@ def _quantize_channels_kernel(
     x_ptr, q_ptr, scale_ptr, zero_point_ptr,
     OUTER, C, INNER,
     stride_xo, stride_xc, stride_xi,
+    stride_qo, stride_qc, stride_qi,
     NUM_BITS: tl.constexpr, SYMMETRIC: tl.constexpr,
     BLOCK_SIZE_O: tl.constexpr, BLOCK_SIZE_C: tl.constexpr, BLOCK_SIZE_I: tl.constexpr,
     SINGLE_PASS: tl.constexpr,
@@ -230,14 +231,16 @@ def _quantize_channels_kernel(
     handles BLOCK_SIZE_C channels, reducing (BLOCK_SIZE_O, BLOCK_SIZE_C, BLOCK_SIZE_I)
     tiles over axes 0 and 2 (so loads stay contiguous along whichever axis is: C when
     INNER == 1, INNER otherwise), then quantizing; SINGLE_PASS when one tile covers
-    OUTER and INNER. Writes q (OUTER, C, INNER) contiguous, scale (C,), zero_point (C,)."""
+    OUTER and INNER. Writes q (OUTER, C, INNER) at its strides (contiguous, or the
+    transposed view of a contiguous (C, OUTER) q when the channels are the rows of a
+    transposed input), scale (C,), zero_point (C,)."""
     pid = tl.program_id(0).to(tl.int64)
     chans = pid * BLOCK_SIZE_C + tl.arange(0, BLOCK_SIZE_C)
     chan_mask = chans < C
     offs_o = tl.arange(0, BLOCK_SIZE_O)
     offs_i = tl.arange(0, BLOCK_SIZE_I)
     x_chans = x_ptr + chans[None, :, None] * stride_xc
-    q_chans = q_ptr + chans[None, :, None] * INNER
+    q_chans = q_ptr + chans[None, :, None] * stride_qc
 
     if SINGLE_PASS:
         outer, inner = offs_o.to(tl.int64), offs_i.to(tl.int64)
@@ -247,7 +250,7 @@ def _quantize_channels_kernel(
         lo, hi = _reduce_range(lo, hi, 0, SYMMETRIC)
         scale, zero_point = _quant_params(lo, hi, NUM_BITS, SYMMETRIC)
         q = _quantize_values(x, scale[None, :, None], zero_point[None, :, None], NUM_BITS, SYMMETRIC)
-        q_offs = outer[:, None, None] * C * INNER + inner[None, None, :]
+        q_offs = outer[:, None, None] * stride_qo + inner[None, None, :] * stride_qi
         tl.store(q_chans + q_offs, q.to(q_ptr.dtype.element_ty), mask=mask)
     else:
         lo, hi = _empty_range(BLOCK_SIZE_C, SYMMETRIC)
@@ -267,7 +270,7 @@ def _quantize_channels_kernel(
                 inner = (i + offs_i).to(tl.int64)
                 x, mask = _load_channel_tile(x_chans, outer, inner, chan_mask, OUTER, INNER, stride_xo, stride_xi)
                 q = _quantize_values(x, scale[None, :, None], zero_point[None, :, None], NUM_BITS, SYMMETRIC)
-                q_offs = outer[:, None, None] * C * INNER + inner[None, None, :]
+                q_offs = outer[:, None, None] * stride_qo + inner[None, None, :] * stride_qi
                 tl.store(q_chans + q_offs, q.to(q_ptr.dtype.element_ty), mask=mask)
 
     tl.store(scale_ptr + chans, scale, mask=chan_mask)

@@ -230,6 +230,74 @@ def test_non_contiguous_inputs(device, rng, layout, granularity, symmetric):
         _check_quantize(x, granularity, -1, num_bits=8, symmetric=symmetric)
 
 
+def _transposed_row_layouts(rng, device, dtype):
+    """Inputs whose rows (the last axis for per token, axis 0 for per channel) have stride
+    1 across rows and a large stride along them, keyed by (granularity, name)."""
+    base = _tensor(_random(rng, (40, 3, 12), scale=3.0, offset=0.5), device, dtype)
+    return {
+        ("token", "2-D transposed"): base[:, 0].t(),  # (12, 40), strides (1, 36)
+        ("token", "3-D last axis strided"): base.permute(1, 2, 0),  # (3, 12, 40) -> rows (36, 40)
+        ("channel", "2-D transposed"): base[:, 1].t(),  # (12, 40), axis 0: rows of a w.t()
+        ("channel", "3-D last axis strided"): base.permute(2, 0, 1),  # (12, 40, 3) -> rows (12, 120)
+    }
+
+
+@pytest.mark.parametrize("granularity, layout", [
+    ("token", "2-D transposed"), ("token", "3-D last axis strided"),
+    ("channel", "2-D transposed"), ("channel", "3-D last axis strided"),
+], ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+@pytest.mark.parametrize("symmetric", [True, False], ids=["sym", "asym"])
+def test_transposed_rows_go_to_the_channel_kernel(device, rng, monkeypatch, granularity, layout, dtype, symmetric):
+    """Rows read at a large stride would be uncoalesced in the row kernel: they are the
+    channels of the channel kernel's (K, M, 1) view instead, which writes q (M, K)
+    row-major through its output strides. Also with tiles too small for one pass."""
+    x = _transposed_row_layouts(rng, device, dtype)[granularity, layout]
+    assert x.stride(-1 if granularity == "token" else 1) != 1
+
+    def row_kernel_launch(*args):
+        raise AssertionError("rows with stride 1 across rows reached the row kernel")
+
+    monkeypatch.setattr(qops, "_launch_rows", row_kernel_launch)
+    _check_quantize(x, granularity, 0, num_bits=8, symmetric=symmetric)
+    _check_quantize(x, granularity, 0, num_bits=7, symmetric=symmetric, tile=64)
+
+
+def test_channel_blocks_keep_many_programs():
+    """Per channel along a contiguous last axis (inner == 1): 64 contiguous bytes per row
+    of the tile (16 float32 / 32 half channels), so a (4096, 4096) weight runs on 256 /
+    128 programs rather than 64, with outer filling the tile."""
+    for element_size, channels_per_program in [(4, 16), (2, 32)]:
+        block_o, block_c, block_i = qops._channel_blocks(4096, 4096, 1, element_size, qops.TILE_ELEMENTS)
+        assert (block_c, block_i) == (channels_per_program, 1)
+        assert block_o * block_c == qops.TILE_ELEMENTS
+        assert triton.cdiv(4096, block_c) >= 128
+    assert qops._channel_blocks(100, 5, 1, 4, qops.TILE_ELEMENTS) == (128, 8, 1)  # few channels: all in one
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("symmetric", [True, False], ids=["sym", "asym"])
+def test_per_channel_last_axis_many_programs(device, rng, dtype, symmetric):
+    """inner == 1 with more channels than one program takes (3 programs of 16 or 32)."""
+    x = _tensor(_random(rng, (5, 70), scale=2.0), device, dtype)
+    _check_quantize(x, "channel", 1, num_bits=8, symmetric=symmetric)
+    _check_quantize(x.t(), "channel", 0, num_bits=8, symmetric=symmetric)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 2, reason="needs two GPUs")
+@pytest.mark.parametrize("granularity", GRANULARITIES)
+def test_tensors_on_a_gpu_other_than_the_current_one(rng, granularity):
+    """Triton launches on the current CUDA device: the launchers must switch to x's."""
+    x = _tensor(_random(rng, (9, 70)), "cuda:1")
+    with torch.cuda.device(0):
+        q, scale, zero_point = _check_quantize(x, granularity, 1, num_bits=8, symmetric=False)
+        out = qops.dequantize(q, scale, zero_point, granularity=granularity, axis=1)
+        expected = _oracle_dequantize(q, scale, zero_point, granularity, 1)
+        assert out.device == x.device
+        assert_exact(out, expected, "dequantized")
+        assert_exact(qops.fake_quantize(x, 8, True), qops.fake_quantize(x.cpu().to("cuda:0"), 8, True), "fake")
+
+
 # ----------------------------------------------------------------------------- values
 def _special_rows(rng) -> np.ndarray:
     """One row per case, 37 columns."""
@@ -384,6 +452,23 @@ def test_dequantize_non_contiguous_and_extreme_values(device, rng, granularity, 
         zero_point[2] = 2**24
     out = qops.dequantize(q, scale, zero_point, granularity=granularity, axis=0, out_dtype=out_dtype)
     expected = torch.from_numpy(_oracle_dequantize(q, scale, zero_point, granularity, 0)).to(out_dtype)
+    assert_exact(out, expected, "dequantized")
+
+
+@pytest.mark.parametrize("zero_point", [None, 3, -(2**20)])
+def test_dequantize_python_number_parameters(device, rng, zero_point):
+    """A Python float scale and int zero point (filled on the device, no host copy) give
+    the reference's values, as the same parameters as tensors do."""
+    q = torch.from_numpy(rng.integers(-128, 128, (6, 11), dtype=np.int8)).to(device)
+    if zero_point is not None:
+        q = (q.to(torch.int16) + 128).to(torch.uint8)
+    out = qops.dequantize(q, 0.037, zero_point, granularity="tensor")
+    q_np = q.cpu().numpy()
+    if zero_point is None:
+        expected = ref.dequantize_symmetric(q_np, np.float32(0.037))
+    else:
+        expected = ref.dequantize_asymmetric(q_np, np.float32(0.037), np.int32(zero_point))
+    assert out.device == q.device
     assert_exact(out, expected, "dequantized")
 
 

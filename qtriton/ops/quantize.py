@@ -9,12 +9,18 @@ Layouts: the kernels take strides, so transposed and sliced inputs are read in p
 whenever the tensor can be *viewed* as the 2-D (rows, K) or 3-D (outer, C, inner) shape a
 kernel works on (`Tensor.reshape` returns a view then). Only layouts with no such view,
 e.g. a permuted 3-D tensor whose leading axes do not merge, are copied first (by that same
-`reshape`). Outputs are always contiguous.
+`reshape`). Rows stored with stride 1 across rows (a transposed input) go to the channel
+kernel, whose tiles are wide along that contiguous axis. Outputs are always contiguous.
+
+Devices: Triton launches on the *current* CUDA device, so every launch runs under
+`_on_device(x)`, which makes x's device the current one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import numbers
 
 import torch
 import triton
@@ -30,6 +36,10 @@ TWO_PASS_BLOCK_K = 4096
 TILE_ELEMENTS = 4096
 # Partial ranges the per-tensor finalize program reduces per loop step (at most one tile).
 PARTIALS_BLOCK = 1024
+# Contiguous bytes each row of a channel tile reads when the channels are the contiguous
+# axis: two full 32-byte sectors, with as few channels per program as that allows so that
+# a (4096, 4096) weight still gets hundreds of programs.
+CHANNEL_SEGMENT_BYTES = 64
 
 _GRANULARITIES = ("tensor", "channel", "token")
 
@@ -41,6 +51,22 @@ def _num_warps(tile_elements: int) -> int:
 
 def _code_dtype(symmetric: bool) -> torch.dtype:
     return torch.int8 if symmetric else torch.uint8
+
+
+def _on_device(x: torch.Tensor):
+    """Context making x's GPU the current CUDA device (Triton launches on the current one,
+    whatever device the tensors are on); a no-op off CUDA."""
+    return torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
+
+
+def _device_scalar_or_tensor(value, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """value as a dtype tensor on device, without a host sync for Python numbers (a
+    device-side fill, where torch.as_tensor would copy from the host and wait)."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device=device, dtype=dtype)
+    if isinstance(value, numbers.Number):
+        return torch.full((), value, dtype=dtype, device=device)
+    return torch.as_tensor(value, dtype=dtype, device=device)  # host arrays: a copy either way
 
 
 def _as_rows(x: torch.Tensor) -> torch.Tensor:
@@ -74,8 +100,24 @@ def _result(q, scale, zero_point, symmetric: bool):
 
 
 # ----------------------------------------------------------------------- row-wise
+def _rows_are_columns(x2: torch.Tensor) -> bool:
+    """True when the 2-D x2 is stored with stride 1 across rows but not along them (a
+    transposed input): the row kernel would then read each row at a large stride."""
+    m, k = x2.shape
+    return m > 1 and k > 1 and x2.stride(0) == 1 and x2.stride(1) != 1
+
+
+def _quantize_rows(x2, q2, scale, zero_point, num_bits, symmetric, max_single_pass_k, tile) -> None:
+    """Row-wise quantization of the 2-D x2 (M, K) into q2 (contiguous), scale and zero
+    point (M,). A transposed x2 goes to the channel kernel: its rows are the channels of
+    the (K, M, 1) view, and the channel tiles are wide along M, the contiguous axis."""
+    if _rows_are_columns(x2):
+        _launch_channels(x2.t().unsqueeze(2), q2.t().unsqueeze(2), scale, zero_point, num_bits, symmetric, tile)
+    else:
+        _launch_rows(x2, q2, scale, zero_point, num_bits, symmetric, max_single_pass_k)
+
+
 def _launch_rows(x2, q2, scale, zero_point, num_bits, symmetric, max_single_pass_k) -> None:
-    """Row-wise quantization of the 2-D x2 into q2 (contiguous), scale and zero point (M,)."""
     m, k = x2.shape
     single_pass = k <= max_single_pass_k
     if single_pass:
@@ -83,31 +125,34 @@ def _launch_rows(x2, q2, scale, zero_point, num_bits, symmetric, max_single_pass
     else:  # the largest power of two within the limit, so a forced small limit still loops
         block_k = min(TWO_PASS_BLOCK_K, 1 << (max_single_pass_k.bit_length() - 1))
     block_m = min(triton.next_power_of_2(m), max(1, TILE_ELEMENTS // block_k))
-    _kernels._quantize_rows_kernel[(triton.cdiv(m, block_m),)](
-        x2, q2, scale, scale if zero_point is None else zero_point,
-        m, k,
-        x2.stride(0), x2.stride(1),
-        NUM_BITS=num_bits, SYMMETRIC=symmetric,
-        BLOCK_SIZE_M=block_m, BLOCK_SIZE_K=block_k, SINGLE_PASS=single_pass,
-        num_warps=_num_warps(block_m * block_k),
-    )
+    with _on_device(x2):
+        _kernels._quantize_rows_kernel[(triton.cdiv(m, block_m),)](
+            x2, q2, scale, scale if zero_point is None else zero_point,
+            m, k,
+            x2.stride(0), x2.stride(1),
+            NUM_BITS=num_bits, SYMMETRIC=symmetric,
+            BLOCK_SIZE_M=block_m, BLOCK_SIZE_K=block_k, SINGLE_PASS=single_pass,
+            num_warps=_num_warps(block_m * block_k),
+        )
 
 
 def quantize_per_token(x: torch.Tensor, num_bits: int = 8, symmetric: bool = True, *,
-                       max_single_pass_k: int = MAX_SINGLE_PASS_K):
+                       max_single_pass_k: int = MAX_SINGLE_PASS_K, tile: int = TILE_ELEMENTS):
     """One scale (and zero point) per row: per index of every axis but the last.
     Returns (q, scales of shape x.shape[:-1] float32[, zero points int32, same shape]).
-    Rows of up to max_single_pass_k elements are read once, longer ones twice."""
+    Rows of up to max_single_pass_k elements are read once, longer ones twice. Rows
+    stored with stride 1 across rows (x.t() of a contiguous x) go to the channel kernel,
+    in tiles of `tile` elements (rows longer than a tile holds are read twice)."""
     q = torch.empty(x.shape, dtype=_code_dtype(symmetric), device=x.device)
     if x.numel() == 0:
         return _result(q, *_empty_params(x.shape[:-1], symmetric, x.device), symmetric)
     scale = torch.empty(x.shape[:-1], dtype=torch.float32, device=x.device)
     zero_point = None if symmetric else torch.empty(x.shape[:-1], dtype=torch.int32, device=x.device)
     k = x.shape[-1]
-    _launch_rows(
+    _quantize_rows(
         x.reshape(-1, k), q.view(-1, k), scale.view(-1),
         None if symmetric else zero_point.view(-1),
-        num_bits, symmetric, max_single_pass_k,
+        num_bits, symmetric, max_single_pass_k, tile,
     )
     return _result(q, scale, zero_point, symmetric)
 
@@ -119,9 +164,10 @@ def quantize_per_channel(x: torch.Tensor, axis: int, num_bits: int = 8, symmetri
     Returns (q, scales (C,) float32[, zero points (C,) int32]). tile: elements per
     (outer, channel, inner) tile; a slice larger than one tile is read twice.
 
-    x is viewed as (outer, C, inner). With outer == 1 (axis 0 of a contiguous tensor: the
-    rows of a weight) each channel is a row and the row-wise kernel runs; otherwise the
-    3-D channel kernel reduces over outer and inner for blocks of channels."""
+    x is viewed as (outer, C, inner). With outer == 1 (axis 0: the rows of a weight) each
+    channel is a row and the row-wise kernel runs (the channel kernel on the (inner, C, 1)
+    view when those rows are transposed); otherwise the 3-D channel kernel reduces over
+    outer and inner for blocks of channels."""
     axis = axis % x.dim()
     channels = x.shape[axis]
     outer, inner = math.prod(x.shape[:axis]), math.prod(x.shape[axis + 1:])
@@ -131,29 +177,44 @@ def quantize_per_channel(x: torch.Tensor, axis: int, num_bits: int = 8, symmetri
     scale = torch.empty(channels, dtype=torch.float32, device=x.device)
     zero_point = None if symmetric else torch.empty(channels, dtype=torch.int32, device=x.device)
     if outer == 1:
-        _launch_rows(x.reshape(channels, inner), q.view(channels, inner), scale, zero_point,
-                     num_bits, symmetric, max_single_pass_k)
-        return _result(q, scale, zero_point, symmetric)
-
-    x3 = x.reshape(outer, channels, inner)
-    if inner == 1:  # channels are the contiguous axis: take many of them per program
-        block_i = 1
-        block_c = min(triton.next_power_of_2(channels), 64, tile)
-        block_o = min(triton.next_power_of_2(outer), max(1, tile // block_c))
+        _quantize_rows(x.reshape(channels, inner), q.view(channels, inner), scale, zero_point,
+                       num_bits, symmetric, max_single_pass_k, tile)
     else:
-        block_i = min(triton.next_power_of_2(inner), tile)
-        block_o = min(triton.next_power_of_2(outer), max(1, tile // block_i))
-        block_c = min(triton.next_power_of_2(channels), max(1, tile // (block_i * block_o)), 64)
-    _kernels._quantize_channels_kernel[(triton.cdiv(channels, block_c),)](
-        x3, q, scale, scale if zero_point is None else zero_point,
-        outer, channels, inner,
-        x3.stride(0), x3.stride(1), x3.stride(2),
-        NUM_BITS=num_bits, SYMMETRIC=symmetric,
-        BLOCK_SIZE_O=block_o, BLOCK_SIZE_C=block_c, BLOCK_SIZE_I=block_i,
-        SINGLE_PASS=outer <= block_o and inner <= block_i,
-        num_warps=_num_warps(block_o * block_c * block_i),
-    )
+        _launch_channels(x.reshape(outer, channels, inner), q.view(outer, channels, inner),
+                         scale, zero_point, num_bits, symmetric, tile)
     return _result(q, scale, zero_point, symmetric)
+
+
+def _channel_blocks(outer: int, channels: int, inner: int, element_size: int, tile: int) -> tuple[int, int, int]:
+    """(BLOCK_SIZE_O, BLOCK_SIZE_C, BLOCK_SIZE_I) of about `tile` elements for the channel
+    kernel: wide along inner when inner > 1; when inner == 1 (the channels are the
+    contiguous axis) CHANNEL_SEGMENT_BYTES worth of channels (16 float32, 32 float16),
+    enough for full sectors and few enough for many programs, with outer filling the tile."""
+    if inner == 1:
+        block_c = min(triton.next_power_of_2(channels), max(1, CHANNEL_SEGMENT_BYTES // element_size), tile)
+        return min(triton.next_power_of_2(outer), max(1, tile // block_c)), block_c, 1
+    block_i = min(triton.next_power_of_2(inner), tile)
+    block_o = min(triton.next_power_of_2(outer), max(1, tile // block_i))
+    block_c = min(triton.next_power_of_2(channels), max(1, tile // (block_i * block_o)), 64)
+    return block_o, block_c, block_i
+
+
+def _launch_channels(x3, q3, scale, zero_point, num_bits, symmetric, tile) -> None:
+    """Per-channel quantization of the 3-D (outer, C, inner) x3 into the (outer, C, inner)
+    view q3 of a contiguous q (any strides), scale and zero point (C,)."""
+    outer, channels, inner = x3.shape
+    block_o, block_c, block_i = _channel_blocks(outer, channels, inner, x3.element_size(), tile)
+    with _on_device(x3):
+        _kernels._quantize_channels_kernel[(triton.cdiv(channels, block_c),)](
+            x3, q3, scale, scale if zero_point is None else zero_point,
+            outer, channels, inner,
+            x3.stride(0), x3.stride(1), x3.stride(2),
+            q3.stride(0), q3.stride(1), q3.stride(2),
+            NUM_BITS=num_bits, SYMMETRIC=symmetric,
+            BLOCK_SIZE_O=block_o, BLOCK_SIZE_C=block_c, BLOCK_SIZE_I=block_i,
+            SINGLE_PASS=outer <= block_o and inner <= block_i,
+            num_warps=_num_warps(block_o * block_c * block_i),
+        )
 
 
 # ----------------------------------------------------------------------- per tensor
@@ -165,22 +226,23 @@ def _tensor_params(x2: torch.Tensor, num_bits: int, symmetric: bool, tile: int):
     num_partials = triton.cdiv(m, block_m) * triton.cdiv(k, block_k)
     partial_hi = torch.empty(num_partials, dtype=torch.float32, device=x2.device)
     partial_lo = partial_hi if symmetric else torch.empty_like(partial_hi)
-    _kernels._tensor_range_partials_kernel[(num_partials,)](
-        x2, partial_lo, partial_hi,
-        m, k,
-        x2.stride(0), x2.stride(1),
-        SYMMETRIC=symmetric, BLOCK_SIZE_M=block_m, BLOCK_SIZE_K=block_k,
-        num_warps=_num_warps(block_m * block_k),
-    )
     scale = torch.empty((), dtype=torch.float32, device=x2.device)
     zero_point = None if symmetric else torch.empty((), dtype=torch.int32, device=x2.device)
-    _kernels._tensor_params_kernel[(1,)](
-        partial_lo, partial_hi, scale, scale if zero_point is None else zero_point,
-        num_partials,
-        NUM_BITS=num_bits, SYMMETRIC=symmetric,
-        BLOCK_SIZE=min(PARTIALS_BLOCK, tile, triton.next_power_of_2(num_partials)),
-        num_warps=4,
-    )
+    with _on_device(x2):
+        _kernels._tensor_range_partials_kernel[(num_partials,)](
+            x2, partial_lo, partial_hi,
+            m, k,
+            x2.stride(0), x2.stride(1),
+            SYMMETRIC=symmetric, BLOCK_SIZE_M=block_m, BLOCK_SIZE_K=block_k,
+            num_warps=_num_warps(block_m * block_k),
+        )
+        _kernels._tensor_params_kernel[(1,)](
+            partial_lo, partial_hi, scale, scale if zero_point is None else zero_point,
+            num_partials,
+            NUM_BITS=num_bits, SYMMETRIC=symmetric,
+            BLOCK_SIZE=min(PARTIALS_BLOCK, tile, triton.next_power_of_2(num_partials)),
+            num_warps=4,
+        )
     return scale, zero_point
 
 
@@ -188,14 +250,15 @@ def _launch_tensor_quantize(x2, out, scale, zero_point, num_bits, symmetric, fak
     m, k = x2.shape
     block_m, block_k = _tile_2d(m, k, x2.stride(0), x2.stride(1), tile)
     grid = (triton.cdiv(m, block_m) * triton.cdiv(k, block_k),)
-    _kernels._quantize_tensor_kernel[grid](
-        x2, out, scale, scale if zero_point is None else zero_point,
-        m, k,
-        x2.stride(0), x2.stride(1),
-        NUM_BITS=num_bits, SYMMETRIC=symmetric, FAKE=fake,
-        BLOCK_SIZE_M=block_m, BLOCK_SIZE_K=block_k,
-        num_warps=_num_warps(block_m * block_k),
-    )
+    with _on_device(x2):
+        _kernels._quantize_tensor_kernel[grid](
+            x2, out, scale, scale if zero_point is None else zero_point,
+            m, k,
+            x2.stride(0), x2.stride(1),
+            NUM_BITS=num_bits, SYMMETRIC=symmetric, FAKE=fake,
+            BLOCK_SIZE_M=block_m, BLOCK_SIZE_K=block_k,
+            num_warps=_num_warps(block_m * block_k),
+        )
 
 
 def quantize_per_tensor(x: torch.Tensor, num_bits: int = 8, symmetric: bool = True, *,
@@ -229,7 +292,9 @@ def fake_quantize(x: torch.Tensor, num_bits: int = 8, symmetric: bool = True, *,
 def dequantize(q: torch.Tensor, scale, zero_point=None, *, granularity: str, axis: int | None = None,
                out_dtype: torch.dtype = torch.float32, tile: int = TILE_ELEMENTS) -> torch.Tensor:
     """(q - zero_point) * scale in float32, cast to out_dtype. granularity "tensor" (0-d
-    scale), "channel" (scales (q.shape[axis],)) or "token" (scales q.shape[:-1])."""
+    scale), "channel" (scales (q.shape[axis],)) or "token" (scales q.shape[:-1]). scale
+    and zero_point are tensors (any device, moved to q's) or Python numbers (filled on
+    q's device, no host-to-device copy)."""
     if granularity not in _GRANULARITIES:
         raise ValueError(f"granularity must be one of {_GRANULARITIES}, got {granularity!r}")
     if granularity == "channel" and axis is None:
@@ -237,9 +302,9 @@ def dequantize(q: torch.Tensor, scale, zero_point=None, *, granularity: str, axi
     out = torch.empty(q.shape, dtype=out_dtype, device=q.device)
     if q.numel() == 0:
         return out
-    scale = torch.as_tensor(scale, dtype=torch.float32, device=q.device).reshape(-1).contiguous()
+    scale = _device_scalar_or_tensor(scale, torch.float32, q.device).reshape(-1).contiguous()
     if zero_point is not None:
-        zero_point = torch.as_tensor(zero_point, dtype=torch.int32, device=q.device).reshape(-1).contiguous()
+        zero_point = _device_scalar_or_tensor(zero_point, torch.int32, q.device).reshape(-1).contiguous()
 
     scale_per_column = False
     if granularity == "tensor":
@@ -255,12 +320,13 @@ def dequantize(q: torch.Tensor, scale, zero_point=None, *, granularity: str, axi
     m, k = q2.shape
     block_m, block_k = _tile_2d(m, k, q2.stride(0), q2.stride(1), tile)
     grid = (triton.cdiv(m, block_m) * triton.cdiv(k, block_k),)
-    _kernels._dequantize_kernel[grid](
-        q2, scale, scale if zero_point is None else zero_point, out,
-        m, k, scale.numel(),
-        q2.stride(0), q2.stride(1),
-        SCALE_PER_COLUMN=scale_per_column, HAS_ZERO_POINT=zero_point is not None,
-        BLOCK_SIZE_M=block_m, BLOCK_SIZE_K=block_k,
-        num_warps=_num_warps(block_m * block_k),
-    )
+    with _on_device(q2):
+        _kernels._dequantize_kernel[grid](
+            q2, scale, scale if zero_point is None else zero_point, out,
+            m, k, scale.numel(),
+            q2.stride(0), q2.stride(1),
+            SCALE_PER_COLUMN=scale_per_column, HAS_ZERO_POINT=zero_point is not None,
+            BLOCK_SIZE_M=block_m, BLOCK_SIZE_K=block_k,
+            num_warps=_num_warps(block_m * block_k),
+        )
     return out
