@@ -15,6 +15,7 @@ import torch
 
 from qtriton import reference
 from qtriton.backend import get_backend, interpreter_enabled, triton_device_error
+from qtriton.tensors import device_tensor
 
 _BACKEND_MODULES = {
     "numpy": "qtriton.numpy_backend",
@@ -247,22 +248,13 @@ def _quantize(x, num_bits: int, symmetric: bool, granularity: str, axis: int | N
 def _dequantize(q, scale, zero_point, granularity: str, axis: int | None):
     backend, device = _resolve(q)
     if device is not None:
-        scale = _as_tensor(scale, torch.float32, device)
-        zero_point = None if zero_point is None else _as_tensor(zero_point, torch.int32, device)
+        scale = device_tensor(scale, torch.float32, device)
+        zero_point = None if zero_point is None else device_tensor(zero_point, torch.int32, device)
     out_dtype = np.float32 if device is None else torch.float32
     out = _impl(backend).dequantize(
         _to_backend(q, device), _to_backend(scale, device), _to_backend(zero_point, device), granularity, axis, out_dtype
     )
     return _to_caller(out, q)
-
-
-def _as_tensor(v, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """A tensor on device without a host sync (Python numbers become a device-side fill)."""
-    if isinstance(v, numbers.Number):
-        return torch.full((), v, dtype=dtype, device=device)
-    if not _is_tensor(v):
-        v = torch.from_numpy(np.ascontiguousarray(v))
-    return v.to(device=device, dtype=dtype)
 
 
 # ---------------------------------------------------------------------------- lab functions
@@ -457,7 +449,7 @@ def quantized_matmul(a_q, a_scale, b_q, b_scale, a_zp=0, b_zp=0, *, bias=None, o
         raise ValueError("out_dtype=bfloat16 needs torch tensors: NumPy has no bfloat16")
     backend, device = _resolve(a_q)
     if device is not None and bias is not None:
-        bias = _as_tensor(bias, torch.float32, device)
+        bias = device_tensor(bias, torch.float32, device)
     # A torch caller on the numpy backend gets the oracle's float64, rounded once at the end.
     backend_dtype = torch_dtype if device is not None else np_dtype if numpy_caller else np.float64
     args = [_to_backend(v, device) for v in (a_q, a_scale, b_q, b_scale, a_zp, b_zp, bias)]

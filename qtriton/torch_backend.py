@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from qtriton.reference import FLT_MIN, ZERO_POINT_LIMIT, qrange
+from qtriton.tensors import device_tensor
 
 # A Python float, not the NumPy scalar: torch.compile guards on NumPy scalars and fails
 # under inference_mode ("Guard failed on the same frame it was created").
@@ -35,18 +36,10 @@ def _finite_slices(x: torch.Tensor, granularity: str, axis: int | None) -> torch
     return _reduce(torch.amax, (~torch.isfinite(x)).to(torch.float32), granularity, axis) == 0
 
 
-def _tensor(v, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """v on device without a host sync: a Python number becomes a device-side fill
-    (torch.as_tensor would copy it from the host, blocking)."""
-    if isinstance(v, (int, float)):
-        return torch.full((), v, dtype=dtype, device=device)
-    return torch.as_tensor(v, dtype=dtype, device=device)
-
-
 def _divide(a: torch.Tensor, divisor: int) -> torch.Tensor:
     # By a 0-d tensor, not a Python number: CUDA computes a / scalar as a * (1 / scalar),
     # which can be one ulp off the IEEE quotient the oracle and the kernels compute.
-    return a / _tensor(float(divisor), a.dtype, a.device)
+    return a / device_tensor(float(divisor), a.dtype, a.device)
 
 
 def symmetric_params(x: torch.Tensor, num_bits: int, granularity: str, axis: int | None) -> torch.Tensor:
@@ -110,10 +103,10 @@ def _expand(v: torch.Tensor, ndim: int, granularity: str, axis: int | None) -> t
 
 def dequantize(q, scale, zero_point, granularity: str, axis: int | None, out_dtype=torch.float32):
     """q * scale, or (q - zero_point) * scale with the difference taken in int64."""
-    scale = _expand(_tensor(scale, torch.float32, q.device), q.ndim, granularity, axis)
+    scale = _expand(device_tensor(scale, torch.float32, q.device), q.ndim, granularity, axis)
     if zero_point is None:
         return (q.to(torch.float32) * scale).to(out_dtype)
-    zp = _expand(_tensor(zero_point, torch.int64, q.device), q.ndim, granularity, axis)
+    zp = _expand(device_tensor(zero_point, torch.int64, q.device), q.ndim, granularity, axis)
     return ((q.to(torch.int64) - zp).to(torch.float32) * scale).to(out_dtype)
 
 
@@ -130,15 +123,15 @@ def quantized_matmul(a_q, a_scale, b_q, b_scale, a_zp, b_zp, bias, out_dtype):
     dev = a_q.device
     k = a_q.shape[1]
     acc = torch.round(a_q.to(torch.float64) @ b_q.to(torch.float64)).to(torch.int64)
-    a_zp = _tensor(a_zp, torch.int64, dev)
-    b_zp = _tensor(b_zp, torch.int64, dev)
+    a_zp = device_tensor(a_zp, torch.int64, dev)
+    b_zp = device_tensor(b_zp, torch.int64, dev)
     a_zp_col = a_zp.reshape(-1, 1) if a_zp.ndim == 1 else a_zp
     row_sum = a_q.to(torch.int64).sum(dim=1, keepdim=True)
     col_sum = b_q.to(torch.int64).sum(dim=0, keepdim=True)
     acc = acc - b_zp * row_sum - a_zp_col * col_sum + k * a_zp_col * b_zp
-    a_scale = _tensor(a_scale, torch.float64, dev)
+    a_scale = device_tensor(a_scale, torch.float64, dev)
     a_scale = a_scale.reshape(-1, 1) if a_scale.ndim == 1 else a_scale
-    out = acc.to(torch.float64) * a_scale * _tensor(b_scale, torch.float64, dev)
+    out = acc.to(torch.float64) * a_scale * device_tensor(b_scale, torch.float64, dev)
     if bias is not None:
         out = out + bias.to(torch.float64)
     return out.to(out_dtype)

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import contextlib
 import math
-import numbers
 
 import torch
 import triton
 
 from qtriton.kernels import quantize as _kernels
+from qtriton.tensors import device_tensor
 
 # Rows up to this many elements are quantized in one pass from registers (one read of x);
 # longer rows are reduced, then quantized, in chunks of up to TWO_PASS_BLOCK_K.
@@ -57,16 +57,6 @@ def _on_device(x: torch.Tensor):
     """Context making x's GPU the current CUDA device (Triton launches on the current one,
     whatever device the tensors are on); a no-op off CUDA."""
     return torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
-
-
-def _device_scalar_or_tensor(value, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """value as a dtype tensor on device, without a host sync for Python numbers (a
-    device-side fill, where torch.as_tensor would copy from the host and wait)."""
-    if isinstance(value, torch.Tensor):
-        return value.to(device=device, dtype=dtype)
-    if isinstance(value, numbers.Number):
-        return torch.full((), value, dtype=dtype, device=device)
-    return torch.as_tensor(value, dtype=dtype, device=device)  # host arrays: a copy either way
 
 
 def _as_rows(x: torch.Tensor) -> torch.Tensor:
@@ -302,9 +292,9 @@ def dequantize(q: torch.Tensor, scale, zero_point=None, *, granularity: str, axi
     out = torch.empty(q.shape, dtype=out_dtype, device=q.device)
     if q.numel() == 0:
         return out
-    scale = _device_scalar_or_tensor(scale, torch.float32, q.device).reshape(-1).contiguous()
+    scale = device_tensor(scale, torch.float32, q.device).reshape(-1).contiguous()
     if zero_point is not None:
-        zero_point = _device_scalar_or_tensor(zero_point, torch.int32, q.device).reshape(-1).contiguous()
+        zero_point = device_tensor(zero_point, torch.int32, q.device).reshape(-1).contiguous()
 
     scale_per_column = False
     if granularity == "tensor":
