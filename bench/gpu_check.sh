@@ -4,13 +4,16 @@
 #
 #   bash bench/gpu_check.sh [OUT_DIR]          (from anywhere; OUT_DIR defaults to $OUT, else ./gpu-check-out)
 #
-# Needs python3 with torch, triton, numpy and pytest (no network, no uv). Each step has its own
-# timeout and is logged; a failing step does not stop the next. At most 8 files land in OUT_DIR:
+# Needs python3 with torch, triton, numpy and pytest (no network, no uv); pip and setuptools
+# (any >= 61) for the install step. Each step has its own timeout and is logged; a failing
+# step does not stop the next. At most 6 files land in OUT_DIR (8 come back from a lent machine):
 #   summary.txt  step results and the markdown table of the results
-#   env.txt      nvidia-smi, versions, import checks
-#   tests.log    pytest --device cuda
-#   tune.log     GEMM autotuning;  <card>.json  the tuned configs (commit to qtriton/configs/)
-#   bench.log    python -m bench all --quick;  <card>.jsonl  its results;  <card>.png  their plot
+#   tests.log    environment (nvidia-smi, versions), install, pytest --device cuda
+#   bench.log    GEMM autotuning, python -m bench all --quick, plot and table
+#   <card>.json  the tuned configs (commit to qtriton/configs/)
+#   <card>.jsonl the benchmark results;  <card>.png  their plot
+# Nothing is written into the checkout or the Python installation: the install step puts an
+# editable install in a temporary folder that only this script's Python processes see.
 # Exit status: the number of steps that failed or timed out (0: all passed).
 # Step limits in seconds can be changed with GPU_CHECK_{TESTS,TUNE,BENCH}_S; GPU_CHECK_BUDGET_S
 # (default 430) caps the steps before the report, each step getting at most what is left of it.
@@ -22,7 +25,17 @@ out="${1:-${OUT:-gpu-check-out}}"
 mkdir -p "$out" || exit 1
 out="$(cd "$out" && pwd)"
 py="${PYTHON:-python3}"
-export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
+# qtriton.kernels lives in the top-level kernels/ folder and is importable only once installed
+# (setuptools maps it). The install step puts an editable install in $site_dir; the
+# sitecustomize.py in $startup_dir makes every Python below read that folder's .pth files. It
+# shadows any sitecustomize of the Python itself (none on the usual installations).
+scratch="$(mktemp -d "${TMPDIR:-/tmp}/qtriton-gpu-check.XXXXXX")" || exit 1
+trap 'rm -rf "$scratch"' EXIT
+site_dir="$scratch/site"
+startup_dir="$scratch/startup"
+mkdir -p "$site_dir" "$startup_dir"
+printf 'import site\nsite.addsitedir(%s)\n' "'$site_dir'" >"$startup_dir/sitecustomize.py"
+export PYTHONPATH="$repo:$startup_dir${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
 unset TRITON_INTERPRET  # the GPU path, compiled kernels
 
@@ -78,19 +91,25 @@ print("cuda", torch.version.cuda, "available", torch.cuda.is_available(),
 EOF
 }
 
-# qtriton.kernels lives in the top-level kernels/ folder: importable only once installed.
+# An editable install into $site_dir (not the Python's own site-packages, not the checkout):
+# qtriton.kernels then resolves to $repo/kernels, as the tests check.
 install() {
-    "$py" -c "import qtriton.kernels" 2>/dev/null && { echo "qtriton.kernels importable"; return 0; }
-    "$py" -m pip install --no-deps --no-build-isolation -e "$repo" && "$py" -c "import qtriton.kernels" && return 0
-    echo "pip install -e failed: linking qtriton/kernels -> ../kernels in this checkout instead"
-    ln -sfn ../kernels "$repo/qtriton/kernels" && "$py" -c "import qtriton.kernels"
+    if "$py" -c "import qtriton.kernels" 2>/dev/null; then
+        "$py" -c "import qtriton.kernels; print('qtriton.kernels already importable from', qtriton.kernels.__file__)"
+        return 0
+    fi
+    "$py" -m pip --version || return 1
+    "$py" -c "import setuptools; print('setuptools', setuptools.__version__)" || return 1
+    "$py" -m pip install --no-deps --no-build-isolation --no-index --no-compile --disable-pip-version-check \
+        --target "$site_dir" -e "$repo" || return 1
+    "$py" -c "import qtriton.kernels; print('qtriton.kernels from', qtriton.kernels.__file__)"
 }
 
 tune() {
     "$py" -m bench tune --quick || return 1
     # The tuned file went to qtriton/configs/ (so the benchmark below uses it); keep a copy.
     local written
-    written=$(tail -n 1 "$out/tune.log" | sed -n 's/^wrote //p')
+    written=$(tail -n 1 "$out/bench.log" | sed -n 's/^wrote //p')
     [[ -f $written ]] && cp "$written" "$out/"
 }
 
@@ -100,7 +119,7 @@ report() {
 }
 
 export -f environment install tune report note
-export py out repo summary
+export py out repo summary site_dir
 
 # Every test, not up to the first failure: one early failure must not hide the rest of the
 # GPU run. Kernel compilation is CPU-bound, so spread the suite over workers when
@@ -108,11 +127,11 @@ export py out repo summary
 parallel=()
 "$py" -c "import xdist" 2>/dev/null && parallel=(-n 8)
 
-step environment 20 "$out/env.txt" environment
-step install 40 "$out/env.txt" install
+step environment 20 "$out/tests.log" environment
+step install 60 "$out/tests.log" install
 step tests "${GPU_CHECK_TESTS_S:-180}" "$out/tests.log" \
     "$py" -m pytest tests/ --device cuda -q -p no:cacheprovider --maxfail=30 --durations=15 "${parallel[@]}"
-step tune "${GPU_CHECK_TUNE_S:-70}" "$out/tune.log" tune
+step tune "${GPU_CHECK_TUNE_S:-70}" "$out/bench.log" tune
 step bench "${GPU_CHECK_BENCH_S:-120}" "$out/bench.log" "$py" -m bench all --quick --out "$out"
 budget=$((SECONDS + 40))  # the report runs whatever is left: it is what the run is for
 step report 30 "$out/bench.log" report
