@@ -1,4 +1,4 @@
-"""python -m bench {quantize,matmul,linear,all,tune,plot,table} [--quick] [--smoke] [--out DIR]
+"""python -m bench {quantize,matmul,linear,all,tune,static,plot,table} [--quick] [--smoke] [--out DIR]
 
 Run from the repository root. See docs/performance.md for how to read the numbers."""
 
@@ -34,6 +34,14 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tune", help="autotune the GEMM on this card and save the winning configs")
     p.add_argument("--quick", action="store_true", help="headline shapes only")
     p.add_argument("--out", type=Path, help="configs file or folder to write to (default: qtriton/configs/<card>.json)")
+    p = sub.add_parser(
+        "static",
+        help="compile every kernel for sm_90a without a GPU: registers, spills, shared memory, wgmma, "
+        "128-bit loads; exit 1 on a violation",
+    )
+    p.add_argument("--subset", action="store_true", help="first, middle and last config of each GEMM pool only")
+    p.add_argument("--only", help="regular expression the variant name must match, e.g. 'gemm uint8'")
+    p.add_argument("--write", type=Path, help="replace the 'Compiled for sm_90a' table of this markdown file")
     p = sub.add_parser("plot", help="PNG of the speedups of each card's latest run, next to its results")
     p.add_argument("--results", type=Path, default=None, help="results folder or .jsonl file")
     p = sub.add_parser("table", help="markdown tables of all results")
@@ -82,6 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command in (*BENCHES, "all"):
         return _run_benches(args)
+    if args.command == "static":
+        if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+            raise SystemExit("python -m bench static compiles the kernels: unset TRITON_INTERPRET")
+        from bench.static import main as static_main
+
+        return static_main(full=not args.subset, only=args.only, write=args.write)
     if args.command == "tune":
         from bench.tune import tune
 

@@ -1,0 +1,414 @@
+"""python -m bench static: compile the production kernels for Hopper (sm_90a) on a machine
+without a GPU, and read what each compiled kernel costs: registers, spills, shared memory,
+f64 instructions, whether the int8 dot is a wgmma and whether global loads are 128 bits wide.
+
+The launches are the package's own: the real `qtriton.ops` launchers run on small CPU
+tensors while a hook turns every Triton kernel launch into a compile for sm_90a (Triton's
+compiler and the ptxas it ships, a stub driver whose target is sm_90a, nothing launched).
+So every argument, constexpr flag, block size and num_warps is whatever the launchers pass
+today: a new kernel argument, a new kernel or a new config in a pool shows up here without
+an edit. What this module chooses is only which calls to make (VARIANTS) and which configs
+to force on the GEMM (each M bucket's pool, from `configs_for`).
+
+Needs a process in which `qtriton.kernels` was imported with TRITON_INTERPRET unset (the
+kernels are then compiled JITFunctions); `python -m bench static` is one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import re
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+# sm_90a: H100 / H200. 227 KB is the most dynamic shared memory one block may use there.
+TARGET_ARCH = 90
+SHARED_LIMIT_BYTES = 227 * 1024
+# The smallest M of a wgmma instruction: tiles this tall or taller should use it.
+WGMMA_MIN_BLOCK_M = 64
+
+# Violations known and tracked, each by (kernel, variant, config) pattern and the issue that
+# fixes it; check() reports them apart and does not fail on them. Empty it once fixed.
+KNOWN_VIOLATIONS: list[tuple[str, str]] = [
+    # issue #11: the asymmetric-activation GEMM (uint8 A + per-row zero points, what
+    # Int8Linear(symmetric_activations=False) runs) sits at 255 registers and spills on
+    # the large tiles. Pattern: a regular expression over "<variant> <config>", and the rule.
+    (r"^gemm uint8 A \+ zp", "spills"),
+]
+
+BEGIN = "<!-- static:begin -->"
+END = "<!-- static:end -->"
+
+
+@dataclasses.dataclass
+class Compiled:
+    """One kernel compiled for sm_90a, as a launcher launched it."""
+
+    family: str  # "gemm" or "quantize"
+    variant: str  # which public call launched it
+    kernel: str
+    config: str  # the launch's block sizes, warps and stages
+    block_m: int | None
+    picked_by_int8_linear: bool  # a config the tuned / Int8Linear path can run
+    registers: int = 0
+    spill_bytes: int = 0  # ptxas spill stores + spill loads
+    shared_bytes: int = 0
+    f64_instructions: int = 0
+    wgmma_s8: bool = False
+    global_loads_128: bool = False
+    error: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"{self.family} {self.variant} {self.config}"
+
+
+# ---------------------------------------------------------------------------- the hook
+class _Sm90Driver:
+    """What JITFunction.run asks of the active driver before it compiles: a device, a
+    stream and the target. Nothing else is reached when no kernel is launched."""
+
+    def get_current_device(self) -> int:
+        return 0
+
+    def get_current_stream(self, device=None) -> int:
+        return 0
+
+    def get_current_target(self):
+        from triton.backends.compiler import GPUTarget
+
+        return GPUTarget("cuda", TARGET_ARCH, 32)
+
+
+@contextlib.contextmanager
+def compile_launches() -> Iterator[list]:
+    """Within the block every Triton kernel launch compiles for sm_90a and returns without
+    running; yields the list that collects (JITFunction, launch kwargs, CompiledKernel).
+    The output tensors of the launchers stay uninitialised."""
+    from triton.runtime.driver import driver
+    from triton.runtime.jit import JITFunction
+
+    from qtriton.kernels import matmul
+
+    if not isinstance(matmul._int8_matmul_kernel, JITFunction):
+        raise RuntimeError(
+            "qtriton.kernels was imported under TRITON_INTERPRET=1: the kernels are interpreted, "
+            "not compiled; run `python -m bench static` in a fresh process without it"
+        )
+    launches: list = []
+    original_run = JITFunction.run
+
+    def compile_only(self, *args, grid, warmup, **kwargs):
+        kernel = original_run(self, *args, grid=grid, warmup=True, **kwargs)
+        launches.append((self, dict(kwargs), kernel))
+        return kernel
+
+    previous_env = os.environ.get("TRITON_INTERPRET")
+    # Not driver.active: reading it would create the default driver, which needs a GPU.
+    previous_driver = getattr(driver, "_active", None)
+    driver.set_active(_Sm90Driver())
+    JITFunction.run = compile_only
+    # The launchers accept CPU tensors only under the interpreter (their device check reads
+    # the variable at call time); the kernels themselves were decorated without it.
+    os.environ["TRITON_INTERPRET"] = "1"
+    try:
+        yield launches
+    finally:
+        JITFunction.run = original_run
+        driver.set_active(previous_driver)
+        if previous_env is None:
+            os.environ.pop("TRITON_INTERPRET", None)
+        else:
+            os.environ["TRITON_INTERPRET"] = previous_env
+
+
+# ------------------------------------------------------------------------ the analysis
+def _tool(name: str) -> str:
+    """A CUDA tool Triton ships (ptxas for sm_90, cuobjdump)."""
+    from triton.backends.nvidia import compiler
+
+    if name == "ptxas":
+        return compiler.get_ptxas(TARGET_ARCH).path
+    return str(Path(compiler.__file__).parent / "bin" / name)
+
+
+_F64 = re.compile(r"^\s*[a-z][\w.]*\.f64\b", re.MULTILINE)
+_WGMMA_S8 = re.compile(r"\bwgmma\.mma_async\S*\.s8\b")
+# A 128-bit global load: into registers (ld.global.v4.b32, .v2.b64, ...) or, in pipelined
+# GEMM loops, straight into shared memory (cp.async of 16 bytes).
+_LOAD_128 = re.compile(
+    r"\bld\.global\S*\.(v4\.[busf]32|v2\.[busf]64)\b|\bcp\.async\.c[ag]\.shared\.global[^;]*,\s*(16|0x10)\s*[;,]"
+)
+
+
+def analyse(kernel, row: Compiled) -> Compiled:
+    """Fill row from a CompiledKernel: shared memory from Triton's metadata, registers from
+    the cubin (cuobjdump), spills from ptxas -v on the same PTX, the rest from the PTX."""
+    ptx = kernel.asm["ptx"]
+    row.shared_bytes = int(kernel.metadata.shared)
+    row.f64_instructions = len(_F64.findall(ptx))
+    row.wgmma_s8 = bool(_WGMMA_S8.search(ptx))
+    row.global_loads_128 = bool(_LOAD_128.search(ptx))
+    with tempfile.TemporaryDirectory(prefix="qtriton-static-") as tmp:
+        cubin, ptx_file = Path(tmp, "k.cubin"), Path(tmp, "k.ptx")
+        cubin.write_bytes(kernel.asm["cubin"])
+        ptx_file.write_text(ptx)
+        usage = subprocess.run([_tool("cuobjdump"), "--dump-resource-usage", str(cubin)],
+                               capture_output=True, text=True, check=True).stdout
+        row.registers = int(re.search(r"REG:(\d+)", usage).group(1))
+        log = subprocess.run([_tool("ptxas"), "-v", f"--gpu-name=sm_{TARGET_ARCH}a", str(ptx_file),
+                              "-o", str(Path(tmp, "again.cubin"))], capture_output=True, text=True, check=True)
+    spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", log.stdout + log.stderr)
+    row.spill_bytes = int(spills.group(1)) + int(spills.group(2))
+    return row
+
+
+def _launch_config(kwargs: dict) -> tuple[str, int | None]:
+    """The launch's block sizes, split, warps and stages as a short string ("M128 N256 K128
+    w8 s3"), and its BLOCK_SIZE_M."""
+    blocks = {k.removeprefix("BLOCK_SIZE_"): v for k, v in kwargs.items() if k.startswith("BLOCK_SIZE_")}
+    parts = [f"{name}{value}" for name, value in blocks.items()]
+    parts += [f"split{kwargs['SPLIT_K']}"] if kwargs.get("SPLIT_K", 1) != 1 else []
+    parts += [f"w{kwargs['num_warps']}", f"s{kwargs['num_stages']}"]
+    return " ".join(parts), blocks.get("M")
+
+
+# ---------------------------------------------------------------------------- variants
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    family: str
+    name: str
+    run: Callable[[int, int, int], object]  # (M, N, K) -> launches through qtriton.ops
+    picked_by_int8_linear: bool = False
+
+
+def _gemm_variants() -> list[Variant]:
+    import torch
+
+    from qtriton import ops
+
+    def operands(M, N, K, a_dtype=torch.int8, b_dtype=torch.int8, b_layout="nk"):
+        a = torch.zeros((M, K), dtype=a_dtype)
+        b = torch.zeros((N, K), dtype=b_dtype).t() if b_layout == "nk" else torch.zeros((K, N), dtype=b_dtype)
+        return a, b
+
+    def scaled(out_dtype=torch.bfloat16, b_layout="nk", a_uint8=False, a_zp=None, b_uint8=False,
+               b_zp=None, bias=False, per_tensor=False):
+        def run(M, N, K):
+            a, b = operands(M, N, K, torch.uint8 if a_uint8 else torch.int8,
+                            torch.uint8 if b_uint8 else torch.int8, b_layout)
+            a_scale = 0.5 if per_tensor else torch.ones(M)
+            b_scale = 0.5 if per_tensor else torch.ones(N)
+            zp_a = torch.zeros(M, dtype=torch.int32) if a_zp == "row" else 3 if a_zp == "tensor" else None
+            zp_b = torch.zeros(N, dtype=torch.int32) if b_zp == "column" else None
+            return ops.scaled_matmul(a, b, a_scale, b_scale, zp_a, zp_b,
+                                     torch.zeros(N, dtype=out_dtype) if bias else None, out_dtype)
+        return run
+
+    def int32(b_layout):
+        return lambda M, N, K: ops.int8_matmul(*operands(M, N, K, b_layout=b_layout))
+
+    f32, f16, bf16 = torch.float32, torch.float16, torch.bfloat16
+    return [
+        Variant("gemm", "int8 -> int32, B nk", int32("nk"), True),
+        Variant("gemm", "int8 -> int32, B kn", int32("kn")),
+        Variant("gemm", "int8 row/col scales -> bf16, B nk", scaled(bf16), True),
+        Variant("gemm", "int8 row/col scales -> bf16, B kn", scaled(bf16, b_layout="kn")),
+        Variant("gemm", "int8 row/col scales -> fp16, B nk", scaled(f16), True),
+        Variant("gemm", "int8 tensor scales -> fp32, B nk", scaled(f32, per_tensor=True), True),
+        Variant("gemm", "int8 + bias -> bf16, B nk", scaled(bf16, bias=True), True),
+        Variant("gemm", "uint8 A + zp per tensor -> bf16, B nk", scaled(bf16, a_uint8=True, a_zp="tensor")),
+        Variant("gemm", "uint8 A + zp per row + bias -> bf16, B nk",
+                scaled(bf16, a_uint8=True, a_zp="row", bias=True), True),
+        Variant("gemm", "uint8 B + zp per column -> fp32, B nk", scaled(f32, b_uint8=True, b_zp="column")),
+    ]
+
+
+# (M, N, K) per M bucket pool: decode, small batch, prefill. N and K large enough that no
+# config's blocks are clamped to the problem.
+GEMM_SHAPES = {"decode": (1, 4096, 4096), "small": (64, 4096, 4096), "large": (512, 4096, 4096)}
+
+
+def _quantize_variants() -> list[Variant]:
+    import torch
+
+    from qtriton import ops
+
+    variants = []
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        short = str(dtype).removeprefix("torch.")
+
+        def add(name, fn, dtype=dtype, short=short):
+            variants.append(Variant("quantize", f"{name} {short}", lambda M, N, K: fn(dtype)))
+
+        add("per token single pass sym", lambda d: ops.quantize_per_token(torch.zeros(64, 4096, dtype=d)))
+        add("per token single pass asym",
+            lambda d: ops.quantize_per_token(torch.zeros(64, 4096, dtype=d), symmetric=False))
+        add("per token two pass asym",
+            lambda d: ops.quantize_per_token(torch.zeros(4, 32768, dtype=d), symmetric=False))
+        add("per token transposed input sym", lambda d: ops.quantize_per_token(torch.zeros(4096, 64, dtype=d).t()))
+        add("per channel axis 0 sym", lambda d: ops.quantize_per_channel(torch.zeros(4096, 4096, dtype=d), 0))
+        add("per channel axis 1 asym",
+            lambda d: ops.quantize_per_channel(torch.zeros(64, 4096, dtype=d), 1, symmetric=False))
+        add("per channel 3-D axis 1 sym", lambda d: ops.quantize_per_channel(torch.zeros(8, 64, 512, dtype=d), 1))
+        add("per tensor asym", lambda d: ops.quantize_per_tensor(torch.zeros(1024, 4096, dtype=d), symmetric=False))
+        add("fake quantize sym", lambda d: ops.fake_quantize(torch.zeros(1024, 4096, dtype=d)))
+        add("dequantize token",
+            lambda d: ops.dequantize(torch.zeros(64, 4096, dtype=torch.int8), torch.ones(64),
+                                     granularity="token", out_dtype=d))
+    for granularity, axis in (("tensor", None), ("channel", 0), ("channel", 1)):
+        variants.append(Variant(
+            "quantize", f"dequantize {granularity}{'' if axis is None else f' axis {axis}'} uint8 + zp",
+            lambda M, N, K, g=granularity, a=axis: ops.dequantize(
+                torch.zeros(1024, 4096, dtype=torch.uint8),
+                torch.ones(() if a is None else 4096 if a == 1 else 1024),
+                torch.zeros(() if a is None else 4096 if a == 1 else 1024, dtype=torch.int32),
+                granularity=g, axis=a, out_dtype=torch.float32)))
+    return variants
+
+
+def cases(full: bool = True, configs: list | None = None):
+    """(variant, (M, N, K), forced GEMM config or None) for every compile to make: each GEMM
+    variant under every config of every M bucket's pool (or, not full, the first, middle and
+    last of each pool; or `configs` instead of the pools, each at the large shape), and every
+    quantize variant once."""
+    from qtriton.ops.matmul import configs_for
+
+    out = []
+    for variant in _gemm_variants():
+        if configs is not None:
+            out.extend((variant, GEMM_SHAPES["large"], config) for config in configs)
+            continue
+        for shape in GEMM_SHAPES.values():
+            pool = configs_for(*shape)
+            if not full:
+                pool = [pool[i] for i in sorted({0, len(pool) // 2, len(pool) - 1})]
+            out.extend((variant, shape, config) for config in pool)
+    out.extend((variant, (0, 0, 0), None) for variant in _quantize_variants())
+    return out
+
+
+def compile_all(full: bool = True, only: str | None = None, configs: list | None = None,
+                progress: Callable[[str], None] | None = None) -> list[Compiled]:
+    """Compile every case for sm_90a (see cases); `only`: a regular expression "<family>
+    <variant>" must match; `configs`: GEMM configs (dicts for `use_config`) to force instead
+    of the pools. Returns one row per kernel compiled; a case that fails to compile gives a
+    row with its error."""
+    from qtriton.ops import use_config
+
+    rows: list[Compiled] = []
+    with compile_launches() as launches:
+        for variant, shape, config in cases(full, configs):
+            if only and not re.search(only, f"{variant.family} {variant.name}"):
+                continue
+            start = len(launches)
+            try:
+                with use_config(config) if config is not None else contextlib.nullcontext():
+                    variant.run(*shape)
+            except Exception as err:  # a config that does not compile is a finding, not a crash
+                text, block_m = _launch_config(_as_dict(config)) if config is not None else ("", None)
+                rows.append(Compiled(variant.family, variant.name, "?", text, block_m,
+                                     variant.picked_by_int8_linear, error=f"{type(err).__name__}: {err}"[:300]))
+                del launches[start:]
+                continue
+            for fn, kwargs, kernel in launches[start:]:
+                text, block_m = _launch_config({**kwargs, "num_stages": kernel.metadata.num_stages,
+                                                "num_warps": kernel.metadata.num_warps})
+                row = Compiled(variant.family, variant.name, kernel.metadata.name, text, block_m,
+                               variant.picked_by_int8_linear)
+                rows.append(analyse(kernel, row))
+                if progress:
+                    progress(_format_row(rows[-1]))
+    return rows
+
+
+def _as_dict(config) -> dict:
+    if isinstance(config, dict):
+        return config
+    return {**config.kwargs, "num_warps": config.num_warps, "num_stages": config.num_stages}
+
+
+# ------------------------------------------------------------------------- the checks
+def _known(row: Compiled, rule: str) -> bool:
+    return any(r == rule and re.search(p, row.label) for p, r in KNOWN_VIOLATIONS)
+
+
+def check(rows: list[Compiled]) -> tuple[list[str], list[str]]:
+    """(violations, known violations) of what must hold on sm_90a: every case compiles,
+    shared memory < 227 KB, no spills in a config the tuned / Int8Linear path can pick, a
+    wgmma int8 dot for every GEMM tile with BLOCK_M >= 64, 128-bit global loads in every
+    quantize kernel."""
+    found, known = [], []
+
+    def flag(row, rule, text):
+        (known if _known(row, rule) else found).append(f"{rule}: {row.label} [{row.kernel}]: {text}")
+
+    for row in rows:
+        if row.error:
+            flag(row, "compiles", row.error)
+            continue
+        if row.shared_bytes >= SHARED_LIMIT_BYTES:
+            flag(row, "shared", f"{row.shared_bytes} bytes of shared memory >= {SHARED_LIMIT_BYTES}")
+        if row.picked_by_int8_linear and row.spill_bytes:
+            flag(row, "spills", f"{row.spill_bytes} bytes of spills at {row.registers} registers")
+        if row.family == "gemm" and (row.block_m or 0) >= WGMMA_MIN_BLOCK_M and not row.wgmma_s8:
+            flag(row, "wgmma", f"BLOCK_M {row.block_m} without wgmma.mma_async .s8")
+        if row.family == "quantize" and not row.global_loads_128:
+            flag(row, "loads", "no 128-bit global load")
+    return found, known
+
+
+# ------------------------------------------------------------------------------ output
+_HEADER = ("| kernel | variant | config | regs | spill B | shared KB | f64 | wgmma .s8 | 128-bit loads |\n"
+           "|---|---|---|---:|---:|---:|---:|---|---|\n")
+
+
+def _format_row(row: Compiled) -> str:
+    if row.error:
+        return f"| {row.kernel} | {row.variant} | {row.config} | error: {row.error} | | | | | |"
+    return (f"| {row.kernel} | {row.variant} | {row.config} | {row.registers} | {row.spill_bytes} | "
+            f"{row.shared_bytes / 1024:.0f} | {row.f64_instructions} | {'yes' if row.wgmma_s8 else 'no'} | "
+            f"{'yes' if row.global_loads_128 else 'no'} |")
+
+
+def markdown(rows: list[Compiled], versions: str) -> str:
+    lines = [f"Compiled offline for sm_90a with {versions} (`python -m bench static`); "
+             f"{len(rows)} kernels. spill B: ptxas spill stores + loads, bytes per thread.", "", _HEADER.rstrip("\n")]
+    lines += [_format_row(row) for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_into(path: Path, table: str) -> None:
+    """Replace the text between the static markers of path (created at the end if absent)."""
+    text = path.read_text() if path.exists() else ""
+    block = f"{BEGIN}\n{table}{END}"
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + block + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip("\n") + f"\n\n## Compiled for sm_90a\n\n{block}\n"
+    path.write_text(text)
+
+
+def main(full: bool = True, only: str | None = None, write: Path | None = None) -> int:
+    import torch
+    import triton
+
+    versions = f"triton {triton.__version__}, torch {torch.__version__}"
+    print(f"# sm_90a offline compile, {versions}", flush=True)
+    print(_HEADER, end="", flush=True)
+    rows = compile_all(full=full, only=only, progress=lambda line: print(line, flush=True))
+    found, known = check(rows)
+    for line in known:
+        print(f"known ({KNOWN_VIOLATIONS and 'see KNOWN_VIOLATIONS'}): {line}")
+    for line in found:
+        print(f"VIOLATION: {line}")
+    print(f"# {len(rows)} kernels compiled, {len(found)} violations, {len(known)} known", flush=True)
+    if write is not None:
+        write_into(write, markdown(rows, versions))
+        print(f"wrote {write}")
+    return 1 if found else 0

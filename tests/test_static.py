@@ -1,0 +1,128 @@
+"""Static Hopper checks: every production kernel, as the package's launchers launch it,
+compiles for sm_90a with Triton's compiler and bundled ptxas (no GPU, no driver) within
+Hopper's limits (bench/static.py; `python -m bench static` runs the full sweep).
+
+The compiles run in a subprocess: this test session imported qtriton.kernels under
+TRITON_INTERPRET=1, so its kernels are interpreted, not compiled."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import static
+from bench.static import Compiled, check
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# A config no pool holds: a 256 x 256 int32 accumulator over 4 warps is 512 registers a
+# thread, twice what a thread has; ptxas must spill.
+PLANTED_SPILL = {"BLOCK_SIZE_M": 256, "BLOCK_SIZE_N": 256, "BLOCK_SIZE_K": 64, "num_warps": 4, "num_stages": 2}
+PLANTED_VARIANT = r"^gemm int8 row/col scales -> bf16, B nk$"
+
+_SCRIPT = """
+import dataclasses, json, sys
+from bench import static
+subset = static.compile_all(full=False)
+planted = static.compile_all(only=sys.argv[1], configs=[json.loads(sys.argv[2])])
+variants = sorted({f"{v.family} {v.name}" for v, _, _ in static.cases(full=False)})
+print("JSON" + json.dumps({"subset": [dataclasses.asdict(r) for r in subset],
+                           "planted": [dataclasses.asdict(r) for r in planted], "variants": variants}))
+"""
+
+
+def _has_nvidia_backend() -> bool:
+    try:
+        from triton.backends.nvidia import compiler
+    except ImportError:
+        return False
+    return Path(compiler.__file__).parent.joinpath("bin", "cuobjdump").is_file()
+
+
+pytestmark = pytest.mark.skipif(not _has_nvidia_backend(), reason="this triton has no NVIDIA backend with ptxas")
+
+
+@pytest.fixture(scope="module")
+def compiled() -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    run = subprocess.run(
+        [sys.executable, "-c", _SCRIPT, PLANTED_VARIANT, json.dumps(PLANTED_SPILL)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500,
+    )
+    assert run.returncode == 0, run.stderr[-4000:]
+    (line,) = [line for line in run.stdout.splitlines() if line.startswith("JSON")]
+    data = json.loads(line.removeprefix("JSON"))
+    data["subset"] = [Compiled(**row) for row in data["subset"]]
+    data["planted"] = [Compiled(**row) for row in data["planted"]]
+    return data
+
+
+def test_every_variant_compiles_within_sm90_limits(compiled):
+    rows = compiled["subset"]
+    assert {f"{row.family} {row.variant}" for row in rows} == set(compiled["variants"])
+    found, known = check(rows)
+    assert not found, "\n".join(found)
+    # Every GEMM variant ran under each M bucket's pool; the quantize launchers reach every kernel.
+    kernels = {row.kernel for row in rows}
+    assert {"_int8_matmul_kernel", "_quantize_rows_kernel", "_quantize_channels_kernel",
+            "_tensor_range_partials_kernel", "_tensor_params_kernel", "_quantize_tensor_kernel",
+            "_dequantize_kernel"} <= kernels
+    gemm = [row for row in rows if row.family == "gemm"]
+    assert {row.block_m for row in gemm} >= {16, 64, 128}
+    assert all(row.registers > 0 and row.shared_bytes > 0 for row in gemm)
+
+
+def test_known_violations_are_still_seen(compiled):
+    # A KNOWN_VIOLATIONS entry that no longer matches anything is stale: delete it, so the
+    # check is strict again for that variant.
+    _, known = check(compiled["subset"])
+    for pattern, rule in static.KNOWN_VIOLATIONS:
+        assert any(line.startswith(f"{rule}:") for line in known), f"stale KNOWN_VIOLATIONS entry {pattern!r} ({rule})"
+
+
+def test_check_fails_on_a_planted_spill(compiled):
+    (row,) = compiled["planted"]
+    assert row.error == "" and row.block_m == 256
+    assert row.spill_bytes > 0, row
+    found, known = check(compiled["planted"])
+    assert any(line.startswith("spills:") for line in found), found
+    assert not known
+
+
+def test_check_rules_on_made_up_rows():
+    def row(**changes):
+        base = dict(family="gemm", variant="int8 -> int32, B nk", kernel="k", config="M128 N128 K128 w8 s3",
+                    block_m=128, picked_by_int8_linear=True, registers=128, spill_bytes=0,
+                    shared_bytes=64 * 1024, f64_instructions=0, wgmma_s8=True, global_loads_128=True)
+        return Compiled(**{**base, **changes})
+
+    assert check([row()]) == ([], [])
+    assert check([row(picked_by_int8_linear=False, spill_bytes=64)]) == ([], [])
+    for changes, rule in [
+        (dict(spill_bytes=8), "spills"),
+        (dict(shared_bytes=227 * 1024), "shared"),
+        (dict(wgmma_s8=False), "wgmma"),
+        (dict(error="CompilationError: out of resources"), "compiles"),
+        (dict(family="quantize", block_m=1, wgmma_s8=False, global_loads_128=False), "loads"),
+    ]:
+        found, _ = check([row(**changes)])
+        assert [line.split(":")[0] for line in found] == [rule], (changes, found)
+    assert check([row(block_m=16, wgmma_s8=False)]) == ([], [])  # mma.sync is right for decode tiles
+    found, known = check([row(variant="uint8 A + zp per row + bias -> bf16, B nk", spill_bytes=300)])
+    assert not found and len(known) == 1  # KNOWN_VIOLATIONS, issue #11
+
+
+def test_ptx_patterns():
+    assert static._WGMMA_S8.search("wgmma.mma_async.sync.aligned.m64n128k32.s32.s8.s8 {%r1}, %rd2, %rd3;")
+    assert not static._WGMMA_S8.search("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%r1}, ...;")
+    assert static._LOAD_128.search("ld.global.v4.b32 { %r1, %r2, %r3, %r4 }, [ %rd1 + 0 ];")
+    assert static._LOAD_128.search("cp.async.cg.shared.global [ %r5 + 0 ], [ %rd9 + 0 ], 0x10, %r7;")
+    assert not static._LOAD_128.search("cp.async.ca.shared.global [ %r5 + 0 ], [ %rd9 + 0 ], 0x8, %r7;")
+    assert not static._LOAD_128.search("ld.global.b32 { %r1 }, [ %rd1 + 0 ];")
+    assert len(static._F64.findall("\tcvt.f64.f32 %fd1, %f1;\n\tadd.f32 %f2, %f1, %f1;\n\tmul.rn.f64 %fd2, %fd1, %fd1;")) == 2
