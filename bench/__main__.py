@@ -39,7 +39,8 @@ def _parser() -> argparse.ArgumentParser:
         help="compile every kernel for sm_90a without a GPU: registers, spills, shared memory, wgmma, "
         "128-bit loads; exit 1 on a violation",
     )
-    p.add_argument("--subset", action="store_true", help="first, middle and last config of each GEMM pool only")
+    p.add_argument("--subset", action="store_true",
+                   help="the largest tile of each GEMM pool only (what tests/test_static.py compiles)")
     p.add_argument("--only", help="regular expression the variant name must match, e.g. 'gemm uint8'")
     p.add_argument("--write", type=Path, help="replace the 'Compiled for sm_90a' table of this markdown file")
     p = sub.add_parser("plot", help="PNG of the speedups of each card's latest run, next to its results")

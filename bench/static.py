@@ -273,9 +273,9 @@ def _quantize_variants() -> list[Variant]:
 
 def cases(full: bool = True, configs: list | None = None):
     """(variant, (M, N, K), forced GEMM config or None) for every compile to make: each GEMM
-    variant under every config of every M bucket's pool (or, not full, the first, middle and
-    last of each pool; or `configs` instead of the pools, each at the large shape), and every
-    quantize variant once."""
+    variant under every config of every M bucket's pool (or, not full, each pool's largest
+    tile; or `configs` instead of the pools, each at the large shape), and every quantize
+    variant once."""
     from qtriton.ops.matmul import configs_for
 
     out = []
@@ -285,8 +285,9 @@ def cases(full: bool = True, configs: list | None = None):
             continue
         for shape in GEMM_SHAPES.values():
             pool = configs_for(*shape)
-            if not full:
-                pool = [pool[i] for i in sorted({0, len(pool) // 2, len(pool) - 1})]
+            if not full:  # the largest tile: the most registers and shared memory of the pool
+                pool = [max(pool, key=lambda c: (c.kwargs["BLOCK_SIZE_M"] * c.kwargs["BLOCK_SIZE_N"],
+                                                 c.kwargs["BLOCK_SIZE_K"], c.num_stages))]
             out.extend((variant, shape, config) for config in pool)
     out.extend((variant, (0, 0, 0), None) for variant in _quantize_variants())
     return out

@@ -1,6 +1,6 @@
 """Autotune the int8 GEMM on this card for the benchmark's shapes and save the winners
 (qtriton.ops.matmul.tune / save_tuned_configs): qtriton/configs/<card>.json by default,
-which qtriton loads at import on a card of that name."""
+which qtriton loads on the first CUDA launch on a card of that name."""
 
 from __future__ import annotations
 
