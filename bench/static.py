@@ -58,7 +58,7 @@ class Compiled:
     spill_bytes: int = 0  # bytes of local-memory stores + loads (STL/LDL) in the SASS
     shared_bytes: int = 0
     f64_instructions: int = 0
-    wgmma_s8: bool = False
+    int8_dot: str = "none"  # "wgmma" (wgmma.mma_async ... .s8), "mma.sync" or "none" (no int8 dot)
     global_loads_128: bool = False
     error: str = ""
 
@@ -136,6 +136,7 @@ def _tool(name: str) -> str:
 
 _F64 = re.compile(r"^\s*[a-z][\w.]*\.f64\b", re.MULTILINE)
 _WGMMA_S8 = re.compile(r"\bwgmma\.mma_async\S*\.s8\b")
+_MMA_SYNC_S8 = re.compile(r"\bmma\.sync\S*\.s8\b")
 # A 128-bit global load: into registers (ld.global.v4.b32, .v2.b64, ...) or, in pipelined
 # GEMM loops, straight into shared memory (cp.async of 16 bytes).
 _LOAD_128 = re.compile(
@@ -167,7 +168,7 @@ def analyse(kernel, row: Compiled) -> Compiled:
     ptx = kernel.asm["ptx"]
     row.shared_bytes = int(kernel.metadata.shared)
     row.f64_instructions = len(_F64.findall(ptx))
-    row.wgmma_s8 = bool(_WGMMA_S8.search(ptx))
+    row.int8_dot = "wgmma" if _WGMMA_S8.search(ptx) else "mma.sync" if _MMA_SYNC_S8.search(ptx) else "none"
     row.global_loads_128 = bool(_LOAD_128.search(ptx))
     with tempfile.TemporaryDirectory(prefix="qtriton-static-") as tmp:
         cubin = Path(tmp, "k.cubin")
@@ -355,7 +356,7 @@ def _known(row: Compiled, rule: str) -> bool:
 def check(rows: list[Compiled]) -> tuple[list[str], list[str]]:
     """(violations, known violations) of what must hold on sm_90a: every case compiles,
     shared memory < 227 KB, no spills in a config the tuned / Int8Linear path can pick, a
-    wgmma int8 dot for every GEMM tile with BLOCK_M >= 64, 128-bit global loads in every
+    wgmma for every int8 dot of a tile with BLOCK_M >= 64, 128-bit global loads in every
     quantize kernel."""
     found, known = [], []
 
@@ -370,15 +371,16 @@ def check(rows: list[Compiled]) -> tuple[list[str], list[str]]:
             flag(row, "shared", f"{row.shared_bytes} bytes of shared memory >= {SHARED_LIMIT_BYTES}")
         if row.picked_by_int8_linear and row.spill_bytes:
             flag(row, "spills", f"{row.spill_bytes} bytes of spills at {row.registers} registers")
-        if row.family == "gemm" and (row.block_m or 0) >= WGMMA_MIN_BLOCK_M and not row.wgmma_s8:
-            flag(row, "wgmma", f"BLOCK_M {row.block_m} without wgmma.mma_async .s8")
+        # Kernels without a dot (a column sum, a transpose) have nothing to check here.
+        if row.int8_dot == "mma.sync" and (row.block_m or 0) >= WGMMA_MIN_BLOCK_M:
+            flag(row, "wgmma", f"BLOCK_M {row.block_m}: the int8 dot is mma.sync, not wgmma.mma_async .s8")
         if row.family == "quantize" and not row.global_loads_128:
             flag(row, "loads", "no 128-bit global load")
     return found, known
 
 
 # ------------------------------------------------------------------------------ output
-_HEADER = ("| kernel | variant | config | regs | spill B | shared KB | f64 | wgmma .s8 | 128-bit loads |\n"
+_HEADER = ("| kernel | variant | config | regs | spill B | shared KB | f64 | int8 dot | 128-bit loads |\n"
            "|---|---|---|---:|---:|---:|---:|---|---|\n")
 
 
@@ -386,7 +388,7 @@ def _format_row(row: Compiled) -> str:
     if row.error:
         return f"| {row.kernel} | {row.variant} | {row.config} | error: {row.error} | | | | | |"
     return (f"| {row.kernel} | {row.variant} | {row.config} | {row.registers} | {row.spill_bytes} | "
-            f"{row.shared_bytes / 1024:.0f} | {row.f64_instructions} | {'yes' if row.wgmma_s8 else 'no'} | "
+            f"{row.shared_bytes / 1024:.0f} | {row.f64_instructions} | {row.int8_dot} | "
             f"{'yes' if row.global_loads_128 else 'no'} |")
 
 

@@ -76,6 +76,7 @@ def test_every_variant_compiles_within_sm90_limits(compiled):
     gemm = [row for row in rows if row.family == "gemm"]
     assert {row.block_m for row in gemm} >= {16, 64, 128}
     assert all(row.registers > 0 and row.shared_bytes > 0 for row in gemm)
+    assert {row.int8_dot for row in gemm if row.kernel == "_int8_matmul_kernel"} == {"wgmma", "mma.sync"}
 
 
 def test_known_violations_are_still_seen(compiled):
@@ -99,7 +100,7 @@ def test_check_rules_on_made_up_rows():
     def row(**changes):
         base = dict(family="gemm", variant="int8 -> int32, B nk", kernel="k", config="M128 N128 K128 w8 s3",
                     block_m=128, picked_by_int8_linear=True, registers=128, spill_bytes=0,
-                    shared_bytes=64 * 1024, f64_instructions=0, wgmma_s8=True, global_loads_128=True)
+                    shared_bytes=64 * 1024, f64_instructions=0, int8_dot="wgmma", global_loads_128=True)
         return Compiled(**{**base, **changes})
 
     assert check([row()]) == ([], [])
@@ -107,13 +108,14 @@ def test_check_rules_on_made_up_rows():
     for changes, rule in [
         (dict(spill_bytes=8), "spills"),
         (dict(shared_bytes=227 * 1024), "shared"),
-        (dict(wgmma_s8=False), "wgmma"),
+        (dict(int8_dot="mma.sync"), "wgmma"),
         (dict(error="CompilationError: out of resources"), "compiles"),
-        (dict(family="quantize", block_m=1, wgmma_s8=False, global_loads_128=False), "loads"),
+        (dict(family="quantize", block_m=1, int8_dot="none", global_loads_128=False), "loads"),
     ]:
         found, _ = check([row(**changes)])
         assert [line.split(":")[0] for line in found] == [rule], (changes, found)
-    assert check([row(block_m=16, wgmma_s8=False)]) == ([], [])  # mma.sync is right for decode tiles
+    assert check([row(block_m=16, int8_dot="mma.sync")]) == ([], [])  # mma.sync is right for decode tiles
+    assert check([row(block_m=128, int8_dot="none")]) == ([], [])  # a GEMM helper kernel without a dot
     found, known = check([row(variant="uint8 A + zp per row + bias -> bf16, B nk", spill_bytes=300)])
     assert not found and len(known) == 1  # KNOWN_VIOLATIONS, issue #11
 
@@ -121,6 +123,7 @@ def test_check_rules_on_made_up_rows():
 def test_ptx_patterns():
     assert static._WGMMA_S8.search("wgmma.mma_async.sync.aligned.m64n128k32.s32.s8.s8 {%r1}, %rd2, %rd3;")
     assert not static._WGMMA_S8.search("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%r1}, ...;")
+    assert static._MMA_SYNC_S8.search("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%r1}, ...;")
     assert static._LOAD_128.search("ld.global.v4.b32 { %r1, %r2, %r3, %r4 }, [ %rd1 + 0 ];")
     assert static._LOAD_128.search("cp.async.cg.shared.global [ %r5 + 0 ], [ %rd9 + 0 ], 0x10, %r7;")
     assert not static._LOAD_128.search("cp.async.ca.shared.global [ %r5 + 0 ], [ %rd9 + 0 ], 0x8, %r7;")
