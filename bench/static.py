@@ -94,9 +94,11 @@ def compile_launches() -> Iterator[list]:
     from triton.runtime.driver import driver
     from triton.runtime.jit import JITFunction
 
-    from qtriton.kernels import matmul
+    from qtriton.kernels import matmul, quantize
 
-    if not isinstance(matmul._int8_matmul_kernel, JITFunction):
+    kernels = [obj for module in (matmul, quantize) for obj in vars(module).values()
+               if isinstance(obj, JITFunction) or type(obj).__name__ == "InterpretedFunction"]
+    if not kernels or not all(isinstance(obj, JITFunction) for obj in kernels):
         raise RuntimeError(
             "qtriton.kernels was imported under TRITON_INTERPRET=1: the kernels are interpreted, "
             "not compiled; run `python -m bench static` in a fresh process without it"

@@ -129,3 +129,11 @@ def test_ptx_patterns():
     assert not static._LOAD_128.search("cp.async.ca.shared.global [ %r5 + 0 ], [ %rd9 + 0 ], 0x8, %r7;")
     assert not static._LOAD_128.search("ld.global.b32 { %r1 }, [ %rd1 + 0 ];")
     assert len(static._F64.findall("\tcvt.f64.f32 %fd1, %f1;\n\tadd.f32 %f2, %f1, %f1;\n\tmul.rn.f64 %fd2, %fd1, %fd1;")) == 2
+
+
+def test_refuses_interpreted_kernels():
+    # This session's kernels were decorated under TRITON_INTERPRET=1 (conftest): nothing to compile.
+    assert os.environ.get("TRITON_INTERPRET") == "1"
+    with pytest.raises(RuntimeError, match="TRITON_INTERPRET"):
+        with static.compile_launches():
+            pass
