@@ -28,5 +28,7 @@ def fake_quantize(x, num_bits: int, symmetric: bool):
     return quantize_ops.fake_quantize(x, num_bits, symmetric)
 
 
-def quantized_matmul(a_q, a_scale, b_q, b_scale, a_zp, b_zp, bias, out_dtype):
-    return matmul_ops.scaled_matmul(a_q, b_q, a_scale, b_scale, a_zp, b_zp, bias, out_dtype)
+# quantized_matmul(a_q, b_q, a_scale, b_scale, a_zp, b_zp, bias, out_dtype): the contract's
+# argument order is ops' own, and the API has checked the arguments, so the backend entry
+# is the launcher behind ops.scaled_matmul's checks itself (one call to the custom op).
+quantized_matmul = matmul_ops._scaled_matmul_checked
