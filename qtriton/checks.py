@@ -13,9 +13,10 @@ Limits (the same on every backend):
 - K of the GEMM: <= MAX_K = 131071 (the kernels' int32 accumulator holds 128 * 128 * K).
 
 Checks of values held in tensors (finite data, scale and zero-point ranges) read the data:
-they run off CUDA only (on CUDA they would sync with the host) and not while
-torch.compile traces (a data-dependent branch breaks the graph). Python numbers are always
-checked; metadata (dtype, shape, device) is always checked.
+the API runs them off CUDA only (on CUDA they would sync with the host) and not while
+torch.compile traces (a data-dependent branch breaks the graph); the `ops` launchers never
+read tensor values (a NaN scale is the kernels' signal of an unquantizable slice, passed
+on). Python numbers and metadata (dtype, shape, device) are always checked.
 """
 
 from __future__ import annotations
@@ -279,15 +280,18 @@ def zero_point_range(v, name: str, limit: int) -> None:
         raise ValueError(f"{name} must {bound}, got {hi if hi > limit else lo}")
 
 
-def scale(v, name: str, lengths: tuple[int, ...], like, dim_name: str | None = None):
+def scale(v, name: str, lengths: tuple[int, ...], like, dim_name: str | None = None, read_values: bool = True):
     v = vector(v, name, lengths, like, integer=False, dim_name=dim_name)
-    scale_values(v, name)
+    if read_values:
+        scale_values(v, name)
     return v
 
 
-def zero_point(v, name: str, lengths: tuple[int, ...], like, limit: int, dim_name: str | None = None):
+def zero_point(v, name: str, lengths: tuple[int, ...], like, limit: int, dim_name: str | None = None,
+               read_values: bool = True):
     v = vector(v, name, lengths, like, integer=True, dim_name=dim_name)
-    zero_point_range(v, name, limit)
+    if read_values or not is_tensor(v):
+        zero_point_range(v, name, limit)
     return v
 
 
@@ -311,7 +315,7 @@ def matmul_operands(a_q, b_q):
     return a_q, b_q
 
 
-def bias(v, n: int, like):
+def bias(v, n: int, like, read_values: bool = True):
     """A bias of shape (N,), float (any float dtype of tensor; arrays as float32), finite
     where visible."""
     if is_tensor(v):
@@ -326,21 +330,23 @@ def bias(v, n: int, like):
     if tuple(v.shape) != (n,):
         raise ValueError(f"bias must have shape (N,) = ({n},), got {tuple(v.shape)}")
     same_device(v, "bias", like, "the data")
-    if values_visible(v) and not np.isfinite(_host_values(v, np.float64)).all():
+    if read_values and values_visible(v) and not np.isfinite(_host_values(v, np.float64)).all():
         raise ValueError("bias contains NaN or Inf")
     return v.detach() if is_tensor(v) else v
 
 
-def matmul(a_q, b_q, a_scale, b_scale, a_zp, b_zp, bias_, out_dtype):
+def matmul(a_q, b_q, a_scale, b_scale, a_zp, b_zp, bias_, out_dtype, read_values: bool = True):
     """Every argument of the scaled int8 GEMM, checked and normalised: (a_q, b_q, a_scale,
     b_scale, a_zp, b_zp, bias, out_dtype name). Scales come back as Python floats rounded to
-    float32 or float32 arrays / tensors; zero points as ints or integer arrays / tensors."""
+    float32 or float32 arrays / tensors; zero points as ints or integer arrays / tensors.
+    read_values=False (the `ops` launchers) leaves the values held in tensors unread: there
+    a NaN scale is the kernels' signal of an unquantizable slice, carried through."""
     a_q, b_q = matmul_operands(a_q, b_q)
     m, n = a_q.shape[0], b_q.shape[1]
-    a_scale = scale(a_scale, "a_scale", (m,), a_q, "M")
-    b_scale = scale(b_scale, "b_scale", (n,), a_q, "N")
-    a_zp = zero_point(0 if a_zp is None else a_zp, "a_zp", (m,), a_q, ZERO_POINT_LIMIT, "M")
-    b_zp = zero_point(0 if b_zp is None else b_zp, "b_zp", (n,), a_q, ZERO_POINT_LIMIT, "N")
+    a_scale = scale(a_scale, "a_scale", (m,), a_q, "M", read_values)
+    b_scale = scale(b_scale, "b_scale", (n,), a_q, "N", read_values)
+    a_zp = zero_point(0 if a_zp is None else a_zp, "a_zp", (m,), a_q, ZERO_POINT_LIMIT, "M", read_values)
+    b_zp = zero_point(0 if b_zp is None else b_zp, "b_zp", (n,), a_q, ZERO_POINT_LIMIT, "N", read_values)
     if bias_ is not None:
-        bias_ = bias(bias_, n, a_q)
+        bias_ = bias(bias_, n, a_q, read_values)
     return a_q, b_q, a_scale, b_scale, a_zp, b_zp, bias_, out_dtype_name(out_dtype)

@@ -378,8 +378,8 @@ def scaled_matmul(
     bias: (N,) of any float dtype, or None. out_dtype: float32, float16 or bfloat16.
     The rules and messages are qtriton.checks' (as for qtriton.quantized_matmul): scales
     are float32 (a Python float is rounded to it; not positive, finite and normal there:
-    ValueError), |zero points| <= 2**24, K <= MAX_K; values in CPU tensors are checked, CUDA
-    tensors only through their metadata (nothing syncs with the host). The scales apply
+    ValueError), |zero points| <= 2**24, K <= MAX_K; tensors are checked through their
+    metadata only (nothing syncs with the host, a NaN scale passes). The scales apply
     after an exact integer product (see kernels/matmul.py).
     """
     _check_operands(a_q, b_q)
@@ -389,7 +389,7 @@ def scaled_matmul(
         checks.tensor_or_number(value, name, integer)
     if bias is not None:
         checks.torch_tensor(bias, "bias")
-    args = checks.matmul(a_q, b_q, a_scale, b_scale, a_zp, b_zp, bias, out_dtype)
+    args = checks.matmul(a_q, b_q, a_scale, b_scale, a_zp, b_zp, bias, out_dtype, read_values=False)
     with _maybe_forced(config):
         return _scaled_matmul_checked(*args[:-1], checks.OUT_DTYPES[args[-1]][1])
 
