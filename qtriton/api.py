@@ -3,6 +3,13 @@
 NumPy in, NumPy out (per-tensor scales as Python floats, zero points as Python ints);
 torch in, torch out on the same device (scales as float32 tensors, zero points as int32
 tensors: on CUDA nothing here syncs with the host). See docs/design.md for the flow.
+
+Arguments are checked once, here, by the rules of `qtriton.checks` (the same rules and
+messages as `qtriton.ops` and `Int8Linear`). Scales are float32 on every backend: a Python
+float, float64, float16 or bfloat16 scale is rounded or widened to float32 and must then be
+positive, finite and normal (FLT_MIN = 1.175e-38 to 3.403e38; 1e39 and 1e-39 raise
+ValueError). Zero points: any int32 for dequantize, |zp| <= 2**24 for quantized_matmul.
+Values held in tensors are checked off CUDA only and not while torch.compile traces.
 """
 
 from __future__ import annotations
@@ -104,7 +111,7 @@ def quantize_symmetric(x, num_bits: int = 8):
 
 
 def dequantize_symmetric(q, scale):
-    """q * scale as float32."""
+    """q * scale as float32 (scale rounded to float32, see the module docstring)."""
     q = checks.quantized(q, "q")
     scale = checks.scale(scale, "scale", (), q)
     return _dequantize(q, scale, None, "tensor", None)
