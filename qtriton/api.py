@@ -59,20 +59,6 @@ def _scalar_for_numpy(v, like, cast):
     return cast(v) if not _is_tensor(like) else v
 
 
-def _check_result(scale, name: str):
-    """A NaN scale marks a slice the grid cannot represent (reference.py); say so where the
-    values are visible (off CUDA, not while compiling)."""
-    if not checks.values_visible(scale):
-        return
-    values = scale.cpu().numpy() if _is_tensor(scale) else np.asarray(scale)
-    if np.isnan(values).any():
-        raise ValueError(
-            f"{name} cannot be quantized asymmetrically: its range (max - min) is too narrow for its distance "
-            f"from zero (zero point beyond +-2^24, finer than float32 resolves) or overflows float32; "
-            f"quantize it symmetrically or center it first"
-        )
-
-
 # ------------------------------------------------------------------------ shared machinery
 
 
@@ -81,7 +67,7 @@ def _quantize(x, num_bits: int, symmetric: bool, granularity: str, axis: int | N
     backend, device = resolve(x)
     out = backend.quantize(_to_backend(x, device), num_bits, symmetric, granularity, axis)
     q, scale, zp = (_to_caller(v, x) for v in out)
-    _check_result(scale, "x")  # on the caller's side: off CUDA, whichever device computed it
+    checks.quantize_result(scale, "x")  # on the caller's side: off CUDA, whichever device computed it
     return q, scale, zp
 
 
@@ -236,13 +222,9 @@ def quantized_matmul(a_q, a_scale, b_q, b_scale, a_zp=0, b_zp=0, *, bias=None, o
     and normal (1.175e-38 to 3.403e38) raises ValueError. Zero points: |zp| <= 2**24.
     out_dtype: float32 (default), float16 or bfloat16 (tensors only). Value checks (scales,
     zero points, bias) run off CUDA only, and not while torch.compile traces."""
-    args = checks.matmul(a_q, b_q, a_scale, b_scale, a_zp, b_zp, bias, out_dtype)
-    return _quantized_matmul_checked(*args)
-
-
-def _quantized_matmul_checked(a_q, b_q, a_scale, b_scale, a_zp, b_zp, bias, out_dtype: str):
-    """quantized_matmul on arguments checks.matmul has normalised (Int8Linear calls it
-    directly on its own buffers): resolve the backend, convert, run, convert back."""
+    a_q, b_q, a_scale, b_scale, a_zp, b_zp, bias, out_dtype = checks.matmul(
+        a_q, b_q, a_scale, b_scale, a_zp, b_zp, bias, out_dtype
+    )
     numpy_caller = not _is_tensor(a_q)
     np_dtype, torch_dtype = checks.OUT_DTYPES[out_dtype]
     if numpy_caller and np_dtype is None:

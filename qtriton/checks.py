@@ -183,6 +183,20 @@ def quantized(q, name: str, ndim: int | None = None):
     return q.detach() if is_tensor(q) else q
 
 
+def quantize_result(scale, name: str) -> None:
+    """A NaN scale marks a slice the grid cannot represent (reference.py); say so where the
+    values are visible (off CUDA, not while compiling)."""
+    if not values_visible(scale):
+        return
+    values = scale.detach().cpu().numpy() if is_tensor(scale) else np.asarray(scale)
+    if np.isnan(values).any():
+        raise ValueError(
+            f"{name} cannot be quantized asymmetrically: its range (max - min) is too narrow for its distance "
+            f"from zero (zero point beyond +-2^24, finer than float32 resolves) or overflows float32; "
+            f"quantize it symmetrically or center it first"
+        )
+
+
 # ----------------------------------------------------------------- scales, zero points
 def _shape_text(lengths: tuple[int, ...], dim_name: str | None) -> str:
     shapes = ["0-d", "(1,)"] + [f"({dim_name},) = ({n},)" if dim_name else f"({n},)" for n in lengths if n != 1]

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from qtriton import api, checks
-from qtriton.backend import device_problem
+from qtriton.backend import device_problem, resolve
 
 ACTIVATION_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -97,7 +97,7 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # The one check of this call: the layer's own buffers were checked when it was built
-        # (from_float / load_quantized), so the API's inner, unchecked entries run below.
+        # (from_float / load_quantized), so the backend runs them unchecked below.
         checks.torch_tensor(x, "input")
         if x.dtype not in ACTIVATION_DTYPES:
             raise TypeError(f"input must be float32, float16 or bfloat16, got {x.dtype}")
@@ -113,14 +113,21 @@ class Int8Linear(nn.Module):
         rows = x.reshape(-1, self.in_features)
         if rows.shape[0] == 0:
             return x.new_zeros(*leading, self.out_features)
-        rows = checks.float_input(rows, "input")  # NaN / Inf, where visible
-        x_q, x_scale, x_zero_point = api._quantize(rows, 8, self.symmetric_activations, "token")
-        # float32 scales whatever the module's dtype (m.bfloat16() turns the buffer bf16).
+        # float32 scales and bias whatever the module's dtype (m.bfloat16() makes them bf16).
         weight_scale = self.weight_scale.to(torch.float32)
-        out = api._quantized_matmul_checked(
-            x_q, self.weight.t(), x_scale, weight_scale, 0 if x_zero_point is None else x_zero_point, 0,
-            self.bias, checks.out_dtype_name(x.dtype),
-        )
+        bias = None if self.bias is None else self.bias.to(torch.float32)
+        rows = checks.float_input(rows, "input")  # NaN / Inf, where visible
+        backend, device = resolve(rows)
+        if device is None:  # the NumPy oracle takes arrays: the API converts both ways
+            x_q, x_scale, x_zero_point = api._quantize(rows, 8, self.symmetric_activations, "token")
+            x_zero_point = 0 if x_zero_point is None else x_zero_point
+            out = api.quantized_matmul(x_q, x_scale, self.weight.t(), weight_scale, x_zero_point, 0,
+                                       bias=bias, out_dtype=x.dtype)
+        else:  # straight to the backend: nothing below checks again
+            x_q, x_scale, x_zero_point = backend.quantize(rows, 8, self.symmetric_activations, "token", None)
+            checks.quantize_result(x_scale, "input")
+            x_zero_point = 0 if x_zero_point is None else x_zero_point
+            out = backend.quantized_matmul(x_q, self.weight.t(), x_scale, weight_scale, x_zero_point, 0, bias, x.dtype)
         return out.reshape(*leading, self.out_features)
 
     def extra_repr(self) -> str:

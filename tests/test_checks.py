@@ -239,3 +239,15 @@ def test_ops_dequantize_passes_a_nan_scale_on(device):
     q = torch.ones(2, 3, dtype=torch.int8, device=device)
     out = ops.dequantize(q, torch.tensor([1.0, float("nan")], device=device), granularity="token")
     assert torch.isnan(out[1]).all().item() and not torch.isnan(out[0]).any().item()
+
+
+def test_int8linear_on_the_numpy_backend_matches_the_torch_backend():
+    """Int8Linear goes straight to a tensor backend, through the API for the NumPy oracle."""
+    layer = qtriton.Int8Linear.from_float(nn.Linear(16, 8))
+    x = torch.randn(5, 16)
+    with use_backend("numpy"):
+        expected = layer(x)
+    with use_backend("torch"):
+        assert_exact(layer(x), expected, "torch backend")
+    with use_backend("numpy"), pytest.raises(ValueError, match="input contains NaN or Inf"):
+        layer(torch.full((1, 16), float("nan")))
