@@ -153,10 +153,11 @@ def quantize_per_token(x, num_bits: int = 8, symmetric: bool = True):
     consumes. Returns (q, scales) or, asymmetric, (q uint8, scales, zero_points); scales and
     zero points have shape x.shape[:-1]."""
     num_bits = checks.num_bits(num_bits)
+    symmetric = checks.flag(symmetric, "symmetric")
     x = checks.float_input(x, "x")
     if x.ndim == 0:
         raise ValueError("x must have at least one dimension for per-token quantization")
-    q, scales, zps = _quantize(x, num_bits, bool(symmetric), "token")
+    q, scales, zps = _quantize(x, num_bits, symmetric, "token")
     return (q, scales) if symmetric else (q, scales, zps)
 
 
@@ -178,9 +179,10 @@ def fake_quantize(x, num_bits: int = 8, symmetric: bool = True):
     """Quantize then dequantize per tensor (fused on the triton backend): same dtype and shape."""
     num_bits = checks.num_bits(num_bits)
     original_dtype = x.dtype if _is_tensor(x) else np.asarray(x).dtype
+    symmetric = checks.flag(symmetric, "symmetric")
     x = checks.float_input(x, "x")
     backend, device = resolve(x)
-    out = _to_caller(backend.fake_quantize(_to_backend(x, device), num_bits, bool(symmetric)), x)
+    out = _to_caller(backend.fake_quantize(_to_backend(x, device), num_bits, symmetric), x)
     if _is_tensor(out):
         return out.to(original_dtype)
     return out.astype(original_dtype if np.issubdtype(original_dtype, np.floating) else np.float32)

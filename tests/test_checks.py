@@ -234,6 +234,18 @@ def test_ops_quantize_entries_check_their_arguments(call, error, message):
         call()
 
 
+@pytest.mark.parametrize("call", [
+    lambda x: qtriton.quantize_per_token(x, symmetric="no"),
+    lambda x: qtriton.fake_quantize(x, symmetric="no"),
+    lambda x: ops.quantize_per_tensor(x, symmetric="no"),
+    lambda x: ops.fake_quantize(x, symmetric=None),
+])
+def test_symmetric_must_be_a_bool_everywhere(call):
+    """The API took symmetric="no" as True (bool("no"))."""
+    with pytest.raises(TypeError, match="symmetric must be a bool"):
+        call(torch.ones(4, 8))
+
+
 def test_ops_dequantize_passes_a_nan_scale_on(device):
     """ops never reads tensor values: a NaN scale (the kernels' mark) dequantizes to NaN."""
     q = torch.ones(2, 3, dtype=torch.int8, device=device)
