@@ -14,7 +14,6 @@ Values held in tensors are checked off CUDA only and not while torch.compile tra
 
 from __future__ import annotations
 
-import importlib
 import numbers
 
 import numpy as np

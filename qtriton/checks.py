@@ -320,7 +320,9 @@ def matmul_operands(a_q, b_q):
     same_device(b_q, "b_q", a_q, "a_q")
     (m, k), (k_b, n) = a_q.shape, b_q.shape
     if k != k_b:
-        raise ValueError(f"a_q has shape {tuple(a_q.shape)} and b_q has shape {tuple(b_q.shape)}: K differs ({k} != {k_b})")
+        raise ValueError(
+            f"a_q has shape {tuple(a_q.shape)} and b_q has shape {tuple(b_q.shape)}: K differs ({k} != {k_b})"
+        )
     if k > MAX_K:
         raise ValueError(
             f"K = {k} > {MAX_K}: the int32 accumulator could overflow (128 * 128 * K >= 2**31); "
