@@ -20,20 +20,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from qtriton import api
-from qtriton.backend import get_backend, triton_device_error
+from qtriton import api, checks
+from qtriton.backend import device_problem, resolve
 
 ACTIVATION_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-
-
-def _device_problem(device: torch.device) -> str | None:
-    """Why the backend in force cannot run a layer whose tensors are on device, or None."""
-    setting = get_backend()
-    if setting == "triton" or (setting == "auto" and device.type == "cuda"):
-        return triton_device_error(device.type)
-    if device.type not in ("cpu", "cuda"):
-        return f"qtriton runs on CPU and CUDA tensors, not on {device.type!r}"
-    return None
 
 
 class Int8Linear(nn.Module):
@@ -80,7 +70,7 @@ class Int8Linear(nn.Module):
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"{name} must be a torch.nn.Linear, got {type(linear).__name__}")
         weight = linear.weight
-        problem = _device_problem(weight.device)
+        problem = device_problem(weight.device)
         if problem is not None:
             raise ValueError(f"{name} is on {weight.device}: {problem}")
         if not weight.is_floating_point():
@@ -106,15 +96,16 @@ class Int8Linear(nn.Module):
         return layer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"input must be a torch.Tensor, got {type(x).__name__}")
+        # The one check of this call: the layer's own buffers were checked when it was built
+        # (from_float / load_quantized), so the backend runs them unchecked below.
+        checks.torch_tensor(x, "input")
         if x.dtype not in ACTIVATION_DTYPES:
             raise TypeError(f"input must be float32, float16 or bfloat16, got {x.dtype}")
         if x.ndim == 0 or x.shape[-1] != self.in_features:
             raise ValueError(f"input must have shape (..., {self.in_features}), got {tuple(x.shape)}")
         if x.device != self.weight.device:
             raise ValueError(f"input is on {x.device} but the layer's weight is on {self.weight.device}")
-        problem = _device_problem(x.device)
+        problem = device_problem(x.device)
         if problem is not None:
             raise ValueError(f"input is on {x.device}: {problem}")
 
@@ -122,14 +113,21 @@ class Int8Linear(nn.Module):
         rows = x.reshape(-1, self.in_features)
         if rows.shape[0] == 0:
             return x.new_zeros(*leading, self.out_features)
-        if self.symmetric_activations:
-            x_q, x_scale = api.quantize_per_token(rows, symmetric=True)
-            x_zero_point = 0
-        else:
-            x_q, x_scale, x_zero_point = api.quantize_per_token(rows, symmetric=False)
-        out = api.quantized_matmul(
-            x_q, x_scale, self.weight.t(), self.weight_scale, x_zero_point, 0, bias=self.bias, out_dtype=x.dtype
-        )
+        # float32 scales and bias whatever the module's dtype (m.bfloat16() makes them bf16).
+        weight_scale = self.weight_scale.to(torch.float32)
+        bias = None if self.bias is None else self.bias.to(torch.float32)
+        rows = checks.float_input(rows, "input")  # NaN / Inf, where visible
+        backend, device = resolve(rows)
+        if device is None:  # the NumPy oracle takes arrays: the API converts both ways
+            x_q, x_scale, x_zero_point = api._quantize(rows, 8, self.symmetric_activations, "token")
+            x_zero_point = 0 if x_zero_point is None else x_zero_point
+            out = api.quantized_matmul(x_q, x_scale, self.weight.t(), weight_scale, x_zero_point, 0,
+                                       bias=bias, out_dtype=x.dtype)
+        else:  # straight to the backend: nothing below checks again
+            x_q, x_scale, x_zero_point = backend.quantize(rows, 8, self.symmetric_activations, "token", None)
+            checks.quantize_result(x_scale, "input")
+            x_zero_point = 0 if x_zero_point is None else x_zero_point
+            out = backend.quantized_matmul(x_q, self.weight.t(), x_scale, weight_scale, x_zero_point, 0, bias, x.dtype)
         return out.reshape(*leading, self.out_features)
 
     def extra_repr(self) -> str:

@@ -32,5 +32,5 @@ def fake_quantize(x: np.ndarray, num_bits: int, symmetric: bool) -> np.ndarray:
     return dequantize(q, scale, zp, "tensor", None, x.dtype)
 
 
-def quantized_matmul(a_q, a_scale, b_q, b_scale, a_zp, b_zp, bias, out_dtype):
+def quantized_matmul(a_q, b_q, a_scale, b_scale, a_zp, b_zp, bias, out_dtype):
     return reference.quantized_matmul(a_q, a_scale, b_q, b_scale, a_zp, b_zp, bias).astype(out_dtype)

@@ -115,7 +115,7 @@ def fake_quantize(x: torch.Tensor, num_bits: int, symmetric: bool) -> torch.Tens
     return dequantize(q, scale, zp, "tensor", None, x.dtype)
 
 
-def quantized_matmul(a_q, a_scale, b_q, b_scale, a_zp, b_zp, bias, out_dtype):
+def quantized_matmul(a_q, b_q, a_scale, b_scale, a_zp, b_zp, bias, out_dtype):
     """((a_q - a_zp) @ (b_q - b_zp)) * a_scale * b_scale + bias, exact integer part.
 
     The int8 product goes through float64 (exact: |sum| <= 255 * 255 * K < 2^53) because

@@ -12,21 +12,23 @@ from qtriton.ops import quantize as quantize_ops
 def quantize(x, num_bits: int, symmetric: bool, granularity: str, axis: int | None):
     """(q, scale, zero_point or None); scale shaped () / (C,) / x.shape[:-1] by granularity."""
     if granularity == "tensor":
-        out = quantize_ops.quantize_per_tensor(x, num_bits, symmetric)
+        out = quantize_ops._quantize_per_tensor(x, num_bits, symmetric)
     elif granularity == "channel":
-        out = quantize_ops.quantize_per_channel(x, axis, num_bits, symmetric)
+        out = quantize_ops._quantize_per_channel(x, axis, num_bits, symmetric)
     else:
-        out = quantize_ops.quantize_per_token(x, num_bits, symmetric)
+        out = quantize_ops._quantize_per_token(x, num_bits, symmetric)
     return (*out, None) if symmetric else out
 
 
 def dequantize(q, scale, zero_point, granularity: str, axis: int | None, out_dtype):
-    return quantize_ops.dequantize(q, scale, zero_point, granularity=granularity, axis=axis, out_dtype=out_dtype)
+    return quantize_ops._dequantize(q, scale, zero_point, granularity=granularity, axis=axis, out_dtype=out_dtype)
 
 
 def fake_quantize(x, num_bits: int, symmetric: bool):
-    return quantize_ops.fake_quantize(x, num_bits, symmetric)
+    return quantize_ops._fake_quantize(x, num_bits, symmetric)
 
 
-def quantized_matmul(a_q, a_scale, b_q, b_scale, a_zp, b_zp, bias, out_dtype):
-    return matmul_ops.scaled_matmul(a_q, b_q, a_scale, b_scale, a_zp, b_zp, bias, out_dtype)
+# quantized_matmul(a_q, b_q, a_scale, b_scale, a_zp, b_zp, bias, out_dtype): the contract's
+# argument order is ops' own, and the API has checked the arguments, so the backend entry
+# is the launcher behind ops.scaled_matmul's checks itself (one call to the custom op).
+quantized_matmul = matmul_ops._scaled_matmul_checked

@@ -27,17 +27,14 @@ from pathlib import Path
 import torch
 import triton
 
-from qtriton.backend import interpreter_enabled, triton_device_error
+from qtriton import checks
+from qtriton.backend import interpreter_enabled
 from qtriton.kernels import matmul as kernels
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
-# |A @ B| <= 128 * 128 * K on the int8-shifted operands: int32 holds it for K < 2**17.
-MAX_K = (2**31 - 1) // (128 * 128)
-
-_INT8_TYPES = (torch.int8, torch.uint8)
+MAX_K = checks.MAX_K  # the int32 accumulator's limit, one rule for every entry (qtriton.checks)
 _INT32_MAX = 2**31 - 1
-_ZERO_POINT_MAX = 2**31 - 1 - 128  # the kernel scalar is int32, the uint8 shift included
 
 
 # ------------------------------------------------------------------------------ configs
@@ -224,10 +221,6 @@ def _tuned_config(device: torch.device, M: int, N: int, K: int, b_k_major: bool,
 
 
 # ------------------------------------------------------------------------- the launch
-def _is_number(x) -> bool:
-    return isinstance(x, (int, float, torch.SymInt, torch.SymFloat)) and not isinstance(x, bool)
-
-
 def _launch(a_q, b_q, out, a_scale, a_scale_value, b_scale, b_scale_value,
             a_zp, a_zp_value, b_zp, b_zp_value, bias, scaled: bool, tuned: bool = True) -> torch.Tensor:
     """Fill `out` (M, N) with the GEMM; the arguments are already checked and normalised.
@@ -332,47 +325,17 @@ def _scaled_mm_fake(a_q, b_q, a_scale, a_scale_value, b_scale, b_scale_value,
 
 # ----------------------------------------------------------------------- public entry
 def _check_operands(a_q, b_q) -> None:
-    for name, q in (("a_q", a_q), ("b_q", b_q)):
-        if not isinstance(q, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(q).__name__}")
-        if q.dtype not in _INT8_TYPES:
-            raise TypeError(f"{name} must be int8 or uint8, got {q.dtype}")
-        if q.dim() != 2:
-            raise ValueError(f"{name} must be 2-D, got shape {tuple(q.shape)}")
-    if a_q.shape[1] != b_q.shape[0]:
-        raise ValueError(f"a_q is {tuple(a_q.shape)} and b_q is {tuple(b_q.shape)}: K differs")
-    if b_q.device != a_q.device:
-        raise ValueError(f"b_q is on {b_q.device}, a_q on {a_q.device}")
-    error = triton_device_error(a_q.device.type)
-    if error is not None:
-        raise ValueError(f"a_q: {error}")
-    if a_q.shape[1] > MAX_K:
-        raise ValueError(
-            f"K = {a_q.shape[1]} > {MAX_K}: the int32 accumulator could overflow (128 * 128 * K >= 2**31); "
-            "split K and sum the int32 partial products in int64"
-        )
+    """The operand rules of checks.matmul_operands, for torch tensors where the kernels run."""
+    checks.torch_tensor(a_q, "a_q")
+    checks.torch_tensor(b_q, "b_q")
+    checks.matmul_operands(a_q, b_q)
+    checks.kernel_device(a_q, "a_q")
 
 
-def _split(value, name: str, length: int, dim_name: str, integer: bool, device):
-    """(tensor or None, Python number) for a scale or zero point argument."""
-    if _is_number(value):
-        if integer and not isinstance(value, (int, torch.SymInt)):
-            raise TypeError(f"{name} must be an int or an integer tensor, got {type(value).__name__}")
-        if integer and not isinstance(value, torch.SymInt) and abs(value) > _ZERO_POINT_MAX:
-            raise ValueError(f"{name} = {value} does not fit an int32 zero point")
-        return None, value
-    if not isinstance(value, torch.Tensor):
-        kind = "an int or an integer tensor" if integer else "a float or a float tensor"
-        raise TypeError(f"{name} must be {kind}, got {type(value).__name__}")
-    if integer and (value.dtype.is_floating_point or value.dtype.is_complex or value.dtype == torch.bool):
-        raise TypeError(f"{name} must be an integer tensor, got {value.dtype}")
-    if not integer and not value.dtype.is_floating_point:
-        raise TypeError(f"{name} must be a floating tensor, got {value.dtype}")
-    if not (value.dim() == 0 or (value.dim() == 1 and value.shape[0] in (1, length))):
-        raise ValueError(f"{name} must be 0-d, (1,) or ({dim_name},) = ({length},), got shape {tuple(value.shape)}")
-    if value.device != device:
-        raise ValueError(f"{name} is on {value.device}, a_q on {device}")
-    return value, (0 if integer else 1.0)
+def _split(value, default):
+    """(tensor or None, Python number) for a checked scale or zero point: the custom op
+    takes a tensor operand and a kernel scalar, the scalar used when the tensor is None."""
+    return (value, default) if isinstance(value, torch.Tensor) else (None, value)
 
 
 def int8_matmul(a_q: torch.Tensor, b_q: torch.Tensor, *, config=None) -> torch.Tensor:
@@ -413,30 +376,35 @@ def scaled_matmul(
     a_scale: float or float tensor 0-d / (1,) / (M,); b_scale: float or 0-d / (1,) / (N,).
     a_zp: int or integer tensor 0-d / (1,) / (M,); b_zp likewise with (N,); None = 0.
     bias: (N,) of any float dtype, or None. out_dtype: float32, float16 or bfloat16.
-    Scales are applied in float32 (a Python float scale is rounded to float32), after
-    an exact integer product (see kernels/matmul.py); nothing syncs with the host.
+    The rules and messages are qtriton.checks' (as for qtriton.quantized_matmul): scales
+    are float32 (a Python float is rounded to it; not positive, finite and normal there:
+    ValueError), |zero points| <= 2**24, K <= MAX_K; tensors are checked through their
+    metadata only (nothing syncs with the host, a NaN scale passes). The scales apply
+    after an exact integer product (see kernels/matmul.py).
     """
     _check_operands(a_q, b_q)
-    M, N = a_q.shape[0], b_q.shape[1]
-    device = a_q.device
-    a_scale_t, a_scale_v = _split(a_scale, "a_scale", M, "M", False, device)
-    b_scale_t, b_scale_v = _split(b_scale, "b_scale", N, "N", False, device)
-    a_zp_t, a_zp_v = _split(0 if a_zp is None else a_zp, "a_zp", M, "M", True, device)
-    b_zp_t, b_zp_v = _split(0 if b_zp is None else b_zp, "b_zp", N, "N", True, device)
+    for name, value, integer in (("a_scale", a_scale, False), ("b_scale", b_scale, False),
+                                 ("a_zp", 0 if a_zp is None else a_zp, True),
+                                 ("b_zp", 0 if b_zp is None else b_zp, True)):
+        checks.tensor_or_number(value, name, integer)
     if bias is not None:
-        if not isinstance(bias, torch.Tensor) or not bias.dtype.is_floating_point:
-            raise TypeError(f"bias must be a floating tensor or None, got {getattr(bias, 'dtype', type(bias).__name__)}")
-        if tuple(bias.shape) != (N,):
-            raise ValueError(f"bias must have shape (N,) = ({N},), got {tuple(bias.shape)}")
-        if bias.device != device:
-            raise ValueError(f"bias is on {bias.device}, a_q on {device}")
-    if out_dtype not in (torch.float32, torch.float16, torch.bfloat16):
-        raise ValueError(f"out_dtype must be float32, float16 or bfloat16, got {out_dtype}")
+        checks.torch_tensor(bias, "bias")
+    args = checks.matmul(a_q, b_q, a_scale, b_scale, a_zp, b_zp, bias, out_dtype, read_values=False)
     with _maybe_forced(config):
-        return torch.ops.qtriton.scaled_mm(
-            a_q, b_q, a_scale_t, float(a_scale_v), b_scale_t, float(b_scale_v),
-            a_zp_t, int(a_zp_v), b_zp_t, int(b_zp_v), bias, out_dtype,
-        )
+        return _scaled_matmul_checked(*args[:-1], checks.OUT_DTYPES[args[-1]][1])
+
+
+def _scaled_matmul_checked(a_q, b_q, a_scale, b_scale, a_zp, b_zp, bias, out_dtype: torch.dtype) -> torch.Tensor:
+    """scaled_matmul on arguments checks.matmul has normalised, without checking again: the
+    triton backend's quantized_matmul (the API validated its arguments)."""
+    a_scale_t, a_scale_v = _split(a_scale, 1.0)
+    b_scale_t, b_scale_v = _split(b_scale, 1.0)
+    a_zp_t, a_zp_v = _split(0 if a_zp is None else a_zp, 0)
+    b_zp_t, b_zp_v = _split(0 if b_zp is None else b_zp, 0)
+    return torch.ops.qtriton.scaled_mm(
+        a_q, b_q, a_scale_t, float(a_scale_v), b_scale_t, float(b_scale_v),
+        a_zp_t, int(a_zp_v), b_zp_t, int(b_zp_v), bias, out_dtype,
+    )
 
 
 # ------------------------------------------------------------------------------ tuning

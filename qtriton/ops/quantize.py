@@ -24,6 +24,7 @@ import math
 import torch
 import triton
 
+from qtriton import checks
 from qtriton.kernels import quantize as _kernels
 from qtriton.tensors import device_tensor
 
@@ -126,8 +127,8 @@ def _launch_rows(x2, q2, scale, zero_point, num_bits, symmetric, max_single_pass
         )
 
 
-def quantize_per_token(x: torch.Tensor, num_bits: int = 8, symmetric: bool = True, *,
-                       max_single_pass_k: int = MAX_SINGLE_PASS_K, tile: int = TILE_ELEMENTS):
+def _quantize_per_token(x: torch.Tensor, num_bits: int = 8, symmetric: bool = True, *,
+                        max_single_pass_k: int = MAX_SINGLE_PASS_K, tile: int = TILE_ELEMENTS):
     """One scale (and zero point) per row: per index of every axis but the last.
     Returns (q, scales of shape x.shape[:-1] float32[, zero points int32, same shape]).
     Rows of up to max_single_pass_k elements are read once, longer ones twice. Rows
@@ -148,8 +149,8 @@ def quantize_per_token(x: torch.Tensor, num_bits: int = 8, symmetric: bool = Tru
 
 
 # ----------------------------------------------------------------------- per channel
-def quantize_per_channel(x: torch.Tensor, axis: int, num_bits: int = 8, symmetric: bool = True, *,
-                         max_single_pass_k: int = MAX_SINGLE_PASS_K, tile: int = TILE_ELEMENTS):
+def _quantize_per_channel(x: torch.Tensor, axis: int, num_bits: int = 8, symmetric: bool = True, *,
+                          max_single_pass_k: int = MAX_SINGLE_PASS_K, tile: int = TILE_ELEMENTS):
     """One scale (and zero point) per index along axis (negative counts from the end).
     Returns (q, scales (C,) float32[, zero points (C,) int32]). tile: elements per
     (outer, channel, inner) tile; a slice larger than one tile is read twice.
@@ -251,8 +252,8 @@ def _launch_tensor_quantize(x2, out, scale, zero_point, num_bits, symmetric, fak
         )
 
 
-def quantize_per_tensor(x: torch.Tensor, num_bits: int = 8, symmetric: bool = True, *,
-                        tile: int = TILE_ELEMENTS):
+def _quantize_per_tensor(x: torch.Tensor, num_bits: int = 8, symmetric: bool = True, *,
+                         tile: int = TILE_ELEMENTS):
     """One scale (and zero point) for the whole tensor: three launches (partial ranges,
     parameters, quantization), no host sync. Returns (q, scale 0-d float32[, zero point
     0-d int32]). tile: elements per program (tests shrink it to get many partials)."""
@@ -265,8 +266,8 @@ def quantize_per_tensor(x: torch.Tensor, num_bits: int = 8, symmetric: bool = Tr
     return _result(q, scale, zero_point, symmetric)
 
 
-def fake_quantize(x: torch.Tensor, num_bits: int = 8, symmetric: bool = True, *,
-                  tile: int = TILE_ELEMENTS) -> torch.Tensor:
+def _fake_quantize(x: torch.Tensor, num_bits: int = 8, symmetric: bool = True, *,
+                   tile: int = TILE_ELEMENTS) -> torch.Tensor:
     """dequantize(quantize_per_tensor(x)) in x's dtype, the last two steps fused into one
     elementwise pass (no integer tensor is written)."""
     out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
@@ -279,8 +280,8 @@ def fake_quantize(x: torch.Tensor, num_bits: int = 8, symmetric: bool = True, *,
 
 
 # ----------------------------------------------------------------------- dequantize
-def dequantize(q: torch.Tensor, scale, zero_point=None, *, granularity: str, axis: int | None = None,
-               out_dtype: torch.dtype = torch.float32, tile: int = TILE_ELEMENTS) -> torch.Tensor:
+def _dequantize(q: torch.Tensor, scale, zero_point=None, *, granularity: str, axis: int | None = None,
+                out_dtype: torch.dtype = torch.float32, tile: int = TILE_ELEMENTS) -> torch.Tensor:
     """(q - zero_point) * scale in float32, cast to out_dtype. granularity "tensor" (0-d
     scale), "channel" (scales (q.shape[axis],)) or "token" (scales q.shape[:-1]). scale
     and zero_point are tensors (any device, moved to q's) or Python numbers (filled on
@@ -320,3 +321,75 @@ def dequantize(q: torch.Tensor, scale, zero_point=None, *, granularity: str, axi
             num_warps=_num_warps(block_m * block_k),
         )
     return out
+
+
+# ------------------------------------------------------------------ public entries
+# The same rules and messages as the lab API (qtriton.checks), on metadata and Python numbers
+# only: values in tensors are not read (no host sync; a NaN scale is the kernels' signal of
+# an unquantizable slice). The triton backend calls the unchecked functions above: the API
+# has checked its arguments already.
+def _check_input(x, num_bits: int, symmetric, min_ndim: int = 0) -> tuple[int, bool]:
+    checks.kernel_float_input(x, "x")
+    if x.dim() < min_ndim:
+        raise ValueError(f"x must have at least {min_ndim} dimension(s), got shape {tuple(x.shape)}")
+    return checks.num_bits(num_bits), checks.flag(symmetric, "symmetric")
+
+
+def quantize_per_token(x: torch.Tensor, num_bits: int = 8, symmetric: bool = True, **launch):
+    """One scale (and zero point) per row: per index of every axis but the last.
+    Returns (q, scales of shape x.shape[:-1] float32[, zero points int32, same shape]).
+    launch: max_single_pass_k, tile (test hooks, see _quantize_per_token)."""
+    num_bits, symmetric = _check_input(x, num_bits, symmetric, min_ndim=1)
+    return _quantize_per_token(x, num_bits, symmetric, **launch)
+
+
+def quantize_per_channel(x: torch.Tensor, axis: int, num_bits: int = 8, symmetric: bool = True, **launch):
+    """One scale (and zero point) per index along axis (negative counts from the end).
+    Returns (q, scales (C,) float32[, zero points (C,) int32]). launch: max_single_pass_k,
+    tile (test hooks, see _quantize_per_channel)."""
+    num_bits, symmetric = _check_input(x, num_bits, symmetric, min_ndim=1)
+    return _quantize_per_channel(x, checks.axis(axis, x.dim()), num_bits, symmetric, **launch)
+
+
+def quantize_per_tensor(x: torch.Tensor, num_bits: int = 8, symmetric: bool = True, **launch):
+    """One scale (and zero point) for the whole tensor, no host sync. Returns (q, scale 0-d
+    float32[, zero point 0-d int32]). launch: tile (test hook)."""
+    num_bits, symmetric = _check_input(x, num_bits, symmetric)
+    return _quantize_per_tensor(x, num_bits, symmetric, **launch)
+
+
+def fake_quantize(x: torch.Tensor, num_bits: int = 8, symmetric: bool = True, **launch) -> torch.Tensor:
+    """dequantize(quantize_per_tensor(x)) in x's dtype, fused (no integer tensor written).
+    launch: tile (test hook)."""
+    num_bits, symmetric = _check_input(x, num_bits, symmetric)
+    return _fake_quantize(x, num_bits, symmetric, **launch)
+
+
+def dequantize(q: torch.Tensor, scale, zero_point=None, *, granularity: str, axis: int | None = None,
+               out_dtype: torch.dtype = torch.float32, **launch) -> torch.Tensor:
+    """(q - zero_point) * scale in float32, cast to out_dtype. granularity "tensor" (scale
+    0-d), "channel" (scales (q.shape[axis],)) or "token" (scales q.shape[:-1]). scale and
+    zero_point: tensors (any device, moved to q's) or Python numbers (a float scale rounded
+    to float32, refused unless positive, finite and normal there; any int32 zero point)."""
+    checks.torch_tensor(q, "q")
+    checks.quantized(q, "q")
+    checks.kernel_device(q, "q")
+    if granularity not in _GRANULARITIES:
+        raise ValueError(f"granularity must be one of {_GRANULARITIES}, got {granularity!r}")
+    if granularity == "channel":
+        if axis is None:
+            raise ValueError("axis is required for granularity='channel'")
+        axis = checks.axis(axis, q.dim())
+    lengths = (q.shape[axis],) if granularity == "channel" else ()
+    for name, value, integer in (("scale", scale, False), ("zero_point", zero_point, True)):
+        if value is None and integer:
+            continue
+        checks.tensor_or_number(value, name, integer)
+        if granularity == "token" and checks.is_tensor(value):
+            checks.rows(value, name, tuple(q.shape[:-1]), None, integer)
+        elif integer:
+            zero_point = checks.zero_point(value, name, lengths, None, checks.INT32_MAX, read_values=False)
+        else:
+            scale = checks.scale(value, name, lengths, None, read_values=False)
+    out_dtype = checks.OUT_DTYPES[checks.out_dtype_name(out_dtype)][1]
+    return _dequantize(q, scale, zero_point, granularity=granularity, axis=axis, out_dtype=out_dtype, **launch)

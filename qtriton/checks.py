@@ -1,0 +1,368 @@
+"""Argument rules and their messages, one place for every entry point: the lab API
+(`qtriton.api`), the kernel launchers' public functions (`qtriton.ops`) and
+`Int8Linear.forward`. Every rule raises TypeError (wrong kind or dtype) or ValueError
+(wrong shape, range or device) naming the argument.
+
+Limits (the same on every backend):
+
+- scales are float32: a Python float or a float64 scale is rounded to float32, and a scale
+  that is not then positive, finite and normal (FLT_MIN <= scale <= FLT_MAX) is refused;
+- zero points of the matmul: |zp| <= 2**24 (`reference.ZERO_POINT_LIMIT`, the largest a
+  quantize call produces): every backend's integer arithmetic is exact there;
+- zero points of dequantize: any int32 value but -2**31;
+- K of the GEMM: <= MAX_K = 131071 (the kernels' int32 accumulator holds 128 * 128 * K).
+
+Checks of values held in tensors (finite data, scale and zero-point ranges) read the data:
+the API runs them off CUDA only (on CUDA they would sync with the host) and not while
+torch.compile traces (a data-dependent branch breaks the graph); the `ops` launchers never
+read tensor values (a NaN scale is the kernels' signal of an unquantizable slice, passed
+on). Python numbers and metadata (dtype, shape, device) are always checked.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+import torch
+
+from qtriton import reference
+from qtriton.backend import triton_device_error
+
+ZERO_POINT_LIMIT = reference.ZERO_POINT_LIMIT
+INT32_MAX = 2**31 - 1
+# |(a - 128) @ (b - 128)| <= 128 * 128 * K on the kernels' int8-shifted operands.
+MAX_K = INT32_MAX // (128 * 128)
+FLT_MIN = float(reference.FLT_MIN)
+FLT_MAX = float(np.finfo(np.float32).max)
+OUT_DTYPES = {
+    "float32": (np.float32, torch.float32),
+    "float16": (np.float16, torch.float16),
+    "bfloat16": (None, torch.bfloat16),
+}
+_KERNEL_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_QUANTIZED_DTYPES = (np.int8, np.uint8, torch.int8, torch.uint8)
+_SYMBOLIC = (torch.SymInt, torch.SymFloat)
+
+
+def is_tensor(v) -> bool:
+    return isinstance(v, torch.Tensor)
+
+
+def values_visible(v) -> bool:
+    """Whether a rule may read v's values: not on CUDA (a host sync), not while compiling."""
+    if is_tensor(v) and v.device.type == "cuda":
+        return False
+    return not torch.compiler.is_compiling()
+
+
+def _host_values(v, dtype) -> np.ndarray:
+    """v's values as a NumPy array of dtype (tensors of any dtype, bf16 included)."""
+    if is_tensor(v):
+        v = v.detach().cpu()
+        return (v.to(torch.float64) if v.is_floating_point() else v).numpy().astype(dtype)
+    with np.errstate(over="ignore"):
+        return np.asarray(v).astype(dtype)
+
+
+def _kind(v) -> str:
+    """NumPy's dtype kind letter of an array or tensor: b, i, u, f or c."""
+    if not is_tensor(v):
+        return v.dtype.kind
+    if v.dtype == torch.bool:
+        return "b"
+    return "f" if v.is_floating_point() else "c" if v.is_complex() else "i"
+
+
+# ----------------------------------------------------------------------- plain arguments
+def num_bits(value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"num_bits must be an int, got {type(value).__name__}")
+    if not 2 <= value <= 8:
+        raise ValueError(f"num_bits must be between 2 and 8, got {value}")
+    return int(value)
+
+
+def flag(value, name: str) -> bool:
+    """A bool argument (symmetric, ...): a string such as "no" is not taken as True."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {value!r}")
+    return bool(value)
+
+
+def axis(value, ndim: int, name: str = "axis") -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if not -ndim <= value < ndim:
+        raise ValueError(f"{name}={value} is out of range for an array of {ndim} dimension(s)")
+    return int(value) % ndim
+
+
+def out_dtype_name(out_dtype) -> str:
+    """float32, float16 or bfloat16 from None, a torch or NumPy dtype, or a name."""
+    if out_dtype is None:
+        return "float32"
+    if isinstance(out_dtype, torch.dtype):
+        name = str(out_dtype).removeprefix("torch.")
+    else:
+        try:
+            name = np.dtype(out_dtype).name
+        except TypeError:
+            name = str(out_dtype)
+    name = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16"}.get(name, name)
+    if name not in OUT_DTYPES:
+        raise ValueError(f"out_dtype must be float32, float16 or bfloat16, got {out_dtype!r}")
+    return name
+
+
+# ---------------------------------------------------------------------------- tensors
+def kernel_device(t: torch.Tensor, name: str) -> None:
+    """t is where the Triton kernels can run (CUDA, or CPU under TRITON_INTERPRET=1)."""
+    error = triton_device_error(t.device.type)
+    if error is not None:
+        raise ValueError(f"{name} is on {t.device}: {error}")
+
+
+def torch_tensor(v, name: str) -> torch.Tensor:
+    if not is_tensor(v):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(v).__name__}")
+    return v
+
+
+def tensor_or_number(v, name: str, integer: bool) -> None:
+    """The `ops` form of a scale / zero point: a Python number or a tensor (no NumPy)."""
+    if not (is_tensor(v) or isinstance(v, (numbers.Real, *_SYMBOLIC))) or isinstance(v, bool):
+        kind = "an int or an integer tensor" if integer else "a float or a float tensor"
+        raise TypeError(f"{name} must be {kind}, got {type(v).__name__}")
+
+
+def same_device(v, name: str, like, like_name: str) -> None:
+    if is_tensor(v) and is_tensor(like) and v.device != like.device:
+        raise ValueError(f"{name} is on {v.device} but {like_name} is on {like.device}")
+
+
+def float_input(x, name: str):
+    """Data to quantize: a float tensor (float64 narrowed to float32), or anything NumPy
+    reads as real numbers (as float32; float16 kept). NaN / Inf refused where visible."""
+    if is_tensor(x):
+        if not x.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
+        x = x.detach()
+        if x.dtype == torch.float64:
+            x = x.to(torch.float32)
+        if values_visible(x) and x.numel() and not bool(torch.isfinite(x).all()):
+            raise ValueError(f"{name} contains NaN or Inf: quantization needs finite data")
+        return x
+    arr = np.asarray(x)
+    if arr.dtype == np.bool_ or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+    if arr.dtype != np.float16:
+        with np.errstate(over="ignore"):
+            arr = arr.astype(np.float32, copy=False)
+    if arr.size and not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or Inf (after conversion to float32): quantization needs finite data")
+    return arr
+
+
+def kernel_float_input(x, name: str) -> torch.Tensor:
+    """Data for a quantize kernel launcher: a float32 / float16 / bfloat16 tensor where the
+    kernels run. Not checked for NaN / Inf: the kernels mark such slices with a NaN scale."""
+    torch_tensor(x, name)
+    if x.dtype not in _KERNEL_FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float32, float16 or bfloat16, got {x.dtype}")
+    kernel_device(x, name)
+    return x
+
+
+def quantized(q, name: str, ndim: int | None = None):
+    dtype = q.dtype if is_tensor(q) or isinstance(q, np.ndarray) else None
+    if dtype not in _QUANTIZED_DTYPES:
+        raise TypeError(f"{name} must be int8 or uint8, got {dtype or type(q).__name__}")
+    if ndim is not None and q.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {tuple(q.shape)}")
+    return q.detach() if is_tensor(q) else q
+
+
+def quantize_result(scale, name: str) -> None:
+    """A NaN scale marks a slice the grid cannot represent (reference.py); say so where the
+    values are visible (off CUDA, not while compiling)."""
+    if not values_visible(scale):
+        return
+    values = scale.detach().cpu().numpy() if is_tensor(scale) else np.asarray(scale)
+    if np.isnan(values).any():
+        raise ValueError(
+            f"{name} cannot be quantized asymmetrically: its range (max - min) is too narrow for its distance "
+            f"from zero (zero point beyond +-2^24, finer than float32 resolves) or overflows float32; "
+            f"quantize it symmetrically or center it first"
+        )
+
+
+# ----------------------------------------------------------------- scales, zero points
+def _shape_text(lengths: tuple[int, ...], dim_name: str | None) -> str:
+    shapes = ["0-d", "(1,)"] + [f"({dim_name},) = ({n},)" if dim_name else f"({n},)" for n in lengths if n != 1]
+    return ", ".join(shapes[:-1]) + " or " + shapes[-1]
+
+
+def vector(v, name: str, lengths: tuple[int, ...], like, integer: bool, dim_name: str | None = None):
+    """A scale (integer=False) or zero point: a number (returned as a Python float / int,
+    a scale rounded to float32) or a 0-d, (1,) or (n,) array / tensor for n in lengths
+    (a (1,) one counts as a scalar). Scale tensors and arrays come back as float32."""
+    if v is None or isinstance(v, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a number or an array, got {v!r}")
+    if isinstance(v, _SYMBOLIC):
+        return v
+    if isinstance(v, (numbers.Real, np.integer, np.floating)):
+        if integer and not float(v).is_integer():
+            raise TypeError(f"{name} must be an integer, got {v!r}")
+        return int(v) if integer else scale_number(v, name)
+    if not (is_tensor(v) or isinstance(v, np.ndarray)):
+        v = np.asarray(v)
+    kind = _kind(v)
+    if kind not in "iuf":
+        raise TypeError(f"{name} must hold real numbers, got dtype {v.dtype}")
+    if integer and kind == "f":
+        raise TypeError(f"{name} must be an integer tensor or array, got dtype {v.dtype}")
+    if not integer and kind != "f":
+        raise TypeError(f"{name} must be a floating tensor or array, got dtype {v.dtype}")
+    if v.ndim > 1 or (v.ndim == 1 and v.shape[0] not in (1, *lengths)):
+        raise ValueError(f"{name} must be {_shape_text(lengths, dim_name)}, got shape {tuple(v.shape)}")
+    same_device(v, name, like, "the data")
+    if not integer:  # float32 is what every backend applies (bf16 / fp16 / fp64 widened or rounded)
+        if is_tensor(v):
+            v = v.detach().to(torch.float32)
+        else:
+            with np.errstate(over="ignore", under="ignore"):
+                v = v.astype(np.float32)
+    if v.ndim == 1 and v.shape[0] == 1 and 1 not in lengths:
+        v = v.reshape(())
+    return v
+
+
+def rows(v, name: str, shape: tuple[int, ...], like, integer: bool):
+    """Per-token scales / zero points: an array or tensor of shape q.shape[:-1]."""
+    if not (is_tensor(v) or isinstance(v, np.ndarray)):
+        v = np.asarray(v)
+    if tuple(v.shape) != shape:
+        raise ValueError(f"{name} must have shape {shape} (q.shape[:-1]), got {tuple(v.shape)}")
+    flat = v.reshape(-1)
+    return vector(flat, name, (flat.shape[0],), like, integer).reshape(shape)
+
+
+def _scale_error(name: str, got) -> ValueError:
+    return ValueError(
+        f"{name} must be positive, finite and a normal float32 ({FLT_MIN:.4g} to {FLT_MAX:.4g}: scales are "
+        f"applied in float32), got {got}"
+    )
+
+
+def scale_number(v, name: str) -> float:
+    """A Python scale rounded to float32 (what every backend applies), refused unless positive,
+    finite and normal there: 1e39 would be inf and 1e-39 a denormal on the kernels."""
+    with np.errstate(over="ignore", under="ignore"):
+        rounded = np.float32(v)
+    if not (np.isfinite(rounded) and rounded >= FLT_MIN):
+        raise _scale_error(name, v)
+    return float(rounded)
+
+
+def scale_values(v, name: str) -> None:
+    """A scale tensor / array is positive, finite and normal in float32 (where visible)."""
+    if isinstance(v, (numbers.Number, *_SYMBOLIC)) or not values_visible(v):
+        return
+    values = _host_values(v, np.float32)
+    if not (np.isfinite(values) & (values >= FLT_MIN)).all():
+        raise _scale_error(name, values if values.ndim == 0 else values.ravel()[:8])
+
+
+def zero_point_range(v, name: str, limit: int) -> None:
+    """|zero point| <= limit (where visible): INT32_MAX for dequantize, ZERO_POINT_LIMIT for
+    the matmul."""
+    if isinstance(v, _SYMBOLIC):
+        return
+    if isinstance(v, numbers.Integral):
+        lo = hi = int(v)
+    else:
+        if not values_visible(v):
+            return
+        # min / max in the array's own dtype: a cast to int64 first would wrap uint64 values
+        values = v.detach().cpu().numpy() if is_tensor(v) else np.asarray(v)
+        if values.size == 0:
+            return
+        lo, hi = int(values.min()), int(values.max())
+    if hi > limit or lo < -limit:
+        bound = "fit in int32" if limit == INT32_MAX else f"be within +-{limit} (2**{limit.bit_length() - 1})"
+        raise ValueError(f"{name} must {bound}, got {hi if hi > limit else lo}")
+
+
+def scale(v, name: str, lengths: tuple[int, ...], like, dim_name: str | None = None, read_values: bool = True):
+    v = vector(v, name, lengths, like, integer=False, dim_name=dim_name)
+    if read_values:
+        scale_values(v, name)
+    return v
+
+
+def zero_point(v, name: str, lengths: tuple[int, ...], like, limit: int, dim_name: str | None = None,
+               read_values: bool = True):
+    v = vector(v, name, lengths, like, integer=True, dim_name=dim_name)
+    if read_values or not is_tensor(v):
+        zero_point_range(v, name, limit)
+    return v
+
+
+# ------------------------------------------------------------------------------ matmul
+def matmul_operands(a_q, b_q):
+    """a_q (M, K), b_q (K, N): int8 / uint8 of one kind (both NumPy or both tensors, on one
+    device), K <= MAX_K."""
+    a_q = quantized(a_q, "a_q", ndim=2)
+    b_q = quantized(b_q, "b_q", ndim=2)
+    if is_tensor(a_q) != is_tensor(b_q):
+        raise TypeError("a_q and b_q must both be NumPy arrays or both be torch tensors")
+    same_device(b_q, "b_q", a_q, "a_q")
+    (m, k), (k_b, n) = a_q.shape, b_q.shape
+    if k != k_b:
+        raise ValueError(
+            f"a_q has shape {tuple(a_q.shape)} and b_q has shape {tuple(b_q.shape)}: K differs ({k} != {k_b})"
+        )
+    if k > MAX_K:
+        raise ValueError(
+            f"K = {k} > {MAX_K}: the int32 accumulator could overflow (128 * 128 * K >= 2**31); "
+            "split K and sum the partial products"
+        )
+    return a_q, b_q
+
+
+def bias(v, n: int, like, read_values: bool = True):
+    """A bias of shape (N,), float (any float dtype of tensor; arrays as float32), finite
+    where visible."""
+    if is_tensor(v):
+        if not v.is_floating_point():
+            raise TypeError(f"bias must be a floating tensor or array, got {v.dtype}")
+    else:
+        v = np.asarray(v)
+        if v.dtype == np.bool_ or v.dtype.kind not in "iuf":
+            raise TypeError(f"bias must hold real numbers, got dtype {v.dtype}")
+        with np.errstate(over="ignore"):
+            v = v.astype(np.float32)
+    if tuple(v.shape) != (n,):
+        raise ValueError(f"bias must have shape (N,) = ({n},), got {tuple(v.shape)}")
+    same_device(v, "bias", like, "the data")
+    if read_values and values_visible(v) and not np.isfinite(_host_values(v, np.float64)).all():
+        raise ValueError("bias contains NaN or Inf")
+    return v.detach() if is_tensor(v) else v
+
+
+def matmul(a_q, b_q, a_scale, b_scale, a_zp, b_zp, bias_, out_dtype, read_values: bool = True):
+    """Every argument of the scaled int8 GEMM, checked and normalised: (a_q, b_q, a_scale,
+    b_scale, a_zp, b_zp, bias, out_dtype name). Scales come back as Python floats rounded to
+    float32 or float32 arrays / tensors; zero points as ints or integer arrays / tensors.
+    read_values=False (the `ops` launchers) leaves the values held in tensors unread: there
+    a NaN scale is the kernels' signal of an unquantizable slice, carried through."""
+    a_q, b_q = matmul_operands(a_q, b_q)
+    m, n = a_q.shape[0], b_q.shape[1]
+    a_scale = scale(a_scale, "a_scale", (m,), a_q, "M", read_values)
+    b_scale = scale(b_scale, "b_scale", (n,), a_q, "N", read_values)
+    a_zp = zero_point(0 if a_zp is None else a_zp, "a_zp", (m,), a_q, ZERO_POINT_LIMIT, "M", read_values)
+    b_zp = zero_point(0 if b_zp is None else b_zp, "b_zp", (n,), a_q, ZERO_POINT_LIMIT, "N", read_values)
+    if bias_ is not None:
+        bias_ = bias(bias_, n, a_q, read_values)
+    return a_q, b_q, a_scale, b_scale, a_zp, b_zp, bias_, out_dtype_name(out_dtype)
