@@ -124,7 +124,7 @@ def _prune(configs, named_args, **kwargs):
 # for plain int8. Constexpr flags are named arguments like any other to the autotuner.
 AUTOTUNE_KEY = [
     "M_BUCKET", "N", "K", "stride_ak", "stride_bk",
-    "A_IS_UINT8", "B_IS_UINT8", "HAS_A_ZP", "HAS_B_ZP", "SCALED",
+    "A_IS_UINT8", "B_IS_UINT8", "HAS_A_ZP", "HAS_B_ZP", "CORRECTION_DTYPE", "SCALED", "SPLIT_K",
 ]
 
 
@@ -138,6 +138,40 @@ def autotuned_kernel():
     )(kernels._int8_matmul_kernel)
 
 
+# ----------------------------------------------------------------------------- split-K
+MAX_SPLIT_K = 16
+# Streaming multiprocessors assumed where no CUDA card can say (the interpreter): an
+# H100 / H200 SXM's, so the interpreter runs the same choices as those cards.
+DEFAULT_SM_COUNT = 132
+
+
+@functools.cache
+def _sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def sm_count(device: torch.device) -> int:
+    if device.type != "cuda":
+        return DEFAULT_SM_COUNT
+    return _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+
+
+def split_k_for(M: int, N: int, K: int, config: dict, device: torch.device) -> int:
+    """How many K slices a launch with this config's tiles runs (1: no split).
+
+    Split when the tile grid leaves the card under-filled (fewer than 2 programs per SM,
+    decode and thin problems): double the slices while the grid stays within 2 per SM and
+    every slice keeps at least 2 K tiles of its own (fewer would spend more on the
+    partials' round trip through memory than the loop saves), at most MAX_SPLIT_K."""
+    tiles = triton.cdiv(M, config["BLOCK_SIZE_M"]) * triton.cdiv(N, config["BLOCK_SIZE_N"])
+    k_tiles = triton.cdiv(K, config["BLOCK_SIZE_K"])
+    target = 2 * sm_count(device)
+    split = 1
+    while 2 * split <= MAX_SPLIT_K and tiles * 2 * split <= target and k_tiles >= 2 * (2 * split):
+        split *= 2
+    return split
+
+
 # ------------------------------------------------------------------------ config hooks
 # Per thread / asyncio task (contextvars), so a test or an experiment forcing a config
 # cannot leak it into a launch another thread makes meanwhile.
@@ -145,7 +179,9 @@ _FORCED_CONFIG: contextvars.ContextVar[dict | None] = contextvars.ContextVar("qt
 
 
 def config_dict(config) -> dict:
-    """A launch config as a plain dict (BLOCK_SIZE_M/N/K, GROUP_SIZE_M, num_warps, num_stages)."""
+    """A launch config as a plain dict (BLOCK_SIZE_M/N/K, GROUP_SIZE_M, num_warps,
+    num_stages, and SPLIT_K when it forces a split; without it the launcher's rule,
+    split_k_for, decides)."""
     if isinstance(config, triton.Config):
         return {**config.kwargs, "num_warps": config.num_warps, "num_stages": config.num_stages}
     if not isinstance(config, dict):
@@ -153,9 +189,13 @@ def config_dict(config) -> dict:
     missing = {"BLOCK_SIZE_M", "BLOCK_SIZE_N", "BLOCK_SIZE_K"} - config.keys()
     if missing:
         raise ValueError(f"config lacks {sorted(missing)}")
-    unknown = config.keys() - {"BLOCK_SIZE_M", "BLOCK_SIZE_N", "BLOCK_SIZE_K", "GROUP_SIZE_M", "num_warps", "num_stages"}
+    unknown = config.keys() - {"BLOCK_SIZE_M", "BLOCK_SIZE_N", "BLOCK_SIZE_K", "GROUP_SIZE_M", "SPLIT_K",
+                               "num_warps", "num_stages"}
     if unknown:
         raise ValueError(f"config has unknown keys {sorted(unknown)}")
+    split_k = config.get("SPLIT_K", 1)
+    if not isinstance(split_k, int) or isinstance(split_k, bool) or not 1 <= split_k <= MAX_SPLIT_K:
+        raise ValueError(f"config SPLIT_K must be an int in [1, {MAX_SPLIT_K}], got {split_k!r}")
     for name in ("BLOCK_SIZE_M", "BLOCK_SIZE_N", "BLOCK_SIZE_K"):
         value = config[name]
         if not isinstance(value, int) or value < 16 or value & (value - 1):

@@ -13,9 +13,13 @@ import contextlib
 
 import torch
 import triton
+import triton.language as tl
 
 from qtriton.backend import triton_device_error
+from qtriton.reference import ZERO_POINT_LIMIT
 from qtriton.kernels import matmul as kernels
+from qtriton.kernels import matmul_split_k as split_k_kernels
+from qtriton.kernels import matmul_sums as sums_kernels
 from qtriton.ops import configs
 from qtriton.ops.configs import (  # re-exported: the public config API lived here first
     configs_for,
@@ -37,7 +41,6 @@ MAX_K = (2**31 - 1) // (128 * 128)
 
 _INT8_TYPES = (torch.int8, torch.uint8)
 _INT32_MAX = 2**31 - 1
-_ZERO_POINT_MAX = 2**31 - 1 - 128  # the kernel scalar is int32, the uint8 shift included
 
 
 # ------------------------------------------------------------------------- the launch
@@ -45,63 +48,120 @@ def _is_number(x) -> bool:
     return isinstance(x, (int, float, torch.SymInt, torch.SymFloat)) and not isinstance(x, bool)
 
 
+def _operand_bound(dtype: torch.dtype, zp_tensor, zp_value: int) -> int:
+    """max |q - zp| over the codes of dtype and the zero points the call can have: a
+    Python zero point is known exactly; a tensor one only to |zp| <= ZERO_POINT_LIMIT
+    (the API checks it; reading it here would sync with the host)."""
+    lo, hi = (0, 255) if dtype == torch.uint8 else (-128, 127)
+    if zp_tensor is not None:
+        return max(-lo, hi) + ZERO_POINT_LIMIT + abs(zp_value)
+    return max(abs(lo - zp_value), abs(hi - zp_value))
+
+
+def correction_dtype(K: int, a_dtype, b_dtype, a_zp, a_zp_value: int, b_zp, b_zp_value: int):
+    """The type the kernel's zero-point correction runs in: int32 / int64 when the true
+    |C| = |(A - a_zp) @ (B - b_zp)| <= K * max|A - a_zp| * max|B - b_zp| provably fits it
+    (the correction's +, -, * wrap modulo 2**32 / 2**64, so the result is then exact
+    whatever its terms do), float64 only when it does not fit int64."""
+    bound = K * _operand_bound(a_dtype, a_zp, a_zp_value) * _operand_bound(b_dtype, b_zp, b_zp_value)
+    return tl.int32 if bound < 2**31 else tl.int64 if bound < 2**63 else tl.float64
+
+
+def _row_sums(x: torch.Tensor, stride_r: int, stride_k: int, R: int, K: int) -> torch.Tensor:
+    """int32 (R,) sums over K of x's stored codes (a uint8 as 0..255): A's rows
+    (strides of A) or B's columns (B's strides swapped)."""
+    out = torch.empty(R, dtype=torch.int32, device=x.device)
+    # The tile runs along the contiguous dimension, 256 bytes of it per row of the tile.
+    block_r, block_k = (16, 256) if stride_k == 1 else (256, 16)
+    block_r = min(block_r, max(16, triton.next_power_of_2(R)))
+    block_k = min(block_k, max(16, triton.next_power_of_2(K)))
+    grid = (triton.cdiv(R, block_r),)
+    sums_kernels._row_sums_kernel[grid](x, out, R, K, stride_r, stride_k, BLOCK_SIZE_R=block_r, BLOCK_SIZE_K=block_k)
+    return out
+
+
 def _launch(a_q, b_q, out, a_scale, a_scale_value, b_scale, b_scale_value,
-            a_zp, a_zp_value, b_zp, b_zp_value, bias, scaled: bool, tuned: bool = True) -> torch.Tensor:
+            a_zp, a_zp_value, b_zp, b_zp_value, bias, scaled: bool, tuned: bool = True,
+            a_rowsum=None, b_colsum=None) -> torch.Tensor:
     """Fill `out` (M, N) with the GEMM; the arguments are already checked and normalised.
 
     A tensor scale / zero point is 0-d, (1,) or per row (M,) / per column (N,); its
     Python counterpart (`*_value`) is used when the tensor is None (zero points: added
-    to the tensor, which is how the uint8 shift's -128 gets in).
+    to the tensor, which is how the uint8 shift's -128 gets in). a_rowsum (M,) /
+    b_colsum (N,): int32 sums of A's rows / B's columns (stored codes) when the caller
+    has them (Int8Linear keeps its weight's); computed here, once, when a zero point
+    needs them and they are None.
     """
     M, K = a_q.shape
     N = b_q.shape[1]
     if M == 0 or N == 0:
         return out
     a_is_uint8, b_is_uint8 = a_q.dtype == torch.uint8, b_q.dtype == torch.uint8
+    correction = correction_dtype(K, a_q.dtype, b_q.dtype, a_zp, int(a_zp_value), b_zp, int(b_zp_value))
     a_zp_value = int(a_zp_value) - 128 * a_is_uint8
     b_zp_value = int(b_zp_value) - 128 * b_is_uint8
+    has_a_zp = a_zp is not None or a_zp_value != 0
+    has_b_zp = b_zp is not None or b_zp_value != 0
+    on_device = torch.cuda.device(a_q.device) if a_q.device.type == "cuda" else contextlib.nullcontext()
+    with on_device:  # Triton launches on the current CUDA device, not on the tensors' one.
+        if has_a_zp and b_colsum is None:
+            b_colsum = _row_sums(b_q, b_q.stride(1), b_q.stride(0), N, K)
+        if has_b_zp and a_rowsum is None:
+            a_rowsum = _row_sums(a_q, a_q.stride(0), a_q.stride(1), M, K)
 
     def stride_of(v):  # a one-element tensor is broadcast with stride 0
         return 0 if v is None or v.numel() == 1 else v.stride(0)
 
     placeholder = a_q  # any tensor: passed where an optional pointer is absent, never read
-    args = (
-        a_q, b_q, out,
-        placeholder if a_scale is None else a_scale,
-        placeholder if b_scale is None else b_scale,
-        placeholder if a_zp is None else a_zp,
-        placeholder if b_zp is None else b_zp,
-        placeholder if bias is None else bias,
-        float(a_scale_value), float(b_scale_value), a_zp_value, b_zp_value,
-        M, N, K, m_bucket(M),
-        a_q.stride(0), a_q.stride(1), b_q.stride(0), b_q.stride(1), out.stride(0), out.stride(1),
-        stride_of(a_scale), stride_of(b_scale), stride_of(a_zp), stride_of(b_zp),
-        0 if bias is None else bias.stride(0),
-    )
+    optional = (a_scale, b_scale, a_zp, b_zp, bias, a_rowsum, b_colsum)
+    pointers = tuple(placeholder if v is None else v for v in optional)
+    scalars = (float(a_scale_value), float(b_scale_value), a_zp_value, b_zp_value, M, N, K)
+    vector_strides = tuple(stride_of(v) for v in optional)
     flags = {
         "A_IS_UINT8": a_is_uint8,
         "B_IS_UINT8": b_is_uint8,
-        "HAS_A_ZP": a_zp is not None or a_zp_value != 0,
-        "HAS_B_ZP": b_zp is not None or b_zp_value != 0,
+        "HAS_A_ZP": has_a_zp,
+        "HAS_B_ZP": has_b_zp,
         "A_ZP_IS_TENSOR": a_zp is not None,
         "B_ZP_IS_TENSOR": b_zp is not None,
+        "CORRECTION_DTYPE": correction,
         "SCALED": scaled,
         "A_SCALE_IS_TENSOR": a_scale is not None,
         "B_SCALE_IS_TENSOR": b_scale is not None,
         "HAS_BIAS": bias is not None,
     }
 
-    def grid(meta):
-        return (triton.cdiv(M, meta["BLOCK_SIZE_M"]) * triton.cdiv(N, meta["BLOCK_SIZE_N"]),)
-
     config = configs.launch_config(a_q.device, M, N, K, b_q.stride(0) == 1, flags, tuned)
-    # Triton launches on the current CUDA device, not on the tensors' one.
-    on_device = torch.cuda.device(a_q.device) if a_q.device.type == "cuda" else contextlib.nullcontext()
+    reference_tile = config if config is not None else configs.config_dict(configs.configs_for(M, N, K)[0])
+    split_k = reference_tile.get("SPLIT_K") or configs.split_k_for(M, N, K, reference_tile, a_q.device)
+    if config is not None:
+        config = {name: value for name, value in config.items() if name != "SPLIT_K"}
+    target = out if split_k == 1 else torch.empty((split_k, M, N), dtype=torch.int32, device=out.device)
+    args = (
+        a_q, b_q, target, *pointers, *scalars, m_bucket(M),
+        a_q.stride(0), a_q.stride(1), b_q.stride(0), b_q.stride(1),
+        target.stride(-2), target.stride(-1), target.stride(0) if split_k > 1 else 0,
+        *vector_strides,
+    )
+
+    def grid(meta):
+        return (triton.cdiv(M, meta["BLOCK_SIZE_M"]) * triton.cdiv(N, meta["BLOCK_SIZE_N"]), split_k)
+
     with on_device:
         if config is None:
-            configs.autotuned_kernel()[grid](*args, **flags)
+            configs.autotuned_kernel()[grid](*args, **flags, SPLIT_K=split_k)
         else:
-            kernels._int8_matmul_kernel[grid](*args, **flags, **config)
+            kernels._int8_matmul_kernel[grid](*args, **flags, SPLIT_K=split_k, **config)
+        if split_k > 1:
+            # The exact sum of the partials, then the epilogue, once per element.
+            block_m = min(32, max(16, triton.next_power_of_2(M)))
+            block_n = min(128, max(16, triton.next_power_of_2(N)))
+            reduce_grid = (triton.cdiv(M, block_m), triton.cdiv(N, block_n))
+            split_k_kernels._split_k_epilogue_kernel[reduce_grid](
+                target, out, *pointers, *scalars,
+                target.stride(0), target.stride(1), target.stride(2), out.stride(0), out.stride(1),
+                *vector_strides, **flags, SPLIT_K=split_k, BLOCK_SIZE_M=block_m, BLOCK_SIZE_N=block_n,
+            )
     return out
 
 
@@ -131,15 +191,17 @@ def _scaled_mm(
     b_zp_value: int,
     bias: torch.Tensor | None,
     out_dtype: torch.dtype,
+    a_rowsum: torch.Tensor | None = None,
+    b_colsum: torch.Tensor | None = None,
 ) -> torch.Tensor:
     out = torch.empty((a_q.shape[0], b_q.shape[1]), dtype=out_dtype, device=a_q.device)
     return _launch(a_q, b_q, out, a_scale, a_scale_value, b_scale, b_scale_value,
-                   a_zp, a_zp_value, b_zp, b_zp_value, bias, scaled=True)
+                   a_zp, a_zp_value, b_zp, b_zp_value, bias, scaled=True, a_rowsum=a_rowsum, b_colsum=b_colsum)
 
 
 @_scaled_mm.register_fake
 def _scaled_mm_fake(a_q, b_q, a_scale, a_scale_value, b_scale, b_scale_value,
-                    a_zp, a_zp_value, b_zp, b_zp_value, bias, out_dtype):
+                    a_zp, a_zp_value, b_zp, b_zp_value, bias, out_dtype, a_rowsum=None, b_colsum=None):
     return a_q.new_empty((a_q.shape[0], b_q.shape[1]), dtype=out_dtype)
 
 
@@ -171,8 +233,8 @@ def _split(value, name: str, length: int, dim_name: str, integer: bool, device):
     if _is_number(value):
         if integer and not isinstance(value, (int, torch.SymInt)):
             raise TypeError(f"{name} must be an int or an integer tensor, got {type(value).__name__}")
-        if integer and not isinstance(value, torch.SymInt) and abs(value) > _ZERO_POINT_MAX:
-            raise ValueError(f"{name} = {value} does not fit an int32 zero point")
+        if integer and not isinstance(value, torch.SymInt) and abs(value) > ZERO_POINT_LIMIT:
+            raise ValueError(f"{name} = {value}: |zero point| must be <= {ZERO_POINT_LIMIT}")
         return None, value
     if not isinstance(value, torch.Tensor):
         kind = "an int or an integer tensor" if integer else "a float or a float tensor"
@@ -219,6 +281,8 @@ def scaled_matmul(
     out_dtype: torch.dtype = torch.float32,
     *,
     config=None,
+    a_rowsum: torch.Tensor | None = None,
+    b_colsum: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """((a_q - a_zp) @ (b_q - b_zp)) * a_scale * b_scale + bias, as out_dtype (M, N).
 
@@ -228,6 +292,12 @@ def scaled_matmul(
     bias: (N,) of any float dtype, or None. out_dtype: float32, float16 or bfloat16.
     Scales are applied in float32 (a Python float scale is rounded to float32), after
     an exact integer product (see kernels/matmul.py); nothing syncs with the host.
+    a_rowsum (M,) / b_colsum (N,): optional int32 sums of a_q's rows / b_q's columns (the
+    stored codes, `b_q.sum(0, dtype=torch.int32)`), which the zero-point correction
+    needs for a b_zp / an a_zp; computed once per call when not given. A constant
+    weight's column sums are worth keeping (Int8Linear does): they cost a pass over B.
+    Tensor zero points must satisfy |zp| <= qtriton.reference.ZERO_POINT_LIMIT (the lab
+    API checks; this launcher cannot look without syncing).
     """
     _check_operands(a_q, b_q)
     M, N = a_q.shape[0], b_q.shape[1]
@@ -245,10 +315,24 @@ def scaled_matmul(
             raise ValueError(f"bias is on {bias.device}, a_q on {device}")
     if out_dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise ValueError(f"out_dtype must be float32, float16 or bfloat16, got {out_dtype}")
+    for name, sums, length, dim_name in (("a_rowsum", a_rowsum, M, "M"), ("b_colsum", b_colsum, N, "N")):
+        _check_sums(name, sums, length, dim_name, device)
     with configs.maybe_forced(config):
         return torch.ops.qtriton.scaled_mm(
             a_q, b_q, a_scale_t, float(a_scale_v), b_scale_t, float(b_scale_v),
-            a_zp_t, int(a_zp_v), b_zp_t, int(b_zp_v), bias, out_dtype,
+            a_zp_t, int(a_zp_v), b_zp_t, int(b_zp_v), bias, out_dtype, a_rowsum, b_colsum,
         )
+
+
+def _check_sums(name: str, sums, length: int, dim_name: str, device) -> None:
+    """a_rowsum / b_colsum: None or an int32 (length,) tensor on a_q's device."""
+    if sums is None:
+        return
+    if not isinstance(sums, torch.Tensor) or sums.dtype != torch.int32:
+        raise TypeError(f"{name} must be an int32 tensor or None, got {getattr(sums, 'dtype', type(sums).__name__)}")
+    if tuple(sums.shape) != (length,):
+        raise ValueError(f"{name} must have shape ({dim_name},) = ({length},), got {tuple(sums.shape)}")
+    if sums.device != device:
+        raise ValueError(f"{name} is on {sums.device}, a_q on {device}")
 
 
