@@ -36,6 +36,13 @@ def _device_problem(device: torch.device) -> str | None:
     return None
 
 
+def _triton_runs(device: torch.device) -> bool:
+    """Whether the backend in force runs the Triton kernels on tensors on device, there."""
+    setting = get_backend()
+    runs = setting == "triton" or (setting == "auto" and device.type == "cuda")
+    return runs and triton_device_error(device.type) is None
+
+
 class Int8Linear(nn.Module):
     """A drop-in for `nn.Linear` with int8 weights (per output channel, symmetric) and int8
     activations (per token, symmetric or asymmetric, quantized on the fly).
@@ -45,6 +52,10 @@ class Int8Linear(nn.Module):
                     a K-major B operand, without a copy
       weight_scale  (out_features,) float32
       bias          (out_features,) float32, or None
+      weight_colsum (out_features,) int32, not saved: the weight's row sums (the GEMM's
+                    B column sums), which asymmetric activations' zero points need; made
+                    by from_float and after load_state_dict (after editing `weight` by
+                    hand, call `refresh_weight_colsum()`)
     Input: (..., in_features) float32, float16 or bfloat16; output: (..., out_features), same dtype.
     """
 
@@ -68,6 +79,15 @@ class Int8Linear(nn.Module):
         self.register_buffer("weight_scale", torch.ones(out_features, dtype=torch.float32, device=device))
         bias_buffer = torch.zeros(out_features, dtype=torch.float32, device=device) if bias else None
         self.register_buffer("bias", bias_buffer)
+        # Non-persistent: checkpoints keep their format; recomputed from the weight on load.
+        self.register_buffer("weight_colsum", torch.zeros(out_features, dtype=torch.int32, device=device),
+                             persistent=False)
+        self.register_load_state_dict_post_hook(lambda module, incompatible: module.refresh_weight_colsum())
+
+    @torch.no_grad()
+    def refresh_weight_colsum(self) -> None:
+        """Recompute weight_colsum from weight (one reduction, no host sync)."""
+        self.weight_colsum.copy_(self.weight.sum(dim=1, dtype=torch.int32))
 
     @classmethod
     @torch.no_grad()
@@ -101,6 +121,7 @@ class Int8Linear(nn.Module):
         weight_q, weight_scale = api.quantize_per_channel(weight.detach().to(torch.float32), axis=0)
         layer.weight.copy_(weight_q)
         layer.weight_scale.copy_(weight_scale)
+        layer.refresh_weight_colsum()
         if linear.bias is not None:
             layer.bias.copy_(linear.bias.detach())
         return layer
@@ -127,9 +148,18 @@ class Int8Linear(nn.Module):
             x_zero_point = 0
         else:
             x_q, x_scale, x_zero_point = api.quantize_per_token(rows, symmetric=False)
-        out = api.quantized_matmul(
-            x_q, x_scale, self.weight.t(), self.weight_scale, x_zero_point, 0, bias=self.bias, out_dtype=x.dtype
-        )
+        if not self.symmetric_activations and _triton_runs(x.device):
+            # Straight to the GEMM, with the weight's kept column sums: the activations' zero
+            # points need them, and computing them per call is a pass over the weight. (Imported
+            # here: the kernels decide at import whether they run compiled or interpreted.)
+            from qtriton.ops import matmul as matmul_ops
+
+            out = matmul_ops.scaled_matmul(x_q, self.weight.t(), x_scale, self.weight_scale, x_zero_point,
+                                           bias=self.bias, out_dtype=x.dtype, b_colsum=self.weight_colsum)
+        else:
+            out = api.quantized_matmul(
+                x_q, x_scale, self.weight.t(), self.weight_scale, x_zero_point, 0, bias=self.bias, out_dtype=x.dtype
+            )
         return out.reshape(*leading, self.out_features)
 
     def extra_repr(self) -> str:

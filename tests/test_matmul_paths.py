@@ -18,7 +18,7 @@ import triton.language as tl
 from qtriton import reference
 from qtriton.ops import configs as mcfg
 from qtriton.ops import matmul as mops
-from qtriton.testing import assert_exact
+from qtriton.testing import assert_close, assert_exact
 
 CODE_RANGE = {"int8": (-128, 128), "uint8": (0, 256)}
 SMALL_TILES = {"BLOCK_SIZE_M": 32, "BLOCK_SIZE_N": 32, "BLOCK_SIZE_K": 32}
@@ -236,3 +236,31 @@ def test_sums_arguments_are_checked(device):
     with pytest.raises(ValueError, match=r"a_rowsum must have shape \(M,\) = \(4,\)"):
         mops.scaled_matmul(a_q, b_q, 1.0, 1.0, a_rowsum=torch.zeros(5, dtype=torch.int32, device=device))
 
+
+
+# ------------------------------------------------------------------ Int8Linear's col sums
+@pytest.mark.interpreter
+def test_int8_linear_keeps_weight_column_sums(rng, device, tmp_path):
+    """Asymmetric Int8Linear: the weight's column sums are a buffer made once (from_float,
+    load_state_dict), not saved in checkpoints, and the GEMM uses them."""
+    from qtriton.backend import use_backend
+    from qtriton.nn import Int8Linear
+
+    linear = torch.nn.Linear(40, 24).to(device)
+    layer = Int8Linear.from_float(linear, symmetric_activations=False)
+    assert torch.equal(layer.weight_colsum, layer.weight.sum(1, dtype=torch.int32))
+    assert "weight_colsum" not in layer.state_dict()
+
+    loaded = Int8Linear(40, 24, symmetric_activations=False, device=device)
+    loaded.load_state_dict(layer.state_dict())
+    assert torch.equal(loaded.weight_colsum, layer.weight_colsum)
+
+    x = torch.from_numpy(rng.normal(0, 1, (5, 40)).astype(np.float32)).to(device)
+    with use_backend("triton"), mops.use_config(SMALL_TILES):
+        right = loaded(x)
+        loaded.weight_colsum[0] += 1  # a stale buffer must show: proof the GEMM reads it
+        wrong = loaded(x)
+    assert not torch.equal(right[:, 0], wrong[:, 0]) and torch.equal(right[:, 1:], wrong[:, 1:])
+    with use_backend("torch"):
+        expected = loaded.to("cpu")(x.cpu())  # the torch backend's float ops, for reference
+    assert_close(right, expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
