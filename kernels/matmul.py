@@ -115,6 +115,19 @@ def _zero_point_correction_f64(acc, row_sum, col_sum, a_zp, b_zp, K, HAS_A_ZP: t
 
 
 @triton.jit
+def _integer_correction(acc, row_sum, col_sum, a_zp, b_zp, K, HAS_A_ZP: tl.constexpr, HAS_B_ZP: tl.constexpr,
+                        DTYPE: tl.constexpr):
+    """acc - b_zp * rowsum(A) - a_zp * (colsum(B) - K * b_zp) in DTYPE (int32 / int64),
+    vectors already in DTYPE: exact when |C| fits DTYPE (the arithmetic wraps)."""
+    exact = acc.to(DTYPE)
+    if HAS_B_ZP:
+        exact -= row_sum[:, None] * b_zp[None, :]
+    if HAS_A_ZP:
+        exact -= a_zp[:, None] * (col_sum - K * b_zp)[None, :]
+    return exact
+
+
+@triton.jit
 def _epilogue(
     acc, pid_m, pid_n, c_ptr,
     a_scale_ptr, b_scale_ptr, a_zp_ptr, b_zp_ptr, bias_ptr, a_rowsum_ptr, b_colsum_ptr,
@@ -153,16 +166,23 @@ def _epilogue(
             col_sum += tl.load(b_colsum_ptr + offs_n * stride_b_colsum).to(CORRECTION_DTYPE) - 128 * K * B_IS_UINT8
         if CORRECTION_DTYPE == tl.float64:
             exact = _zero_point_correction_f64(acc, row_sum, col_sum, a_zp, b_zp, K, HAS_A_ZP, HAS_B_ZP)
+            result = exact.to(tl.float32) if SCALED else exact.to(tl.int32)
+        elif CORRECTION_DTYPE == tl.int64:
+            # The launcher proved |C| < 2**63 from the zero points' limit (2**24); this
+            # tile's actual zero points (Int8Linear's: 0..255) usually prove |C| < 2**31,
+            # |A - a_zp| <= 128 + |a_zp| on the shifted codes: then the int32 correction,
+            # half the registers of the int64 one (which spills on the large tiles).
+            reach = (128 + tl.max(tl.abs(a_zp))) * (128 + tl.max(tl.abs(b_zp))) * K
+            if reach < 2**31:
+                exact32 = _integer_correction(acc, row_sum.to(tl.int32), col_sum.to(tl.int32), a_zp.to(tl.int32),
+                                              b_zp.to(tl.int32), K, HAS_A_ZP, HAS_B_ZP, tl.int32)
+                result = exact32.to(tl.float32) if SCALED else exact32
+            else:
+                exact64 = _integer_correction(acc, row_sum, col_sum, a_zp, b_zp, K, HAS_A_ZP, HAS_B_ZP, tl.int64)
+                result = exact64.to(tl.float32) if SCALED else exact64.to(tl.int32)
         else:
-            exact = acc.to(CORRECTION_DTYPE)
-            if HAS_B_ZP:
-                exact -= row_sum[:, None] * b_zp[None, :]
-            if HAS_A_ZP:
-                exact -= a_zp[:, None] * (col_sum - K * b_zp)[None, :]
-        if SCALED:
-            result = exact.to(tl.float32)
-        else:
-            result = exact.to(tl.int32)  # exact: the launcher bounds |C| below 2**31
+            exact = _integer_correction(acc, row_sum, col_sum, a_zp, b_zp, K, HAS_A_ZP, HAS_B_ZP, tl.int32)
+            result = exact.to(tl.float32) if SCALED else exact
     elif SCALED:
         result = acc.to(tl.float32)
     else:
