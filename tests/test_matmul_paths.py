@@ -264,3 +264,21 @@ def test_int8_linear_keeps_weight_column_sums(rng, device, tmp_path):
     with use_backend("torch"):
         expected = loaded.to("cpu")(x.cpu())  # the torch backend's float ops, for reference
     assert_close(right, expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
+
+
+def test_zero_point_pools_drop_spilling_tiles():
+    """A zero-point epilogue spills at 128 accumulator elements per thread (sm_90a compile):
+    its pools keep the smaller tiles only, every bucket keeps some, plain int8 keeps all."""
+    for M in (1, 64, 4096):
+        plain = mcfg.configs_for(M, 4096, 4096)
+        pruned = mcfg.configs_for(M, 4096, 4096, zero_points=True)
+        kept = {(str(c.kwargs), c.num_warps, c.num_stages) for c in plain}
+        assert pruned and all((str(c.kwargs), c.num_warps, c.num_stages) in kept for c in pruned)
+        for c in pruned:
+            per_thread = c.kwargs["BLOCK_SIZE_M"] * c.kwargs["BLOCK_SIZE_N"] // (32 * c.num_warps)
+            assert per_thread <= mcfg.ZERO_POINT_MAX_ELEMENTS_PER_THREAD
+    assert len(mcfg.configs_for(4096, 4096, 4096, zero_points=True)) < len(mcfg.configs_for(4096, 4096, 4096))
+    # The autotuner's pruning hook sees the flags as keyword arguments of the launch.
+    named = {"M_BUCKET": 4096, "N": 4096, "K": 4096}
+    widths = {c.kwargs["BLOCK_SIZE_N"] * c.kwargs["BLOCK_SIZE_M"] for c in mcfg._prune([], named, HAS_A_ZP=True)}
+    assert max(widths) <= 128 * 128

@@ -90,11 +90,23 @@ LARGE_CONFIGS = [
 ]
 
 
-def configs_for(M: int, N: int, K: int) -> list[triton.Config]:
+# Accumulator elements per thread above which a zero-point epilogue spills on sm_90a: at
+# 128 (128 x 256 or 256 x 128 tiles on 8 warps) the correction, scales, bias and column
+# sums in flight reach 255 registers and 276-964 bytes of spill stores (offline compile,
+# docs/kernels.md); at 64 (128 x 128 on 8 warps) 206 registers, none spilled.
+ZERO_POINT_MAX_ELEMENTS_PER_THREAD = 64
+
+
+def configs_for(M: int, N: int, K: int, zero_points: bool = False) -> list[triton.Config]:
     """The pruned config space for a problem: its M bucket's pool, blocks clamped to the
-    problem (no 256-wide tile for N = 40), duplicates dropped, pool order kept."""
+    problem (no 256-wide tile for N = 40), duplicates dropped, pool order kept; with
+    zero_points (a zero-point epilogue: a uint8 operand or a zero point), without the
+    tiles whose epilogue spills (ZERO_POINT_MAX_ELEMENTS_PER_THREAD)."""
     bucket = m_bucket(M)
     pool = DECODE_CONFIGS if bucket <= 16 else SMALL_CONFIGS if bucket <= 128 else LARGE_CONFIGS
+    if zero_points:
+        pool = [config for config in pool if config.kwargs["BLOCK_SIZE_M"] * config.kwargs["BLOCK_SIZE_N"]
+                <= ZERO_POINT_MAX_ELEMENTS_PER_THREAD * 32 * config.num_warps]
     # tl.dot needs every block dimension >= 16, and int8 K steps >= 32.
     limits = {
         "BLOCK_SIZE_M": max(16, triton.next_power_of_2(M)),
@@ -112,16 +124,18 @@ def configs_for(M: int, N: int, K: int) -> list[triton.Config]:
 
 
 def _prune(configs, named_args, **kwargs):
-    """early_config_prune: keep the M bucket's pool (configs_for) for this call's shape."""
-    return configs_for(named_args["M_BUCKET"], named_args["N"], named_args["K"])
+    """early_config_prune: keep the M bucket's pool (configs_for) for this call's shape
+    and variant (the flags come as keyword arguments of the launch)."""
+    args = {**named_args, **kwargs}
+    zero_points = bool(args.get("HAS_A_ZP") or args.get("HAS_B_ZP"))
+    return configs_for(args["M_BUCKET"], args["N"], args["K"], zero_points)
 
 
 # What the autotuner tunes separately (Triton adds every tensor argument's dtype itself).
 # M_BUCKET stands for M (see m_bucket); the strides along K tell the B layouts apart. The
-# variant flags change the kernel's cost: the uint8 shift and the zero points' row and
-# column sums take registers (128 x 256 x 128 with uint8 A and a zero point was seen at
-# 255 registers and spilling on an H100), so a variant must not inherit a config tuned
-# for plain int8. Constexpr flags are named arguments like any other to the autotuner.
+# variant flags change the kernel's cost: the uint8 shift costs K-loop instructions and
+# the zero-point epilogue registers (see ZERO_POINT_MAX_ELEMENTS_PER_THREAD), so a
+# variant must not inherit a config tuned for plain int8. Constexpr flags are named arguments like any other to the autotuner.
 AUTOTUNE_KEY = [
     "M_BUCKET", "N", "K", "stride_ak", "stride_bk",
     "A_IS_UINT8", "B_IS_UINT8", "HAS_A_ZP", "HAS_B_ZP", "CORRECTION_DTYPE", "SCALED", "SPLIT_K",
@@ -269,7 +283,7 @@ def launch_config(device: torch.device, M: int, N: int, K: int, b_k_major: bool,
     """The config a launch uses (see the module docstring), or None for the autotuner."""
     config = forced_config()
     if config is None and interpreter_enabled():
-        config = config_dict(configs_for(M, N, K)[0])
+        config = config_dict(configs_for(M, N, K, flags["HAS_A_ZP"] or flags["HAS_B_ZP"])[0])
     if config is None and tuned:
         config = _tuned_config(device, M, N, K, b_k_major, flags)
     return config

@@ -132,7 +132,10 @@ def _launch(a_q, b_q, out, a_scale, a_scale_value, b_scale, b_scale_value,
     }
 
     config = configs.launch_config(a_q.device, M, N, K, b_q.stride(0) == 1, flags, tuned)
-    reference_tile = config if config is not None else configs.config_dict(configs.configs_for(M, N, K)[0])
+    if config is not None:
+        reference_tile = config
+    else:  # the autotuner picks the tiles: the split follows the pool's first (widest) one
+        reference_tile = configs.config_dict(configs.configs_for(M, N, K, has_a_zp or has_b_zp)[0])
     split_k = reference_tile.get("SPLIT_K") or configs.split_k_for(M, N, K, reference_tile, a_q.device)
     if config is not None:
         config = {name: value for name, value in config.items() if name != "SPLIT_K"}
