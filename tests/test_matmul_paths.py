@@ -282,3 +282,36 @@ def test_zero_point_pools_drop_spilling_tiles():
     named = {"M_BUCKET": 4096, "N": 4096, "K": 4096}
     widths = {c.kwargs["BLOCK_SIZE_N"] * c.kwargs["BLOCK_SIZE_M"] for c in mcfg._prune([], named, HAS_A_ZP=True)}
     assert max(widths) <= 128 * 128
+
+
+# --------------------------------------------------------------------------- K-major B
+@pytest.mark.interpreter
+@pytest.mark.parametrize("K,N", [(1, 7), (33, 100), (130, 65)])
+def test_k_major_copy(K, N, rng, device):
+    """The transpose copy: a row-major (K, N) and a strided view, ragged edges."""
+    b_q = _codes(rng, (K, 2 * N), "uint8", device)[:, ::2]
+    copy = mops._k_major_copy(b_q)
+    assert copy.stride(0) == 1 and torch.equal(copy, b_q)
+
+
+@pytest.mark.interpreter
+@pytest.mark.parametrize("b_dtype", ["int8", "uint8"])
+def test_row_major_b_at_large_m_goes_k_major(b_dtype, rng, device, monkeypatch):
+    """From KMAJOR_MIN_M on, a row-major B is copied K-major first; the result is the same
+    exact product (zero points included) and the copy happens (spied on)."""
+    M, N, K = mcfg.KMAJOR_MIN_M + 3, 40, 70
+    a_q = _codes(rng, (M, K), "uint8", device)
+    b_q = _codes(rng, (K, N), b_dtype, device)
+    a_zp = torch.from_numpy(rng.integers(0, 256, M).astype(np.int32)).to(device)
+    copies = []
+    original = mops._k_major_copy
+    monkeypatch.setattr(mops, "_k_major_copy", lambda b: copies.append(b.shape) or original(b))
+    config = {"BLOCK_SIZE_M": 256, "BLOCK_SIZE_N": 64, "BLOCK_SIZE_K": 128}
+    out = mops.scaled_matmul(a_q, b_q, 1.0, 1.0, a_zp, config=config)
+    assert copies == [(K, N)]
+    assert_exact(out, _exact(a_q, b_q, a_zp, None).astype(np.float32))
+    assert_exact(mops.int8_matmul(a_q, b_q, config=config), reference.int_matmul(_np(a_q), _np(b_q)))
+    assert len(copies) == 2
+    mops.int8_matmul(a_q[:16], b_q, config=config)  # small M: no copy
+    mops.int8_matmul(a_q, b_q.t().contiguous().t(), config=config)  # already K-major: no copy
+    assert len(copies) == 2

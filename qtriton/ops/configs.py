@@ -186,6 +186,20 @@ def split_k_for(M: int, N: int, K: int, config: dict, device: torch.device) -> i
     return split
 
 
+# ------------------------------------------------------------------------- B's layout
+# From this M on, a row-major (K, N) B is first copied K-major (kernels/matmul_transpose.py):
+# the copy reads and writes K * N bytes once, against M / BLOCK_SIZE_M re-reads of B
+# through registers and a byte transpose per K step. 1024: the copy then costs under ~15 %
+# of the GEMM's int8 dense time at any N, K (2 K N bytes at ~3 TB/s vs 2 M N K ops at
+# ~1 POPS); not measured yet: bench/matmul.py times both layouts.
+KMAJOR_MIN_M = 1024
+
+
+def transpose_b_for(M: int, b_k_major: bool) -> bool:
+    """Whether the launch copies a row-major B into K-major first."""
+    return not b_k_major and M >= KMAJOR_MIN_M
+
+
 # ------------------------------------------------------------------------ config hooks
 # Per thread / asyncio task (contextvars), so a test or an experiment forcing a config
 # cannot leak it into a launch another thread makes meanwhile.

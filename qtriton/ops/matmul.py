@@ -20,6 +20,7 @@ from qtriton.reference import ZERO_POINT_LIMIT
 from qtriton.kernels import matmul as kernels
 from qtriton.kernels import matmul_split_k as split_k_kernels
 from qtriton.kernels import matmul_sums as sums_kernels
+from qtriton.kernels import matmul_transpose as transpose_kernels
 from qtriton.ops import configs
 from qtriton.ops.configs import (  # re-exported: the public config API lived here first
     configs_for,
@@ -80,6 +81,17 @@ def _row_sums(x: torch.Tensor, stride_r: int, stride_k: int, R: int, K: int) -> 
     return out
 
 
+def _k_major_copy(b_q: torch.Tensor) -> torch.Tensor:
+    """b_q (K, N) as the .t() of a contiguous (N, K) copy: the layout wgmma reads."""
+    K, N = b_q.shape
+    copy = torch.empty((N, K), dtype=b_q.dtype, device=b_q.device)
+    grid = (triton.cdiv(K, 64), triton.cdiv(N, 64))
+    transpose_kernels._transpose_kernel[grid](
+        b_q, copy, K, N, b_q.stride(0), b_q.stride(1), copy.stride(0), BLOCK_SIZE_R=64, BLOCK_SIZE_C=64,
+    )
+    return copy.t()
+
+
 def _launch(a_q, b_q, out, a_scale, a_scale_value, b_scale, b_scale_value,
             a_zp, a_zp_value, b_zp, b_zp_value, bias, scaled: bool, tuned: bool = True,
             a_rowsum=None, b_colsum=None) -> torch.Tensor:
@@ -104,6 +116,8 @@ def _launch(a_q, b_q, out, a_scale, a_scale_value, b_scale, b_scale_value,
     has_b_zp = b_zp is not None or b_zp_value != 0
     on_device = torch.cuda.device(a_q.device) if a_q.device.type == "cuda" else contextlib.nullcontext()
     with on_device:  # Triton launches on the current CUDA device, not on the tensors' one.
+        if configs.transpose_b_for(M, b_q.stride(0) == 1 or K <= 1):
+            b_q = _k_major_copy(b_q)
         if has_a_zp and b_colsum is None:
             b_colsum = _row_sums(b_q, b_q.stride(1), b_q.stride(0), N, K)
         if has_b_zp and a_rowsum is None:
