@@ -291,27 +291,63 @@ def test_k_major_copy(K, N, rng, device):
     """The transpose copy: a row-major (K, N) and a strided view, ragged edges."""
     b_q = _codes(rng, (K, 2 * N), "uint8", device)[:, ::2]
     copy = mops._k_major_copy(b_q)
-    assert copy.stride(0) == 1 and torch.equal(copy, b_q)
+    assert copy.stride(0) == 1 and torch.equal(copy, b_q)  # also N = 7 < 16, K = 1
 
 
 @pytest.mark.interpreter
 @pytest.mark.parametrize("b_dtype", ["int8", "uint8"])
 def test_row_major_b_at_large_m_goes_k_major(b_dtype, rng, device, monkeypatch):
-    """From KMAJOR_MIN_M on, a row-major B is copied K-major first; the result is the same
-    exact product (zero points included) and the copy happens (spied on)."""
+    """From KMAJOR_MIN_M on, a row-major B is copied K-major first (a uint8 one shifted to
+    int8 in the same pass); the result is the same exact product (zero points included)
+    and the copies happen (spied on)."""
     M, N, K = mcfg.KMAJOR_MIN_M + 3, 40, 70
     a_q = _codes(rng, (M, K), "uint8", device)
     b_q = _codes(rng, (K, N), b_dtype, device)
     a_zp = torch.from_numpy(rng.integers(0, 256, M).astype(np.int32)).to(device)
     copies = []
-    original = mops._k_major_copy
-    monkeypatch.setattr(mops, "_k_major_copy", lambda b: copies.append(b.shape) or original(b))
+    original = mops._operand_copy
+    monkeypatch.setattr(mops, "_operand_copy", lambda x, k_major, shift: copies.append(
+        (tuple(x.shape), k_major, shift)) or original(x, k_major, shift))
     config = {"BLOCK_SIZE_M": 256, "BLOCK_SIZE_N": 64, "BLOCK_SIZE_K": 128}
     out = mops.scaled_matmul(a_q, b_q, 1.0, 1.0, a_zp, config=config)
-    assert copies == [(K, N)]
+    b_shift = b_dtype == "uint8"
+    assert copies == [((M, K), False, True), ((K, N), True, b_shift)]
     assert_exact(out, _exact(a_q, b_q, a_zp, None).astype(np.float32))
     assert_exact(mops.int8_matmul(a_q, b_q, config=config), reference.int_matmul(_np(a_q), _np(b_q)))
-    assert len(copies) == 2
-    mops.int8_matmul(a_q[:16], b_q, config=config)  # small M: no copy
-    mops.int8_matmul(a_q, b_q.t().contiguous().t(), config=config)  # already K-major: no copy
-    assert len(copies) == 2
+    copies.clear()
+    mops.int8_matmul(a_q[:16], b_q, config=config)  # decode M: nothing copied
+    assert copies == []
+    mops.int8_matmul(a_q[:, :K].to(torch.int8), b_q.t().contiguous().t(), config=config)  # K-major int8 B
+    assert copies == ([((K, N), True, True)] if b_shift else [])
+
+
+@pytest.mark.interpreter
+@pytest.mark.parametrize("M", [mcfg.SHIFT_A_MIN_M - 1, mcfg.SHIFT_A_MIN_M])
+@pytest.mark.parametrize("precomputed", [False, True])
+def test_uint8_a_shifted_before_the_gemm(M, precomputed, rng, device, monkeypatch):
+    """uint8 A is shifted to int8 in one pass from SHIFT_A_MIN_M on (in the K loop below);
+    both give the exact product, with computed or caller-given row sums (b_zp)."""
+    N, K = 33, 100
+    a_q = _codes(rng, (M, K), "uint8", device)
+    b_q = _operand_b(rng, K, N, "int8", "nk", device)
+    a_zp = torch.from_numpy(rng.integers(0, 256, M).astype(np.int32)).to(device)
+    b_zp = torch.from_numpy(rng.integers(-5, 6, N).astype(np.int32)).to(device)
+    shifted = []
+    original = mops._operand_copy
+    monkeypatch.setattr(mops, "_operand_copy", lambda x, k_major, shift: shifted.append(shift) or original(
+        x, k_major, shift))
+    sums = {"a_rowsum": a_q.sum(1, dtype=torch.int32)} if precomputed else {}
+    before = a_q.clone()
+    out = mops.scaled_matmul(a_q, b_q, 1.0, 1.0, a_zp, b_zp, config=SMALL_TILES, **sums)
+    assert shifted == ([True] if M >= mcfg.SHIFT_A_MIN_M else [])
+    assert_exact(out, _exact(a_q, b_q, a_zp, b_zp).astype(np.float32))
+    assert torch.equal(a_q, before)
+
+
+@pytest.mark.interpreter
+@pytest.mark.parametrize("k_major,shift", [(True, False), (False, True), (True, True)])
+def test_operand_copy(k_major, shift, rng, device):
+    x = _codes(rng, (70, 2 * 33), "uint8", device)[:, ::2]
+    y = mops._operand_copy(x, k_major, shift)
+    expected = (x.to(torch.int16) - 128).to(torch.int8) if shift else x
+    assert torch.equal(y, expected) and (y.stride(0) == 1) == k_major

@@ -200,6 +200,25 @@ def transpose_b_for(M: int, b_k_major: bool) -> bool:
     return not b_k_major and M >= KMAJOR_MIN_M
 
 
+# A uint8 A (asymmetric activations) is shifted to int8 in one pass before the GEMM from
+# this M on: in the K loop the shift sends the A tile through registers and byte permutes
+# (sm_90a, 128 x 128 x 128: 304 K-loop SASS instructions against 100 with int8 A, see
+# docs/kernels.md). Below it, the decode tiles stream B and one more launch would cost
+# more than the shift (unmeasured). A uint8 B is shifted from KMAJOR_MIN_M on (its copy
+# reads K * N bytes; for Int8Linear B is int8 anyway).
+SHIFT_A_MIN_M = 17
+
+
+def shift_a_for(M: int) -> bool:
+    """Whether a uint8 A is copied to int8 (q - 128) before the GEMM."""
+    return M >= SHIFT_A_MIN_M
+
+
+def shift_b_for(M: int) -> bool:
+    """Whether a uint8 B is copied to int8 (q - 128) before the GEMM."""
+    return M >= KMAJOR_MIN_M
+
+
 # ------------------------------------------------------------------------ config hooks
 # Per thread / asyncio task (contextvars), so a test or an experiment forcing a config
 # cannot leak it into a launch another thread makes meanwhile.

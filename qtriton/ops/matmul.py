@@ -18,9 +18,9 @@ import triton.language as tl
 from qtriton.backend import triton_device_error
 from qtriton.reference import ZERO_POINT_LIMIT
 from qtriton.kernels import matmul as kernels
+from qtriton.kernels import matmul_copy as copy_kernels
 from qtriton.kernels import matmul_split_k as split_k_kernels
 from qtriton.kernels import matmul_sums as sums_kernels
-from qtriton.kernels import matmul_transpose as transpose_kernels
 from qtriton.ops import configs
 from qtriton.ops.configs import (  # re-exported: the public config API lived here first
     configs_for,
@@ -81,15 +81,28 @@ def _row_sums(x: torch.Tensor, stride_r: int, stride_k: int, R: int, K: int) -> 
     return out
 
 
+def _operand_copy(x: torch.Tensor, k_major: bool, shift: bool) -> torch.Tensor:
+    """x (R, C) copied contiguous, as int8 `x - 128` when shift (x uint8); k_major: into
+    a contiguous (C, R) returned as its .t() (B (K, N) K-major: what wgmma reads)."""
+    R, C = x.shape
+    dtype = torch.int8 if shift else x.dtype
+    if k_major:
+        copy = torch.empty((C, R), dtype=dtype, device=x.device)
+        view, stride_yr, stride_yc = copy.t(), 1, copy.stride(0)
+    else:
+        view = copy = torch.empty((R, C), dtype=dtype, device=x.device)
+        stride_yr, stride_yc = copy.stride(0), 1
+    grid = (triton.cdiv(R, 64), triton.cdiv(C, 64))
+    copy_kernels._copy_kernel[grid](
+        x, copy, R, C, x.stride(0), x.stride(1), stride_yr, stride_yc,
+        SHIFT=shift, BLOCK_SIZE_R=64, BLOCK_SIZE_C=64,
+    )
+    return view
+
+
 def _k_major_copy(b_q: torch.Tensor) -> torch.Tensor:
     """b_q (K, N) as the .t() of a contiguous (N, K) copy: the layout wgmma reads."""
-    K, N = b_q.shape
-    copy = torch.empty((N, K), dtype=b_q.dtype, device=b_q.device)
-    grid = (triton.cdiv(K, 64), triton.cdiv(N, 64))
-    transpose_kernels._transpose_kernel[grid](
-        b_q, copy, K, N, b_q.stride(0), b_q.stride(1), copy.stride(0), BLOCK_SIZE_R=64, BLOCK_SIZE_C=64,
-    )
-    return copy.t()
+    return _operand_copy(b_q, k_major=True, shift=False)
 
 
 def _launch(a_q, b_q, out, a_scale, a_scale_value, b_scale, b_scale_value,
@@ -116,8 +129,19 @@ def _launch(a_q, b_q, out, a_scale, a_scale_value, b_scale, b_scale_value,
     has_b_zp = b_zp is not None or b_zp_value != 0
     on_device = torch.cuda.device(a_q.device) if a_q.device.type == "cuda" else contextlib.nullcontext()
     with on_device:  # Triton launches on the current CUDA device, not on the tensors' one.
-        if configs.transpose_b_for(M, b_q.stride(0) == 1 or K <= 1):
-            b_q = _k_major_copy(b_q)
+        # Copies that take byte work out of every K step (kernels/matmul_copy.py); a
+        # shifted operand is int8 from here on, its caller-given sums made int8's too.
+        shift_a = a_is_uint8 and configs.shift_a_for(M)
+        shift_b = b_is_uint8 and configs.shift_b_for(M)
+        transpose_b = configs.transpose_b_for(M, b_q.stride(0) == 1 or K <= 1)
+        if shift_a:
+            a_q = _operand_copy(a_q, k_major=False, shift=True)
+            a_rowsum = None if a_rowsum is None else a_rowsum - 128 * K
+            a_is_uint8 = False
+        if shift_b or transpose_b:
+            b_q = _operand_copy(b_q, k_major=transpose_b or b_q.stride(0) == 1, shift=shift_b)
+            b_colsum = None if b_colsum is None or not shift_b else b_colsum - 128 * K
+            b_is_uint8 = b_is_uint8 and not shift_b
         if has_a_zp and b_colsum is None:
             b_colsum = _row_sums(b_q, b_q.stride(1), b_q.stride(0), N, K)
         if has_b_zp and a_rowsum is None:
