@@ -137,10 +137,8 @@ def _epilogue(
     stride_a_scale, stride_b_scale, stride_a_zp, stride_b_zp, stride_bias, stride_a_rowsum, stride_b_colsum,
     A_IS_UINT8: tl.constexpr, B_IS_UINT8: tl.constexpr,
     HAS_A_ZP: tl.constexpr, HAS_B_ZP: tl.constexpr,
-    A_ZP_IS_TENSOR: tl.constexpr, B_ZP_IS_TENSOR: tl.constexpr,
     CORRECTION_DTYPE: tl.constexpr,
-    SCALED: tl.constexpr, A_SCALE_IS_TENSOR: tl.constexpr, B_SCALE_IS_TENSOR: tl.constexpr,
-    HAS_BIAS: tl.constexpr,
+    SCALED: tl.constexpr,
     BLOCK_SIZE_M: tl.constexpr, BLOCK_SIZE_N: tl.constexpr,
 ):
     """Zero-point correction (rank-1, once per tile), scales, bias, cast and masked store
@@ -154,9 +152,9 @@ def _epilogue(
         # operand's by the uint8 shift's -128 per element.
         a_zp = tl.zeros((BLOCK_SIZE_M,), dtype=CORRECTION_DTYPE) + a_zp_value
         b_zp = tl.zeros((BLOCK_SIZE_N,), dtype=CORRECTION_DTYPE) + b_zp_value
-        if A_ZP_IS_TENSOR:
+        if a_zp_ptr is not None:
             a_zp += tl.load(a_zp_ptr + offs_m * stride_a_zp).to(CORRECTION_DTYPE)
-        if B_ZP_IS_TENSOR:
+        if b_zp_ptr is not None:
             b_zp += tl.load(b_zp_ptr + offs_n * stride_b_zp).to(CORRECTION_DTYPE)
         row_sum = tl.zeros((BLOCK_SIZE_M,), dtype=CORRECTION_DTYPE)
         col_sum = tl.zeros((BLOCK_SIZE_N,), dtype=CORRECTION_DTYPE)
@@ -191,12 +189,12 @@ def _epilogue(
     if SCALED:
         a_scale = tl.zeros((BLOCK_SIZE_M,), dtype=tl.float32) + a_scale_value
         b_scale = tl.zeros((BLOCK_SIZE_N,), dtype=tl.float32) + b_scale_value
-        if A_SCALE_IS_TENSOR:
+        if a_scale_ptr is not None:
             a_scale = tl.load(a_scale_ptr + offs_m * stride_a_scale).to(tl.float32)
-        if B_SCALE_IS_TENSOR:
+        if b_scale_ptr is not None:
             b_scale = tl.load(b_scale_ptr + offs_n * stride_b_scale).to(tl.float32)
         result = result * a_scale[:, None] * b_scale[None, :]
-        if HAS_BIAS:
+        if bias_ptr is not None:
             result += tl.load(bias_ptr + offs_n * stride_bias).to(tl.float32)[None, :]
 
     offs_cm = pid_m * BLOCK_SIZE_M + tl.arange(0, BLOCK_SIZE_M)
@@ -208,10 +206,10 @@ def _epilogue(
 
 @triton.jit(do_not_specialize=["a_zp_value", "b_zp_value"])
 def _int8_matmul_kernel(
-    # Pointers. The scale / zero-point / bias / sums pointers are read only when the
-    # matching flag below says that tensor exists (the launcher passes a placeholder
-    # otherwise). a_rowsum / b_colsum: int32 sums of the stored codes of A's rows and B's
-    # columns, read when a b_zp / a_zp is set. With SPLIT_K > 1, c_ptr is the (SPLIT_K, M,
+    # Pointers. The scale / zero-point / bias / sums pointers may be None (Triton
+    # specialises a None argument as a constexpr: the code reading it compiles away).
+    # a_rowsum / b_colsum: int32 sums of the stored codes of A's rows and B's columns,
+    # given when a b_zp / an a_zp needs them. With SPLIT_K > 1, c_ptr is the (SPLIT_K, M,
     # N) int32 partials buffer, stride_cs its first stride, and no epilogue runs here.
     a_ptr, b_ptr, c_ptr,
     a_scale_ptr, b_scale_ptr, a_zp_ptr, b_zp_ptr, bias_ptr, a_rowsum_ptr, b_colsum_ptr,
@@ -225,11 +223,8 @@ def _int8_matmul_kernel(
     stride_a_scale, stride_b_scale, stride_a_zp, stride_b_zp, stride_bias, stride_a_rowsum, stride_b_colsum,
     A_IS_UINT8: tl.constexpr, B_IS_UINT8: tl.constexpr,
     HAS_A_ZP: tl.constexpr, HAS_B_ZP: tl.constexpr,  # a nonzero zero point is possible
-    A_ZP_IS_TENSOR: tl.constexpr, B_ZP_IS_TENSOR: tl.constexpr,
     CORRECTION_DTYPE: tl.constexpr,  # tl.int32, tl.int64 or tl.float64: see the module docstring
     SCALED: tl.constexpr,  # False: store the exact int32 product, no scales
-    A_SCALE_IS_TENSOR: tl.constexpr, B_SCALE_IS_TENSOR: tl.constexpr,
-    HAS_BIAS: tl.constexpr,
     SPLIT_K: tl.constexpr,  # > 1: store int32 partials, kernels/matmul_split_k.py finishes
     BLOCK_SIZE_M: tl.constexpr, BLOCK_SIZE_N: tl.constexpr, BLOCK_SIZE_K: tl.constexpr,
     GROUP_SIZE_M: tl.constexpr,
@@ -249,8 +244,7 @@ def _int8_matmul_kernel(
             a_scale_ptr, b_scale_ptr, a_zp_ptr, b_zp_ptr, bias_ptr, a_rowsum_ptr, b_colsum_ptr,
             a_scale_value, b_scale_value, a_zp_value, b_zp_value, M, N, K, stride_cm, stride_cn,
             stride_a_scale, stride_b_scale, stride_a_zp, stride_b_zp, stride_bias, stride_a_rowsum, stride_b_colsum,
-            A_IS_UINT8, B_IS_UINT8, HAS_A_ZP, HAS_B_ZP, A_ZP_IS_TENSOR, B_ZP_IS_TENSOR, CORRECTION_DTYPE,
-            SCALED, A_SCALE_IS_TENSOR, B_SCALE_IS_TENSOR, HAS_BIAS, BLOCK_SIZE_M, BLOCK_SIZE_N,
+            A_IS_UINT8, B_IS_UINT8, HAS_A_ZP, HAS_B_ZP, CORRECTION_DTYPE, SCALED, BLOCK_SIZE_M, BLOCK_SIZE_N,
         )
     else:
         offs_cm = pid_m * BLOCK_SIZE_M + tl.arange(0, BLOCK_SIZE_M)

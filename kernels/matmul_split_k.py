@@ -23,10 +23,8 @@ def _split_k_epilogue_kernel(
     stride_a_scale, stride_b_scale, stride_a_zp, stride_b_zp, stride_bias, stride_a_rowsum, stride_b_colsum,
     A_IS_UINT8: tl.constexpr, B_IS_UINT8: tl.constexpr,
     HAS_A_ZP: tl.constexpr, HAS_B_ZP: tl.constexpr,
-    A_ZP_IS_TENSOR: tl.constexpr, B_ZP_IS_TENSOR: tl.constexpr,
     CORRECTION_DTYPE: tl.constexpr,
-    SCALED: tl.constexpr, A_SCALE_IS_TENSOR: tl.constexpr, B_SCALE_IS_TENSOR: tl.constexpr,
-    HAS_BIAS: tl.constexpr,
+    SCALED: tl.constexpr,
     SPLIT_K: tl.constexpr,
     BLOCK_SIZE_M: tl.constexpr, BLOCK_SIZE_N: tl.constexpr,
 ):
@@ -45,6 +43,5 @@ def _split_k_epilogue_kernel(
         a_scale_ptr, b_scale_ptr, a_zp_ptr, b_zp_ptr, bias_ptr, a_rowsum_ptr, b_colsum_ptr,
         a_scale_value, b_scale_value, a_zp_value, b_zp_value, M, N, K, stride_cm, stride_cn,
         stride_a_scale, stride_b_scale, stride_a_zp, stride_b_zp, stride_bias, stride_a_rowsum, stride_b_colsum,
-        A_IS_UINT8, B_IS_UINT8, HAS_A_ZP, HAS_B_ZP, A_ZP_IS_TENSOR, B_ZP_IS_TENSOR, CORRECTION_DTYPE,
-        SCALED, A_SCALE_IS_TENSOR, B_SCALE_IS_TENSOR, HAS_BIAS, BLOCK_SIZE_M, BLOCK_SIZE_N,
+        A_IS_UINT8, B_IS_UINT8, HAS_A_ZP, HAS_B_ZP, CORRECTION_DTYPE, SCALED, BLOCK_SIZE_M, BLOCK_SIZE_N,
     )

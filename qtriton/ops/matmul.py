@@ -150,9 +150,8 @@ def _launch(a_q, b_q, out, a_scale, a_scale_value, b_scale, b_scale_value,
     def stride_of(v):  # a one-element tensor is broadcast with stride 0
         return 0 if v is None or v.numel() == 1 else v.stride(0)
 
-    placeholder = a_q  # any tensor: passed where an optional pointer is absent, never read
+    # Absent optional tensors go as None: Triton specialises them as constexprs.
     optional = (a_scale, b_scale, a_zp, b_zp, bias, a_rowsum, b_colsum)
-    pointers = tuple(placeholder if v is None else v for v in optional)
     scalars = (float(a_scale_value), float(b_scale_value), a_zp_value, b_zp_value, M, N, K)
     vector_strides = tuple(stride_of(v) for v in optional)
     flags = {
@@ -160,13 +159,8 @@ def _launch(a_q, b_q, out, a_scale, a_scale_value, b_scale, b_scale_value,
         "B_IS_UINT8": b_is_uint8,
         "HAS_A_ZP": has_a_zp,
         "HAS_B_ZP": has_b_zp,
-        "A_ZP_IS_TENSOR": a_zp is not None,
-        "B_ZP_IS_TENSOR": b_zp is not None,
         "CORRECTION_DTYPE": correction,
         "SCALED": scaled,
-        "A_SCALE_IS_TENSOR": a_scale is not None,
-        "B_SCALE_IS_TENSOR": b_scale is not None,
-        "HAS_BIAS": bias is not None,
     }
 
     config = configs.launch_config(a_q.device, M, N, K, b_q.stride(0) == 1, flags, tuned)
@@ -179,7 +173,7 @@ def _launch(a_q, b_q, out, a_scale, a_scale_value, b_scale, b_scale_value,
         config = {name: value for name, value in config.items() if name != "SPLIT_K"}
     target = out if split_k == 1 else torch.empty((split_k, M, N), dtype=torch.int32, device=out.device)
     args = (
-        a_q, b_q, target, *pointers, *scalars, m_bucket(M),
+        a_q, b_q, target, *optional, *scalars, m_bucket(M),
         a_q.stride(0), a_q.stride(1), b_q.stride(0), b_q.stride(1),
         target.stride(-2), target.stride(-1), target.stride(0) if split_k > 1 else 0,
         *vector_strides,
@@ -199,7 +193,7 @@ def _launch(a_q, b_q, out, a_scale, a_scale_value, b_scale, b_scale_value,
             block_n = min(128, max(16, triton.next_power_of_2(N)))
             reduce_grid = (triton.cdiv(M, block_m), triton.cdiv(N, block_n))
             split_k_kernels._split_k_epilogue_kernel[reduce_grid](
-                target, out, *pointers, *scalars,
+                target, out, *optional, *scalars,
                 target.stride(0), target.stride(1), target.stride(2), out.stride(0), out.stride(1),
                 *vector_strides, **flags, SPLIT_K=split_k, BLOCK_SIZE_M=block_m, BLOCK_SIZE_N=block_n,
             )
