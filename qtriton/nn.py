@@ -43,6 +43,11 @@ def _triton_runs(device: torch.device) -> bool:
     return runs and triton_device_error(device.type) is None
 
 
+def _refresh_weight_colsum_after_load(module: Int8Linear, incompatible_keys) -> None:
+    """load_state_dict post hook (a module-level function, so the layer still pickles)."""
+    module.refresh_weight_colsum()
+
+
 class Int8Linear(nn.Module):
     """A drop-in for `nn.Linear` with int8 weights (per output channel, symmetric) and int8
     activations (per token, symmetric or asymmetric, quantized on the fly).
@@ -82,7 +87,7 @@ class Int8Linear(nn.Module):
         # Non-persistent: checkpoints keep their format; recomputed from the weight on load.
         self.register_buffer("weight_colsum", torch.zeros(out_features, dtype=torch.int32, device=device),
                              persistent=False)
-        self.register_load_state_dict_post_hook(lambda module, incompatible: module.refresh_weight_colsum())
+        self.register_load_state_dict_post_hook(_refresh_weight_colsum_after_load)
 
     @torch.no_grad()
     def refresh_weight_colsum(self) -> None:

@@ -10,6 +10,8 @@ checks the integer product bit for bit even past 2**24.
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 import torch
@@ -254,6 +256,8 @@ def test_int8_linear_keeps_weight_column_sums(rng, device, tmp_path):
     loaded = Int8Linear(40, 24, symmetric_activations=False, device=device)
     loaded.load_state_dict(layer.state_dict())
     assert torch.equal(loaded.weight_colsum, layer.weight_colsum)
+    restored = pickle.loads(pickle.dumps(loaded))  # the load hook must not stop torch.save(model)
+    assert torch.equal(restored.weight_colsum, layer.weight_colsum)
 
     x = torch.from_numpy(rng.normal(0, 1, (5, 40)).astype(np.float32)).to(device)
     with use_backend("triton"), mops.use_config(SMALL_TILES):
