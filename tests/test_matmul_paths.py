@@ -355,3 +355,25 @@ def test_operand_copy(k_major, shift, rng, device):
     y = mops._operand_copy(x, k_major, shift)
     expected = (x.to(torch.int16) - 128).to(torch.int8) if shift else x
     assert torch.equal(y, expected) and (y.stride(0) == 1) == k_major
+
+
+def test_int8_linear_column_sums_survive_save_and_load(tmp_path):
+    """qtriton.load_quantized (safetensors, the model's load_state_dict) remakes the
+    column sums of every Int8Linear, whose checkpoint does not hold them."""
+    from qtriton import load_quantized, quantize_model, save_quantized
+    from qtriton.nn import Int8Linear
+
+    torch.manual_seed(0)
+    def build():
+        return torch.nn.Sequential(torch.nn.Linear(32, 24), torch.nn.ReLU(), torch.nn.Linear(24, 16))
+
+    model = build()
+    quantize_model(model, symmetric_activations=False, keep_output_head=False)
+    save_quantized(model, tmp_path / "m.safetensors")
+    skeleton = build()
+    loaded = load_quantized(skeleton, tmp_path / "m.safetensors")
+    layers = [m for m in loaded.modules() if isinstance(m, Int8Linear)]
+    assert len(layers) == 2
+    for layer in layers:
+        assert torch.equal(layer.weight_colsum, layer.weight.sum(1, dtype=torch.int32))
+        assert layer.weight_colsum.abs().sum() > 0
