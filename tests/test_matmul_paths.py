@@ -294,7 +294,7 @@ def test_zero_point_pools_drop_spilling_tiles():
 def test_k_major_copy(K, N, rng, device):
     """The transpose copy: a row-major (K, N) and a strided view, ragged edges."""
     b_q = _codes(rng, (K, 2 * N), "uint8", device)[:, ::2]
-    copy = mops._k_major_copy(b_q)
+    copy = mops._operand_copy(b_q, k_major=True, shift=False)
     assert copy.stride(0) == 1 and torch.equal(copy, b_q)  # also N = 7 < 16, K = 1
 
 

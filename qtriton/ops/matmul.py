@@ -100,11 +100,6 @@ def _operand_copy(x: torch.Tensor, k_major: bool, shift: bool) -> torch.Tensor:
     return view
 
 
-def _k_major_copy(b_q: torch.Tensor) -> torch.Tensor:
-    """b_q (K, N) as the .t() of a contiguous (N, K) copy: the layout wgmma reads."""
-    return _operand_copy(b_q, k_major=True, shift=False)
-
-
 def _launch(a_q, b_q, out, a_scale, a_scale_value, b_scale, b_scale_value,
             a_zp, a_zp_value, b_zp, b_zp_value, bias, scaled: bool, tuned: bool = True,
             a_rowsum=None, b_colsum=None) -> torch.Tensor:
@@ -131,8 +126,8 @@ def _launch(a_q, b_q, out, a_scale, a_scale_value, b_scale, b_scale_value,
     with on_device:  # Triton launches on the current CUDA device, not on the tensors' one.
         # Copies that take byte work out of every K step (kernels/matmul_copy.py); a
         # shifted operand is int8 from here on, its caller-given sums made int8's too.
-        shift_a = a_is_uint8 and configs.shift_a_for(M)
-        shift_b = b_is_uint8 and configs.shift_b_for(M)
+        shift_a = a_is_uint8 and K > 0 and configs.shift_a_for(M)
+        shift_b = b_is_uint8 and K > 0 and configs.shift_b_for(M)
         transpose_b = configs.transpose_b_for(M, b_q.stride(0) == 1 or K <= 1)
         if shift_a:
             a_q = _operand_copy(a_q, k_major=False, shift=True)
