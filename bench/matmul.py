@@ -2,10 +2,16 @@
 epilogue in torch ops, bf16 torch.mm (cuBLAS) and fp32 torch.mm.
 
 A is (M, K) activations, one scale per row; B is the transpose of a contiguous (N, K)
-weight (nn.Linear's layout), one scale per column. Every implementation gets B in that layout."""
+weight (nn.Linear's layout), one scale per column. Every implementation gets B in that layout.
+
+Then the GEMM's own paths against each other (case "matmul_paths", rows with a `ratio_vs`
+field instead of a speedup over the baselines): split-K (the launcher's rule) vs none at
+M = 1, 4, 16 and N = 1024 ... 14336, and B K-major vs row-major, the latter copied K-major
+first (the launcher's rule from configs.KMAJOR_MIN_M on) or read in place."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 
 import torch
@@ -29,6 +35,12 @@ NK_SHAPES = ((4096, 4096), (14336, 4096), (4096, 14336))
 FULL_SHAPES = tuple((m, n, k) for m in (1, 16, 64, 256, 1024, 4096, 8192) for n, k in NK_SHAPES) + ((8192, 8192, 8192),)
 QUICK_SHAPES = ((1, 4096, 4096), (16, 4096, 4096), (4096, 4096, 4096), (4096, 14336, 4096), (8192, 8192, 8192))
 SMOKE_SHAPES = ((1, 40, 72), (16, 64, 96), (33, 64, 128))
+# The paths: decode / thin shapes for split-K, large M for B's layout.
+PATH_N = (1024, 4096, 14336)
+SPLIT_SHAPES = tuple((m, n, 4096) for m in (1, 4, 16) for n in PATH_N)
+LAYOUT_SHAPES = ((1024, 4096, 4096), (4096, 4096, 4096), (4096, 14336, 4096), (8192, 8192, 8192))
+QUICK_PATH_SHAPES = ((1, 4096, 4096), (16, 14336, 4096), (4096, 4096, 4096))
+SMOKE_PATH_SHAPES = ((1, 40, 1100), (33, 40, 72))  # 1100: 5 K tiles of 256, split in 2
 
 CASE = "scaled_matmul"
 OURS = "qtriton"
@@ -61,6 +73,9 @@ def run(ctx: Context) -> Iterator[list[dict]]:
     shapes = SMOKE_SHAPES if ctx.smoke else QUICK_SHAPES if ctx.quick else FULL_SHAPES
     for shape in shapes:
         yield _bench_case(ctx, *shape)
+    paths = SMOKE_PATH_SHAPES if ctx.smoke else QUICK_PATH_SHAPES if ctx.quick else SPLIT_SHAPES + LAYOUT_SHAPES
+    for shape in paths:
+        yield _bench_paths(ctx, *shape)
 
 
 def _int8_inputs(ctx: Context, m: int, n: int, k: int):
@@ -139,4 +154,68 @@ def _bench_case(ctx: Context, m: int, n: int, k: int) -> list[dict]:
                 check=status,
             )
         )
+    return rows
+
+
+# ------------------------------------------------------------------------ the GEMM's paths
+PATHS_CASE = "matmul_paths"
+
+
+@contextlib.contextmanager
+def _knob(name: str, value: int):
+    """Set one of qtriton.ops.configs' path rules (MAX_SPLIT_K, KMAJOR_MIN_M) for a block."""
+    from qtriton.ops import configs
+
+    previous = getattr(configs, name)
+    setattr(configs, name, value)
+    try:
+        yield
+    finally:
+        setattr(configs, name, previous)
+
+
+def _path_variants(m: int) -> dict[str, tuple[str, contextlib.AbstractContextManager]]:
+    """name -> (B layout, the rule setting it runs under); the first is the reference."""
+    if m <= 16:
+        return {"split-K (rule)": ("nk", contextlib.nullcontext()), "no split-K": ("nk", _knob("MAX_SPLIT_K", 1))}
+    return {
+        "B K-major": ("nk", contextlib.nullcontext()),
+        "B row-major, copied K-major": ("kn", _knob("KMAJOR_MIN_M", 0)),
+        "B row-major, read in place": ("kn", _knob("KMAJOR_MIN_M", 2**62)),
+    }
+
+
+def _bench_paths(ctx: Context, m: int, n: int, k: int) -> list[dict]:
+    from qtriton.ops import matmul as ops
+
+    label = f"paths M={m} N={n} K={k}"
+    copies = input_copies(ctx, m * k + k * n + 2 * m * n)
+    inputs = [_int8_inputs(ctx, m, n, k) for _ in range(copies)]
+    # The same B in both layouts: a row-major (K, N) copy of each K-major view.
+    layouts = {"nk": inputs, "kn": [(a, b.contiguous(), sa, sb) for a, b, sa, sb in inputs]}
+    timings, statuses = {}, {}
+    for name, (layout, setting) in _path_variants(m).items():
+        with setting:
+            def check(layout=layout) -> str:
+                a, b, a_scale, b_scale = layouts[layout][0]
+                exact = torch.round(a.to(torch.float64) @ b.to(torch.float64))
+                check_exact(ops.int8_matmul(a, b), exact.to(torch.int32), f"{label} {name}: int32 product")
+                check_close(_ours(a, b, a_scale, b_scale), epilogue(exact, a_scale, b_scale), 2**-7, 1e-6,
+                            f"{label} {name}: bf16 out")
+                return "int32 exact, bf16 within 2^-7"
+
+            statuses[name] = checked(ctx, f"{label} {name}", check)
+            if statuses[name] is not None:
+                timings[name] = time_call(ctx, _ours, layouts[layout])
+    reference = next(iter(_path_variants(m)))
+    rows = []
+    for name, timing in timings.items():
+        tops = 2 * m * n * k / (timing.median_ms * 1e-3) / 1e12
+        ratios = {other: t.median_ms / timing.median_ms for other, t in timings.items() if other != name}
+        rows.append(result_row(
+            ctx, "matmul", PATHS_CASE, (m, n, k), "int8->bf16", f"{OURS}: {name}", timing,
+            metric="TOPS", value=tops, pct_peak=100 * tops / ctx.int8_peak_tops if ctx.int8_peak_tops else None,
+            input_copies=copies, speedup=None, goals=None, check=statuses[name],
+            ratio_vs=ratios, reference_path=reference,
+        ))
     return rows

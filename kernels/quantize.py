@@ -26,6 +26,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from qtriton.kernels.common import _cast_rne
+
 FLT_MIN = tl.constexpr(2.0**-126)  # the smallest normal float32
 FLT_MAX = tl.constexpr(3.4028234663852886e38)
 ZERO_POINT_LIMIT = tl.constexpr(2.0**24)  # integers up to here are exact in float32
@@ -56,19 +58,6 @@ def _round_half_up(v):
 @triton.jit
 def _is_finite(v):
     return tl.abs(v) <= FLT_MAX  # False for NaN as well
-
-
-@triton.jit
-def _cast_rne(v, dtype: tl.constexpr):
-    """float32 v -> dtype, rounding to nearest even. bfloat16 is rounded by hand on the
-    float32 bits (add 0x7fff plus the lowest kept bit, drop 16 bits; NaN kept quiet): the
-    same result as the GPU's cvt.rn.bf16.f32, and Triton's interpreter would truncate."""
-    if dtype == tl.bfloat16:
-        bits = v.to(tl.uint32, bitcast=True)
-        bits = tl.where(v != v, 0x7FC00000, bits + (0x7FFF + ((bits >> 16) & 1)))  # noqa: PLR0124 (the NaN test)
-        return (bits >> 16).to(tl.uint16).to(tl.bfloat16, bitcast=True)
-    else:
-        return v.to(dtype)
 
 
 @triton.jit

@@ -26,6 +26,11 @@ from qtriton.backend import device_problem, resolve
 ACTIVATION_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
+def _refresh_weight_colsum_after_load(module: Int8Linear, incompatible_keys) -> None:
+    """load_state_dict post hook (a module-level function, so the layer still pickles)."""
+    module.refresh_weight_colsum()
+
+
 class Int8Linear(nn.Module):
     """A drop-in for `nn.Linear` with int8 weights (per output channel, symmetric) and int8
     activations (per token, symmetric or asymmetric, quantized on the fly).
@@ -35,6 +40,10 @@ class Int8Linear(nn.Module):
                     a K-major B operand, without a copy
       weight_scale  (out_features,) float32
       bias          (out_features,) float32, or None
+      weight_colsum (out_features,) int32, not saved: the weight's row sums (the GEMM's
+                    B column sums), which asymmetric activations' zero points need; made
+                    by from_float and after load_state_dict (after editing `weight` by
+                    hand, call `refresh_weight_colsum()`)
     Input: (..., in_features) float32, float16 or bfloat16; output: (..., out_features), same dtype.
     """
 
@@ -58,6 +67,15 @@ class Int8Linear(nn.Module):
         self.register_buffer("weight_scale", torch.ones(out_features, dtype=torch.float32, device=device))
         bias_buffer = torch.zeros(out_features, dtype=torch.float32, device=device) if bias else None
         self.register_buffer("bias", bias_buffer)
+        # Non-persistent: checkpoints keep their format; recomputed from the weight on load.
+        self.register_buffer("weight_colsum", torch.zeros(out_features, dtype=torch.int32, device=device),
+                             persistent=False)
+        self.register_load_state_dict_post_hook(_refresh_weight_colsum_after_load)
+
+    @torch.no_grad()
+    def refresh_weight_colsum(self) -> None:
+        """Recompute weight_colsum from weight (one reduction, no host sync)."""
+        self.weight_colsum.copy_(self.weight.sum(dim=1, dtype=torch.int32))
 
     @classmethod
     @torch.no_grad()
@@ -91,6 +109,7 @@ class Int8Linear(nn.Module):
         weight_q, weight_scale = api.quantize_per_channel(weight.detach().to(torch.float32), axis=0)
         layer.weight.copy_(weight_q)
         layer.weight_scale.copy_(weight_scale)
+        layer.refresh_weight_colsum()
         if linear.bias is not None:
             layer.bias.copy_(linear.bias.detach())
         return layer
@@ -127,7 +146,11 @@ class Int8Linear(nn.Module):
             x_q, x_scale, x_zero_point = backend.quantize(rows, 8, self.symmetric_activations, "token", None)
             checks.quantize_result(x_scale, "input")
             x_zero_point = 0 if x_zero_point is None else x_zero_point
-            out = backend.quantized_matmul(x_q, self.weight.t(), x_scale, weight_scale, x_zero_point, 0, bias, x.dtype)
+            # The weight's kept column sums: the activations' zero points need them, and
+            # computing them per call is a pass over the weight.
+            colsum = None if self.symmetric_activations else self.weight_colsum
+            out = backend.quantized_matmul(x_q, self.weight.t(), x_scale, weight_scale, x_zero_point, 0, bias, x.dtype,
+                                           b_colsum=colsum)
         return out.reshape(*leading, self.out_features)
 
     def extra_repr(self) -> str:

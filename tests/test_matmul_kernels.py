@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from qtriton import reference
+from qtriton.ops import configs as mcfg
 from qtriton.ops import matmul as mops
 from qtriton.testing import assert_close, assert_exact
 
@@ -33,7 +34,7 @@ SHARED_MEMORY_BUDGET = 160 * 1024
 def _shared_memory_bytes(config) -> int:
     """int8 A and B tiles, one copy per pipeline stage: what the K loop keeps in shared
     memory (the interpreter does not model it; a GPU raises OutOfResources past it)."""
-    c = mops._config_dict(config)
+    c = mcfg.config_dict(config)
     return c["num_stages"] * (c["BLOCK_SIZE_M"] + c["BLOCK_SIZE_N"]) * c["BLOCK_SIZE_K"]
 
 # A covering subset of {1, 7, 33, 100, 257}^3: every size in every role, edges in all three.
@@ -308,7 +309,7 @@ def test_config_space():
 
 
 def test_pools_fit_shared_memory():
-    pools = {"decode": mops.DECODE_CONFIGS, "small": mops.SMALL_CONFIGS, "large": mops.LARGE_CONFIGS}
+    pools = {"decode": mcfg.DECODE_CONFIGS, "small": mcfg.SMALL_CONFIGS, "large": mcfg.LARGE_CONFIGS}
     for name, pool in pools.items():
         for config in pool:
             assert _shared_memory_bytes(config) <= SHARED_MEMORY_BUDGET, (name, config)
@@ -328,7 +329,7 @@ def test_decode_pool_fills_the_sms():
 def test_autotune_key_separates_variants():
     """The flags that change the K loop's cost are in the key, and every key name is a
     kernel argument (Triton silently drops an unknown name from the key)."""
-    kernel = mops._autotuned_kernel()  # builds without a GPU; running it needs one
+    kernel = mcfg.autotuned_kernel()  # builds without a GPU; running it needs one
     assert {"A_IS_UINT8", "B_IS_UINT8", "HAS_A_ZP", "HAS_B_ZP", "SCALED"} <= set(kernel.keys)
     assert set(kernel.keys) <= set(mops.kernels._int8_matmul_kernel.arg_names)
 
@@ -338,8 +339,8 @@ def triton_next_pow2(n: int) -> int:
 
 
 def test_tuned_config_files(tmp_path, monkeypatch):
-    monkeypatch.setattr(mops, "CONFIG_DIR", tmp_path)
-    mops._tuned_configs.cache_clear()
+    monkeypatch.setattr(mcfg, "CONFIG_DIR", tmp_path)
+    mcfg._tuned_configs.cache_clear()
     try:
         assert mops.device_slug("NVIDIA H100 80GB HBM3") == "nvidia_h100_80gb_hbm3"
         key = mops.shape_key(3, 4096, 1024, b_k_major=True)
@@ -352,12 +353,12 @@ def test_tuned_config_files(tmp_path, monkeypatch):
         other = {**data, "configs": {"256,4096,4096,kn": {**config, "BLOCK_SIZE_M": 128}}}
         mops.save_tuned_configs(other)  # merges
         assert set(json.loads(path.read_text())["configs"]) == {key, "256,4096,4096,kn"}
-        assert mops._tuned_configs("NVIDIA H100 80GB HBM3")[key] == config
-        assert mops._tuned_configs("NVIDIA A100-SXM4-80GB") == {}
+        assert mcfg._tuned_configs("NVIDIA H100 80GB HBM3")[key] == config
+        assert mcfg._tuned_configs("NVIDIA A100-SXM4-80GB") == {}
         with pytest.raises(ValueError, match="bad configs key"):
             mops.save_tuned_configs({**data, "configs": {"4096x4096": config}})
     finally:
-        mops._tuned_configs.cache_clear()
+        mcfg._tuned_configs.cache_clear()
 
 
 @pytest.mark.parametrize(
@@ -366,19 +367,19 @@ def test_tuned_config_files(tmp_path, monkeypatch):
 def test_tuned_entries_serve_only_the_tuned_variant(has_a_zp, has_b_zp, used, tmp_path, monkeypatch):
     """tune() measures int8 operands without zero points; the heavier variants (uint8
     operands set a zero point too) must autotune rather than reuse its config."""
-    monkeypatch.setattr(mops, "CONFIG_DIR", tmp_path)
-    monkeypatch.setattr(mops, "_device_name", lambda index: "NVIDIA H100 80GB HBM3")
-    mops._tuned_configs.cache_clear()
+    monkeypatch.setattr(mcfg, "CONFIG_DIR", tmp_path)
+    monkeypatch.setattr(mcfg, "_device_name", lambda index: "NVIDIA H100 80GB HBM3")
+    mcfg._tuned_configs.cache_clear()
     try:
         config = {"BLOCK_SIZE_M": 16, "BLOCK_SIZE_N": 64, "BLOCK_SIZE_K": 256, "GROUP_SIZE_M": 1,
                   "num_warps": 4, "num_stages": 4}
         key = mops.shape_key(3, 4096, 1024, b_k_major=True)
         mops.save_tuned_configs({"device": "NVIDIA H100 80GB HBM3", "configs": {key: config}})
         flags = {"HAS_A_ZP": has_a_zp, "HAS_B_ZP": has_b_zp}
-        found = mops._tuned_config(torch.device("cuda", 0), 3, 4096, 1024, True, flags)
+        found = mcfg._tuned_config(torch.device("cuda", 0), 3, 4096, 1024, True, flags)
         assert found == (config if used else None)
     finally:
-        mops._tuned_configs.cache_clear()
+        mcfg._tuned_configs.cache_clear()
 
 
 # ---------------------------------------------------------------------- torch.compile
@@ -414,3 +415,31 @@ def test_custom_ops_registered():
         assert torch.ops.qtriton.int8_mm(fake_a, fake_b).shape == (2, 3)
         out = torch.ops.qtriton.scaled_mm(fake_a, fake_b, None, 1.0, None, 1.0, None, 0, None, 0, None, torch.float16)
         assert out.shape == (2, 3) and out.dtype == torch.float16
+
+
+def test_forced_config_is_per_thread():
+    """use_config holds in the thread that set it only (a context variable): a launch
+    another thread makes meanwhile keeps the normal choice."""
+    import threading
+
+    inside, seen = threading.Event(), {}
+
+    def force():
+        with mops.use_config(BLOCKS):
+            seen["worker"] = mcfg.forced_config()
+            inside.set()
+            release.wait(5)
+
+    release = threading.Event()
+    worker = threading.Thread(target=force)
+    worker.start()
+    inside.wait(5)
+    seen["main"] = mcfg.forced_config()
+    release.set()
+    worker.join()
+    assert seen["worker"]["BLOCK_SIZE_M"] == 64 and seen["main"] is None
+    with mops.use_config(DEEP_K):
+        with mops.use_config(BLOCKS):
+            assert mcfg.forced_config()["BLOCK_SIZE_K"] == 64
+        assert mcfg.forced_config()["BLOCK_SIZE_K"] == 512
+    assert mcfg.forced_config() is None
