@@ -24,7 +24,10 @@ Special cases:
   float32 cannot resolve the grid: past 2^24, float32 no longer holds every integer). The API raises ValueError on such input off CUDA;
   on CUDA, where checking would need a host sync, the NaN scale is what the user sees.
 
-Matmul is exact integer arithmetic (int64), then float64 scaling.
+Matmul is exact integer arithmetic (int64, or Python integers where int64 could
+overflow), rounded once to float64, then float64 scaling. The API bounds matmul zero
+points by ZERO_POINT_LIMIT (|zp| <= 2^24) and K by 131071 (the Triton GEMM's int32
+accumulator): the oracle is exact past those limits too.
 """
 
 from __future__ import annotations
@@ -180,16 +183,26 @@ def fake_quantize_groupwise(x, group_size: int, num_bits: int = 8, symmetric: bo
 
 # ------------------------------------------------------------------------------- matmul
 def int_matmul(a_q, b_q, a_zp=0, b_zp=0) -> np.ndarray:
-    """Exact (a_q - a_zp) @ (b_q - b_zp) in int64. a_zp: scalar or (M,); b_zp: scalar or (N,)."""
+    """Exact (a_q - a_zp) @ (b_q - b_zp). a_zp: scalar or (M,); b_zp: scalar or (N,).
+
+    int64 when K * max|a - a_zp| * max|b - b_zp| proves every sum fits it; otherwise Python
+    integers (an object array), so any zero point gives the exact result."""
     a = np.asarray(a_q).astype(np.int64) - _column(np.asarray(a_zp, dtype=np.int64))
     b = np.asarray(b_q).astype(np.int64) - np.asarray(b_zp, dtype=np.int64)
-    return a @ b
+    bound = a.shape[1] * _max_abs(a) * _max_abs(b)  # Python ints: the bound cannot overflow
+    if bound < 2**63:
+        return a @ b
+    return a.astype(object) @ b.astype(object)
+
+
+def _max_abs(v: np.ndarray) -> int:
+    return max(abs(int(v.max())), abs(int(v.min()))) if v.size else 0
 
 
 def quantized_matmul(a_q, a_scale, b_q, b_scale, a_zp=0, b_zp=0, bias=None) -> np.ndarray:
     """float64 ((a_q - a_zp) @ (b_q - b_zp)) * a_scale * b_scale + bias.
     a_scale, a_zp: scalar or per row (M,); b_scale, b_zp, bias: scalar or per column (N,)."""
-    acc = int_matmul(a_q, b_q, a_zp, b_zp).astype(np.float64)
+    acc = int_matmul(a_q, b_q, a_zp, b_zp).astype(np.float64)  # Python ints round once, to nearest
     out = acc * _column(np.asarray(a_scale, dtype=np.float64)) * np.asarray(b_scale, dtype=np.float64)
     if bias is not None:
         out = out + np.asarray(bias, dtype=np.float64)
