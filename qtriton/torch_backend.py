@@ -116,22 +116,81 @@ def fake_quantize(x: torch.Tensor, num_bits: int, symmetric: bool) -> torch.Tens
 
 
 def quantized_matmul(a_q, a_scale, b_q, b_scale, a_zp, b_zp, bias, out_dtype):
-    """((a_q - a_zp) @ (b_q - b_zp)) * a_scale * b_scale + bias, exact integer part.
-
-    The int8 product goes through float64 (exact: |sum| <= 255 * 255 * K < 2^53) because
-    integer matmul is missing on CUDA; the zero-point terms are added in int64."""
+    """((a_q - a_zp) @ (b_q - b_zp)) * a_scale * b_scale + bias: the integer part exact and
+    rounded once to float64, then the oracle's float64 scaling, in its order."""
     dev = a_q.device
-    k = a_q.shape[1]
-    acc = torch.round(a_q.to(torch.float64) @ b_q.to(torch.float64)).to(torch.int64)
-    a_zp = device_tensor(a_zp, torch.int64, dev)
-    b_zp = device_tensor(b_zp, torch.int64, dev)
-    a_zp_col = a_zp.reshape(-1, 1) if a_zp.ndim == 1 else a_zp
-    row_sum = a_q.to(torch.int64).sum(dim=1, keepdim=True)
-    col_sum = b_q.to(torch.int64).sum(dim=0, keepdim=True)
-    acc = acc - b_zp * row_sum - a_zp_col * col_sum + k * a_zp_col * b_zp
+    out = _exact_product(a_q, b_q, a_zp, b_zp)
     a_scale = device_tensor(a_scale, torch.float64, dev)
-    a_scale = a_scale.reshape(-1, 1) if a_scale.ndim == 1 else a_scale
-    out = acc.to(torch.float64) * a_scale * device_tensor(b_scale, torch.float64, dev)
+    out.mul_(a_scale.reshape(-1, 1) if a_scale.ndim == 1 else a_scale)
+    out.mul_(device_tensor(b_scale, torch.float64, dev))
     if bias is not None:
-        out = out + bias.to(torch.float64)
+        out.add_(device_tensor(bias, torch.float64, dev))
     return out.to(out_dtype)
+
+
+# int8 x int8 products are at most 2^14 in magnitude, so an int32 sum of up to this many
+# is exact (the GEMM's K limit); longer K is summed in chunks.
+_INT_MM_MAX_K = (2**31 - 1) // 2**14
+# The split of the zero-point term that keeps every partial result exact (see _exact_product).
+_LIMB_BITS = 28
+
+
+def _exact_product(a_q, b_q, a_zp, b_zp) -> torch.Tensor:
+    """(a_q - a_zp) @ (b_q - b_zp) as float64, the exact integer rounded once (as the
+    oracle's int64 / Python integers converted to float64), for any int32 zero points and
+    K <= 131071. Expanded as P - b_zp * rowsum(a) - a_zp * (colsum(b) - K * b_zp) with
+    P = a_q @ b_q; a_zp * (...) can pass 2^63, so (...) = d_hi * 2^28 + d_lo is split and
+    the result assembled as hi * 2^28 + lo with 0 <= lo < 2^28 and |hi| < 2^53: both are
+    exact float64 values, and their float64 sum is the one rounding. Zero points that are
+    Python zeros (symmetric operands) skip their terms."""
+    dev = a_q.device
+    a, a_zp = _as_int8(a_q, a_zp)
+    b, b_zp = _as_int8(b_q, b_zp)
+    a_zp, b_zp = _zero_point(a_zp, dev), _zero_point(b_zp, dev)
+    acc = _int8_matmul(a, b)
+    if not _is_zero(b_zp):
+        acc -= b_zp * a.sum(dim=1, keepdim=True, dtype=torch.int64)
+    if _is_zero(a_zp):
+        return acc.to(torch.float64)
+    a_zp = a_zp.reshape(-1, 1) if a_zp.ndim == 1 else a_zp
+    d = b.sum(dim=0, keepdim=True, dtype=torch.int64)
+    if _is_zero(b_zp):  # |a_zp * d| <= 2^32 * 128 * K: fits int64
+        return (acc - a_zp * d).to(torch.float64)
+    d = d - a.shape[1] * b_zp
+    mask = (1 << _LIMB_BITS) - 1
+    lo = acc - a_zp * (d & mask)
+    hi = (lo >> _LIMB_BITS) - a_zp * (d >> _LIMB_BITS)
+    return hi.to(torch.float64) * float(1 << _LIMB_BITS) + (lo & mask).to(torch.float64)
+
+
+def _zero_point(zp, device):
+    """A Python 0 stays one (it marks a symmetric operand); the rest become int64 tensors."""
+    return zp if _is_zero(zp) else device_tensor(zp, torch.int64, device)
+
+
+def _is_zero(zp) -> bool:
+    return isinstance(zp, int) and zp == 0
+
+
+def _as_int8(q: torch.Tensor, zp):
+    """(codes as int8, zero point) with the same differences q - zp: uint8 codes flip
+    their top bit (q - 128 as int8) and the zero point moves down by 128."""
+    if q.dtype == torch.uint8:
+        zp = zp if isinstance(zp, int) else device_tensor(zp, torch.int64, q.device)  # no int32 wrap
+        return torch.bitwise_xor(q, 128).view(torch.int8), zp - 128
+    return q, zp
+
+
+def _int8_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Exact a @ b of int8 tensors as int64. On CPU torch._int_mm (int32 accumulation,
+    several times faster than a float32 GEMM); elsewhere float64, exact since
+    |sum| <= 2^14 * K < 2^53 (integer GEMMs on CUDA want M > 16 and K, N multiples of 8)."""
+    if a.device.type != "cpu":
+        return torch.round(a.to(torch.float64) @ b.to(torch.float64)).to(torch.int64)
+    k = a.shape[1]
+    if k <= _INT_MM_MAX_K:
+        return torch._int_mm(a, b).to(torch.int64)
+    acc = torch._int_mm(a[:, :_INT_MM_MAX_K], b[:_INT_MM_MAX_K]).to(torch.int64)
+    for start in range(_INT_MM_MAX_K, k, _INT_MM_MAX_K):
+        acc += torch._int_mm(a[:, start:start + _INT_MM_MAX_K], b[start:start + _INT_MM_MAX_K])
+    return acc
