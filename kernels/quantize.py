@@ -378,7 +378,8 @@ def _dequantize_kernel(
     The scale (and zero point) of element (m, k) is index k (SCALE_PER_COLUMN) or index
     m % num_scales: num_scales = 1 per tensor, M per token, C for channels viewed as
     (OUTER * C, INNER) rows. One program per (BLOCK_SIZE_M, BLOCK_SIZE_K) tile. The
-    difference is int32 (no uint8 wrap) converted to float32, as the reference's."""
+    difference q - zero_point is int64 (an int32 one overflows for zero points near
+    -2^31) rounded once to float32, as the reference's."""
     pid = tl.program_id(0)
     num_pid_k = tl.cdiv(K, BLOCK_SIZE_K)
     rows = (pid // num_pid_k).to(tl.int64) * BLOCK_SIZE_M + tl.arange(0, BLOCK_SIZE_M)
@@ -386,15 +387,18 @@ def _dequantize_kernel(
     row_mask = rows < M
     col_mask = cols < K
     mask = row_mask[:, None] & col_mask[None, :]
-    q = tl.load(q_ptr + rows[:, None] * stride_qm + cols[None, :] * stride_qk, mask=mask, other=0).to(tl.int32)
+    q = tl.load(q_ptr + rows[:, None] * stride_qm + cols[None, :] * stride_qk, mask=mask, other=0)
     if SCALE_PER_COLUMN:
         scale = tl.load(scale_ptr + cols, mask=col_mask, other=1.0)[None, :]
         if HAS_ZERO_POINT:
-            q -= tl.load(zero_point_ptr + cols, mask=col_mask, other=0)[None, :]
+            zero_point = tl.load(zero_point_ptr + cols, mask=col_mask, other=0)[None, :]
     else:
         index = rows % num_scales
         scale = tl.load(scale_ptr + index, mask=row_mask, other=1.0)[:, None]
         if HAS_ZERO_POINT:
-            q -= tl.load(zero_point_ptr + index, mask=row_mask, other=0)[:, None]
-    out = q.to(tl.float32) * scale
+            zero_point = tl.load(zero_point_ptr + index, mask=row_mask, other=0)[:, None]
+    if HAS_ZERO_POINT:
+        out = (q.to(tl.int64) - zero_point.to(tl.int64)).to(tl.float32) * scale
+    else:
+        out = q.to(tl.float32) * scale
     tl.store(out_ptr + rows[:, None] * K + cols[None, :], _cast_rne(out, out_ptr.dtype.element_ty), mask=mask)

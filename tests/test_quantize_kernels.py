@@ -455,6 +455,23 @@ def test_dequantize_non_contiguous_and_extreme_values(device, rng, granularity, 
     assert_exact(out, expected, "dequantized")
 
 
+@pytest.mark.parametrize("granularity", GRANULARITIES)
+@pytest.mark.parametrize("zero_point", [-(2**31 - 1), -(2**31), 2**31 - 1])
+def test_dequantize_zero_points_at_the_int32_limits(device, granularity, zero_point):
+    """q - zp near the int32 limits passes int32 (issue 15, item 2: an int32 difference
+    flipped the sign of 1 - (-(2^31 - 1))); the kernel's equals the oracle's int64 one."""
+    q = torch.tensor([[0, 1, 128, 255]] * 3, dtype=torch.uint8, device=device)
+    n = {"tensor": (), "channel": (3,), "token": (3,)}[granularity]
+    scale = torch.full(n, 1.0, device=device)
+    zero_points = torch.full(n, zero_point, dtype=torch.int32, device=device)
+    out = qops.dequantize(q, scale, zero_points, granularity=granularity, axis=0)
+    expected = _oracle_dequantize(q, scale, zero_points, granularity, 0)
+    assert (np.sign(expected) == -np.sign(zero_point)).all()  # the oracle's: no wrap
+    assert_exact(out, expected, "dequantized")
+    if granularity == "tensor":  # a Python int zero point too
+        assert_exact(qops.dequantize(q, 1.0, zero_point, granularity="tensor"), expected, "dequantized")
+
+
 @pytest.mark.parametrize("zero_point", [None, 3, -(2**20)])
 def test_dequantize_python_number_parameters(device, rng, zero_point):
     """A Python float scale and int zero point (filled on the device, no host copy) give
