@@ -116,9 +116,11 @@ def _empty_range(BLOCK_SIZE: tl.constexpr, SYMMETRIC: tl.constexpr):
 
 
 @triton.jit
-def _quant_params(lo, hi, NUM_BITS: tl.constexpr, SYMMETRIC: tl.constexpr):
+def _quant_params(lo, hi, NUM_BITS: tl.constexpr, SYMMETRIC: tl.constexpr, INCLUDE_ZERO: tl.constexpr):
     """(scale, zero point as float32) of slices with min lo and max hi (symmetric: hi is
-    the absmax, zero point 0). Unquantizable slices get scale NaN and zero point 0."""
+    the absmax, zero point 0). INCLUDE_ZERO (asymmetric): the range is [min(lo, 0),
+    max(hi, 0)], so the zero point lies in [0, qmax]. Unquantizable slices get scale NaN
+    and zero point 0."""
     if SYMMETRIC:
         QMAX: tl.constexpr = (1 << (NUM_BITS - 1)) - 1
         scale = tl.maximum(tl.math.div_rn(hi, QMAX * 1.0), FLT_MIN)
@@ -127,6 +129,9 @@ def _quant_params(lo, hi, NUM_BITS: tl.constexpr, SYMMETRIC: tl.constexpr):
         return scale, tl.zeros_like(scale)
     else:
         QMAX: tl.constexpr = (1 << NUM_BITS) - 1
+        if INCLUDE_ZERO:  # lo and hi are NaN-free here (NaN was folded into +-inf)
+            lo = tl.minimum(lo, 0.0)
+            hi = tl.maximum(hi, 0.0)
         finite = _is_finite(lo) & _is_finite(hi)
         # Non-finite slices (and masked-off rows, whose range is empty) compute on zeros:
         # their result is replaced below, and no inf - inf ever happens.
@@ -162,13 +167,14 @@ def _quantize_rows_kernel(
     x_ptr, q_ptr, scale_ptr, zero_point_ptr,
     M, K,
     stride_xm, stride_xk,
-    NUM_BITS: tl.constexpr, SYMMETRIC: tl.constexpr,
+    NUM_BITS: tl.constexpr, SYMMETRIC: tl.constexpr, INCLUDE_ZERO: tl.constexpr,
     BLOCK_SIZE_M: tl.constexpr, BLOCK_SIZE_K: tl.constexpr, SINGLE_PASS: tl.constexpr,
 ):
     """Row-wise dynamic quantization of x (M, K), any strides: one scale (and zero point)
     per row. One program handles BLOCK_SIZE_M rows: with SINGLE_PASS (K <= BLOCK_SIZE_K)
     it reads each row once into registers, reduces it, and writes the codes from the same
     registers; otherwise it loops over K twice, first reducing, then quantizing.
+    INCLUDE_ZERO: each row's range includes 0 (see _quant_params).
     Writes q (M, K) contiguous, scale (M,) float32 and, asymmetric, zero_point (M,) int32."""
     pid = tl.program_id(0).to(tl.int64)
     rows = pid * BLOCK_SIZE_M + tl.arange(0, BLOCK_SIZE_M)
@@ -182,7 +188,7 @@ def _quantize_rows_kernel(
         x = tl.load(x_rows + cols[None, :].to(tl.int64) * stride_xk, mask=mask, other=0.0).to(tl.float32)
         lo, hi = _range_operands(x, mask, SYMMETRIC)
         lo, hi = _reduce_range(lo, hi, 1, SYMMETRIC)
-        scale, zero_point = _quant_params(lo, hi, NUM_BITS, SYMMETRIC)
+        scale, zero_point = _quant_params(lo, hi, NUM_BITS, SYMMETRIC, INCLUDE_ZERO)
         q = _quantize_values(x, scale[:, None], zero_point[:, None], NUM_BITS, SYMMETRIC)
         tl.store(q_rows + cols[None, :], q.to(q_ptr.dtype.element_ty), mask=mask)
     else:
@@ -194,7 +200,7 @@ def _quantize_rows_kernel(
             tile_lo, tile_hi = _range_operands(x, mask, SYMMETRIC)
             tile_lo, tile_hi = _reduce_range(tile_lo, tile_hi, 1, SYMMETRIC)
             lo, hi = _merge_range(lo, hi, tile_lo, tile_hi, SYMMETRIC)
-        scale, zero_point = _quant_params(lo, hi, NUM_BITS, SYMMETRIC)
+        scale, zero_point = _quant_params(lo, hi, NUM_BITS, SYMMETRIC, INCLUDE_ZERO)
         for k in range(0, K, BLOCK_SIZE_K):
             offs_k = k + cols
             mask = row_mask[:, None] & (offs_k[None, :] < K)
@@ -222,7 +228,7 @@ def _quantize_channels_kernel(
     OUTER, C, INNER,
     stride_xo, stride_xc, stride_xi,
     stride_qo, stride_qc, stride_qi,
-    NUM_BITS: tl.constexpr, SYMMETRIC: tl.constexpr,
+    NUM_BITS: tl.constexpr, SYMMETRIC: tl.constexpr, INCLUDE_ZERO: tl.constexpr,
     BLOCK_SIZE_O: tl.constexpr, BLOCK_SIZE_C: tl.constexpr, BLOCK_SIZE_I: tl.constexpr,
     SINGLE_PASS: tl.constexpr,
 ):
@@ -233,7 +239,8 @@ def _quantize_channels_kernel(
     INNER == 1, INNER otherwise), then quantizing; SINGLE_PASS when one tile covers
     OUTER and INNER. Writes q (OUTER, C, INNER) at its strides (contiguous, or the
     transposed view of a contiguous (C, OUTER) q when the channels are the rows of a
-    transposed input), scale (C,), zero_point (C,)."""
+    transposed input), scale (C,), zero_point (C,). INCLUDE_ZERO: each channel's range
+    includes 0 (see _quant_params)."""
     pid = tl.program_id(0).to(tl.int64)
     chans = pid * BLOCK_SIZE_C + tl.arange(0, BLOCK_SIZE_C)
     chan_mask = chans < C
@@ -248,7 +255,7 @@ def _quantize_channels_kernel(
         lo, hi = _range_operands(x, mask, SYMMETRIC)
         lo, hi = _reduce_range(lo, hi, 2, SYMMETRIC)
         lo, hi = _reduce_range(lo, hi, 0, SYMMETRIC)
-        scale, zero_point = _quant_params(lo, hi, NUM_BITS, SYMMETRIC)
+        scale, zero_point = _quant_params(lo, hi, NUM_BITS, SYMMETRIC, INCLUDE_ZERO)
         q = _quantize_values(x, scale[None, :, None], zero_point[None, :, None], NUM_BITS, SYMMETRIC)
         q_offs = outer[:, None, None] * stride_qo + inner[None, None, :] * stride_qi
         tl.store(q_chans + q_offs, q.to(q_ptr.dtype.element_ty), mask=mask)
@@ -263,7 +270,7 @@ def _quantize_channels_kernel(
                 tile_lo, tile_hi = _reduce_range(tile_lo, tile_hi, 2, SYMMETRIC)
                 tile_lo, tile_hi = _reduce_range(tile_lo, tile_hi, 0, SYMMETRIC)
                 lo, hi = _merge_range(lo, hi, tile_lo, tile_hi, SYMMETRIC)
-        scale, zero_point = _quant_params(lo, hi, NUM_BITS, SYMMETRIC)
+        scale, zero_point = _quant_params(lo, hi, NUM_BITS, SYMMETRIC, INCLUDE_ZERO)
         for o in range(0, OUTER, BLOCK_SIZE_O):
             outer = (o + offs_o).to(tl.int64)
             for i in range(0, INNER, BLOCK_SIZE_I):
@@ -324,7 +331,7 @@ def _tensor_params_kernel(
             part_lo = tl.load(partial_lo_ptr + start + offs, mask=mask, other=float("inf"))
         lo, hi = _merge_range(lo, hi, part_lo, part_hi, SYMMETRIC)
     lo, hi = _reduce_range(lo, hi, 0, SYMMETRIC)
-    scale, zero_point = _quant_params(lo, hi, NUM_BITS, SYMMETRIC)
+    scale, zero_point = _quant_params(lo, hi, NUM_BITS, SYMMETRIC, False)
     tl.store(scale_ptr, scale)
     if not SYMMETRIC:
         tl.store(zero_point_ptr, zero_point.to(tl.int32))

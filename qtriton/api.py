@@ -236,10 +236,10 @@ def _check_result(scale, name: str):
 # ------------------------------------------------------------------------ shared machinery
 
 
-def _quantize(x, num_bits: int, symmetric: bool, granularity: str, axis: int | None = None):
+def _quantize(x, num_bits: int, symmetric: bool, granularity: str, axis: int | None = None, include_zero: bool = False):
     """Validated x -> (q, scale, zero_point or None) in the caller's kind."""
     backend, device = _resolve(x)
-    out = _impl(backend).quantize(_to_backend(x, device), num_bits, symmetric, granularity, axis)
+    out = _impl(backend).quantize(_to_backend(x, device), num_bits, symmetric, granularity, axis, include_zero)
     q, scale, zp = (_to_caller(v, x) for v in out)
     _check_result(scale, "x")  # on the caller's side: off CUDA, whichever device computed it
     return q, scale, zp
@@ -326,15 +326,17 @@ def dequantize_per_channel(q, scales, axis: int = 0):
     return _dequantize(q, scales, None, "channel", axis)
 
 
-def quantize_per_token(x, num_bits: int = 8, symmetric: bool = True):
+def quantize_per_token(x, num_bits: int = 8, symmetric: bool = True, *, include_zero: bool = False):
     """Dynamic per-token (row-wise) quantization over the last axis, the form the int8 matmul
     consumes. Returns (q, scales) or, asymmetric, (q uint8, scales, zero_points); scales and
-    zero points have shape x.shape[:-1]."""
+    zero points have shape x.shape[:-1]. include_zero (asymmetric): each row's range
+    includes 0, so zero points lie in [0, 2^b - 1] and a constant row keeps its value
+    (Int8Linear's activations)."""
     num_bits = _check_bits(num_bits)
     x = _check_float_input(x, "x")
     if x.ndim == 0:
         raise ValueError("x must have at least one dimension for per-token quantization")
-    q, scales, zps = _quantize(x, num_bits, bool(symmetric), "token")
+    q, scales, zps = _quantize(x, num_bits, bool(symmetric), "token", include_zero=bool(include_zero))
     return (q, scales) if symmetric else (q, scales, zps)
 
 

@@ -126,7 +126,7 @@ class Int8Linear(nn.Module):
             x_q, x_scale = api.quantize_per_token(rows, symmetric=True)
             x_zero_point = 0
         else:
-            x_q, x_scale, x_zero_point = api.quantize_per_token(rows, symmetric=False)
+            x_q, x_scale, x_zero_point = api.quantize_per_token(rows, symmetric=False, include_zero=True)
         out = api.quantized_matmul(
             x_q, x_scale, self.weight.t(), self.weight_scale, x_zero_point, 0, bias=self.bias, out_dtype=x.dtype
         )

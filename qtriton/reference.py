@@ -122,11 +122,17 @@ def asymmetric_quantize(x: np.ndarray, scale: np.ndarray, zp: np.ndarray, num_bi
     return np.where(np.isnan(scale), 0, q).astype(np.uint8)
 
 
-def quantize_asymmetric(x, num_bits: int = 8, keep_axis: int | None = None):
+def quantize_asymmetric(x, num_bits: int = 8, keep_axis: int | None = None, include_zero: bool = False):
     """Asymmetric quantization per tensor or per index along keep_axis.
-    Returns (q uint8, scale float32, zero_point int32), shapes as in quantize_symmetric."""
+    Returns (q uint8, scale float32, zero_point int32), shapes as in quantize_symmetric.
+
+    include_zero: the range is [min(min, 0), max(max, 0)] (ONNX DynamicQuantizeLinear's and
+    PyTorch's observers' convention): zero points lie in [0, 2^b - 1], 0.0 is exact, and a
+    constant slice c gets scale |c| / (2^b - 1) instead of losing its value."""
     x = np.asarray(x, dtype=np.float32)
     lo, hi = _reduce(np.min, x, keep_axis), _reduce(np.max, x, keep_axis)
+    if include_zero:
+        lo, hi = np.minimum(lo, np.float32(0)), np.maximum(hi, np.float32(0))
     scale, zp = asymmetric_params(lo, hi, num_bits)
     q = asymmetric_quantize(x, scale, zp, num_bits)
     shape = (-1,) if keep_axis is not None else ()
@@ -151,15 +157,16 @@ def _expand(v: np.ndarray, ndim: int, keep_axis: int | None) -> np.ndarray:
 
 
 # ------------------------------------------------------------------- per-token, group-wise
-def quantize_per_token(x, num_bits: int = 8, symmetric: bool = True):
+def quantize_per_token(x, num_bits: int = 8, symmetric: bool = True, include_zero: bool = False):
     """One scale (and zero point) per row: per index of every axis but the last.
-    Returns (q, scales of shape x.shape[:-1]) or (q, scales, zero_points)."""
+    Returns (q, scales of shape x.shape[:-1]) or (q, scales, zero_points).
+    include_zero (asymmetric): each row's range includes 0 (see quantize_asymmetric)."""
     x = np.asarray(x, dtype=np.float32)
     rows = x.reshape(int(np.prod(x.shape[:-1])), x.shape[-1])  # not -1: a last axis may be 0
     if symmetric:
         q, scale = quantize_symmetric(rows, num_bits, keep_axis=0)
         return q.reshape(x.shape), scale.reshape(x.shape[:-1])
-    q, scale, zp = quantize_asymmetric(rows, num_bits, keep_axis=0)
+    q, scale, zp = quantize_asymmetric(rows, num_bits, keep_axis=0, include_zero=include_zero)
     return q.reshape(x.shape), scale.reshape(x.shape[:-1]), zp.reshape(x.shape[:-1])
 
 

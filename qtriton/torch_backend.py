@@ -49,9 +49,11 @@ def symmetric_params(x: torch.Tensor, num_bits: int, granularity: str, axis: int
     return torch.where(_finite_slices(x, granularity, axis), scale, float("nan"))
 
 
-def asymmetric_params(x: torch.Tensor, num_bits: int, granularity: str, axis: int | None):
+def asymmetric_params(x: torch.Tensor, num_bits: int, granularity: str, axis: int | None, include_zero: bool = False):
     lo = _reduce(torch.amin, x, granularity, axis)
     hi = _reduce(torch.amax, x, granularity, axis)
+    if include_zero:
+        lo, hi = torch.clamp_max(lo, 0.0), torch.clamp_min(hi, 0.0)
     span = hi - lo
     scale = torch.clamp_min(_divide(span, qrange(num_bits, False)[1]), _FLT_MIN)
     scale = torch.where(span == 0, 1.0, scale)
@@ -67,8 +69,10 @@ def _round_half_up(v: torch.Tensor) -> torch.Tensor:
     return torch.where(r - v == -0.5, r + 1, r)
 
 
-def quantize(x: torch.Tensor, num_bits: int, symmetric: bool, granularity: str, axis: int | None):
-    """(q, scale, zero_point or None); scale shaped () / (C,) / x.shape[:-1] by granularity."""
+def quantize(x: torch.Tensor, num_bits: int, symmetric: bool, granularity: str, axis: int | None,
+             include_zero: bool = False):
+    """(q, scale, zero_point or None); scale shaped () / (C,) / x.shape[:-1] by granularity.
+    include_zero (asymmetric): each slice's range includes 0."""
     x = x.to(torch.float32)
     if symmetric:
         scale = symmetric_params(x, num_bits, granularity, axis)
@@ -76,7 +80,7 @@ def quantize(x: torch.Tensor, num_bits: int, symmetric: bool, granularity: str, 
         q = torch.clamp(torch.round(x / scale), qmin, qmax)
         q = torch.where(torch.isnan(scale), 0.0, q).to(torch.int8)
         return q, _squeeze(scale, granularity), None
-    scale, zp = asymmetric_params(x, num_bits, granularity, axis)
+    scale, zp = asymmetric_params(x, num_bits, granularity, axis, include_zero)
     qmin, qmax = qrange(num_bits, False)
     q = torch.clamp(torch.round(x / scale + zp), qmin, qmax)
     q = torch.where(torch.isnan(scale), 0.0, q).to(torch.uint8)

@@ -11,6 +11,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+import qtriton
 from qtriton import numpy_backend, torch_backend, triton_backend
 from qtriton import reference as ref
 from qtriton.testing import assert_exact
@@ -121,3 +122,32 @@ def test_torch_matmul_reproduces_the_oracle_for_any_zero_points(case, per_row_sc
         *(as_torch(v) for v in (a, a_scale, b, b_scale, a_zp, b_zp)), None, torch.float64
     )
     assert_exact(got, expected)
+
+
+@pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=pytest.mark.interpreter)])
+@pytest.mark.parametrize("in_features", [1, 16])
+def test_asymmetric_int8_linear_keeps_a_constant_token(device, backend, in_features):
+    """Issue 15, item 5: with the lab's constant-slice rule (scale 1.0, zp = -round(c)) a
+    constant token quantized to the zero point and the layer returned the bias alone. Its
+    activations now use ranges that include 0: the codes equal the oracle's, and the
+    output is the float layer's to within the int8 weight's error."""
+    from qtriton.backend import use_backend
+    from qtriton.nn import Int8Linear
+
+    torch.manual_seed(in_features)
+    linear = torch.nn.Linear(in_features, 3).to(device)
+    layer = Int8Linear.from_float(linear, symmetric_activations=False).to(device)
+    x = torch.full((2, in_features), 0.3, device=device)
+    x[1] = -2.5
+    x_q, x_scale, x_zp = ref.quantize_per_token(x.cpu().numpy(), 8, False, include_zero=True)
+    with use_backend(backend):
+        q, scale, zp = qtriton.quantize_per_token(x, symmetric=False, include_zero=True)
+        y = layer(x)
+    assert_exact(q, x_q, "q")
+    assert_exact(scale, x_scale, "scale")
+    assert_exact(zp, x_zp, "zero_point")
+    expected = ref.quantized_matmul(x_q, x_scale, layer.weight.cpu().numpy().T, layer.weight_scale.cpu().numpy(),
+                                    x_zp, 0, linear.bias.detach().cpu().numpy())
+    np.testing.assert_allclose(y.detach().cpu().numpy(), expected, rtol=1e-6, atol=1e-6)
+    with torch.no_grad():
+        np.testing.assert_allclose(y.cpu().numpy(), linear(x).cpu().numpy(), atol=0.02 * in_features)

@@ -136,6 +136,38 @@ def test_per_token(device, rng, shape, dtype, symmetric):
     _check_quantize(x, "token", num_bits=8, symmetric=symmetric)
 
 
+@pytest.mark.parametrize("layout", ["rows", "two_pass", "transposed"])
+@pytest.mark.parametrize("num_bits", [4, 8])
+def test_per_token_range_including_zero(device, rng, layout, num_bits):
+    """include_zero: each row's range is [min(lo, 0), max(hi, 0)] (issue 15, item 5): a
+    constant row c keeps its value (scale |c| / qmax), zero points lie in [0, qmax], and
+    codes, scales and zero points equal the oracle's."""
+    x = _random(rng, (8, 37), scale=2.0)
+    x[0] = 0.3  # constant positive row
+    x[1] = -7.5  # constant negative row
+    x[2] = 0.0
+    x[3] = np.abs(x[3]) + 5  # all positive: zero point 0
+    x[4] = -np.abs(x[4]) - 5  # all negative: zero point qmax
+    x[5, :] = 0.0
+    x[5, 0] = 1e-30  # a denormal-size range
+    launch = {"max_single_pass_k": 16} if layout == "two_pass" else {}
+    xt = _tensor(x, device)
+    if layout == "transposed":
+        xt = _tensor(np.ascontiguousarray(x.T), device).t()
+    q, scale, zero_point = qops.quantize_per_token(xt, num_bits, False, include_zero=True, **launch)
+    q_ref, scale_ref, zp_ref = ref.quantize_per_token(x, num_bits, False, include_zero=True)
+    assert_exact(q, q_ref, "q")
+    assert_exact(scale, scale_ref, "scale")
+    assert_exact(zero_point, zp_ref, "zero_point")
+    qmax = 2**num_bits - 1
+    assert ((zp_ref >= 0) & (zp_ref <= qmax)).all()
+    assert scale_ref[0] == np.float32(0.3) / np.float32(qmax) and zp_ref[0] == 0 and (q_ref[0] == qmax).all()
+    assert zp_ref[1] == qmax and (q_ref[1] == 0).all() and zp_ref[3] == 0 and zp_ref[4] == qmax
+    deq = ref.dequantize_per_token(q_ref, scale_ref, zp_ref)
+    np.testing.assert_allclose(deq[:2], x[:2], rtol=1e-6)
+    assert (deq[x == 0] == 0).all()  # zero is exact
+
+
 @pytest.mark.parametrize("shape", [(3, 1000), (2, 2, 129), (1, 64)])
 @pytest.mark.parametrize("symmetric", [True, False], ids=["sym", "asym"])
 def test_per_token_two_pass(device, rng, shape, symmetric):
