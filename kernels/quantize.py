@@ -59,6 +59,17 @@ def _is_finite(v):
 
 
 @triton.jit
+def _to_float32(v):
+    """v (float32, float16 or bfloat16) as float32, exactly. bfloat16 goes through its bits
+    (the upper half of a float32, as the hardware converts): Triton's interpreter turns
+    bfloat16 denormals into wrong float32 values (-2.76e-40 into -5.88e-39)."""
+    if v.dtype == tl.bfloat16:
+        return (v.to(tl.uint16, bitcast=True).to(tl.uint32) << 16).to(tl.float32, bitcast=True)
+    else:
+        return v.to(tl.float32)
+
+
+@triton.jit
 def _cast_rne(v, dtype: tl.constexpr):
     """float32 v -> dtype, rounding to nearest even. bfloat16 is rounded by hand on the
     float32 bits (add 0x7fff plus the lowest kept bit, drop 16 bits; NaN kept quiet): the
@@ -185,7 +196,7 @@ def _quantize_rows_kernel(
 
     if SINGLE_PASS:
         mask = row_mask[:, None] & (cols[None, :] < K)
-        x = tl.load(x_rows + cols[None, :].to(tl.int64) * stride_xk, mask=mask, other=0.0).to(tl.float32)
+        x = _to_float32(tl.load(x_rows + cols[None, :].to(tl.int64) * stride_xk, mask=mask, other=0.0))
         lo, hi = _range_operands(x, mask, SYMMETRIC)
         lo, hi = _reduce_range(lo, hi, 1, SYMMETRIC)
         scale, zero_point = _quant_params(lo, hi, NUM_BITS, SYMMETRIC, INCLUDE_ZERO)
@@ -196,7 +207,7 @@ def _quantize_rows_kernel(
         for k in range(0, K, BLOCK_SIZE_K):
             offs_k = k + cols
             mask = row_mask[:, None] & (offs_k[None, :] < K)
-            x = tl.load(x_rows + offs_k[None, :].to(tl.int64) * stride_xk, mask=mask, other=0.0).to(tl.float32)
+            x = _to_float32(tl.load(x_rows + offs_k[None, :].to(tl.int64) * stride_xk, mask=mask, other=0.0))
             tile_lo, tile_hi = _range_operands(x, mask, SYMMETRIC)
             tile_lo, tile_hi = _reduce_range(tile_lo, tile_hi, 1, SYMMETRIC)
             lo, hi = _merge_range(lo, hi, tile_lo, tile_hi, SYMMETRIC)
@@ -204,7 +215,7 @@ def _quantize_rows_kernel(
         for k in range(0, K, BLOCK_SIZE_K):
             offs_k = k + cols
             mask = row_mask[:, None] & (offs_k[None, :] < K)
-            x = tl.load(x_rows + offs_k[None, :].to(tl.int64) * stride_xk, mask=mask, other=0.0).to(tl.float32)
+            x = _to_float32(tl.load(x_rows + offs_k[None, :].to(tl.int64) * stride_xk, mask=mask, other=0.0))
             q = _quantize_values(x, scale[:, None], zero_point[:, None], NUM_BITS, SYMMETRIC)
             tl.store(q_rows + offs_k[None, :], q.to(q_ptr.dtype.element_ty), mask=mask)
 
@@ -219,7 +230,7 @@ def _load_channel_tile(x_chans, outer, inner, chan_mask, OUTER, INNER, stride_xo
     """The float32 tile x[outer, chans, inner] (chans already in x_chans) and its mask."""
     mask = (outer[:, None, None] < OUTER) & chan_mask[None, :, None] & (inner[None, None, :] < INNER)
     offs = outer[:, None, None] * stride_xo + inner[None, None, :] * stride_xi
-    return tl.load(x_chans + offs, mask=mask, other=0.0).to(tl.float32), mask
+    return _to_float32(tl.load(x_chans + offs, mask=mask, other=0.0)), mask
 
 
 @triton.jit
@@ -304,7 +315,7 @@ def _tensor_range_partials_kernel(
     cols = (pid % num_pid_k).to(tl.int64) * BLOCK_SIZE_K + tl.arange(0, BLOCK_SIZE_K)
     mask = (rows[:, None] < M) & (cols[None, :] < K)
     x = tl.load(x_ptr + rows[:, None] * stride_xm + cols[None, :] * stride_xk, mask=mask, other=0.0)
-    lo, hi = _range_operands(x.to(tl.float32), mask, SYMMETRIC)
+    lo, hi = _range_operands(_to_float32(x), mask, SYMMETRIC)
     lo, hi = _reduce_range(lo, hi, 1, SYMMETRIC)
     lo, hi = _reduce_range(lo, hi, 0, SYMMETRIC)
     tl.store(partial_hi_ptr + pid, hi)
@@ -362,11 +373,12 @@ def _quantize_tensor_kernel(
         zero_point = 0.0
     else:
         zero_point = tl.load(zero_point_ptr).to(tl.float32)  # |zp| <= 2^24: exact
-    q = _quantize_values(x.to(tl.float32), scale, zero_point, NUM_BITS, SYMMETRIC)
+    q = _quantize_values(_to_float32(x), scale, zero_point, NUM_BITS, SYMMETRIC)
     if FAKE:
         # q - zp in float32 is the correctly rounded integer difference, as the reference's
-        # int64 difference converted to float32.
-        out = (q - zero_point) * scale
+        # int64 difference converted to float32. A code rounded from a small negative x is
+        # -0.0 (the reference's integer 0 is +0.0): the where keeps the sign off.
+        out = (tl.where(q == 0.0, 0.0, q) - zero_point) * scale
     else:
         out = q
     tl.store(out_ptr + rows[:, None] * K + cols[None, :], _cast_rne(out, out_ptr.dtype.element_ty), mask=mask)

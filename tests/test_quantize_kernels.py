@@ -356,6 +356,41 @@ def test_special_values(device, rng, granularity, symmetric, dtype):
         _check_quantize(_tensor(rows, device, dtype), granularity, 0, 8, symmetric)
 
 
+@pytest.mark.parametrize("granularity", GRANULARITIES)
+@pytest.mark.parametrize("symmetric", [True, False], ids=["sym", "asym"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_denormal_half_inputs(device, rng, granularity, symmetric, dtype):
+    """Denormal bf16 / fp16 inputs widen exactly (issue 15, item 8: the interpreter turned
+    bf16 denormals into other values, e.g. -2.76e-40 into -5.88e-39, and zero points
+    differed from the oracle's)."""
+    tiny = np.float32(2.0**-134 if dtype == torch.bfloat16 else 2.0**-24)
+    x = _tensor(rng.integers(-200, 200, (4, 9)).astype(np.float32) * tiny, device, dtype)
+    x[1] = x[1].abs()  # rows of one sign: zero points away from the middle
+    q, scale, *zero_point = _quantize(x, granularity, 1, 8, symmetric)
+    x_np = _as_oracle_input(x)
+    assert (np.abs(x_np[x_np != 0]) < 2.0**-126).all() or dtype == torch.float16
+    if granularity == "token":
+        expected = ref.quantize_per_token(x_np, 8, symmetric)
+    else:
+        keep_axis = 1 if granularity == "channel" else None
+        quantize = ref.quantize_symmetric if symmetric else ref.quantize_asymmetric
+        expected = quantize(x_np, 8, keep_axis)
+    got = (q, scale, *zero_point)
+    assert len(got) == len(expected)
+    for name, g, want in zip(("q", "scale", "zero_point"), got, expected):
+        assert_exact(g, want, name)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_fake_quantize_gives_positive_zero(device, dtype):
+    """A small negative x rounds to code 0: +0.0 as the oracle's integer 0 gives, not -0.0."""
+    x = _tensor(np.array([-0.001, 1.0, -1.0, -0.0], np.float32), device, dtype)
+    out = qops.fake_quantize(x, 8, True)
+    expected = ref.dequantize_symmetric(*ref.quantize_symmetric(_as_oracle_input(x)))
+    assert not torch.signbit(out[[0, 3]]).any()
+    assert np.array_equal(np.signbit(out.float().cpu().numpy()), np.signbit(expected))
+
+
 def test_rounding_ties_at_unit_scale(device):
     """absmax 127 (symmetric) / range 0..255 (asymmetric) give scale exactly 1.0, so each
     k + 0.5 is a tie that must round to even."""
