@@ -361,6 +361,8 @@ def fake_quantize(x, num_bits: int = 8, symmetric: bool = True):
     x = _check_float_input(x, "x")
     backend, device = _resolve(x)
     out = _to_caller(_impl(backend).fake_quantize(_to_backend(x, device), num_bits, bool(symmetric)), x)
+    if not _on_cuda(out):  # x is finite: a NaN in out is a NaN scale, which quantize_asymmetric refuses
+        _check_result(out.float() if _is_tensor(out) else out, "x")
     if _is_tensor(out):
         return out.to(original_dtype)
     return out.astype(original_dtype if np.issubdtype(original_dtype, np.floating) else np.float32)
