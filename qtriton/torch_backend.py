@@ -152,12 +152,14 @@ def _exact_product(a_q, b_q, a_zp, b_zp) -> torch.Tensor:
     b, b_zp = _as_int8(b_q, b_zp)
     a_zp, b_zp = _zero_point(a_zp, dev), _zero_point(b_zp, dev)
     acc = _int8_matmul(a, b)
+    # |sums| <= 128 * K fit int32 up to the GEMM's K limit, and int32 sums are faster.
+    sum_dtype = torch.int32 if a.shape[1] <= _INT_MM_MAX_K else torch.int64
     if not _is_zero(b_zp):
-        acc -= b_zp * a.sum(dim=1, keepdim=True, dtype=torch.int64)
+        acc -= b_zp * a.sum(dim=1, keepdim=True, dtype=sum_dtype).to(torch.int64)
     if _is_zero(a_zp):
         return acc.to(torch.float64)
     a_zp = a_zp.reshape(-1, 1) if a_zp.ndim == 1 else a_zp
-    d = b.sum(dim=0, keepdim=True, dtype=torch.int64)
+    d = b.sum(dim=0, keepdim=True, dtype=sum_dtype).to(torch.int64)
     if _is_zero(b_zp):  # |a_zp * d| <= 2^32 * 128 * K: fits int64
         return (acc - a_zp * d).to(torch.float64)
     d = d - a.shape[1] * b_zp
