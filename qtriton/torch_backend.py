@@ -135,6 +135,9 @@ def quantized_matmul(a_q, a_scale, b_q, b_scale, a_zp, b_zp, bias, out_dtype):
 # int8 x int8 products are at most 2^14 in magnitude, so an int32 sum of up to this many
 # is exact (the GEMM's K limit); longer K is summed in chunks.
 _INT_MM_MAX_K = (2**31 - 1) // 2**14
+# Zero points up to this size times a code sum (|sum| <= 128 * K < 2^24) stay below 2^53:
+# their correction is exact as a float64 rank-1 update.
+_RANK1_ZERO_POINT_LIMIT = 2**29
 # The split of the zero-point term that keeps every partial result exact (see _exact_product).
 _LIMB_BITS = 28
 
@@ -142,18 +145,32 @@ _LIMB_BITS = 28
 def _exact_product(a_q, b_q, a_zp, b_zp) -> torch.Tensor:
     """(a_q - a_zp) @ (b_q - b_zp) as float64, the exact integer rounded once (as the
     oracle's int64 / Python integers converted to float64), for any int32 zero points and
-    K <= 131071. Expanded as P - b_zp * rowsum(a) - a_zp * (colsum(b) - K * b_zp) with
-    P = a_q @ b_q; a_zp * (...) can pass 2^63, so (...) = d_hi * 2^28 + d_lo is split and
-    the result assembled as hi * 2^28 + lo with 0 <= lo < 2^28 and |hi| < 2^53: both are
+    K <= 131071. Expanded as P - b_zp * rowsum(a) - a_zp * (colsum(b) - K * b_zp), P = a_q @ b_q.
+
+    One zero point (Int8Linear's asymmetric activations), |zp| <= 2^29: a float64 rank-1
+    update of P, in place (each product is exact, each element rounds once), so that no
+    (M, N) temporary beyond P is made: on CPU, fresh (M, N) buffers cost more than the GEMM.
+    Otherwise int64, with a_zp * (...) (which can pass 2^63) split as (...) = d_hi * 2^28 +
+    d_lo and the result assembled as hi * 2^28 + lo, 0 <= lo < 2^28, |hi| < 2^53: both
     exact float64 values, and their float64 sum is the one rounding. Zero points that are
     Python zeros (symmetric operands) skip their terms."""
     dev = a_q.device
     a, a_zp = _as_int8(a_q, a_zp)
     b, b_zp = _as_int8(b_q, b_zp)
     a_zp, b_zp = _zero_point(a_zp, dev), _zero_point(b_zp, dev)
-    acc = _int8_matmul(a, b)
+    (m, k), n = a.shape, b.shape[1]
+    out = _int8_matmul(a, b)
+    if _is_zero(a_zp) and _is_zero(b_zp):
+        return out
     # |sums| <= 128 * K fit int32 up to the GEMM's K limit, and int32 sums are faster.
-    sum_dtype = torch.int32 if a.shape[1] <= _INT_MM_MAX_K else torch.int64
+    sum_dtype = torch.int32 if k <= _INT_MM_MAX_K else torch.int64
+    if _is_zero(b_zp) and _rank1_exact(a_zp, k):
+        col_sum = b.sum(dim=0, dtype=sum_dtype).to(torch.float64)
+        return out.addr_(a_zp.expand(m).to(torch.float64), col_sum, alpha=-1)
+    if _is_zero(a_zp) and _rank1_exact(b_zp, k):
+        row_sum = a.sum(dim=1, dtype=sum_dtype).to(torch.float64)
+        return out.addr_(row_sum, b_zp.expand(n).to(torch.float64), alpha=-1)
+    acc = out.to(torch.int64)  # P, exact: |P| <= 2^14 * K < 2^53
     if not _is_zero(b_zp):
         acc -= b_zp * a.sum(dim=1, keepdim=True, dtype=sum_dtype).to(torch.int64)
     if _is_zero(a_zp):
@@ -162,11 +179,19 @@ def _exact_product(a_q, b_q, a_zp, b_zp) -> torch.Tensor:
     d = b.sum(dim=0, keepdim=True, dtype=sum_dtype).to(torch.int64)
     if _is_zero(b_zp):  # |a_zp * d| <= 2^32 * 128 * K: fits int64
         return (acc - a_zp * d).to(torch.float64)
-    d = d - a.shape[1] * b_zp
+    d = d - k * b_zp
     mask = (1 << _LIMB_BITS) - 1
     lo = acc - a_zp * (d & mask)
     hi = (lo >> _LIMB_BITS) - a_zp * (d >> _LIMB_BITS)
     return hi.to(torch.float64) * float(1 << _LIMB_BITS) + (lo & mask).to(torch.float64)
+
+
+def _rank1_exact(zp: torch.Tensor, k: int) -> bool:
+    """True when |zp| <= 2^29 and K is within the GEMM's limit, known without a device
+    sync: on CPU (reading a CPU tensor costs nothing); CUDA tensors take the int64 path."""
+    if k > _INT_MM_MAX_K or zp.device.type != "cpu":
+        return False
+    return zp.numel() == 0 or bool(zp.abs().max() <= _RANK1_ZERO_POINT_LIMIT)
 
 
 def _zero_point(zp, device):
@@ -188,15 +213,15 @@ def _as_int8(q: torch.Tensor, zp):
 
 
 def _int8_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Exact a @ b of int8 tensors as int64. On CPU torch._int_mm (int32 accumulation,
-    several times faster than a float32 GEMM); elsewhere float64, exact since
-    |sum| <= 2^14 * K < 2^53 (integer GEMMs on CUDA want M > 16 and K, N multiples of 8)."""
+    """Exact a @ b of int8 tensors as float64 (|sum| <= 2^14 * K < 2^53). On CPU
+    torch._int_mm (int32 accumulation, several times faster than a float32 GEMM); elsewhere
+    a float64 GEMM (integer GEMMs on CUDA want M > 16 and K, N multiples of 8)."""
     if a.device.type != "cpu":
-        return torch.round(a.to(torch.float64) @ b.to(torch.float64)).to(torch.int64)
+        return a.to(torch.float64) @ b.to(torch.float64)
     k = a.shape[1]
     if k <= _INT_MM_MAX_K:
-        return torch._int_mm(a, b).to(torch.int64)
+        return torch._int_mm(a, b).to(torch.float64)
     acc = torch._int_mm(a[:, :_INT_MM_MAX_K], b[:_INT_MM_MAX_K]).to(torch.int64)
     for start in range(_INT_MM_MAX_K, k, _INT_MM_MAX_K):
         acc += torch._int_mm(a[:, start:start + _INT_MM_MAX_K], b[start:start + _INT_MM_MAX_K])
-    return acc
+    return acc.to(torch.float64)
