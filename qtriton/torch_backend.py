@@ -31,11 +31,6 @@ def _reduce(fn, x: torch.Tensor, granularity: str, axis: int | None) -> torch.Te
     return fn(x, dim=dims, keepdim=True) if dims else x
 
 
-def _finite_slices(x: torch.Tensor, granularity: str, axis: int | None) -> torch.Tensor:
-    """True for each slice without NaN or Inf (an empty slice included)."""
-    return _reduce(torch.amax, (~torch.isfinite(x)).to(torch.float32), granularity, axis) == 0
-
-
 def _divide(a: torch.Tensor, divisor: int) -> torch.Tensor:
     # By a 0-d tensor, not a Python number: CUDA computes a / scalar as a * (1 / scalar),
     # which can be one ulp off the IEEE quotient the oracle and the kernels compute.
@@ -46,7 +41,8 @@ def symmetric_params(x: torch.Tensor, num_bits: int, granularity: str, axis: int
     absmax = _reduce(torch.amax, x.abs(), granularity, axis)
     scale = torch.clamp_min(_divide(absmax, qrange(num_bits, True)[1]), _FLT_MIN)
     scale = torch.where(absmax == 0, 1.0, scale)
-    return torch.where(_finite_slices(x, granularity, axis), scale, float("nan"))
+    # torch.amax propagates NaN (and Inf): a slice holding either has a non-finite absmax.
+    return torch.where(torch.isfinite(absmax), scale, float("nan"))
 
 
 def asymmetric_params(x: torch.Tensor, num_bits: int, granularity: str, axis: int | None, include_zero: bool = False):
@@ -58,7 +54,8 @@ def asymmetric_params(x: torch.Tensor, num_bits: int, granularity: str, axis: in
     scale = torch.clamp_min(_divide(span, qrange(num_bits, False)[1]), _FLT_MIN)
     scale = torch.where(span == 0, 1.0, scale)
     zp = _round_half_up(-lo / scale)
-    ok = _finite_slices(x, granularity, axis) & torch.isfinite(scale) & (zp.abs() <= ZERO_POINT_LIMIT)
+    # amin / amax propagate NaN and Inf, so a slice holding either has a non-finite lo or hi.
+    ok = torch.isfinite(lo) & torch.isfinite(hi) & torch.isfinite(scale) & (zp.abs() <= ZERO_POINT_LIMIT)
     scale = torch.where(ok, scale, float("nan"))
     zp = torch.where(ok, zp, 0.0)
     return scale, zp
@@ -76,15 +73,19 @@ def quantize(x: torch.Tensor, num_bits: int, symmetric: bool, granularity: str, 
     x = x.to(torch.float32)
     if symmetric:
         scale = symmetric_params(x, num_bits, granularity, axis)
-        qmin, qmax = qrange(num_bits, True)
-        q = torch.clamp(torch.round(x / scale), qmin, qmax)
-        q = torch.where(torch.isnan(scale), 0.0, q).to(torch.int8)
+        q = _codes(x / scale, num_bits, True)
         return q, _squeeze(scale, granularity), None
     scale, zp = asymmetric_params(x, num_bits, granularity, axis, include_zero)
-    qmin, qmax = qrange(num_bits, False)
-    q = torch.clamp(torch.round(x / scale + zp), qmin, qmax)
-    q = torch.where(torch.isnan(scale), 0.0, q).to(torch.uint8)
+    q = _codes((x / scale).add_(zp), num_bits, False)
     return q, _squeeze(scale, granularity), _squeeze(zp, granularity).to(torch.int32)
+
+
+def _codes(v: torch.Tensor, num_bits: int, signed: bool) -> torch.Tensor:
+    """clamp(rint(v)) as int8 / uint8, in place on the float32 v (no more (M, K) buffers).
+    NaN, from a NaN scale (the only source: NaN or Inf data give a NaN scale), becomes 0."""
+    qmin, qmax = qrange(num_bits, signed)
+    v = v.round_().clamp_(qmin, qmax).nan_to_num_(0.0)
+    return v.to(torch.int8 if signed else torch.uint8)
 
 
 def _squeeze(v: torch.Tensor, granularity: str) -> torch.Tensor:
