@@ -88,6 +88,8 @@ def _run_benches(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if (sys.argv[1:] if argv is None else argv)[:1] == ["cpu"]:  # Int8Linear vs fp32 Linear on CPU: bench/cpu.py
+        return __import__("bench.cpu", fromlist=["main"]).main((sys.argv[1:] if argv is None else argv)[1:])
     args = _parser().parse_args(argv)
     if args.command in (*BENCHES, "all"):
         return _run_benches(args)

@@ -61,6 +61,17 @@ def _is_finite(v):
 
 
 @triton.jit
+def _to_float32(v):
+    """v (float32, float16 or bfloat16) as float32, exactly. bfloat16 goes through its bits
+    (the upper half of a float32, as the hardware converts): Triton's interpreter turns
+    bfloat16 denormals into wrong float32 values (-2.76e-40 into -5.88e-39)."""
+    if v.dtype == tl.bfloat16:
+        return (v.to(tl.uint16, bitcast=True).to(tl.uint32) << 16).to(tl.float32, bitcast=True)
+    else:
+        return v.to(tl.float32)
+
+
+@triton.jit
 def _range_operands(x, mask, SYMMETRIC: tl.constexpr):
     """Reduction operands (lo, hi) of a float32 tile, NaN-free: symmetric: both are |x|
     (NaN -> +inf, masked -> 0); asymmetric: x for the min (NaN -> -inf, masked -> +inf) and
@@ -105,9 +116,11 @@ def _empty_range(BLOCK_SIZE: tl.constexpr, SYMMETRIC: tl.constexpr):
 
 
 @triton.jit
-def _quant_params(lo, hi, NUM_BITS: tl.constexpr, SYMMETRIC: tl.constexpr):
+def _quant_params(lo, hi, NUM_BITS: tl.constexpr, SYMMETRIC: tl.constexpr, INCLUDE_ZERO: tl.constexpr):
     """(scale, zero point as float32) of slices with min lo and max hi (symmetric: hi is
-    the absmax, zero point 0). Unquantizable slices get scale NaN and zero point 0."""
+    the absmax, zero point 0). INCLUDE_ZERO (asymmetric): the range is [min(lo, 0),
+    max(hi, 0)], so the zero point lies in [0, qmax]. Unquantizable slices get scale NaN
+    and zero point 0."""
     if SYMMETRIC:
         QMAX: tl.constexpr = (1 << (NUM_BITS - 1)) - 1
         scale = tl.maximum(tl.math.div_rn(hi, QMAX * 1.0), FLT_MIN)
@@ -116,6 +129,9 @@ def _quant_params(lo, hi, NUM_BITS: tl.constexpr, SYMMETRIC: tl.constexpr):
         return scale, tl.zeros_like(scale)
     else:
         QMAX: tl.constexpr = (1 << NUM_BITS) - 1
+        if INCLUDE_ZERO:  # lo and hi are NaN-free here (NaN was folded into +-inf)
+            lo = tl.minimum(lo, 0.0)
+            hi = tl.maximum(hi, 0.0)
         finite = _is_finite(lo) & _is_finite(hi)
         # Non-finite slices (and masked-off rows, whose range is empty) compute on zeros:
         # their result is replaced below, and no inf - inf ever happens.
@@ -151,13 +167,14 @@ def _quantize_rows_kernel(
     x_ptr, q_ptr, scale_ptr, zero_point_ptr,
     M, K,
     stride_xm, stride_xk,
-    NUM_BITS: tl.constexpr, SYMMETRIC: tl.constexpr,
+    NUM_BITS: tl.constexpr, SYMMETRIC: tl.constexpr, INCLUDE_ZERO: tl.constexpr,
     BLOCK_SIZE_M: tl.constexpr, BLOCK_SIZE_K: tl.constexpr, SINGLE_PASS: tl.constexpr,
 ):
     """Row-wise dynamic quantization of x (M, K), any strides: one scale (and zero point)
     per row. One program handles BLOCK_SIZE_M rows: with SINGLE_PASS (K <= BLOCK_SIZE_K)
     it reads each row once into registers, reduces it, and writes the codes from the same
     registers; otherwise it loops over K twice, first reducing, then quantizing.
+    INCLUDE_ZERO: each row's range includes 0 (see _quant_params).
     Writes q (M, K) contiguous, scale (M,) float32 and, asymmetric, zero_point (M,) int32."""
     pid = tl.program_id(0).to(tl.int64)
     rows = pid * BLOCK_SIZE_M + tl.arange(0, BLOCK_SIZE_M)
@@ -168,10 +185,10 @@ def _quantize_rows_kernel(
 
     if SINGLE_PASS:
         mask = row_mask[:, None] & (cols[None, :] < K)
-        x = tl.load(x_rows + cols[None, :].to(tl.int64) * stride_xk, mask=mask, other=0.0).to(tl.float32)
+        x = _to_float32(tl.load(x_rows + cols[None, :].to(tl.int64) * stride_xk, mask=mask, other=0.0))
         lo, hi = _range_operands(x, mask, SYMMETRIC)
         lo, hi = _reduce_range(lo, hi, 1, SYMMETRIC)
-        scale, zero_point = _quant_params(lo, hi, NUM_BITS, SYMMETRIC)
+        scale, zero_point = _quant_params(lo, hi, NUM_BITS, SYMMETRIC, INCLUDE_ZERO)
         q = _quantize_values(x, scale[:, None], zero_point[:, None], NUM_BITS, SYMMETRIC)
         tl.store(q_rows + cols[None, :], q.to(q_ptr.dtype.element_ty), mask=mask)
     else:
@@ -179,15 +196,15 @@ def _quantize_rows_kernel(
         for k in range(0, K, BLOCK_SIZE_K):
             offs_k = k + cols
             mask = row_mask[:, None] & (offs_k[None, :] < K)
-            x = tl.load(x_rows + offs_k[None, :].to(tl.int64) * stride_xk, mask=mask, other=0.0).to(tl.float32)
+            x = _to_float32(tl.load(x_rows + offs_k[None, :].to(tl.int64) * stride_xk, mask=mask, other=0.0))
             tile_lo, tile_hi = _range_operands(x, mask, SYMMETRIC)
             tile_lo, tile_hi = _reduce_range(tile_lo, tile_hi, 1, SYMMETRIC)
             lo, hi = _merge_range(lo, hi, tile_lo, tile_hi, SYMMETRIC)
-        scale, zero_point = _quant_params(lo, hi, NUM_BITS, SYMMETRIC)
+        scale, zero_point = _quant_params(lo, hi, NUM_BITS, SYMMETRIC, INCLUDE_ZERO)
         for k in range(0, K, BLOCK_SIZE_K):
             offs_k = k + cols
             mask = row_mask[:, None] & (offs_k[None, :] < K)
-            x = tl.load(x_rows + offs_k[None, :].to(tl.int64) * stride_xk, mask=mask, other=0.0).to(tl.float32)
+            x = _to_float32(tl.load(x_rows + offs_k[None, :].to(tl.int64) * stride_xk, mask=mask, other=0.0))
             q = _quantize_values(x, scale[:, None], zero_point[:, None], NUM_BITS, SYMMETRIC)
             tl.store(q_rows + offs_k[None, :], q.to(q_ptr.dtype.element_ty), mask=mask)
 
@@ -202,7 +219,7 @@ def _load_channel_tile(x_chans, outer, inner, chan_mask, OUTER, INNER, stride_xo
     """The float32 tile x[outer, chans, inner] (chans already in x_chans) and its mask."""
     mask = (outer[:, None, None] < OUTER) & chan_mask[None, :, None] & (inner[None, None, :] < INNER)
     offs = outer[:, None, None] * stride_xo + inner[None, None, :] * stride_xi
-    return tl.load(x_chans + offs, mask=mask, other=0.0).to(tl.float32), mask
+    return _to_float32(tl.load(x_chans + offs, mask=mask, other=0.0)), mask
 
 
 @triton.jit
@@ -211,7 +228,7 @@ def _quantize_channels_kernel(
     OUTER, C, INNER,
     stride_xo, stride_xc, stride_xi,
     stride_qo, stride_qc, stride_qi,
-    NUM_BITS: tl.constexpr, SYMMETRIC: tl.constexpr,
+    NUM_BITS: tl.constexpr, SYMMETRIC: tl.constexpr, INCLUDE_ZERO: tl.constexpr,
     BLOCK_SIZE_O: tl.constexpr, BLOCK_SIZE_C: tl.constexpr, BLOCK_SIZE_I: tl.constexpr,
     SINGLE_PASS: tl.constexpr,
 ):
@@ -222,7 +239,8 @@ def _quantize_channels_kernel(
     INNER == 1, INNER otherwise), then quantizing; SINGLE_PASS when one tile covers
     OUTER and INNER. Writes q (OUTER, C, INNER) at its strides (contiguous, or the
     transposed view of a contiguous (C, OUTER) q when the channels are the rows of a
-    transposed input), scale (C,), zero_point (C,)."""
+    transposed input), scale (C,), zero_point (C,). INCLUDE_ZERO: each channel's range
+    includes 0 (see _quant_params)."""
     pid = tl.program_id(0).to(tl.int64)
     chans = pid * BLOCK_SIZE_C + tl.arange(0, BLOCK_SIZE_C)
     chan_mask = chans < C
@@ -237,7 +255,7 @@ def _quantize_channels_kernel(
         lo, hi = _range_operands(x, mask, SYMMETRIC)
         lo, hi = _reduce_range(lo, hi, 2, SYMMETRIC)
         lo, hi = _reduce_range(lo, hi, 0, SYMMETRIC)
-        scale, zero_point = _quant_params(lo, hi, NUM_BITS, SYMMETRIC)
+        scale, zero_point = _quant_params(lo, hi, NUM_BITS, SYMMETRIC, INCLUDE_ZERO)
         q = _quantize_values(x, scale[None, :, None], zero_point[None, :, None], NUM_BITS, SYMMETRIC)
         q_offs = outer[:, None, None] * stride_qo + inner[None, None, :] * stride_qi
         tl.store(q_chans + q_offs, q.to(q_ptr.dtype.element_ty), mask=mask)
@@ -252,7 +270,7 @@ def _quantize_channels_kernel(
                 tile_lo, tile_hi = _reduce_range(tile_lo, tile_hi, 2, SYMMETRIC)
                 tile_lo, tile_hi = _reduce_range(tile_lo, tile_hi, 0, SYMMETRIC)
                 lo, hi = _merge_range(lo, hi, tile_lo, tile_hi, SYMMETRIC)
-        scale, zero_point = _quant_params(lo, hi, NUM_BITS, SYMMETRIC)
+        scale, zero_point = _quant_params(lo, hi, NUM_BITS, SYMMETRIC, INCLUDE_ZERO)
         for o in range(0, OUTER, BLOCK_SIZE_O):
             outer = (o + offs_o).to(tl.int64)
             for i in range(0, INNER, BLOCK_SIZE_I):
@@ -286,7 +304,7 @@ def _tensor_range_partials_kernel(
     cols = (pid % num_pid_k).to(tl.int64) * BLOCK_SIZE_K + tl.arange(0, BLOCK_SIZE_K)
     mask = (rows[:, None] < M) & (cols[None, :] < K)
     x = tl.load(x_ptr + rows[:, None] * stride_xm + cols[None, :] * stride_xk, mask=mask, other=0.0)
-    lo, hi = _range_operands(x.to(tl.float32), mask, SYMMETRIC)
+    lo, hi = _range_operands(_to_float32(x), mask, SYMMETRIC)
     lo, hi = _reduce_range(lo, hi, 1, SYMMETRIC)
     lo, hi = _reduce_range(lo, hi, 0, SYMMETRIC)
     tl.store(partial_hi_ptr + pid, hi)
@@ -313,7 +331,7 @@ def _tensor_params_kernel(
             part_lo = tl.load(partial_lo_ptr + start + offs, mask=mask, other=float("inf"))
         lo, hi = _merge_range(lo, hi, part_lo, part_hi, SYMMETRIC)
     lo, hi = _reduce_range(lo, hi, 0, SYMMETRIC)
-    scale, zero_point = _quant_params(lo, hi, NUM_BITS, SYMMETRIC)
+    scale, zero_point = _quant_params(lo, hi, NUM_BITS, SYMMETRIC, False)
     tl.store(scale_ptr, scale)
     if not SYMMETRIC:
         tl.store(zero_point_ptr, zero_point.to(tl.int32))
@@ -344,11 +362,12 @@ def _quantize_tensor_kernel(
         zero_point = 0.0
     else:
         zero_point = tl.load(zero_point_ptr).to(tl.float32)  # |zp| <= 2^24: exact
-    q = _quantize_values(x.to(tl.float32), scale, zero_point, NUM_BITS, SYMMETRIC)
+    q = _quantize_values(_to_float32(x), scale, zero_point, NUM_BITS, SYMMETRIC)
     if FAKE:
         # q - zp in float32 is the correctly rounded integer difference, as the reference's
-        # int64 difference converted to float32.
-        out = (q - zero_point) * scale
+        # int64 difference converted to float32. A code rounded from a small negative x is
+        # -0.0 (the reference's integer 0 is +0.0): the where keeps the sign off.
+        out = (tl.where(q == 0.0, 0.0, q) - zero_point) * scale
     else:
         out = q
     tl.store(out_ptr + rows[:, None] * K + cols[None, :], _cast_rne(out, out_ptr.dtype.element_ty), mask=mask)
@@ -367,7 +386,8 @@ def _dequantize_kernel(
     The scale (and zero point) of element (m, k) is index k (SCALE_PER_COLUMN) or index
     m % num_scales: num_scales = 1 per tensor, M per token, C for channels viewed as
     (OUTER * C, INNER) rows. One program per (BLOCK_SIZE_M, BLOCK_SIZE_K) tile. The
-    difference is int32 (no uint8 wrap) converted to float32, as the reference's."""
+    difference q - zero_point is int64 (an int32 one overflows for zero points near
+    -2^31) rounded once to float32, as the reference's."""
     pid = tl.program_id(0)
     num_pid_k = tl.cdiv(K, BLOCK_SIZE_K)
     rows = (pid // num_pid_k).to(tl.int64) * BLOCK_SIZE_M + tl.arange(0, BLOCK_SIZE_M)
@@ -375,15 +395,18 @@ def _dequantize_kernel(
     row_mask = rows < M
     col_mask = cols < K
     mask = row_mask[:, None] & col_mask[None, :]
-    q = tl.load(q_ptr + rows[:, None] * stride_qm + cols[None, :] * stride_qk, mask=mask, other=0).to(tl.int32)
+    q = tl.load(q_ptr + rows[:, None] * stride_qm + cols[None, :] * stride_qk, mask=mask, other=0)
     if SCALE_PER_COLUMN:
         scale = tl.load(scale_ptr + cols, mask=col_mask, other=1.0)[None, :]
         if HAS_ZERO_POINT:
-            q -= tl.load(zero_point_ptr + cols, mask=col_mask, other=0)[None, :]
+            zero_point = tl.load(zero_point_ptr + cols, mask=col_mask, other=0)[None, :]
     else:
         index = rows % num_scales
         scale = tl.load(scale_ptr + index, mask=row_mask, other=1.0)[:, None]
         if HAS_ZERO_POINT:
-            q -= tl.load(zero_point_ptr + index, mask=row_mask, other=0)[:, None]
-    out = q.to(tl.float32) * scale
+            zero_point = tl.load(zero_point_ptr + index, mask=row_mask, other=0)[:, None]
+    if HAS_ZERO_POINT:
+        out = (q.to(tl.int64) - zero_point.to(tl.int64)).to(tl.float32) * scale
+    else:
+        out = q.to(tl.float32) * scale
     tl.store(out_ptr + rows[:, None] * K + cols[None, :], _cast_rne(out, out_ptr.dtype.element_ty), mask=mask)

@@ -61,10 +61,10 @@ def _scalar_for_numpy(v, like, cast):
 # ------------------------------------------------------------------------ shared machinery
 
 
-def _quantize(x, num_bits: int, symmetric: bool, granularity: str, axis: int | None = None):
+def _quantize(x, num_bits: int, symmetric: bool, granularity: str, axis: int | None = None, include_zero: bool = False):
     """Validated x -> (q, scale, zero_point or None) in the caller's kind."""
     backend, device = resolve(x)
-    out = backend.quantize(_to_backend(x, device), num_bits, symmetric, granularity, axis)
+    out = backend.quantize(_to_backend(x, device), num_bits, symmetric, granularity, axis, include_zero)
     q, scale, zp = (_to_caller(v, x) for v in out)
     checks.quantize_result(scale, "x")  # on the caller's side: off CUDA, whichever device computed it
     return q, scale, zp
@@ -147,16 +147,19 @@ def dequantize_per_channel(q, scales, axis: int = 0):
     return _dequantize(q, scales, None, "channel", axis)
 
 
-def quantize_per_token(x, num_bits: int = 8, symmetric: bool = True):
+def quantize_per_token(x, num_bits: int = 8, symmetric: bool = True, *, include_zero: bool = False):
     """Dynamic per-token (row-wise) quantization over the last axis, the form the int8 matmul
     consumes. Returns (q, scales) or, asymmetric, (q uint8, scales, zero_points); scales and
-    zero points have shape x.shape[:-1]."""
+    zero points have shape x.shape[:-1]. include_zero (asymmetric): each row's range
+    includes 0, so zero points lie in [0, 2^b - 1] and a constant row keeps its value
+    (Int8Linear's activations)."""
     num_bits = checks.num_bits(num_bits)
     symmetric = checks.flag(symmetric, "symmetric")
+    include_zero = checks.flag(include_zero, "include_zero")
     x = checks.float_input(x, "x")
     if x.ndim == 0:
         raise ValueError("x must have at least one dimension for per-token quantization")
-    q, scales, zps = _quantize(x, num_bits, symmetric, "token")
+    q, scales, zps = _quantize(x, num_bits, symmetric, "token", include_zero=include_zero)
     return (q, scales) if symmetric else (q, scales, zps)
 
 
@@ -182,6 +185,8 @@ def fake_quantize(x, num_bits: int = 8, symmetric: bool = True):
     x = checks.float_input(x, "x")
     backend, device = resolve(x)
     out = _to_caller(backend.fake_quantize(_to_backend(x, device), num_bits, symmetric), x)
+    if not (_is_tensor(out) and out.is_cuda):  # x is finite: a NaN in out is a NaN scale, which quantize_asymmetric refuses
+        checks.quantize_result(out.float() if _is_tensor(out) else out, "x")
     if _is_tensor(out):
         return out.to(original_dtype)
     return out.astype(original_dtype if np.issubdtype(original_dtype, np.floating) else np.float32)

@@ -2,12 +2,19 @@
 
 `auto` (the default) picks by input: NumPy arrays -> numpy (the oracle), CPU tensors ->
 torch, CUDA tensors -> triton. `QTRITON_BACKEND` sets the default for a process;
-`set_backend` and the `use_backend` context manager override it in code.
+`set_backend` and the `use_backend` context manager override it in code, for the current
+thread or asyncio task only (a `contextvars.ContextVar`): another thread's setting never
+leaks into this one. A new thread starts from $QTRITON_BACKEND / auto, not from its
+parent's override (pass it on with `contextvars.copy_context().run`).
+
+Triton's interpreter (TRITON_INTERPRET=1) is not thread-safe: run interpreted kernels
+from one thread at a time. Compiled kernels on CUDA may be launched from several threads.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import importlib
 import os
 from collections.abc import Iterator
@@ -16,7 +23,7 @@ import torch
 
 BACKENDS = ("auto", "numpy", "torch", "triton")
 
-_override: str | None = None
+_override: contextvars.ContextVar[str | None] = contextvars.ContextVar("qtriton_backend", default=None)
 
 
 def _check(name: str) -> str:
@@ -27,26 +34,27 @@ def _check(name: str) -> str:
 
 def get_backend() -> str:
     """The backend setting in force: set_backend/use_backend, else $QTRITON_BACKEND, else auto."""
-    if _override is not None:
-        return _override
+    override = _override.get()
+    if override is not None:
+        return override
     return _check(os.environ.get("QTRITON_BACKEND", "auto").strip().lower() or "auto")
 
 
 def set_backend(name: str | None) -> None:
-    """Force a backend for this process; None goes back to $QTRITON_BACKEND / auto."""
-    global _override
-    _override = None if name is None else _check(name)
+    """Force a backend for the current thread (or asyncio task); None goes back to
+    $QTRITON_BACKEND / auto."""
+    _override.set(None if name is None else _check(name))
 
 
 @contextlib.contextmanager
 def use_backend(name: str) -> Iterator[None]:
-    """Run a block with a given backend, restoring the previous setting after."""
-    global _override
-    previous, _override = _override, _check(name)
+    """Run a block with a given backend in the current thread (or asyncio task), restoring
+    the previous setting after."""
+    token = _override.set(_check(name))
     try:
         yield
     finally:
-        _override = previous
+        _override.reset(token)
 
 
 def interpreter_enabled() -> bool:

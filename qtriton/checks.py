@@ -275,8 +275,8 @@ def scale_values(v, name: str) -> None:
 
 
 def zero_point_range(v, name: str, limit: int) -> None:
-    """|zero point| <= limit (where visible): INT32_MAX for dequantize, ZERO_POINT_LIMIT for
-    the matmul."""
+    """The zero point within limit (where visible): any int32 for dequantize (limit
+    INT32_MAX), |zp| <= ZERO_POINT_LIMIT for the matmul."""
     if isinstance(v, _SYMBOLIC):
         return
     if isinstance(v, numbers.Integral):
@@ -289,7 +289,8 @@ def zero_point_range(v, name: str, limit: int) -> None:
         if values.size == 0:
             return
         lo, hi = int(values.min()), int(values.max())
-    if hi > limit or lo < -limit:
+    lowest = -limit - 1 if limit == INT32_MAX else -limit  # int32: its whole range
+    if hi > limit or lo < lowest:
         bound = "fit in int32" if limit == INT32_MAX else f"be within +-{limit} (2**{limit.bit_length() - 1})"
         raise ValueError(f"{name} must {bound}, got {hi if hi > limit else lo}")
 

@@ -138,12 +138,14 @@ class Int8Linear(nn.Module):
         rows = checks.float_input(rows, "input")  # NaN / Inf, where visible
         backend, device = resolve(rows)
         if device is None:  # the NumPy oracle takes arrays: the API converts both ways
-            x_q, x_scale, x_zero_point = api._quantize(rows, 8, self.symmetric_activations, "token")
+            x_q, x_scale, x_zero_point = api._quantize(rows, 8, self.symmetric_activations, "token",
+                                                         include_zero=not self.symmetric_activations)
             x_zero_point = 0 if x_zero_point is None else x_zero_point
             out = api.quantized_matmul(x_q, x_scale, self.weight.t(), weight_scale, x_zero_point, 0,
                                        bias=bias, out_dtype=x.dtype)
         else:  # straight to the backend: nothing below checks again
-            x_q, x_scale, x_zero_point = backend.quantize(rows, 8, self.symmetric_activations, "token", None)
+            x_q, x_scale, x_zero_point = backend.quantize(rows, 8, self.symmetric_activations, "token", None,
+                                                             not self.symmetric_activations)
             checks.quantize_result(x_scale, "input")
             x_zero_point = 0 if x_zero_point is None else x_zero_point
             # The weight's kept column sums: the activations' zero points need them, and

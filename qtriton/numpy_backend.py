@@ -7,15 +7,17 @@ import numpy as np
 from qtriton import reference
 
 
-def quantize(x: np.ndarray, num_bits: int, symmetric: bool, granularity: str, axis: int | None):
-    """(q, scale, zero_point or None); scale shaped () / (C,) / x.shape[:-1] by granularity."""
+def quantize(x: np.ndarray, num_bits: int, symmetric: bool, granularity: str, axis: int | None,
+             include_zero: bool = False):
+    """(q, scale, zero_point or None); scale shaped () / (C,) / x.shape[:-1] by granularity.
+    include_zero (asymmetric): each slice's range includes 0."""
     if granularity == "token":
-        out = reference.quantize_per_token(x, num_bits, symmetric)
+        out = reference.quantize_per_token(x, num_bits, symmetric, include_zero)
         return out if not symmetric else (*out, None)
     keep_axis = axis if granularity == "channel" else None
     if symmetric:
         return (*reference.quantize_symmetric(x, num_bits, keep_axis), None)
-    return reference.quantize_asymmetric(x, num_bits, keep_axis)
+    return reference.quantize_asymmetric(x, num_bits, keep_axis, include_zero)
 
 
 def dequantize(q, scale, zero_point, granularity: str, axis: int | None, out_dtype=np.float32):

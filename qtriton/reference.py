@@ -24,7 +24,10 @@ Special cases:
   float32 cannot resolve the grid: past 2^24, float32 no longer holds every integer). The API raises ValueError on such input off CUDA;
   on CUDA, where checking would need a host sync, the NaN scale is what the user sees.
 
-Matmul is exact integer arithmetic (int64), then float64 scaling.
+Matmul is exact integer arithmetic (int64, or Python integers where int64 could
+overflow), rounded once to float64, then float64 scaling. The API bounds matmul zero
+points by ZERO_POINT_LIMIT (|zp| <= 2^24) and K by 131071 (the Triton GEMM's int32
+accumulator): the oracle is exact past those limits too.
 """
 
 from __future__ import annotations
@@ -119,11 +122,17 @@ def asymmetric_quantize(x: np.ndarray, scale: np.ndarray, zp: np.ndarray, num_bi
     return np.where(np.isnan(scale), 0, q).astype(np.uint8)
 
 
-def quantize_asymmetric(x, num_bits: int = 8, keep_axis: int | None = None):
+def quantize_asymmetric(x, num_bits: int = 8, keep_axis: int | None = None, include_zero: bool = False):
     """Asymmetric quantization per tensor or per index along keep_axis.
-    Returns (q uint8, scale float32, zero_point int32), shapes as in quantize_symmetric."""
+    Returns (q uint8, scale float32, zero_point int32), shapes as in quantize_symmetric.
+
+    include_zero: the range is [min(min, 0), max(max, 0)] (ONNX DynamicQuantizeLinear's and
+    PyTorch's observers' convention): zero points lie in [0, 2^b - 1], 0.0 is exact, and a
+    constant slice c gets scale |c| / (2^b - 1) instead of losing its value."""
     x = np.asarray(x, dtype=np.float32)
     lo, hi = _reduce(np.min, x, keep_axis), _reduce(np.max, x, keep_axis)
+    if include_zero:
+        lo, hi = np.minimum(lo, np.float32(0)), np.maximum(hi, np.float32(0))
     scale, zp = asymmetric_params(lo, hi, num_bits)
     q = asymmetric_quantize(x, scale, zp, num_bits)
     shape = (-1,) if keep_axis is not None else ()
@@ -148,15 +157,16 @@ def _expand(v: np.ndarray, ndim: int, keep_axis: int | None) -> np.ndarray:
 
 
 # ------------------------------------------------------------------- per-token, group-wise
-def quantize_per_token(x, num_bits: int = 8, symmetric: bool = True):
+def quantize_per_token(x, num_bits: int = 8, symmetric: bool = True, include_zero: bool = False):
     """One scale (and zero point) per row: per index of every axis but the last.
-    Returns (q, scales of shape x.shape[:-1]) or (q, scales, zero_points)."""
+    Returns (q, scales of shape x.shape[:-1]) or (q, scales, zero_points).
+    include_zero (asymmetric): each row's range includes 0 (see quantize_asymmetric)."""
     x = np.asarray(x, dtype=np.float32)
     rows = x.reshape(int(np.prod(x.shape[:-1])), x.shape[-1])  # not -1: a last axis may be 0
     if symmetric:
         q, scale = quantize_symmetric(rows, num_bits, keep_axis=0)
         return q.reshape(x.shape), scale.reshape(x.shape[:-1])
-    q, scale, zp = quantize_asymmetric(rows, num_bits, keep_axis=0)
+    q, scale, zp = quantize_asymmetric(rows, num_bits, keep_axis=0, include_zero=include_zero)
     return q.reshape(x.shape), scale.reshape(x.shape[:-1]), zp.reshape(x.shape[:-1])
 
 
@@ -180,16 +190,26 @@ def fake_quantize_groupwise(x, group_size: int, num_bits: int = 8, symmetric: bo
 
 # ------------------------------------------------------------------------------- matmul
 def int_matmul(a_q, b_q, a_zp=0, b_zp=0) -> np.ndarray:
-    """Exact (a_q - a_zp) @ (b_q - b_zp) in int64. a_zp: scalar or (M,); b_zp: scalar or (N,)."""
+    """Exact (a_q - a_zp) @ (b_q - b_zp). a_zp: scalar or (M,); b_zp: scalar or (N,).
+
+    int64 when K * max|a - a_zp| * max|b - b_zp| proves every sum fits it; otherwise Python
+    integers (an object array), so any zero point gives the exact result."""
     a = np.asarray(a_q).astype(np.int64) - _column(np.asarray(a_zp, dtype=np.int64))
     b = np.asarray(b_q).astype(np.int64) - np.asarray(b_zp, dtype=np.int64)
-    return a @ b
+    bound = a.shape[1] * _max_abs(a) * _max_abs(b)  # Python ints: the bound cannot overflow
+    if bound < 2**63:
+        return a @ b
+    return a.astype(object) @ b.astype(object)
+
+
+def _max_abs(v: np.ndarray) -> int:
+    return max(abs(int(v.max())), abs(int(v.min()))) if v.size else 0
 
 
 def quantized_matmul(a_q, a_scale, b_q, b_scale, a_zp=0, b_zp=0, bias=None) -> np.ndarray:
     """float64 ((a_q - a_zp) @ (b_q - b_zp)) * a_scale * b_scale + bias.
     a_scale, a_zp: scalar or per row (M,); b_scale, b_zp, bias: scalar or per column (N,)."""
-    acc = int_matmul(a_q, b_q, a_zp, b_zp).astype(np.float64)
+    acc = int_matmul(a_q, b_q, a_zp, b_zp).astype(np.float64)  # Python ints round once, to nearest
     out = acc * _column(np.asarray(a_scale, dtype=np.float64)) * np.asarray(b_scale, dtype=np.float64)
     if bias is not None:
         out = out + np.asarray(bias, dtype=np.float64)

@@ -31,11 +31,6 @@ def _reduce(fn, x: torch.Tensor, granularity: str, axis: int | None) -> torch.Te
     return fn(x, dim=dims, keepdim=True) if dims else x
 
 
-def _finite_slices(x: torch.Tensor, granularity: str, axis: int | None) -> torch.Tensor:
-    """True for each slice without NaN or Inf (an empty slice included)."""
-    return _reduce(torch.amax, (~torch.isfinite(x)).to(torch.float32), granularity, axis) == 0
-
-
 def _divide(a: torch.Tensor, divisor: int) -> torch.Tensor:
     # By a 0-d tensor, not a Python number: CUDA computes a / scalar as a * (1 / scalar),
     # which can be one ulp off the IEEE quotient the oracle and the kernels compute.
@@ -46,17 +41,21 @@ def symmetric_params(x: torch.Tensor, num_bits: int, granularity: str, axis: int
     absmax = _reduce(torch.amax, x.abs(), granularity, axis)
     scale = torch.clamp_min(_divide(absmax, qrange(num_bits, True)[1]), _FLT_MIN)
     scale = torch.where(absmax == 0, 1.0, scale)
-    return torch.where(_finite_slices(x, granularity, axis), scale, float("nan"))
+    # torch.amax propagates NaN (and Inf): a slice holding either has a non-finite absmax.
+    return torch.where(torch.isfinite(absmax), scale, float("nan"))
 
 
-def asymmetric_params(x: torch.Tensor, num_bits: int, granularity: str, axis: int | None):
+def asymmetric_params(x: torch.Tensor, num_bits: int, granularity: str, axis: int | None, include_zero: bool = False):
     lo = _reduce(torch.amin, x, granularity, axis)
     hi = _reduce(torch.amax, x, granularity, axis)
+    if include_zero:
+        lo, hi = torch.clamp_max(lo, 0.0), torch.clamp_min(hi, 0.0)
     span = hi - lo
     scale = torch.clamp_min(_divide(span, qrange(num_bits, False)[1]), _FLT_MIN)
     scale = torch.where(span == 0, 1.0, scale)
     zp = _round_half_up(-lo / scale)
-    ok = _finite_slices(x, granularity, axis) & torch.isfinite(scale) & (zp.abs() <= ZERO_POINT_LIMIT)
+    # amin / amax propagate NaN and Inf, so a slice holding either has a non-finite lo or hi.
+    ok = torch.isfinite(lo) & torch.isfinite(hi) & torch.isfinite(scale) & (zp.abs() <= ZERO_POINT_LIMIT)
     scale = torch.where(ok, scale, float("nan"))
     zp = torch.where(ok, zp, 0.0)
     return scale, zp
@@ -67,20 +66,26 @@ def _round_half_up(v: torch.Tensor) -> torch.Tensor:
     return torch.where(r - v == -0.5, r + 1, r)
 
 
-def quantize(x: torch.Tensor, num_bits: int, symmetric: bool, granularity: str, axis: int | None):
-    """(q, scale, zero_point or None); scale shaped () / (C,) / x.shape[:-1] by granularity."""
+def quantize(x: torch.Tensor, num_bits: int, symmetric: bool, granularity: str, axis: int | None,
+             include_zero: bool = False):
+    """(q, scale, zero_point or None); scale shaped () / (C,) / x.shape[:-1] by granularity.
+    include_zero (asymmetric): each slice's range includes 0."""
     x = x.to(torch.float32)
     if symmetric:
         scale = symmetric_params(x, num_bits, granularity, axis)
-        qmin, qmax = qrange(num_bits, True)
-        q = torch.clamp(torch.round(x / scale), qmin, qmax)
-        q = torch.where(torch.isnan(scale), 0.0, q).to(torch.int8)
+        q = _codes(x / scale, num_bits, True)
         return q, _squeeze(scale, granularity), None
-    scale, zp = asymmetric_params(x, num_bits, granularity, axis)
-    qmin, qmax = qrange(num_bits, False)
-    q = torch.clamp(torch.round(x / scale + zp), qmin, qmax)
-    q = torch.where(torch.isnan(scale), 0.0, q).to(torch.uint8)
+    scale, zp = asymmetric_params(x, num_bits, granularity, axis, include_zero)
+    q = _codes((x / scale).add_(zp), num_bits, False)
     return q, _squeeze(scale, granularity), _squeeze(zp, granularity).to(torch.int32)
+
+
+def _codes(v: torch.Tensor, num_bits: int, signed: bool) -> torch.Tensor:
+    """clamp(rint(v)) as int8 / uint8, in place on the float32 v (no more (M, K) buffers).
+    NaN, from a NaN scale (the only source: NaN or Inf data give a NaN scale), becomes 0."""
+    qmin, qmax = qrange(num_bits, signed)
+    v = v.round_().clamp_(qmin, qmax).nan_to_num_(0.0)
+    return v.to(torch.int8 if signed else torch.uint8)
 
 
 def _squeeze(v: torch.Tensor, granularity: str) -> torch.Tensor:
@@ -115,23 +120,110 @@ def fake_quantize(x: torch.Tensor, num_bits: int, symmetric: bool) -> torch.Tens
     return dequantize(q, scale, zp, "tensor", None, x.dtype)
 
 
-def quantized_matmul(a_q, b_q, a_scale, b_scale, a_zp, b_zp, bias, out_dtype):
-    """((a_q - a_zp) @ (b_q - b_zp)) * a_scale * b_scale + bias, exact integer part.
-
-    The int8 product goes through float64 (exact: |sum| <= 255 * 255 * K < 2^53) because
-    integer matmul is missing on CUDA; the zero-point terms are added in int64."""
+def quantized_matmul(a_q, b_q, a_scale, b_scale, a_zp, b_zp, bias, out_dtype, b_colsum=None):
+    """((a_q - a_zp) @ (b_q - b_zp)) * a_scale * b_scale + bias: the integer part exact and
+    rounded once to float64, then the oracle's float64 scaling, in its order. b_colsum
+    (the caller's int32 column sums of b_q) is the triton backend's; here unused."""
     dev = a_q.device
-    k = a_q.shape[1]
-    acc = torch.round(a_q.to(torch.float64) @ b_q.to(torch.float64)).to(torch.int64)
-    a_zp = device_tensor(a_zp, torch.int64, dev)
-    b_zp = device_tensor(b_zp, torch.int64, dev)
-    a_zp_col = a_zp.reshape(-1, 1) if a_zp.ndim == 1 else a_zp
-    row_sum = a_q.to(torch.int64).sum(dim=1, keepdim=True)
-    col_sum = b_q.to(torch.int64).sum(dim=0, keepdim=True)
-    acc = acc - b_zp * row_sum - a_zp_col * col_sum + k * a_zp_col * b_zp
+    out = _exact_product(a_q, b_q, a_zp, b_zp)
     a_scale = device_tensor(a_scale, torch.float64, dev)
-    a_scale = a_scale.reshape(-1, 1) if a_scale.ndim == 1 else a_scale
-    out = acc.to(torch.float64) * a_scale * device_tensor(b_scale, torch.float64, dev)
+    out.mul_(a_scale.reshape(-1, 1) if a_scale.ndim == 1 else a_scale)
+    out.mul_(device_tensor(b_scale, torch.float64, dev))
     if bias is not None:
-        out = out + bias.to(torch.float64)
+        out.add_(device_tensor(bias, torch.float64, dev))
     return out.to(out_dtype)
+
+
+# int8 x int8 products are at most 2^14 in magnitude, so an int32 sum of up to this many
+# is exact (the GEMM's K limit); longer K is summed in chunks.
+_INT_MM_MAX_K = (2**31 - 1) // 2**14
+# Zero points up to this size times a code sum (|sum| <= 128 * K < 2^24) stay below 2^53:
+# their correction is exact as a float64 rank-1 update.
+_RANK1_ZERO_POINT_LIMIT = 2**29
+# The split of the zero-point term that keeps every partial result exact (see _exact_product).
+_LIMB_BITS = 28
+
+
+def _exact_product(a_q, b_q, a_zp, b_zp) -> torch.Tensor:
+    """(a_q - a_zp) @ (b_q - b_zp) as float64, the exact integer rounded once (as the
+    oracle's int64 / Python integers converted to float64), for any int32 zero points and
+    K <= 131071. Expanded as P - b_zp * rowsum(a) - a_zp * (colsum(b) - K * b_zp), P = a_q @ b_q.
+
+    One zero point (Int8Linear's asymmetric activations), |zp| <= 2^29: a float64 rank-1
+    update of P, in place (each product is exact, each element rounds once), so that no
+    (M, N) temporary beyond P is made: on CPU, fresh (M, N) buffers cost more than the GEMM.
+    Otherwise int64, with a_zp * (...) (which can pass 2^63) split as (...) = d_hi * 2^28 +
+    d_lo and the result assembled as hi * 2^28 + lo, 0 <= lo < 2^28, |hi| < 2^53: both
+    exact float64 values, and their float64 sum is the one rounding. Zero points that are
+    Python zeros (symmetric operands) skip their terms."""
+    dev = a_q.device
+    a, a_zp = _as_int8(a_q, a_zp)
+    b, b_zp = _as_int8(b_q, b_zp)
+    a_zp, b_zp = _zero_point(a_zp, dev), _zero_point(b_zp, dev)
+    (m, k), n = a.shape, b.shape[1]
+    out = _int8_matmul(a, b)
+    if _is_zero(a_zp) and _is_zero(b_zp):
+        return out
+    # |sums| <= 128 * K fit int32 up to the GEMM's K limit, and int32 sums are faster.
+    sum_dtype = torch.int32 if k <= _INT_MM_MAX_K else torch.int64
+    if _is_zero(b_zp) and _rank1_exact(a_zp, k):
+        col_sum = b.sum(dim=0, dtype=sum_dtype).to(torch.float64)
+        return out.addr_(a_zp.expand(m).to(torch.float64), col_sum, alpha=-1)
+    if _is_zero(a_zp) and _rank1_exact(b_zp, k):
+        row_sum = a.sum(dim=1, dtype=sum_dtype).to(torch.float64)
+        return out.addr_(row_sum, b_zp.expand(n).to(torch.float64), alpha=-1)
+    acc = out.to(torch.int64)  # P, exact: |P| <= 2^14 * K < 2^53
+    if not _is_zero(b_zp):
+        acc -= b_zp * a.sum(dim=1, keepdim=True, dtype=sum_dtype).to(torch.int64)
+    if _is_zero(a_zp):
+        return acc.to(torch.float64)
+    a_zp = a_zp.reshape(-1, 1) if a_zp.ndim == 1 else a_zp
+    d = b.sum(dim=0, keepdim=True, dtype=sum_dtype).to(torch.int64)
+    if _is_zero(b_zp):  # |a_zp * d| <= 2^32 * 128 * K: fits int64
+        return (acc - a_zp * d).to(torch.float64)
+    d = d - k * b_zp
+    mask = (1 << _LIMB_BITS) - 1
+    lo = acc - a_zp * (d & mask)
+    hi = (lo >> _LIMB_BITS) - a_zp * (d >> _LIMB_BITS)
+    return hi.to(torch.float64) * float(1 << _LIMB_BITS) + (lo & mask).to(torch.float64)
+
+
+def _rank1_exact(zp: torch.Tensor, k: int) -> bool:
+    """True when |zp| <= 2^29 and K is within the GEMM's limit, known without a device
+    sync: on CPU (reading a CPU tensor costs nothing); CUDA tensors take the int64 path."""
+    if k > _INT_MM_MAX_K or zp.device.type != "cpu" or torch.compiler.is_compiling():
+        return False  # (compiling: a data-dependent branch would break the graph)
+    return zp.numel() == 0 or bool(zp.abs().max() <= _RANK1_ZERO_POINT_LIMIT)
+
+
+def _zero_point(zp, device):
+    """A Python 0 stays one (it marks a symmetric operand); the rest become int64 tensors."""
+    return zp if _is_zero(zp) else device_tensor(zp, torch.int64, device)
+
+
+def _is_zero(zp) -> bool:
+    return isinstance(zp, int) and zp == 0
+
+
+def _as_int8(q: torch.Tensor, zp):
+    """(codes as int8, zero point) with the same differences q - zp: uint8 codes flip
+    their top bit (q - 128 as int8) and the zero point moves down by 128."""
+    if q.dtype == torch.uint8:
+        zp = zp if isinstance(zp, int) else device_tensor(zp, torch.int64, q.device)  # no int32 wrap
+        return torch.bitwise_xor(q, 128).view(torch.int8), zp - 128
+    return q, zp
+
+
+def _int8_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Exact a @ b of int8 tensors as float64 (|sum| <= 2^14 * K < 2^53). On CPU
+    torch._int_mm (int32 accumulation, several times faster than a float32 GEMM); elsewhere
+    a float64 GEMM (integer GEMMs on CUDA want M > 16 and K, N multiples of 8)."""
+    if a.device.type != "cpu":
+        return a.to(torch.float64) @ b.to(torch.float64)
+    k = a.shape[1]
+    if k <= _INT_MM_MAX_K:
+        return torch._int_mm(a, b).to(torch.float64)
+    acc = torch._int_mm(a[:, :_INT_MM_MAX_K], b[:_INT_MM_MAX_K]).to(torch.int64)
+    for start in range(_INT_MM_MAX_K, k, _INT_MM_MAX_K):
+        acc += torch._int_mm(a[:, start:start + _INT_MM_MAX_K], b[start:start + _INT_MM_MAX_K])
+    return acc.to(torch.float64)

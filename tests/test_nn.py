@@ -37,7 +37,7 @@ def _oracle(linear: nn.Linear, x: torch.Tensor, symmetric: bool) -> np.ndarray:
         x_q, x_scale = reference.quantize_per_token(rows, 8, True)
         x_zp = 0
     else:
-        x_q, x_scale, x_zp = reference.quantize_per_token(rows, 8, False)
+        x_q, x_scale, x_zp = reference.quantize_per_token(rows, 8, False, include_zero=True)
     bias = None if linear.bias is None else linear.bias.detach().numpy()
     out = reference.quantized_matmul(x_q, x_scale, w_q.T, w_scale, x_zp, 0, bias)
     return out.reshape(*x.shape[:-1], linear.out_features)

@@ -7,10 +7,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+import qtriton
 from qtriton import numpy_backend, torch_backend, triton_backend
 from qtriton import reference as ref
 from qtriton.testing import assert_exact
@@ -77,3 +78,76 @@ def test_oracle_error_is_at_most_half_a_step(x, num_bits):
     if np.isfinite(scale) and scale > ref.FLT_MIN:
         assert q[np.unravel_index(np.argmin(x), x.shape)] == 0
         assert q[np.unravel_index(np.argmax(x), x.shape)] == 2**num_bits - 1 or np.ptp(x) == 0
+
+
+@st.composite
+def matmul_cases(draw):
+    """Integer operands of ragged shapes, int8 or uint8, with zero points from 0 to the
+    int32 limit (scalar or per row / per column), as the backend contract takes them."""
+    m, k, n = draw(st.integers(1, 9)), draw(st.integers(0, 40)), draw(st.integers(1, 9))
+    operands = []
+    for shape, count in (((m, k), m), ((k, n), n)):
+        dtype = draw(st.sampled_from([np.int8, np.uint8]))
+        info = np.iinfo(dtype)
+        q = draw(hnp.arrays(dtype, shape, elements=st.integers(int(info.min), int(info.max))))
+        zp_values = st.one_of(st.just(0), st.integers(-300, 300), st.integers(-(2**31) + 1, 2**31 - 1),
+                              st.sampled_from([2**24, -(2**24), 2**31 - 1, -(2**31) + 1]))
+        if draw(st.booleans()):
+            zp = draw(zp_values)
+        else:
+            zp = draw(hnp.arrays(np.int32, (count,), elements=zp_values))
+        operands.append((q, zp))
+    return operands
+
+
+_ZERO_A, _ZERO_B = np.zeros((1, 4), np.int8), np.zeros((4, 1), np.int8)
+
+
+@SETTINGS
+@given(case=matmul_cases(), per_row_scale=st.booleans())
+@example(case=[(_ZERO_A, 2**31 - 200), (_ZERO_B, 2**31 - 200)], per_row_scale=False)  # issue 15's case
+@example(case=[(_ZERO_A.view(np.uint8), 2**24), (_ZERO_B, -(2**24))], per_row_scale=True)
+def test_torch_matmul_reproduces_the_oracle_for_any_zero_points(case, per_row_scale):
+    # The integer product rounds once to float64 as the oracle's does (issue 15, item 1):
+    # int64 overflowed for zero points near 2^31 before.
+    (a, a_zp), (b, b_zp) = case
+    a_scale = np.linspace(0.5, 2.0, a.shape[0]).astype(np.float32) if per_row_scale else 0.75
+    b_scale = np.float32(1.5)
+    expected = numpy_backend.quantized_matmul(a, b, a_scale, b_scale, a_zp, b_zp, None, np.float64)
+
+    def as_torch(v):
+        return v if isinstance(v, (int, float)) else torch.from_numpy(np.asarray(v))
+
+    got = torch_backend.quantized_matmul(
+        *(as_torch(v) for v in (a, b, a_scale, b_scale, a_zp, b_zp)), None, torch.float64
+    )
+    assert_exact(got, expected)
+
+
+@pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=pytest.mark.interpreter)])
+@pytest.mark.parametrize("in_features", [1, 16])
+def test_asymmetric_int8_linear_keeps_a_constant_token(device, backend, in_features):
+    """Issue 15, item 5: with the lab's constant-slice rule (scale 1.0, zp = -round(c)) a
+    constant token quantized to the zero point and the layer returned the bias alone. Its
+    activations now use ranges that include 0: the codes equal the oracle's, and the
+    output is the float layer's to within the int8 weight's error."""
+    from qtriton.backend import use_backend
+    from qtriton.nn import Int8Linear
+
+    torch.manual_seed(in_features)
+    linear = torch.nn.Linear(in_features, 3).to(device)
+    layer = Int8Linear.from_float(linear, symmetric_activations=False).to(device)
+    x = torch.full((2, in_features), 0.3, device=device)
+    x[1] = -2.5
+    x_q, x_scale, x_zp = ref.quantize_per_token(x.cpu().numpy(), 8, False, include_zero=True)
+    with use_backend(backend):
+        q, scale, zp = qtriton.quantize_per_token(x, symmetric=False, include_zero=True)
+        y = layer(x)
+    assert_exact(q, x_q, "q")
+    assert_exact(scale, x_scale, "scale")
+    assert_exact(zp, x_zp, "zero_point")
+    expected = ref.quantized_matmul(x_q, x_scale, layer.weight.cpu().numpy().T, layer.weight_scale.cpu().numpy(),
+                                    x_zp, 0, linear.bias.detach().cpu().numpy())
+    np.testing.assert_allclose(y.detach().cpu().numpy(), expected, rtol=1e-6, atol=1e-6)
+    with torch.no_grad():
+        np.testing.assert_allclose(y.cpu().numpy(), linear(x).cpu().numpy(), atol=0.02 * in_features)

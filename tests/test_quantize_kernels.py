@@ -136,6 +136,38 @@ def test_per_token(device, rng, shape, dtype, symmetric):
     _check_quantize(x, "token", num_bits=8, symmetric=symmetric)
 
 
+@pytest.mark.parametrize("layout", ["rows", "two_pass", "transposed"])
+@pytest.mark.parametrize("num_bits", [4, 8])
+def test_per_token_range_including_zero(device, rng, layout, num_bits):
+    """include_zero: each row's range is [min(lo, 0), max(hi, 0)] (issue 15, item 5): a
+    constant row c keeps its value (scale |c| / qmax), zero points lie in [0, qmax], and
+    codes, scales and zero points equal the oracle's."""
+    x = _random(rng, (8, 37), scale=2.0)
+    x[0] = 0.3  # constant positive row
+    x[1] = -7.5  # constant negative row
+    x[2] = 0.0
+    x[3] = np.abs(x[3]) + 5  # all positive: zero point 0
+    x[4] = -np.abs(x[4]) - 5  # all negative: zero point qmax
+    x[5, :] = 0.0
+    x[5, 0] = 1e-30  # a denormal-size range
+    launch = {"max_single_pass_k": 16} if layout == "two_pass" else {}
+    xt = _tensor(x, device)
+    if layout == "transposed":
+        xt = _tensor(np.ascontiguousarray(x.T), device).t()
+    q, scale, zero_point = qops.quantize_per_token(xt, num_bits, False, include_zero=True, **launch)
+    q_ref, scale_ref, zp_ref = ref.quantize_per_token(x, num_bits, False, include_zero=True)
+    assert_exact(q, q_ref, "q")
+    assert_exact(scale, scale_ref, "scale")
+    assert_exact(zero_point, zp_ref, "zero_point")
+    qmax = 2**num_bits - 1
+    assert ((zp_ref >= 0) & (zp_ref <= qmax)).all()
+    assert scale_ref[0] == np.float32(0.3) / np.float32(qmax) and zp_ref[0] == 0 and (q_ref[0] == qmax).all()
+    assert zp_ref[1] == qmax and (q_ref[1] == 0).all() and zp_ref[3] == 0 and zp_ref[4] == qmax
+    deq = ref.dequantize_per_token(q_ref, scale_ref, zp_ref)
+    np.testing.assert_allclose(deq[:2], x[:2], rtol=1e-6)
+    assert (deq[x == 0] == 0).all()  # zero is exact
+
+
 @pytest.mark.parametrize("shape", [(3, 1000), (2, 2, 129), (1, 64)])
 @pytest.mark.parametrize("symmetric", [True, False], ids=["sym", "asym"])
 def test_per_token_two_pass(device, rng, shape, symmetric):
@@ -324,6 +356,41 @@ def test_special_values(device, rng, granularity, symmetric, dtype):
         _check_quantize(_tensor(rows, device, dtype), granularity, 0, 8, symmetric)
 
 
+@pytest.mark.parametrize("granularity", GRANULARITIES)
+@pytest.mark.parametrize("symmetric", [True, False], ids=["sym", "asym"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_denormal_half_inputs(device, rng, granularity, symmetric, dtype):
+    """Denormal bf16 / fp16 inputs widen exactly (issue 15, item 8: the interpreter turned
+    bf16 denormals into other values, e.g. -2.76e-40 into -5.88e-39, and zero points
+    differed from the oracle's)."""
+    tiny = np.float32(2.0**-134 if dtype == torch.bfloat16 else 2.0**-24)
+    x = _tensor(rng.integers(-200, 200, (4, 9)).astype(np.float32) * tiny, device, dtype)
+    x[1] = x[1].abs()  # rows of one sign: zero points away from the middle
+    q, scale, *zero_point = _quantize(x, granularity, 1, 8, symmetric)
+    x_np = _as_oracle_input(x)
+    assert (np.abs(x_np[x_np != 0]) < 2.0**-126).all() or dtype == torch.float16
+    if granularity == "token":
+        expected = ref.quantize_per_token(x_np, 8, symmetric)
+    else:
+        keep_axis = 1 if granularity == "channel" else None
+        quantize = ref.quantize_symmetric if symmetric else ref.quantize_asymmetric
+        expected = quantize(x_np, 8, keep_axis)
+    got = (q, scale, *zero_point)
+    assert len(got) == len(expected)
+    for name, g, want in zip(("q", "scale", "zero_point"), got, expected):
+        assert_exact(g, want, name)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_fake_quantize_gives_positive_zero(device, dtype):
+    """A small negative x rounds to code 0: +0.0 as the oracle's integer 0 gives, not -0.0."""
+    x = _tensor(np.array([-0.001, 1.0, -1.0, -0.0], np.float32), device, dtype)
+    out = qops.fake_quantize(x, 8, True)
+    expected = ref.dequantize_symmetric(*ref.quantize_symmetric(_as_oracle_input(x)))
+    assert not torch.signbit(out[[0, 3]]).any()
+    assert np.array_equal(np.signbit(out.float().cpu().numpy()), np.signbit(expected))
+
+
 def test_rounding_ties_at_unit_scale(device):
     """absmax 127 (symmetric) / range 0..255 (asymmetric) give scale exactly 1.0, so each
     k + 0.5 is a tie that must round to even."""
@@ -453,6 +520,23 @@ def test_dequantize_non_contiguous_and_extreme_values(device, rng, granularity, 
     out = qops.dequantize(q, scale, zero_point, granularity=granularity, axis=0, out_dtype=out_dtype)
     expected = torch.from_numpy(_oracle_dequantize(q, scale, zero_point, granularity, 0)).to(out_dtype)
     assert_exact(out, expected, "dequantized")
+
+
+@pytest.mark.parametrize("granularity", GRANULARITIES)
+@pytest.mark.parametrize("zero_point", [-(2**31 - 1), -(2**31), 2**31 - 1])
+def test_dequantize_zero_points_at_the_int32_limits(device, granularity, zero_point):
+    """q - zp near the int32 limits passes int32 (issue 15, item 2: an int32 difference
+    flipped the sign of 1 - (-(2^31 - 1))); the kernel's equals the oracle's int64 one."""
+    q = torch.tensor([[0, 1, 128, 255]] * 3, dtype=torch.uint8, device=device)
+    n = {"tensor": (), "channel": (3,), "token": (3,)}[granularity]
+    scale = torch.full(n, 1.0, device=device)
+    zero_points = torch.full(n, zero_point, dtype=torch.int32, device=device)
+    out = qops.dequantize(q, scale, zero_points, granularity=granularity, axis=0)
+    expected = _oracle_dequantize(q, scale, zero_points, granularity, 0)
+    assert (np.sign(expected) == -np.sign(zero_point)).all()  # the oracle's: no wrap
+    assert_exact(out, expected, "dequantized")
+    if granularity == "tensor":  # a Python int zero point too
+        assert_exact(qops.dequantize(q, 1.0, zero_point, granularity="tensor"), expected, "dequantized")
 
 
 @pytest.mark.parametrize("zero_point", [None, 3, -(2**20)])

@@ -116,3 +116,17 @@ def test_quantization_error_metrics():
     assert err["max_error"] == pytest.approx(0.1) and err["relative_error"] == pytest.approx(0.005)
     assert err["snr"] == pytest.approx(10 * np.log10(1 / 0.005))
     assert ref.quantization_error(x, x)["snr"] == float("inf")
+
+
+@pytest.mark.parametrize("zp", [2**24, 2**31 - 200, -(2**31)])
+def test_int_matmul_is_exact_with_zero_points_near_the_int32_limit(rng, zp):
+    # (0 - zp)^2 * K passes 2^63 for zp near 2^31: int64 would wrap (issue 15, item 1).
+    a = rng.integers(0, 256, (3, 4)).astype(np.uint8)
+    b = rng.integers(-128, 128, (4, 2)).astype(np.int8)
+    a_zp, b_zp = np.array([zp, 0, -zp]), np.array([zp, 1])
+    expected = [[sum((int(a[i, t]) - int(a_zp[i])) * (int(b[t, j]) - int(b_zp[j])) for t in range(4))
+                 for j in range(2)] for i in range(3)]
+    got = ref.int_matmul(a, b, a_zp, b_zp)
+    assert got.tolist() == expected
+    out = ref.quantized_matmul(np.zeros((1, 4), np.int8), 1.0, np.zeros((4, 1), np.int8), 1.0, zp, zp)
+    assert out[0, 0] == float(4 * zp * zp)  # one rounding of the exact integer

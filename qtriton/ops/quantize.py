@@ -98,17 +98,18 @@ def _rows_are_columns(x2: torch.Tensor) -> bool:
     return m > 1 and k > 1 and x2.stride(0) == 1 and x2.stride(1) != 1
 
 
-def _quantize_rows(x2, q2, scale, zero_point, num_bits, symmetric, max_single_pass_k, tile) -> None:
+def _quantize_rows(x2, q2, scale, zero_point, num_bits, symmetric, max_single_pass_k, tile, include_zero=False) -> None:
     """Row-wise quantization of the 2-D x2 (M, K) into q2 (contiguous), scale and zero
     point (M,). A transposed x2 goes to the channel kernel: its rows are the channels of
     the (K, M, 1) view, and the channel tiles are wide along M, the contiguous axis."""
     if _rows_are_columns(x2):
-        _launch_channels(x2.t().unsqueeze(2), q2.t().unsqueeze(2), scale, zero_point, num_bits, symmetric, tile)
+        _launch_channels(x2.t().unsqueeze(2), q2.t().unsqueeze(2), scale, zero_point, num_bits, symmetric, tile,
+                         include_zero)
     else:
-        _launch_rows(x2, q2, scale, zero_point, num_bits, symmetric, max_single_pass_k)
+        _launch_rows(x2, q2, scale, zero_point, num_bits, symmetric, max_single_pass_k, include_zero)
 
 
-def _launch_rows(x2, q2, scale, zero_point, num_bits, symmetric, max_single_pass_k) -> None:
+def _launch_rows(x2, q2, scale, zero_point, num_bits, symmetric, max_single_pass_k, include_zero) -> None:
     m, k = x2.shape
     single_pass = k <= max_single_pass_k
     if single_pass:
@@ -121,16 +122,18 @@ def _launch_rows(x2, q2, scale, zero_point, num_bits, symmetric, max_single_pass
             x2, q2, scale, scale if zero_point is None else zero_point,
             m, k,
             x2.stride(0), x2.stride(1),
-            NUM_BITS=num_bits, SYMMETRIC=symmetric,
+            NUM_BITS=num_bits, SYMMETRIC=symmetric, INCLUDE_ZERO=include_zero,
             BLOCK_SIZE_M=block_m, BLOCK_SIZE_K=block_k, SINGLE_PASS=single_pass,
             num_warps=_num_warps(block_m * block_k),
         )
 
 
-def _quantize_per_token(x: torch.Tensor, num_bits: int = 8, symmetric: bool = True, *,
+def _quantize_per_token(x: torch.Tensor, num_bits: int = 8, symmetric: bool = True, *, include_zero: bool = False,
                         max_single_pass_k: int = MAX_SINGLE_PASS_K, tile: int = TILE_ELEMENTS):
     """One scale (and zero point) per row: per index of every axis but the last.
     Returns (q, scales of shape x.shape[:-1] float32[, zero points int32, same shape]).
+    include_zero (asymmetric): each row's range includes 0, zero points in [0, 2^b - 1]
+    (reference.quantize_per_token's include_zero).
     Rows of up to max_single_pass_k elements are read once, longer ones twice. Rows
     stored with stride 1 across rows (x.t() of a contiguous x) go to the channel kernel,
     in tiles of `tile` elements (rows longer than a tile holds are read twice)."""
@@ -143,7 +146,7 @@ def _quantize_per_token(x: torch.Tensor, num_bits: int = 8, symmetric: bool = Tr
     _quantize_rows(
         x.reshape(-1, k), q.view(-1, k), scale.view(-1),
         None if symmetric else zero_point.view(-1),
-        num_bits, symmetric, max_single_pass_k, tile,
+        num_bits, symmetric, max_single_pass_k, tile, include_zero and not symmetric,
     )
     return _result(q, scale, zero_point, symmetric)
 
@@ -190,7 +193,7 @@ def _channel_blocks(outer: int, channels: int, inner: int, element_size: int, ti
     return block_o, block_c, block_i
 
 
-def _launch_channels(x3, q3, scale, zero_point, num_bits, symmetric, tile) -> None:
+def _launch_channels(x3, q3, scale, zero_point, num_bits, symmetric, tile, include_zero=False) -> None:
     """Per-channel quantization of the 3-D (outer, C, inner) x3 into the (outer, C, inner)
     view q3 of a contiguous q (any strides), scale and zero point (C,)."""
     outer, channels, inner = x3.shape
@@ -201,7 +204,7 @@ def _launch_channels(x3, q3, scale, zero_point, num_bits, symmetric, tile) -> No
             outer, channels, inner,
             x3.stride(0), x3.stride(1), x3.stride(2),
             q3.stride(0), q3.stride(1), q3.stride(2),
-            NUM_BITS=num_bits, SYMMETRIC=symmetric,
+            NUM_BITS=num_bits, SYMMETRIC=symmetric, INCLUDE_ZERO=include_zero,
             BLOCK_SIZE_O=block_o, BLOCK_SIZE_C=block_c, BLOCK_SIZE_I=block_i,
             SINGLE_PASS=outer <= block_o and inner <= block_i,
             num_warps=_num_warps(block_o * block_c * block_i),
@@ -335,12 +338,16 @@ def _check_input(x, num_bits: int, symmetric, min_ndim: int = 0) -> tuple[int, b
     return checks.num_bits(num_bits), checks.flag(symmetric, "symmetric")
 
 
-def quantize_per_token(x: torch.Tensor, num_bits: int = 8, symmetric: bool = True, **launch):
+def quantize_per_token(x: torch.Tensor, num_bits: int = 8, symmetric: bool = True, *,
+                       include_zero: bool = False, **launch):
     """One scale (and zero point) per row: per index of every axis but the last.
     Returns (q, scales of shape x.shape[:-1] float32[, zero points int32, same shape]).
-    launch: max_single_pass_k, tile (test hooks, see _quantize_per_token)."""
+    include_zero (asymmetric): each row's range includes 0. launch: max_single_pass_k,
+    tile (test hooks, see _quantize_per_token)."""
     num_bits, symmetric = _check_input(x, num_bits, symmetric, min_ndim=1)
-    return _quantize_per_token(x, num_bits, symmetric, **launch)
+    if not isinstance(include_zero, bool):
+        raise TypeError(f"include_zero must be a bool, got {type(include_zero).__name__}")
+    return _quantize_per_token(x, num_bits, symmetric, include_zero=include_zero, **launch)
 
 
 def quantize_per_channel(x: torch.Tensor, axis: int, num_bits: int = 8, symmetric: bool = True, **launch):
