@@ -26,7 +26,10 @@ def get_backend() -> str:
     """The backend setting in force: set_backend/use_backend, else $QTRITON_BACKEND, else auto."""
     if _override is not None:
         return _override
-    return _check(os.environ.get("QTRITON_BACKEND", "auto").strip().lower() or "auto")
+    setting = os.environ.get("QTRITON_BACKEND", "auto").strip().lower() or "auto"
+    if setting not in BACKENDS:
+        raise ValueError(f"environment variable QTRITON_BACKEND must be one of {BACKENDS}, got {setting!r}")
+    return setting
 
 
 def set_backend(name: str | None) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import pickle
 import sys
 import zipfile
 from collections.abc import Iterator
@@ -163,6 +164,13 @@ def _load_torch(path: Path) -> dict:
 
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "weights only" not in str(err).lower():
+            raise _unreadable(path, "PyTorch", err) from err
+        raise ValueError(
+            f"checkpoint {str(path)!r} holds pickled Python objects (a whole module saved with "
+            "torch.save(model)?), which qtriton report does not unpickle: save model.state_dict() instead"
+        ) from None
     except Exception as err:  # torch.load raises many types (OSError, KeyError, RuntimeError, UnpicklingError)
         raise _unreadable(path, "PyTorch", err) from err
     if isinstance(obj, dict) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -400,7 +408,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         rep = report_checkpoint(args.path, args.bits, args.group_size, progress=not args.no_progress)
     except (FileNotFoundError, ValueError) as err:
-        print(f"qtriton report: error: {err}", file=sys.stderr)
+        from qtriton.cli import one_line
+
+        print(f"qtriton report: error: {one_line(str(err))}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(rep.to_dict(), indent=2))
