@@ -187,9 +187,12 @@ def _layer_bytes(linear: nn.Linear) -> tuple[int, int]:
 
 
 def _storage_key(tensor: torch.Tensor) -> tuple:
-    """Equal for tensors that share memory (tied weights), whatever their Python identity."""
-    pointer = tensor.untyped_storage().data_ptr() if tensor.device.type != "meta" else 0
-    return (tensor.device, pointer) if pointer else ("id", id(tensor))
+    """Equal for tensors that are the same memory (tied weights), whatever their Python
+    identity; views of one flat buffer at different offsets or shapes stay apart."""
+    pointer = tensor.data_ptr() if tensor.device.type != "meta" else 0
+    if not pointer:  # meta or empty tensors have no address to compare
+        return ("id", id(tensor))
+    return (tensor.device, pointer, tuple(tensor.shape), tuple(tensor.stride()))
 
 
 def _tied_tensors(model: nn.Module, replaced: set[int]) -> dict[tuple, str]:

@@ -320,6 +320,13 @@ def test_quantize_model_untied_head_is_not_tied():
     summary = quantize_model(model, keep_output_head=False)
     assert summary.tied == [] and "tied" not in str(summary)
 
+    # Weights that are views of one flat buffer (as some loaders make them) are not tied.
+    flat = torch.randn(2 * 32 * 32)
+    model = nn.Sequential(nn.Linear(32, 32), nn.Linear(32, 32))
+    model[0].weight = nn.Parameter(flat[: 32 * 32].view(32, 32))
+    model[1].weight = nn.Parameter(flat[32 * 32 :].view(32, 32))
+    assert quantize_model(model).tied == []
+
 
 def test_quantize_model_twice_says_already_quantized():
     model = nn.Sequential(nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 32))
