@@ -28,7 +28,7 @@ def get_backend() -> str:
         return _override
     setting = os.environ.get("QTRITON_BACKEND", "auto").strip().lower() or "auto"
     if setting not in BACKENDS:
-        raise ValueError(f"environment variable QTRITON_BACKEND must be one of {BACKENDS}, got {setting!r}")
+        raise ValueError(f"environment variable QTRITON_BACKEND={setting!r}: backend must be one of {BACKENDS}")
     return setting
 
 

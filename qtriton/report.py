@@ -469,6 +469,8 @@ def report_quantized(
     header = read_header(path)
     _check_layer_tensors(Path(path), header)  # dtypes, shapes and scales as Int8Linear holds them
     stored = _load_safetensors(Path(path))
+    if original is not None and is_quantized_checkpoint(original):
+        raise ValueError(f"original {str(original)!r} is itself a qtriton checkpoint: pass the float one")
     reference_state = load_checkpoint(original) if original is not None else None
     aliases = {names[0]: names for names in header["shared"]}
     in_a_group = {name for names in header["shared"] for name in names}

@@ -328,5 +328,7 @@ def test_quantized_checkpoint_with_the_wrong_original(lm_files, tmp_path):
     save_file({"up.weight": torch.ones(8, 8)}, str(tmp_path / "other.safetensors"))
     with pytest.raises(ValueError, match=r"has no \(64, 32\) weight for layer 'up'"):
         report_checkpoint(int8_path, original=tmp_path / "other.safetensors")
+    with pytest.raises(ValueError, match="is itself a qtriton checkpoint"):
+        report_checkpoint(int8_path, original=int8_path)
     with pytest.raises(ValueError, match="original is for qtriton checkpoints"):
         report_checkpoint(tmp_path / "other.safetensors", original=tmp_path / "other.safetensors")
