@@ -441,6 +441,19 @@ def _key(layer: str, tensor: str) -> str:
     return f"{layer}.{tensor}" if layer else tensor
 
 
+def _original_key(names: list[str], state: dict) -> str | None:
+    """The key of a layer's float weight in the original state dict: its own name, or failing
+    that the longest dotted suffix of it (a wrapped model, e.g. SentenceTransformer's
+    `0.auto_model.encoder...`, saved from the plain checkpoint's `encoder...`)."""
+    for name in names:
+        parts = name.split(".") if name else []
+        for start in range(len(parts) + 1):
+            key = _key(".".join(parts[start:]), "weight")
+            if key in state:
+                return key
+    return None
+
+
 def is_quantized_checkpoint(path: str | Path) -> bool:
     """True for a safetensors file carrying save_quantized's header (not checked further)."""
     from safetensors import SafetensorError, safe_open
@@ -490,7 +503,7 @@ def report_quantized(
         size = sum(stored[k].numel() * stored[k].element_size() for k in keys)
         float_weights = None
         if reference_state is not None:
-            key = next((_key(n, "weight") for n in names if _key(n, "weight") in reference_state), None)
+            key = _original_key(names, reference_state)
             if key is None or tuple(reference_state[key].shape) != tuple(codes.shape):
                 raise ValueError(
                     f"original {str(original)!r} has no {tuple(codes.shape)} weight for layer {name!r} of {str(path)!r}"

@@ -332,3 +332,24 @@ def test_quantized_checkpoint_with_the_wrong_original(lm_files, tmp_path):
         report_checkpoint(int8_path, original=int8_path)
     with pytest.raises(ValueError, match="original is for qtriton checkpoints"):
         report_checkpoint(tmp_path / "other.safetensors", original=tmp_path / "other.safetensors")
+
+
+def test_original_of_a_wrapped_model_matches_by_name_suffix(lm_files, tmp_path):
+    # A wrapper (SentenceTransformer's "0.auto_model.") saved from the plain checkpoint.
+    from safetensors.torch import load_file
+
+    from qtriton.nn import quantize_model
+    from qtriton.serialization import save_quantized
+
+    float_path, _, _ = lm_files
+    inner = _LM()
+    inner.load_state_dict(load_file(str(float_path)))
+    wrapped = torch.nn.Sequential(torch.nn.ModuleDict({"auto_model": inner}))
+    quantize_model(wrapped)
+    save_quantized(wrapped, tmp_path / "wrapped.safetensors")
+    rep = report_checkpoint(tmp_path / "wrapped.safetensors", original=float_path)
+    assert [layer.name for layer in rep.layers] == ["0.auto_model.up", "0.auto_model.down"]
+    plain = report_checkpoint(lm_files[1], original=float_path)
+    # Same weights, same codes: the same SNR as the unwrapped model's, measured, not estimated.
+    assert [layer.snr_db for layer in rep.layers] == [layer.snr_db for layer in plain.layers]
+    assert not any(layer.estimated for layer in rep.layers)
