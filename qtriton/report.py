@@ -597,8 +597,8 @@ def _format_float(rep: CheckpointReport) -> str:
         lines.append(f"{_clip(t.name, name_width):<{name_width}} {shape:>11} {error}  {plan:<5} {sizes:>23}")
     lines += _kept_float_lines(rep)
     lines.append(_total_line(rep))
-    lines += _footnotes(rep)
-    return "\n".join(lines)
+    lines += _footnotes(rep, shown=("sym/channel",))
+    return "\n".join(line if len(line) <= WIDTH else line[: WIDTH - 3] + "..." for line in lines)
 
 
 def _kept_float_lines(rep: CheckpointReport) -> list[str]:
@@ -621,7 +621,8 @@ def _total_line(rep: CheckpointReport) -> str:
     )
 
 
-def _footnotes(rep: CheckpointReport) -> list[str]:
+def _footnotes(rep: CheckpointReport, shown: tuple[str, ...] | None = None) -> list[str]:
+    """Notes under a float table; n/a reasons only for the methods shown (None: all)."""
     lines = []
     if rep.skipped:
         lines.append(f"{len(rep.skipped)} entries are not 2-D float tensors (biases, norms...): in the total as stored")
@@ -629,7 +630,7 @@ def _footnotes(rep: CheckpointReport) -> list[str]:
     unquantizable = {}
     for t in rep.tensors:
         for m, e in t.methods.items():
-            if e.unquantizable is not None:
+            if e.unquantizable is not None and (shown is None or m in shown):
                 unquantizable.setdefault((t.name, e.unquantizable), []).append(m)
     if unquantizable:
         lines.append("n/a = the method cannot quantize the matrix:")

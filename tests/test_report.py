@@ -178,6 +178,10 @@ def test_unquantizable_method_is_na_and_never_best(tmp_path, rng, capsys):
     assert far.best.startswith("sym/")
     assert all(e.unquantizable is None for e in rep.tensors[0].methods.values())
 
+    assert _run([str(path), "--no-progress"]) == 0
+    narrow = capsys.readouterr().out  # shows only sym/channel: no notes on the asymmetric methods
+    assert "asym" not in narrow and max(len(line) for line in narrow.splitlines()) <= 100
+
     assert _run([str(path), "--no-progress", "--wide"]) == 0
     table = capsys.readouterr().out
     row = next(line for line in table.splitlines() if line.startswith("offset.weight"))
