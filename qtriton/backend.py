@@ -37,7 +37,10 @@ def get_backend() -> str:
     override = _override.get()
     if override is not None:
         return override
-    return _check(os.environ.get("QTRITON_BACKEND", "auto").strip().lower() or "auto")
+    setting = os.environ.get("QTRITON_BACKEND", "auto").strip().lower() or "auto"
+    if setting not in BACKENDS:
+        raise ValueError(f"environment variable QTRITON_BACKEND={setting!r}: backend must be one of {BACKENDS}")
+    return setting
 
 
 def set_backend(name: str | None) -> None:

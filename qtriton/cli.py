@@ -1,33 +1,55 @@
-"""The `qtriton` command: `qtriton demo` and `qtriton report CHECKPOINT`."""
+"""The `qtriton` command: `qtriton demo` and `qtriton report CHECKPOINT`.
+
+Every error a user can cause (a bad option, a bad checkpoint, a backend the machine cannot
+run, a bad QTRITON_BACKEND) ends the same way: one line `qtriton ...: error: ...` on
+stderr and exit status 2, no traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+
+EXIT_USAGE = 2
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def one_line(message: str) -> str:
+    """message without terminal escapes and newlines, as one line of at most ~300 characters."""
+    text = " ".join(_ANSI.sub("", message).split())
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad option in one line (not usage + error) and exits 2."""
+
+    def error(self, message: str):  # argparse's hook; never returns
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="qtriton", description="INT8 quantization kernels in Triton")
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="qtriton", description="INT8 quantization kernels in Triton")
+    commands = parser.add_subparsers(dest="command", required=True)  # subparsers are _Parser too
 
-    from qtriton import demo
+    from qtriton import demo, report
 
     demo.add_arguments(commands.add_parser("demo", help="the lab walkthrough: errors per method, matmul, memory"))
-    try:
-        from qtriton import report
-    except ImportError as exc:  # pragma: no cover - the report needs only core dependencies
-        report = None
-        report_error = exc
-    report_parser = commands.add_parser("report", help="per-tensor quantization error table for a checkpoint")
-    if report is not None:
-        report.add_arguments(report_parser)
-
+    report.add_arguments(
+        commands.add_parser("report", help="per-layer int8 error and size for a float or qtriton checkpoint")
+    )
     args = parser.parse_args(argv)
-    if args.command == "demo":
-        return demo.run(args)
-    if report is None:
-        parser.error(f"report is unavailable: {report_error}")
-    return report.run(args)
+    command = demo.run if args.command == "demo" else report.run
+    try:
+        return command(args)
+    except BrokenPipeError:
+        raise  # an OSError, but entry_point's to handle: `qtriton report ... | head`
+    except (ValueError, OSError) as err:
+        # What qtriton raises for bad input (ValueError, FileNotFoundError) and what a
+        # checkpoint file can raise: the user's problem, so a message, not a traceback.
+        print(f"qtriton {args.command}: error: {one_line(str(err))}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 def entry_point() -> int:

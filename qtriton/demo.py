@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 
 import numpy as np
 import torch
@@ -11,10 +12,26 @@ import qtriton
 from qtriton.backend import get_backend, interpreter_enabled
 
 
+def _int_in(low: int, high: int | None = None):
+    """An argparse type: an int in low..high (high None: no upper bound)."""
+    wanted = f"an integer in {low}..{high}" if high is not None else f"an integer >= {low}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {value}")
+        return value
+
+    return parse
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--size", type=int, default=256, help="weight matrix is SIZE x SIZE (default 256)")
-    parser.add_argument("--tokens", type=int, default=32, help="rows of activations (default 32)")
-    parser.add_argument("--bits", type=int, default=8, help="bit width, 2..8 (default 8)")
+    parser.add_argument("--size", type=_int_in(1, 8192), default=256, help="weight matrix is SIZE x SIZE (default 256)")
+    parser.add_argument("--tokens", type=_int_in(1, 65536), default=32, help="rows of activations (default 32)")
+    parser.add_argument("--bits", type=_int_in(2, 8), default=8, help="bit width, 2..8 (default 8)")
     parser.add_argument(
         "--device",
         choices=("numpy", "cpu", "cuda"),
@@ -23,6 +40,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--backend", choices=qtriton.backend.BACKENDS, default=None, help="force a backend")
     parser.add_argument("--seed", type=int, default=0)
+
+
+def _cannot_run(device: str, setting: str) -> str | None:
+    """Why the demo cannot run on this machine with these options, or None."""
+    has_gpu = torch.cuda.is_available()
+    if device == "cuda" and not has_gpu:
+        return "--device cuda, but no CUDA GPU is visible (try --device cpu or --device numpy)"
+    if setting == "triton" and not has_gpu and not interpreter_enabled():
+        return (
+            "the triton backend needs a CUDA GPU, or Triton's CPU interpreter "
+            "(set TRITON_INTERPRET=1 in the environment); neither is available"
+        )
+    if device == "cuda" and setting in ("auto", "triton") and interpreter_enabled():
+        return "TRITON_INTERPRET=1 runs the Triton kernels on CPU: use --device cpu or --device numpy with it"
+    return None
 
 
 def _where_it_runs(device: str) -> str:
@@ -43,11 +75,17 @@ def _row(name: str, err: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.backend:
-        qtriton.set_backend(args.backend)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        print("error: --device cuda but no CUDA GPU is visible")
-        return 2
+    """The walkthrough; ValueError (the command prints it as one line) if it cannot run here."""
+    setting = args.backend or get_backend()  # get_backend names QTRITON_BACKEND if it is bad
+    problem = _cannot_run(args.device, setting)
+    if problem is not None:
+        raise ValueError(problem)
+    # A context, not set_backend: `main(["demo", "--backend", ...])` leaves the caller's setting alone.
+    with qtriton.use_backend(args.backend) if args.backend else contextlib.nullcontext():
+        return _walkthrough(args)
+
+
+def _walkthrough(args: argparse.Namespace) -> int:
     rng = np.random.default_rng(args.seed)
     n, bits = args.size, args.bits
     # Rows of very different magnitude: what makes per-channel scales worth their bytes.

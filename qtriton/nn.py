@@ -167,12 +167,17 @@ class Int8Linear(nn.Module):
 @dataclass
 class QuantizationSummary:
     """What `quantize_model` did: layers replaced, layers kept in float (with why), and the
-    bytes of the replaced layers' weights + biases before and after (scales included)."""
+    bytes of the replaced layers' weights + biases before and after (scales included).
+
+    bytes_after counts what the model really holds afterwards: a replaced layer whose float
+    weight or bias is tied to a tensor that stays (an `lm_head` tied to the embedding) keeps
+    that float tensor alive beside its int8 copy; `tied` lists those (layer tensor, holder)."""
 
     replaced: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     bytes_before: int = 0
     bytes_after: int = 0
+    tied: list[tuple[str, str]] = field(default_factory=list)
 
     def __str__(self) -> str:
         total = len(self.replaced) + len(self.skipped)
@@ -182,6 +187,10 @@ class QuantizationSummary:
             f"{_mib(self.bytes_before)} -> {_mib(self.bytes_after)}{ratio}"
         )
         lines = [head]
+        lines += [
+            f"  tied: {tensor} is also {holder}, which stays float: the int8 layer is stored beside it"
+            for tensor, holder in self.tied
+        ]
         lines += [f"  kept float: {name}: {reason}" for name, reason in self.skipped]
         return "\n".join(lines)
 
@@ -198,6 +207,28 @@ def _layer_bytes(linear: nn.Linear) -> tuple[int, int]:
     before += 0 if bias is None else bias.numel() * bias.element_size()
     after = out_features * in_features + out_features * 4 + (0 if bias is None else out_features * 4)
     return before, after
+
+
+def _storage_key(tensor: torch.Tensor) -> tuple:
+    """Equal for tensors that are the same memory (tied weights), whatever their Python
+    identity; views of one flat buffer at different offsets or shapes stay apart."""
+    pointer = tensor.data_ptr() if tensor.device.type != "meta" else 0
+    if not pointer:  # meta or empty tensors have no address to compare
+        return ("id", id(tensor))
+    return (tensor.device, pointer, tuple(tensor.shape), tuple(tensor.stride()))
+
+
+def _tied_tensors(model: nn.Module, replaced: set[int]) -> dict[tuple, str]:
+    """Storage key -> name of each parameter or buffer outside the replaced layers: a
+    replaced layer's tensor found here stays in the model after the swap."""
+    kept = {}
+    for module_name, module in model.named_modules(remove_duplicate=False):
+        if id(module) in replaced:
+            continue
+        for tensor_name, tensor in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]:
+            if tensor is not None:
+                kept.setdefault(_storage_key(tensor), f"{module_name}.{tensor_name}".lstrip("."))
+    return kept
 
 
 def _patterns(value, name: str) -> tuple[str, ...]:
@@ -275,6 +306,8 @@ def quantize_model(
 
     All layers are converted before any is swapped in, so an error (ValueError naming the
     layer for NaN/Inf weights or a device the backend cannot run) leaves model unchanged.
+    A model with Int8Linear layers and no nn.Linear left is a ValueError saying it is
+    already quantized; keep_output_head and symmetric_activations must be bools (TypeError).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -284,11 +317,20 @@ def quantize_model(
         raise ValueError(f"min_features must be a positive int, got {min_features!r}")
     if predicate is not None and not callable(predicate):
         raise TypeError(f"predicate must be callable, got {type(predicate).__name__}")
+    for flag, value in (("keep_output_head", keep_output_head), ("symmetric_activations", symmetric_activations)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{flag} must be True or False, got {value!r}")
     include_patterns = _patterns(include, "include")
     exclude_patterns = _patterns(exclude, "exclude")
 
     layers = _linear_slots(model)
     if not layers:
+        already = sum(isinstance(m, Int8Linear) for m in model.modules())
+        if already:
+            raise ValueError(
+                f"model ({type(model).__name__}) is already quantized: {already} Int8Linear layers "
+                "and no torch.nn.Linear layers left"
+            )
         raise ValueError(f"model ({type(model).__name__}) has no torch.nn.Linear layers to quantize")
     all_names = [slot[0] for _, slots in layers.values() for slot in slots]
     for pattern in include_patterns:
@@ -306,13 +348,21 @@ def quantize_model(
             summary.skipped.append((name, reason))
             continue
         quantized = Int8Linear.from_float(linear, symmetric_activations=symmetric_activations, name=name)
-        replacements.append((quantized, slots))
+        replacements.append((linear, quantized, slots))
         before, after = _layer_bytes(linear)
         summary.replaced.append(name)
         summary.bytes_before += before
         summary.bytes_after += after
 
-    for quantized, slots in replacements:
+    kept = _tied_tensors(model, {id(linear) for linear, _, _ in replacements})
+    for linear, _, slots in replacements:
+        for part in ("weight", "bias"):
+            tensor = getattr(linear, part)
+            if tensor is not None and (holder := kept.get(_storage_key(tensor))) is not None:
+                summary.tied.append((f"{slots[0][0]}.{part}", holder))
+                summary.bytes_after += tensor.numel() * tensor.element_size()
+
+    for _, quantized, slots in replacements:
         for _, parent, attr in slots:
             setattr(parent, attr, quantized)
     return summary

@@ -1,21 +1,29 @@
 """`qtriton report CHECKPOINT`: how well each weight matrix of a checkpoint survives int8.
 
-For every 2-D floating-point tensor in a state dict (.safetensors, .pt/.pth/.bin/.ckpt,
-.npz) the report quantizes and dequantizes it with each method below, using the NumPy
-oracle (`qtriton.reference`), and measures SNR (dB, higher is better) and max |error|:
+A qtriton checkpoint (written by `save_quantized`): per `Int8Linear` layer, its scheme
+(weights int8 per channel, symmetric; activations int8 per token, symmetric or asymmetric),
+the SNR and max |error| of the stored weights (codes * scales) against the float checkpoint
+given with `--original`, or without it estimated from the rounding step (error uniform over
++-scale/2: SNR ~ signal / (scale^2 / 12), max |error| <= max(scale) / 2), and its bytes; then
+the tensors stored in float and the file's total.
+
+A float state dict (.safetensors, .pt/.pth/.bin/.ckpt, .npz): every 2-D floating-point tensor
+is quantized and dequantized with the NumPy oracle (`qtriton.reference`) and measured (SNR dB,
+higher is better, and max |error|) with each method below; the default table shows the one
+`Int8Linear` stores (sym/channel), `--wide` all of them side by side, for comparison:
 
     sym/tensor   asym/tensor    one scale (and zero point) for the whole matrix
     sym/channel  asym/channel   one per row: a row of an (out, in) weight is one output channel
     sym/g128     asym/g128      one per 128 consecutive values of a row (only if 128 divides it)
 
-A method that cannot quantize a matrix is "n/a", with the reason, and never the best: the
-asymmetric ones on data far from zero relative to its range (1e6 + N(0, 0.1): the zero point
-would pass 2^24, where float32 stops holding every integer, so the oracle gives a NaN scale
-and the API raises ValueError).
+"plan" says what `quantize_model`'s defaults would do with each matrix (judged by name, see
+`kept_float_reason`), and the totals are what `quantize_model` + `save_quantized` store:
+int8 codes + fp32 scales + fp32 biases for replaced layers, every other tensor as it is.
 
-The best method (highest SNR) is marked; group-wise wins on accuracy but stores a scale per
-128 values, so the byte totals assume what `Int8Linear` stores: per-channel codes + fp32
-scales.
+A method that cannot quantize a matrix is "n/a", with the reason: the asymmetric ones on data
+far from zero relative to its range (1e6 + N(0, 0.1): the zero point would pass 2^24, where
+float32 stops holding every integer, so the oracle gives a NaN scale and the API raises
+ValueError). The default tables fit in 100 columns; `--json` has everything.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import pickle
 import sys
 import zipfile
 from collections.abc import Iterator
@@ -57,9 +66,15 @@ class TensorReport:
     shape: tuple[int, ...]
     dtype: str
     methods: dict[str, MethodError] = field(default_factory=dict)
+    #: Highest SNR among the measured methods: a comparison, not advice (Int8Linear stores sym/channel).
     best: str | None = None
     #: Why the tensor could not be measured (e.g. NaN/Inf in it); None when measured.
     problem: str | None = None
+    #: None: quantize_model would make it an Int8Linear (if it is an nn.Linear); else why it stays float.
+    kept_float: str | None = None
+    bytes_before: int = 0
+    #: Bytes after quantize_model + save_quantized: int8 codes + fp32 scales (+ fp32 bias), or as before.
+    bytes_after: int = 0
 
 
 @dataclass
@@ -70,6 +85,7 @@ class CheckpointReport:
     tensors: list[TensorReport]
     #: Entries that are not 2-D floating-point tensors (biases, norms, int buffers...): name -> why.
     skipped: dict[str, str]
+    #: Every tensor of the checkpoint, and what quantize_model + save_quantized would store.
     bytes_before: int
     bytes_after: int
 
@@ -91,6 +107,7 @@ class CheckpointReport:
             }
 
         return {
+            "kind": "float",
             "path": self.path,
             "bits": self.bits,
             "group_size": self.group_size,
@@ -101,6 +118,10 @@ class CheckpointReport:
                     "name": t.name,
                     "shape": list(t.shape),
                     "dtype": t.dtype,
+                    "int8": t.kept_float is None,
+                    "kept_float": t.kept_float,
+                    "bytes_before": t.bytes_before,
+                    "bytes_after": t.bytes_after,
                     "best": t.best,
                     "problem": t.problem,
                     "methods": {m: method(e) for m, e in t.methods.items()},
@@ -108,6 +129,65 @@ class CheckpointReport:
                 for t in self.tensors
             ],
             "skipped": self.skipped,
+        }
+
+
+@dataclass
+class LayerReport:
+    """One Int8Linear of a qtriton checkpoint (a shared layer once, under its first name)."""
+
+    name: str
+    shape: tuple[int, int]
+    #: e.g. "w int8/channel sym, x int8/token asym": what the layer stores and computes.
+    scheme: str
+    #: SNR (dB) of codes * scales against the original weights, or estimated (see `estimated`).
+    snr_db: float
+    #: max |error| against the original; without it, the bound max(scale) / 2.
+    max_error: float
+    #: True without the original weights: noise taken as uniform over +-scale/2 per value.
+    estimated: bool
+    bytes: int
+
+
+@dataclass
+class QuantizedCheckpointReport:
+    """`qtriton report` on a file written by `save_quantized`."""
+
+    path: str
+    original: str | None
+    layers: list[LayerReport]
+    #: The other tensors (embeddings, norms, layers kept float): name -> (shape, dtype, bytes).
+    float_tensors: dict[str, tuple[tuple[int, ...], str, int]]
+    #: Bytes of every tensor in the file, and of the original checkpoint when given.
+    bytes_stored: int
+    bytes_original: int | None
+
+    def to_dict(self) -> dict:
+        def finite(v: float) -> float | None:
+            return v if math.isfinite(v) else None
+
+        return {
+            "kind": "qtriton",
+            "path": self.path,
+            "original": self.original,
+            "bytes_stored": self.bytes_stored,
+            "bytes_original": self.bytes_original,
+            "layers": [
+                {
+                    "name": layer.name,
+                    "shape": list(layer.shape),
+                    "scheme": layer.scheme,
+                    "snr_db": finite(layer.snr_db),
+                    "max_error": layer.max_error,
+                    "estimated": layer.estimated,
+                    "bytes": layer.bytes,
+                }
+                for layer in self.layers
+            ],
+            "float_tensors": {
+                name: {"shape": list(shape), "dtype": dtype, "bytes": size}
+                for name, (shape, dtype, size) in self.float_tensors.items()
+            },
         }
 
 
@@ -163,6 +243,13 @@ def _load_torch(path: Path) -> dict:
 
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "weights only" not in str(err).lower():
+            raise _unreadable(path, "PyTorch", err) from err
+        raise ValueError(
+            f"checkpoint {str(path)!r} holds pickled Python objects (a whole module saved with "
+            "torch.save(model)?), which qtriton report does not unpickle: save model.state_dict() instead"
+        ) from None
     except Exception as err:  # torch.load raises many types (OSError, KeyError, RuntimeError, UnpicklingError)
         raise _unreadable(path, "PyTorch", err) from err
     if isinstance(obj, dict) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -254,18 +341,56 @@ def measure_tensor(name: str, w: np.ndarray, dtype: str, bits: int, group_size: 
     return result
 
 
-def report_checkpoint(
-    path: str | Path, bits: int = 8, group_size: int = 128, progress: bool = False
-) -> CheckpointReport:
-    """Measure every 2-D floating-point tensor of a checkpoint (see the module docstring).
+#: Module names whose weight is an nn.Embedding table in common architectures (never an nn.Linear).
+_EMBEDDING_NAMES = ("wte", "wpe")
 
-    Raises ValueError if the checkpoint holds no 2-D floating-point tensor.
+
+def kept_float_reason(name: str, shape: tuple[int, ...], min_features: int = 16) -> str | None:
+    """Why quantize_model (default options) would keep the 2-D tensor name in float, or None.
+
+    A state dict does not say which matrices are nn.Linear weights, so this goes by name:
+    `<module>.weight` is taken as a linear layer unless the module is an embedding (its name
+    has "embed", or is wte / wpe) or an `lm_head`, or the matrix is smaller than min_features.
+    """
+    module, _, leaf = name.rpartition(".")
+    last = module.rpartition(".")[2]
+    if leaf != "weight":
+        return "not a layer's .weight"
+    if "embed" in module.lower() or last in _EMBEDDING_NAMES:
+        return "embedding"
+    if last == "lm_head":
+        return "output head (keep_output_head)"
+    if min(shape) < min_features:
+        return f"under min_features={min_features}"
+    return None
+
+
+def _nbytes(value) -> int:
+    return int(np.prod(getattr(value, "shape", ()), dtype=np.int64)) * _itemsize(value)
+
+
+def report_checkpoint(
+    path: str | Path,
+    bits: int = 8,
+    group_size: int = 128,
+    progress: bool = False,
+    original: str | Path | None = None,
+) -> CheckpointReport | QuantizedCheckpointReport:
+    """Report on a checkpoint (see the module docstring): a QuantizedCheckpointReport for a
+    file written by save_quantized (original: the float checkpoint it came from, to measure
+    the int8 weights against), else a CheckpointReport measuring every 2-D float tensor.
+
+    Raises ValueError if a float checkpoint holds no 2-D floating-point tensor.
     """
     if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 8:
         raise ValueError(f"bits must be an int in 2..8, got {bits!r}")
     if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
         raise ValueError(f"group_size must be a positive int, got {group_size!r}")
+    if is_quantized_checkpoint(path):
+        return report_quantized(path, original, progress)
     state = load_checkpoint(path)
+    if original is not None:
+        raise ValueError(f"original is for qtriton checkpoints (save_quantized files); {str(path)!r} is not one")
 
     matrices, skipped = [], {}
     for name, value in state.items():
@@ -285,14 +410,128 @@ def report_checkpoint(
             f"({len(state)} entries, none a float matrix)"
         )
 
-    tensors, bytes_before, bytes_after = [], 0, 0
+    tensors = []
+    int8_biases = set()
     for name, value, dtype in _progress(matrices, progress):
         w = _as_float32(value)
-        tensors.append(measure_tensor(name, w, dtype, bits, group_size))
-        rows = w.shape[0]
-        bytes_before += w.size * _itemsize(value)
-        bytes_after += -(-w.size * bits // 8) + rows * 4  # packed codes + one fp32 scale per row
+        report = measure_tensor(name, w, dtype, bits, group_size)
+        report.bytes_before = report.bytes_after = _nbytes(value)
+        report.kept_float = kept_float_reason(name, report.shape)
+        if report.kept_float is None and report.problem is not None:
+            report.kept_float = "NaN/Inf: quantize_model refuses it"
+        if report.kept_float is None:
+            rows = w.shape[0]
+            report.bytes_after = -(-w.size * bits // 8) + rows * 4  # codes + one fp32 scale per row
+            bias = name.removesuffix("weight") + "bias"
+            if getattr(state.get(bias), "shape", None) is not None and tuple(state[bias].shape) == (rows,):
+                int8_biases.add(bias)  # Int8Linear stores its bias as fp32
+        tensors.append(report)
+    bytes_before = sum(_nbytes(v) for v in state.values() if hasattr(v, "shape"))
+    bytes_after = sum(t.bytes_after for t in tensors)
+    for name, value in state.items():
+        if name in int8_biases:
+            bytes_after += value.shape[0] * 4
+        elif name in skipped and hasattr(value, "shape"):
+            bytes_after += _nbytes(value)
     return CheckpointReport(str(path), bits, group_size, tensors, skipped, bytes_before, bytes_after)
+
+
+def _key(layer: str, tensor: str) -> str:
+    """The state-dict key of a layer's tensor; a bare layer (name "") has plain keys."""
+    return f"{layer}.{tensor}" if layer else tensor
+
+
+def _original_key(names: list[str], state: dict) -> str | None:
+    """The key of a layer's float weight in the original state dict: its own name, or failing
+    that the longest dotted suffix of it (a wrapped model, e.g. SentenceTransformer's
+    `0.auto_model.encoder...`, saved from the plain checkpoint's `encoder...`)."""
+    for name in names:
+        parts = name.split(".") if name else []
+        for start in range(len(parts) + 1):
+            key = _key(".".join(parts[start:]), "weight")
+            if key in state:
+                return key
+    return None
+
+
+def is_quantized_checkpoint(path: str | Path) -> bool:
+    """True for a safetensors file carrying save_quantized's header (not checked further)."""
+    from safetensors import SafetensorError, safe_open
+
+    from qtriton.serialization import METADATA_KEY
+
+    path = Path(path)
+    if path.suffix.lower() not in SAFETENSORS_SUFFIXES or not path.is_file():
+        return False
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return METADATA_KEY in (f.metadata() or {})
+    except SafetensorError:
+        return False  # load_checkpoint says what is wrong with it
+
+
+def report_quantized(
+    path: str | Path, original: str | Path | None = None, progress: bool = False
+) -> QuantizedCheckpointReport:
+    """Per Int8Linear of a save_quantized file: scheme, SNR of codes * scales (against the
+    original float weights when given, else estimated from the rounding step), bytes."""
+    import torch
+
+    from qtriton.serialization import _check_layer_tensors, read_header
+
+    header = read_header(path)
+    _check_layer_tensors(Path(path), header)  # dtypes, shapes and scales as Int8Linear holds them
+    stored = _load_safetensors(Path(path))
+    if original is not None and is_quantized_checkpoint(original):
+        raise ValueError(f"original {str(original)!r} is itself a qtriton checkpoint: pass the float one")
+    reference_state = load_checkpoint(original) if original is not None else None
+    aliases = {names[0]: names for names in header["shared"]}
+    in_a_group = {name for names in header["shared"] for name in names}
+
+    layers, used = [], set()
+    entries = [(n, spec) for n, spec in header["layers"].items() if n not in in_a_group or n in aliases]
+    for name, spec in _progress(entries, progress):
+        names = aliases.get(name, [name])
+        # safetensors stores a shared layer's tensors under one of its names (checked above).
+        holder = next(n for n in names if _key(n, "weight") in stored)
+        codes, scale = stored[_key(holder, "weight")], stored[_key(holder, "weight_scale")]
+        keys = [_key(holder, t) for t in ("weight", "weight_scale", "bias") if _key(holder, t) in stored]
+        used.update(keys)
+        weights = (codes.to(torch.float32) * scale[:, None]).numpy()  # what the GEMM multiplies by
+        activations = "sym" if spec["symmetric_activations"] else "asym"
+        scheme = f"w int8/channel sym, x int8/token {activations}"
+        size = sum(stored[k].numel() * stored[k].element_size() for k in keys)
+        float_weights = None
+        if reference_state is not None:
+            key = _original_key(names, reference_state)
+            if key is None or tuple(reference_state[key].shape) != tuple(codes.shape):
+                raise ValueError(
+                    f"original {str(original)!r} has no {tuple(codes.shape)} weight for layer {name!r} of {str(path)!r}"
+                )
+            float_weights = _as_float32(reference_state[key])
+        if float_weights is not None:
+            err = reference.quantization_error(float_weights, weights)
+            snr, max_error, estimated = err["snr"], err["max_error"], False
+        else:
+            # Rounding to the nearest code leaves an error uniform over +-scale/2: variance scale^2 / 12.
+            signal = float(np.sum(weights.astype(np.float64) ** 2))
+            noise = float(np.sum(scale.double().numpy() ** 2)) * codes.shape[1] / 12
+            snr = 10 * math.log10(signal / noise) if signal > 0 else -math.inf
+            max_error, estimated = float(scale.max()) / 2, True
+        layers.append(LayerReport(name or "(bare layer)", tuple(codes.shape), scheme, snr, max_error, estimated, size))
+
+    float_tensors = {
+        k: (tuple(v.shape), str(v.dtype).removeprefix("torch."), v.numel() * v.element_size())
+        for k, v in stored.items()
+        if k not in used
+    }
+    bytes_stored = sum(v.numel() * v.element_size() for v in stored.values())
+    bytes_original = None
+    if reference_state is not None:
+        bytes_original = sum(_nbytes(v) for v in reference_state.values() if hasattr(v, "shape"))
+    return QuantizedCheckpointReport(
+        str(path), None if original is None else str(original), layers, float_tensors, bytes_stored, bytes_original
+    )
 
 
 def _progress(items: list, enabled: bool) -> Iterator:
@@ -312,57 +551,86 @@ def _human_bytes(n: int) -> str:
     return f"{n / 1024**exponent:.1f} {('KiB', 'MiB', 'GiB')[exponent - 1]}"
 
 
-def _cell(e: MethodError, best: bool) -> str:
+WIDTH = 100  #: columns the default tables fit in; --wide lifts it
+
+
+def _clip(name: str, width: int) -> str:
+    return name if len(name) <= width else "..." + name[-(width - 3):]
+
+
+def _snr(value: float) -> str:
+    return f"{value:.2f}" if math.isfinite(value) else ("inf" if value > 0 else "-inf")
+
+
+def _cell(e: MethodError) -> str:
     if e.unquantizable is not None:
         return "n/a "
-    snr = f"{e.snr_db:6.2f}" if math.isfinite(e.snr_db) else ("   inf" if e.snr_db > 0 else "  -inf")
-    return f"{snr} {e.max_error:8.2e}{'*' if best else ' '}"
+    return f"{_snr(e.snr_db):>6} {e.max_error:8.2e}"
 
 
-def format_table(rep: CheckpointReport) -> str:
-    """The human-readable report: one row per matrix, `SNR dB  max|err|` per method."""
-    methods = ["sym/tensor", "asym/tensor", "sym/channel", "asym/channel"]
-    if any(f"sym/g{rep.group_size}" in t.methods for t in rep.tensors):
-        methods += [f"sym/g{rep.group_size}", f"asym/g{rep.group_size}"]
-    name_width = min(max(len("tensor"), *(len(t.name) for t in rep.tensors)), 60)
-    shape_width = max(len("shape"), *(len("x".join(map(str, t.shape))) for t in rep.tensors))
-    cell_width = 16  # '%6.2f %8.2e' and the best-method star
+def format_table(rep: CheckpointReport | QuantizedCheckpointReport, wide: bool = False) -> str:
+    """The human-readable report, WIDTH columns wide unless wide (every method, full names)."""
+    if isinstance(rep, QuantizedCheckpointReport):
+        return _format_quantized(rep, wide)
+    return _format_wide(rep) if wide else _format_float(rep)
 
-    def clip(name: str) -> str:
-        return name if len(name) <= name_width else "..." + name[-(name_width - 3):]
 
+def _format_float(rep: CheckpointReport) -> str:
+    """One row per matrix: the per-channel symmetric int8 error (what Int8Linear stores),
+    whether quantize_model would replace it, bytes before -> after."""
+    fixed = f" {'shape':>11} {'SNR dB':>7} {'max|err|':>8}  {'plan':<5} {'bytes before -> after':>23}"
+    name_width = WIDTH - len(fixed)
     lines = [
-        (
-            f"{rep.path}: {len(rep.tensors)} matrices, {rep.bits}-bit; "
-            "each cell: SNR dB (higher is better)  max |error|; * = best"
-        ),
-        f"{'tensor':<{name_width}}  {'shape':<{shape_width}}  "
-        + "  ".join(f"{m:>{cell_width}}" for m in methods),
+        f"{_clip(rep.path, WIDTH - 52)}: {len(rep.tensors)} matrices, int8 error of {rep.bits}-bit per-channel",
+        "symmetric weights (what Int8Linear stores); plan: what quantize_model's defaults would do",
+        f"{'tensor':<{name_width}}{fixed}",
     ]
     for t in rep.tensors:
-        head = f"{clip(t.name):<{name_width}}  {'x'.join(map(str, t.shape)):<{shape_width}}  "
+        shape = "x".join(map(str, t.shape))
+        plan = "int8" if t.kept_float is None else "float"
+        sizes = f"{_human_bytes(t.bytes_before)} -> {_human_bytes(t.bytes_after)}"
         if t.problem is not None:
-            lines.append(head + t.problem)
+            lines.append(f"{_clip(t.name, name_width):<{name_width}} {shape:>11} {t.problem}")
             continue
-        cells = [
-            _cell(t.methods[m], m == t.best) if m in t.methods else "-".rjust(cell_width) for m in methods
-        ]
-        lines.append(head + "  ".join(f"{c:>{cell_width}}" for c in cells))
+        e = t.methods["sym/channel"]
+        error = f"{'n/a':>7} {'':>8}" if e.unquantizable else f"{_snr(e.snr_db):>7} {e.max_error:8.2e}"
+        lines.append(f"{_clip(t.name, name_width):<{name_width}} {shape:>11} {error}  {plan:<5} {sizes:>23}")
+    lines += _kept_float_lines(rep)
+    lines.append(_total_line(rep))
+    lines += _footnotes(rep, shown=("sym/channel",))
+    return "\n".join(line if len(line) <= WIDTH else line[: WIDTH - 3] + "..." for line in lines)
 
-    wins = {m: sum(t.best == m for t in rep.tensors) for m in methods}
-    lines.append("best: " + ", ".join(f"{m} {n}" for m, n in wins.items() if n))
-    ratio = rep.bytes_after / rep.bytes_before
-    lines.append(
-        f"total: {_human_bytes(rep.bytes_before)} -> {_human_bytes(rep.bytes_after)} "
-        f"as {rep.bits}-bit per-channel codes + fp32 scales ({ratio:.1%})"
+
+def _kept_float_lines(rep: CheckpointReport) -> list[str]:
+    by_reason = {}
+    for t in rep.tensors:
+        if t.kept_float is not None:
+            by_reason.setdefault(t.kept_float, []).append(t.name)
+    lines = []
+    for reason, names in by_reason.items():
+        line = f"kept float, {reason}: {len(names)}: {', '.join(names)}"
+        lines.append(line if len(line) <= WIDTH else line[: WIDTH - 3] + "...")
+    return lines
+
+
+def _total_line(rep: CheckpointReport) -> str:
+    ratio = rep.bytes_after / rep.bytes_before if rep.bytes_before else 1.0
+    return (
+        f"total: {_human_bytes(rep.bytes_before)} -> {_human_bytes(rep.bytes_after)} ({ratio:.1%}) "
+        "with quantize_model's defaults + save_quantized"
     )
+
+
+def _footnotes(rep: CheckpointReport, shown: tuple[str, ...] | None = None) -> list[str]:
+    """Notes under a float table; n/a reasons only for the methods shown (None: all)."""
+    lines = []
     if rep.skipped:
-        lines.append(f"skipped {len(rep.skipped)} entries that are not 2-D float tensors (biases, norms, ...)")
+        lines.append(f"{len(rep.skipped)} entries are not 2-D float tensors (biases, norms...): in the total as stored")
     # One line per (matrix, reason): the asymmetric methods usually fail together.
     unquantizable = {}
     for t in rep.tensors:
         for m, e in t.methods.items():
-            if e.unquantizable is not None:
+            if e.unquantizable is not None and (shown is None or m in shown):
                 unquantizable.setdefault((t.name, e.unquantizable), []).append(m)
     if unquantizable:
         lines.append("n/a = the method cannot quantize the matrix:")
@@ -372,13 +640,82 @@ def format_table(rep: CheckpointReport) -> str:
     problems = [t.name for t in rep.tensors if t.problem is not None]
     if problems:
         lines.append(f"warning: {len(problems)} matrices could not be measured: {', '.join(problems[:5])}")
+    return lines
+
+
+def _format_wide(rep: CheckpointReport) -> str:
+    """Every method side by side, for comparison; Int8Linear runs only sym/channel."""
+    methods = ["sym/tensor", "asym/tensor", "sym/channel", "asym/channel"]
+    if any(f"sym/g{rep.group_size}" in t.methods for t in rep.tensors):
+        methods += [f"sym/g{rep.group_size}", f"asym/g{rep.group_size}"]
+    name_width = max(len("tensor"), *(len(t.name) for t in rep.tensors))
+    shape_width = max(len("shape"), *(len("x".join(map(str, t.shape))) for t in rep.tensors))
+    cell_width = 15  # '%6.2f %8.2e'
+    lines = [
+        f"{rep.path}: {len(rep.tensors)} matrices, {rep.bits}-bit; each cell: SNR dB (higher is better)  max |error|",
+        "Int8Linear runs sym/channel (per-channel symmetric weights); the other methods are for comparison",
+        f"{'tensor':<{name_width}}  {'shape':<{shape_width}}  {'plan':<5}  "
+        + "  ".join(f"{m:>{cell_width}}" for m in methods),
+    ]
+    for t in rep.tensors:
+        plan = "int8" if t.kept_float is None else "float"
+        head = f"{t.name:<{name_width}}  {'x'.join(map(str, t.shape)):<{shape_width}}  {plan:<5}  "
+        if t.problem is not None:
+            lines.append(head + t.problem)
+            continue
+        cells = [_cell(t.methods[m]) if m in t.methods else "-" for m in methods]
+        lines.append(head + "  ".join(f"{c:>{cell_width}}" for c in cells))
+    lines += [f"kept float: {t.name}: {t.kept_float}" for t in rep.tensors if t.kept_float is not None]
+    lines.append(_total_line(rep))
+    lines += _footnotes(rep)
+    return "\n".join(lines)
+
+
+def _format_quantized(rep: QuantizedCheckpointReport, wide: bool) -> str:
+    fixed = f" {'shape':>11} {'x':<4} {'SNR dB':>7} {'max|err|':>10} {'bytes':>10}"
+    name_width = max(len("layer"), *(len(layer.name) for layer in rep.layers)) if wide else WIDTH - len(fixed)
+    against = f"against {rep.original}" if rep.original else "estimated (~) from the rounding step, no --original"
+    lines = [
+        f"{rep.path if wide else _clip(rep.path, WIDTH - 52)}: qtriton checkpoint, {len(rep.layers)} Int8Linear layers",
+        "weights int8 per channel, symmetric; x: activations int8 per token, sym or asym;",
+        f"SNR / max|err| of codes * scales {against if wide else _clip(against, WIDTH - 34)}",
+        f"{'layer':<{name_width}}{fixed}",
+    ]
+    for layer in rep.layers:
+        activations = layer.scheme.rpartition(" ")[2]
+        snr = ("~" if layer.estimated else "") + _snr(layer.snr_db)
+        error = ("<=" if layer.estimated else "") + f"{layer.max_error:.2e}"
+        name = layer.name if wide else _clip(layer.name, name_width)
+        shape = "x".join(map(str, layer.shape))
+        lines.append(
+            f"{name:<{name_width}} {shape:>11} {activations:<4} {snr:>7} {error:>10} {_human_bytes(layer.bytes):>10}"
+        )
+    int8_bytes = sum(layer.bytes for layer in rep.layers)
+    float_bytes = sum(size for _, _, size in rep.float_tensors.values())
+    biggest = sorted(rep.float_tensors.items(), key=lambda item: -item[1][2])[:3]
+    lines.append(
+        f"float tensors: {len(rep.float_tensors)}, {_human_bytes(float_bytes)}"
+        + (f" (largest: {', '.join(f'{n} {_human_bytes(v[2])}' for n, v in biggest)})" if biggest else "")
+    )
+    if not wide and len(lines[-1]) > WIDTH:
+        lines[-1] = lines[-1][: WIDTH - 3] + "..."
+    total = f"stored: {_human_bytes(rep.bytes_stored)} (int8 layers {_human_bytes(int8_bytes)})"
+    if rep.bytes_original is not None:
+        total += f"; original {_human_bytes(rep.bytes_original)} ({rep.bytes_stored / rep.bytes_original:.1%} of it)"
+    lines.append(total)
     return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------- CLI
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `qtriton report`."""
-    parser.add_argument("path", help="checkpoint: .safetensors, .pt/.pth/.bin/.ckpt state dict, or .npz")
+    parser.add_argument(
+        "path", help="checkpoint: a save_quantized file, or a float .safetensors, .pt/.pth/.bin/.ckpt state dict, .npz"
+    )
+    parser.add_argument(
+        "--original", help="for a save_quantized file: the float checkpoint it came from, to measure the int8 weights"
+    )
+    parser.add_argument("--wide", action="store_true", help="every method side by side, full names (over 100 columns)")
     parser.add_argument("--bits", type=int, default=8, help="code width, 2..8 (default: 8)")
     parser.add_argument(
         "--group-size", type=int, default=128, help="group size of the group-wise methods (default: 128)"
@@ -398,12 +735,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run `qtriton report`; 0 on success, 2 (message on stderr) for a bad checkpoint or option."""
     try:
-        rep = report_checkpoint(args.path, args.bits, args.group_size, progress=not args.no_progress)
+        rep = report_checkpoint(
+            args.path, args.bits, args.group_size, progress=not args.no_progress, original=args.original
+        )
     except (FileNotFoundError, ValueError) as err:
-        print(f"qtriton report: error: {err}", file=sys.stderr)
+        from qtriton.cli import one_line
+
+        print(f"qtriton report: error: {one_line(str(err))}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(rep.to_dict(), indent=2))
     else:
-        print(format_table(rep))
+        print(format_table(rep, wide=args.wide))
     return 0

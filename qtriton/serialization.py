@@ -16,13 +16,20 @@ The header (metadata key "qtriton") is JSON:
 
 "layers" has every qualified name at which an Int8Linear sits, so a layer reachable under
 several names (`m.b = m.a`) is listed under each; "shared" groups the names that are one
-layer (absent or empty: none are). safetensors stores a shared layer's tensors once.
+layer (absent or empty: none are). safetensors stores a shared layer's tensors once. A bare
+`Int8Linear` saved on its own is the layer named "" (tensors `weight`, `weight_scale`, `bias`).
+
+Loading checks the file before touching the model: the header's types (`symmetric_activations`
+a JSON bool, features positive ints), and each layer's tensors: `weight` int8 (out, in),
+`weight_scale` float32 (out,) positive and finite, `bias` float32 (out,) finite.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 from pathlib import Path
 
 from safetensors import SafetensorError, safe_open
@@ -59,7 +66,15 @@ def save_quantized(model: nn.Module, path: str | os.PathLike) -> None:
         raise ValueError("model has no Int8Linear layers: quantize it with qtriton.quantize_model before saving")
     shared = [names for names in names_of.values() if len(names) > 1]
     header = {"format": FORMAT, "version": FORMAT_VERSION, "layers": layers, "shared": shared}
-    save_model(model, str(path), metadata={"format": "pt", METADATA_KEY: json.dumps(header)})
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"cannot save to {str(path)!r}: directory {str(path.parent)!r} does not exist")
+    try:
+        save_model(model, str(path), metadata={"format": "pt", METADATA_KEY: json.dumps(header)})
+    except SafetensorError as err:
+        # safetensors writes a temporary file beside path first and names it, not path, in its error.
+        reason = re.sub(r'\s*at path "[^"]*"', "", str(err))
+        raise OSError(f"cannot write {str(path)!r}: {reason}") from None
 
 
 def read_header(path: str | os.PathLike) -> dict:
@@ -86,6 +101,10 @@ def read_header(path: str | os.PathLike) -> dict:
         raise ValueError(f"{str(path)!r}: its {METADATA_KEY!r} header is not a {FORMAT} header")
     if header.get("version") != FORMAT_VERSION:
         raise ValueError(f"{str(path)!r}: format version {header.get('version')!r}, this qtriton reads {FORMAT_VERSION}")
+    for name, spec in header["layers"].items():
+        _check_layer_spec(path, name, spec)
+    if "" in header["layers"] and len(header["layers"]) > 1:
+        raise ValueError(f"{str(path)!r}: its header has a bare layer (name '') beside other layers")
     header.setdefault("shared", [])  # files without shared layers may omit it
     shared = header["shared"]
     groups_ok = isinstance(shared, list) and all(
@@ -94,7 +113,66 @@ def read_header(path: str | os.PathLike) -> dict:
     grouped = [name for names in shared for name in names] if groups_ok else []
     if not groups_ok or len(set(grouped)) != len(grouped) or not set(grouped) <= header["layers"].keys():
         raise ValueError(f"{str(path)!r}: its {METADATA_KEY!r} header has a malformed 'shared' entry: {shared!r}")
+    for names in shared:
+        if any(header["layers"][name] != header["layers"][names[0]] for name in names):
+            raise ValueError(f"{str(path)!r}: the shared layers {names} have different entries in its header")
     return header
+
+
+#: The keys of a layer entry in the header and the JSON type each must have.
+_SPEC_KEYS = {"in_features": int, "out_features": int, "bias": bool, "symmetric_activations": bool}
+
+
+def _check_layer_spec(path: Path, name: str, spec) -> None:
+    """ValueError naming the file and layer unless spec is a well-typed layer entry."""
+    where = f"{str(path)!r}: layer {name!r} in its {METADATA_KEY!r} header"
+    if not isinstance(spec, dict):
+        raise ValueError(f"{where} must be an object with keys {sorted(_SPEC_KEYS)}, got {spec!r}")
+    if missing := sorted(_SPEC_KEYS.keys() - spec.keys()):
+        raise ValueError(f"{where} lacks {missing}")
+    for key, kind in _SPEC_KEYS.items():
+        value = spec[key]
+        if kind is bool and not isinstance(value, bool):
+            raise ValueError(f"{where}: {key} must be true or false, got {value!r}")
+        if kind is int and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"{where}: {key} must be a positive integer, got {value!r}")
+
+
+def _check_layer_tensors(path: Path, header: dict) -> None:
+    """ValueError naming the file and tensor unless every layer's tensors have the dtype and
+    shape Int8Linear holds and sane values (the state dict loader would cast a float32 weight
+    to int8, or take an int32 scale, without a word)."""
+    stored_once = {names[0]: names for names in header["shared"]}
+    in_a_group = {name for names in header["shared"] for name in names}
+    with safe_open(str(path), framework="pt") as f:
+        keys = set(f.keys())
+        for name, spec in header["layers"].items():
+            if name in in_a_group and name not in stored_once:
+                continue  # checked with the first name of its group
+            prefixes = [f"{n}." if n else "" for n in stored_once.get(name, [name])]
+            # safetensors stores a shared tensor under one of the names it has.
+            prefix = next((p for p in prefixes if f"{p}weight" in keys), None)
+            if prefix is None:
+                raise ValueError(f"{str(path)!r} has no tensor {prefixes[0]}weight for its layer {name!r}")
+            out_features, in_features = spec["out_features"], spec["in_features"]
+            expected = {"weight": ("I8", [out_features, in_features]), "weight_scale": ("F32", [out_features])}
+            if spec["bias"]:
+                expected["bias"] = ("F32", [out_features])
+            for tensor, (dtype, shape) in expected.items():
+                key = prefix + tensor
+                if key not in keys:
+                    raise ValueError(f"{str(path)!r} has no tensor {key!r} for its layer {name!r}")
+                found = f.get_slice(key)
+                if (found.get_dtype(), list(found.get_shape())) != (dtype, shape):
+                    raise ValueError(
+                        f"{str(path)!r}: {key} is {found.get_dtype()} {list(found.get_shape())}, "
+                        f"an Int8Linear({in_features}, {out_features}) holds {dtype} {shape}"
+                    )
+            scale = f.get_tensor(prefix + "weight_scale")
+            if not bool(((scale > 0) & (scale < math.inf)).all()):
+                raise ValueError(f"{str(path)!r}: {prefix}weight_scale holds values that are not positive and finite")
+            if spec["bias"] and not bool(f.get_tensor(prefix + "bias").isfinite().all()):
+                raise ValueError(f"{str(path)!r}: {prefix}bias holds NaN or Inf")
 
 
 def load_quantized(model: nn.Module, path: str | os.PathLike) -> nn.Module:
@@ -107,10 +185,17 @@ def load_quantized(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     shapes are checked before anything is swapped; the error (ValueError, or TypeError for a
     module that is not a linear layer) names the first mismatch. A mismatch found only while
     loading tensors undoes the swaps, but float tensors may then be partly loaded.
+
+    The file is checked first (header types, each layer's tensor dtypes, shapes and scales:
+    ValueError naming the tensor). A file holding a bare Int8Linear (saved on its own) needs
+    an nn.Linear or Int8Linear skeleton and returns a new Int8Linear rather than model.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     header = read_header(path)
+    _check_layer_tensors(path, header)
+    if "" in header["layers"]:
+        return _load_bare_layer(model, path, header["layers"][""])
     # The names under which the file holds each layer, and those under which the skeleton
     # holds each module: a layer shared in the file must be one module in the skeleton.
     saved_names = {name: {name} for name in header["layers"]}
@@ -158,6 +243,21 @@ def load_quantized(model: nn.Module, path: str | os.PathLike) -> nn.Module:
             _swap(model, name, original)
         raise ValueError(f"{str(path)!r} does not fit the model: {err}") from err
     return model
+
+
+def _load_bare_layer(model: nn.Module, path: str | os.PathLike, spec: dict) -> Int8Linear:
+    """A file holding one Int8Linear saved on its own: the new layer (a module cannot be
+    replaced in place), built on the skeleton's device."""
+    if not isinstance(model, (Int8Linear, nn.Linear)):
+        raise TypeError(f"{str(path)!r} stores a bare Int8Linear: model must be an nn.Linear or Int8Linear skeleton, "
+                        f"got {type(model).__name__}")
+    found = (model.in_features, model.out_features, model.bias is not None)
+    expected = (spec["in_features"], spec["out_features"], spec["bias"])
+    if found != expected:
+        raise ValueError(f"model has (in_features, out_features, bias) = {found}, {str(path)!r} stores {expected}")
+    layer = Int8Linear(*expected, symmetric_activations=spec["symmetric_activations"], device=model.weight.device)
+    load_model(layer, str(path), strict=True)
+    return layer
 
 
 def _swap(model: nn.Module, name: str, module: nn.Module) -> nn.Module:

@@ -25,6 +25,12 @@ def pytest_configure(config):
         import torch
 
         device = "cuda" if torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1" else "cpu"
+    elif device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            # One line at collection instead of every GPU test failing on its own.
+            raise pytest.UsageError("--device cuda: no CUDA GPU is visible to torch (torch.cuda.is_available() is False)")
     if device == "cpu":
         # Must be set before any @triton.jit kernel is decorated, i.e. before qtriton.kernels is imported.
         os.environ["TRITON_INTERPRET"] = "1"

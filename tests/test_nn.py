@@ -281,6 +281,69 @@ def test_quantize_model_bad_input():
     assert not any(isinstance(m, Int8Linear) for m in model.modules())
 
 
+class _TiedLM(nn.Module):
+    """A decoder's ends: an embedding whose weight the lm_head shares (tie_word_embeddings)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed_tokens = nn.Embedding(100, 32)
+        self.proj = nn.Linear(32, 32)
+        self.lm_head = nn.Linear(32, 100, bias=False)
+        self.lm_head.weight = self.embed_tokens.weight
+
+    def forward(self, ids):
+        return self.lm_head(self.proj(self.embed_tokens(ids)))
+
+
+def _unique_bytes(model: nn.Module) -> int:
+    """Bytes of the distinct tensors a model holds (what save_quantized stores)."""
+    tensors = {t.untyped_storage().data_ptr(): t for t in [*model.parameters(), *model.buffers()]}
+    return sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+def test_quantize_model_counts_a_tied_head_as_stored():
+    model = _TiedLM()
+    before = _unique_bytes(model)
+    summary = quantize_model(model, keep_output_head=False)
+    assert summary.replaced == ["proj", "lm_head"]
+    assert summary.tied == [("lm_head.weight", "embed_tokens.weight")]
+    # The float embedding stays and an int8 head is added: the model grows by the summary's delta.
+    assert _unique_bytes(model) - before == summary.bytes_after - summary.bytes_before
+    head_float, head_int8 = 100 * 32 * 4, 100 * 32 + 100 * 4
+    assert summary.bytes_after == (32 * 32 + 32 * 4 + 32 * 4) + head_float + head_int8
+    assert "tied: lm_head.weight is also embed_tokens.weight, which stays float" in str(summary)
+
+
+def test_quantize_model_untied_head_is_not_tied():
+    model = _TiedLM()
+    model.lm_head.weight = nn.Parameter(model.embed_tokens.weight.detach().clone())
+    summary = quantize_model(model, keep_output_head=False)
+    assert summary.tied == [] and "tied" not in str(summary)
+
+    # Weights that are views of one flat buffer (as some loaders make them) are not tied.
+    flat = torch.randn(2 * 32 * 32)
+    model = nn.Sequential(nn.Linear(32, 32), nn.Linear(32, 32))
+    model[0].weight = nn.Parameter(flat[: 32 * 32].view(32, 32))
+    model[1].weight = nn.Parameter(flat[32 * 32 :].view(32, 32))
+    assert quantize_model(model, exclude="1").tied == []  # the kept layer shares the storage only
+
+
+def test_quantize_model_twice_says_already_quantized():
+    model = nn.Sequential(nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 32))
+    quantize_model(model)
+    with pytest.raises(ValueError, match=r"already quantized: 2 Int8Linear layers"):
+        quantize_model(model)
+
+
+@pytest.mark.parametrize("flag", ["symmetric_activations", "keep_output_head"])
+@pytest.mark.parametrize("value", ["no", 0, None])
+def test_quantize_model_flags_must_be_bool(flag, value):
+    model = nn.Sequential(nn.Linear(32, 32))
+    with pytest.raises(TypeError, match=f"{flag} must be True or False, got {value!r}"):
+        quantize_model(model, **{flag: value})
+    assert type(model[0]) is nn.Linear
+
+
 # ----------------------------------------------------------------------------- safetensors
 def _mlp(seed: int) -> nn.Module:
     torch.manual_seed(seed)

@@ -61,8 +61,11 @@ def test_metrics_match_the_oracle(checkpoint):
     assert head.methods["sym/channel"].snr_db > head.methods["sym/tensor"].snr_db + 5
     assert head.best in ("sym/channel", "asym/channel")
 
-    assert rep.bytes_before == 48 * 256 * 4 + 10 * 30 * 2
-    assert rep.bytes_after == 48 * 256 + 48 * 4 + 10 * 30 + 10 * 4
+    # Every tensor counts; head.weight (10 rows, under min_features) stays float as quantize_model keeps it;
+    # the dense layer becomes int8 codes + fp32 scales + its fp32 bias.
+    assert dense.kept_float is None and head.kept_float == "under min_features=16"
+    assert rep.bytes_before == 48 * 256 * 4 + 48 * 4 + 10 * 30 * 2 + 8
+    assert rep.bytes_after == (48 * 256 + 48 * 4 + 48 * 4) + 10 * 30 * 2 + 8
 
 
 def test_fewer_bits_lose_about_6_db_per_bit(checkpoint):
@@ -76,8 +79,17 @@ def test_table_and_json(checkpoint, capsys):
     path, _ = checkpoint
     assert _run([str(path), "--no-progress"]) == 0
     table = capsys.readouterr().out
-    assert "encoder.dense.weight" in table and "48x256" in table and "*" in table
-    assert "total:" in table
+    assert max(len(line) for line in table.splitlines()) <= 100
+    assert "*" not in table and "asym" not in table and "g128" not in table  # no advice it cannot run
+    dense = next(line for line in table.splitlines() if line.startswith("encoder.dense.weight"))
+    assert "48x256" in dense and " int8 " in dense
+    head = next(line for line in table.splitlines() if line.startswith("head.weight"))
+    assert " float " in head
+    assert "kept float, under min_features=16: 1: head.weight" in table and "total:" in table
+
+    assert _run([str(path), "--no-progress", "--wide"]) == 0
+    wide = capsys.readouterr().out
+    assert "asym/g128" in wide and "Int8Linear runs sym/channel" in wide
 
     assert _run([str(path), "--json", "--bits", "6", "--no-progress"]) == 0
     data = json.loads(capsys.readouterr().out)
@@ -167,6 +179,10 @@ def test_unquantizable_method_is_na_and_never_best(tmp_path, rng, capsys):
     assert all(e.unquantizable is None for e in rep.tensors[0].methods.values())
 
     assert _run([str(path), "--no-progress"]) == 0
+    narrow = capsys.readouterr().out  # shows only sym/channel: no notes on the asymmetric methods
+    assert "asym" not in narrow and max(len(line) for line in narrow.splitlines()) <= 100
+
+    assert _run([str(path), "--no-progress", "--wide"]) == 0
     table = capsys.readouterr().out
     row = next(line for line in table.splitlines() if line.startswith("offset.weight"))
     assert row.count("n/a") == 3 and "inf" not in row and "nan" not in row
@@ -192,3 +208,152 @@ def test_exact_round_trip_is_flagged_in_json(tmp_path, capsys):
     assert _run([str(path), "--json", "--no-progress"]) == 0
     sym = json.loads(capsys.readouterr().out)["tensors"][0]["methods"]["sym/tensor"]
     assert sym == {"snr_db": None, "max_error": 0.0, "exact": True, "unquantizable": None}
+
+
+# ------------------------------------------------------------------ qtriton checkpoints
+class _LM(torch.nn.Module):
+    """Embedding, two linear layers, a norm, a small gate and an lm_head: what quantize_model
+    replaces (up, down) and keeps float (embedding, gate under min_features, lm_head)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed_tokens = torch.nn.Embedding(200, 32)
+        self.up = torch.nn.Linear(32, 64)
+        self.down = torch.nn.Linear(64, 32, bias=False)
+        self.norm = torch.nn.LayerNorm(32)
+        self.gate = torch.nn.Linear(32, 4)
+        self.lm_head = torch.nn.Linear(32, 200)
+
+
+def _tensor_bytes(path) -> int:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return sum(f.get_tensor(k).numel() * f.get_tensor(k).element_size() for k in f.keys())
+
+
+@pytest.fixture
+def lm_files(tmp_path):
+    from safetensors.torch import save_model
+
+    from qtriton.nn import quantize_model
+    from qtriton.serialization import save_quantized
+
+    torch.manual_seed(0)
+    model = _LM()
+    save_model(model, str(tmp_path / "float.safetensors"))
+    summary = quantize_model(model, symmetric_activations=False)
+    save_quantized(model, tmp_path / "int8.safetensors")
+    return tmp_path / "float.safetensors", tmp_path / "int8.safetensors", summary
+
+
+def test_float_totals_match_what_quantize_model_and_save_quantized_store(lm_files):
+    float_path, int8_path, summary = lm_files
+    rep = report_checkpoint(float_path)
+    plan = {t.name: t.kept_float for t in rep.tensors}
+    assert plan == {
+        "embed_tokens.weight": "embedding",
+        "up.weight": None,
+        "down.weight": None,
+        "gate.weight": "under min_features=16",
+        "lm_head.weight": "output head (keep_output_head)",
+    }
+    assert sorted(n.removesuffix(".weight") for n, why in plan.items() if why is None) == sorted(summary.replaced)
+    assert rep.bytes_before == _tensor_bytes(float_path)
+    assert rep.bytes_after == _tensor_bytes(int8_path)
+
+
+def test_quantized_checkpoint_against_the_original(lm_files, capsys):
+    from safetensors.torch import load_file
+
+    float_path, int8_path, _ = lm_files
+    rep = report_checkpoint(int8_path, original=float_path)
+    assert [layer.name for layer in rep.layers] == ["up", "down"]
+    assert {layer.scheme for layer in rep.layers} == {"w int8/channel sym, x int8/token asym"}
+    original = load_file(str(float_path))
+    for layer in rep.layers:
+        w = original[f"{layer.name}.weight"].numpy()
+        q, scale = reference.quantize_symmetric(w, 8, keep_axis=0)
+        expected = reference.quantization_error(w, reference.dequantize_symmetric(q, scale, keep_axis=0))
+        assert not layer.estimated
+        assert layer.snr_db == pytest.approx(expected["snr"], rel=1e-6)
+        assert layer.max_error == pytest.approx(expected["max_error"], rel=1e-6)
+    assert rep.layers[0].bytes == 64 * 32 + 64 * 4 + 64 * 4 and rep.layers[1].bytes == 32 * 64 + 32 * 4
+    assert set(rep.float_tensors) == {
+        "embed_tokens.weight", "norm.weight", "norm.bias", "gate.weight", "gate.bias", "lm_head.weight", "lm_head.bias"
+    }
+    assert rep.bytes_stored == _tensor_bytes(int8_path) and rep.bytes_original == _tensor_bytes(float_path)
+
+    assert _run([str(int8_path), "--original", str(float_path), "--no-progress"]) == 0
+    table = capsys.readouterr().out
+    assert max(len(line) for line in table.splitlines()) <= 100
+    up = next(line for line in table.splitlines() if line.startswith("up "))
+    assert "64x32" in up and " asym " in up and "~" not in up and f"{rep.layers[0].snr_db:.2f}" in up
+    assert "original" in table.splitlines()[-1]
+
+
+def test_quantized_checkpoint_alone_estimates_the_error(lm_files, capsys):
+    float_path, int8_path, _ = lm_files
+    measured = {layer.name: layer for layer in report_checkpoint(int8_path, original=float_path).layers}
+    rep = report_checkpoint(int8_path)
+    for layer in rep.layers:
+        assert layer.estimated
+        # Uniform rounding noise: within 1.5 dB of the measured SNR on Gaussian-like weights.
+        assert abs(layer.snr_db - measured[layer.name].snr_db) < 1.5
+        assert layer.max_error >= measured[layer.name].max_error  # a bound: scale / 2
+    assert _run([str(int8_path), "--no-progress"]) == 0
+    up = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("up "))
+    assert "~" in up and "<=" in up
+
+    assert _run([str(int8_path), "--json", "--no-progress"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["kind"] == "qtriton" and [layer["name"] for layer in data["layers"]] == ["up", "down"]
+    assert data["layers"][0]["estimated"] is True and data["bytes_stored"] == _tensor_bytes(int8_path)
+
+
+def test_quantized_checkpoint_shared_and_bare_layers(tmp_path):
+    from qtriton.nn import Int8Linear, quantize_model
+    from qtriton.serialization import save_quantized
+
+    shared = torch.nn.Linear(32, 32)
+    model = torch.nn.Sequential(shared, torch.nn.ReLU(), shared)
+    quantize_model(model)
+    save_quantized(model, tmp_path / "shared.safetensors")
+    rep = report_checkpoint(tmp_path / "shared.safetensors")
+    assert [layer.name for layer in rep.layers] == ["0"] and rep.float_tensors == {}
+
+    save_quantized(Int8Linear.from_float(torch.nn.Linear(32, 24)), tmp_path / "bare.safetensors")
+    rep = report_checkpoint(tmp_path / "bare.safetensors")
+    assert [layer.name for layer in rep.layers] == ["(bare layer)"] and rep.layers[0].shape == (24, 32)
+
+
+def test_quantized_checkpoint_with_the_wrong_original(lm_files, tmp_path):
+    _, int8_path, _ = lm_files
+    save_file({"up.weight": torch.ones(8, 8)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(ValueError, match=r"has no \(64, 32\) weight for layer 'up'"):
+        report_checkpoint(int8_path, original=tmp_path / "other.safetensors")
+    with pytest.raises(ValueError, match="is itself a qtriton checkpoint"):
+        report_checkpoint(int8_path, original=int8_path)
+    with pytest.raises(ValueError, match="original is for qtriton checkpoints"):
+        report_checkpoint(tmp_path / "other.safetensors", original=tmp_path / "other.safetensors")
+
+
+def test_original_of_a_wrapped_model_matches_by_name_suffix(lm_files, tmp_path):
+    # A wrapper (SentenceTransformer's "0.auto_model.") saved from the plain checkpoint.
+    from safetensors.torch import load_file
+
+    from qtriton.nn import quantize_model
+    from qtriton.serialization import save_quantized
+
+    float_path, _, _ = lm_files
+    inner = _LM()
+    inner.load_state_dict(load_file(str(float_path)))
+    wrapped = torch.nn.Sequential(torch.nn.ModuleDict({"auto_model": inner}))
+    quantize_model(wrapped)
+    save_quantized(wrapped, tmp_path / "wrapped.safetensors")
+    rep = report_checkpoint(tmp_path / "wrapped.safetensors", original=float_path)
+    assert [layer.name for layer in rep.layers] == ["0.auto_model.up", "0.auto_model.down"]
+    plain = report_checkpoint(lm_files[1], original=float_path)
+    # Same weights, same codes: the same SNR as the unwrapped model's, measured, not estimated.
+    assert [layer.snr_db for layer in rep.layers] == [layer.snr_db for layer in plain.layers]
+    assert not any(layer.estimated for layer in rep.layers)

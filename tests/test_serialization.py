@@ -1,0 +1,168 @@
+"""Checkpoints are checked on load: header types, layer entries, tensor dtypes, shapes and
+values; a bare Int8Linear round-trips; saving to a missing directory names the path."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import numpy as np
+import pytest
+import torch
+from safetensors import SafetensorError
+from torch import nn
+
+from qtriton.nn import Int8Linear, quantize_model
+from qtriton.serialization import METADATA_KEY, load_quantized, save_quantized
+
+
+def _model(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(32, 48), nn.ReLU(), nn.Linear(48, 16))
+
+
+@pytest.fixture
+def saved(tmp_path):
+    model = _model()
+    quantize_model(model, symmetric_activations=False)
+    path = tmp_path / "int8.safetensors"
+    save_quantized(model, path)
+    return model, path
+
+
+def _edit_header(path, edit) -> None:
+    """Rewrite a safetensors file's JSON header with edit(header) (the data bytes stay)."""
+    raw = path.read_bytes()
+    (length,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + length])
+    edit(header)
+    text = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + length :])
+
+
+def _edit_layers(path, edit) -> None:
+    def on_metadata(header):
+        qtriton = json.loads(header["__metadata__"][METADATA_KEY])
+        edit(qtriton["layers"])
+        header["__metadata__"][METADATA_KEY] = json.dumps(qtriton)
+
+    _edit_header(path, on_metadata)
+
+
+def test_untouched_file_loads(saved, rng):
+    model, path = saved
+    skeleton = _model(seed=1)
+    load_quantized(skeleton, path)
+    x = torch.from_numpy(rng.standard_normal((3, 32), dtype=np.float32))
+    assert torch.equal(skeleton(x), model(x))
+
+
+@pytest.mark.parametrize(
+    "key, dtype, message",
+    [
+        ("0.weight_scale", "I32", r"0\.weight_scale is I32 \[48\], an Int8Linear\(32, 48\) holds F32 \[48\]"),
+        ("0.weight", "BOOL", r"0\.weight is BOOL \[48, 32\], an Int8Linear\(32, 48\) holds I8 \[48, 32\]"),
+        ("2.bias", "I32", r"2\.bias is I32 \[16\]"),
+    ],
+)
+def test_changed_dtype_is_refused(saved, key, dtype, message):
+    _, path = saved
+    _edit_header(path, lambda h: h[key].update(dtype=dtype))  # same byte size: the file stays readable
+    skeleton = _model()
+    with pytest.raises(ValueError, match=message):
+        load_quantized(skeleton, path)
+    assert type(skeleton[0]) is nn.Linear  # checked before anything was swapped
+
+
+def test_float_weight_is_refused(tmp_path):
+    model = _model()
+    quantize_model(model)
+    model[0].weight = model[0].weight.float()  # re-saved as float32: load_state_dict would cast it back
+    path = tmp_path / "f32.safetensors"
+    save_quantized(model, path)
+    with pytest.raises(ValueError, match=r"0\.weight is F32 \[48, 32\]"):
+        load_quantized(_model(), path)
+
+
+def test_changed_shape_is_refused(tmp_path):
+    model = _model()
+    quantize_model(model)
+    model[2].weight_scale = torch.ones(8)
+    path = tmp_path / "shape.safetensors"
+    save_quantized(model, path)
+    with pytest.raises(ValueError, match=r"2\.weight_scale is F32 \[8\], an Int8Linear\(48, 16\) holds F32 \[16\]"):
+        load_quantized(_model(), path)
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), float("inf")])
+def test_scales_must_be_positive_and_finite(tmp_path, bad):
+    model = _model()
+    quantize_model(model)
+    model[0].weight_scale[5] = bad
+    path = tmp_path / "scale.safetensors"
+    save_quantized(model, path)
+    with pytest.raises(ValueError, match=r"0\.weight_scale holds values that are not positive and finite"):
+        load_quantized(_model(), path)
+
+
+def test_bias_must_be_finite(tmp_path):
+    model = _model()
+    quantize_model(model)
+    model[2].bias[0] = float("nan")
+    path = tmp_path / "bias.safetensors"
+    save_quantized(model, path)
+    with pytest.raises(ValueError, match=r"2\.bias holds NaN or Inf"):
+        load_quantized(_model(), path)
+
+
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        ({}, r"layer '0' .* lacks \['bias', 'in_features', 'out_features', 'symmetric_activations'\]"),
+        (None, r"layer '0' .* must be an object with keys .*got None"),
+        ([32, 48, True, True], r"layer '0' .* must be an object"),
+        ({"in_features": 32, "out_features": 48, "bias": True, "symmetric_activations": "no"},
+         r"symmetric_activations must be true or false, got 'no'"),
+        ({"in_features": 32, "out_features": 48, "bias": 1, "symmetric_activations": True},
+         r"bias must be true or false, got 1"),
+        ({"in_features": "32", "out_features": 48, "bias": True, "symmetric_activations": True},
+         r"in_features must be a positive integer, got '32'"),
+        ({"in_features": 32, "out_features": 0, "bias": True, "symmetric_activations": True},
+         r"out_features must be a positive integer, got 0"),
+    ],
+    ids=["empty", "null", "list", "string-bool", "int-bool", "string-int", "zero"],
+)
+def test_malformed_layer_entry_is_refused(saved, entry, message):
+    _, path = saved
+    _edit_layers(path, lambda layers: layers.update({"0": entry}))
+    with pytest.raises(ValueError, match=message):
+        load_quantized(_model(), path)
+
+
+def test_bare_int8_linear_saves_and_loads(tmp_path, rng):
+    layer = Int8Linear.from_float(nn.Linear(32, 24), symmetric_activations=False)
+    path = tmp_path / "bare.safetensors"
+    save_quantized(layer, path)
+    loaded = load_quantized(nn.Linear(32, 24), path)
+    assert isinstance(loaded, Int8Linear) and not loaded.symmetric_activations
+    x = torch.from_numpy(rng.standard_normal((5, 32), dtype=np.float32))
+    assert torch.equal(loaded(x), layer(x))
+    with pytest.raises(ValueError, match=r"\(32, 16, True\), .* stores \(32, 24, True\)"):
+        load_quantized(nn.Linear(32, 16), path)
+    with pytest.raises(TypeError, match="stores a bare Int8Linear"):
+        load_quantized(nn.Sequential(nn.Linear(32, 24)), path)
+
+
+def test_save_to_a_missing_directory_names_the_path(saved):
+    model, _ = saved
+    with pytest.raises(FileNotFoundError, match=r"'/nonexistent/dir/x\.safetensors'.*'/nonexistent/dir' does not exist"):
+        save_quantized(model, "/nonexistent/dir/x.safetensors")
+
+
+def test_save_error_names_the_path_not_a_temporary_file(saved, tmp_path):
+    model, _ = saved
+    target = tmp_path / "is_a_dir.safetensors"
+    target.mkdir()  # the directory exists, but the file cannot be written
+    with pytest.raises(OSError, match="is_a_dir.safetensors") as info:
+        save_quantized(model, target)
+    assert ".tmp" not in str(info.value) and not isinstance(info.value, SafetensorError)
