@@ -11,7 +11,8 @@ reloaded model computes bit for bit what the saved one did.
 The header (metadata key "qtriton") is JSON:
 
     {"format": "qtriton.int8-linear", "version": 1,
-     "layers": {name: {"in_features", "out_features", "bias", "symmetric_activations"}},
+     "layers": {name: {"in_features", "out_features", "bias", "symmetric_activations"
+                       [, "weight_only", "input_scale", "static_activations": true]}},
      "shared": [[name, name, ...], ...]}
 
 "layers" has every qualified name at which an Int8Linear sits, so a layer reachable under
@@ -53,6 +54,7 @@ def save_quantized(model: nn.Module, path: str | os.PathLike) -> None:
                 "out_features": module.out_features,
                 "bias": module.bias is not None,
                 "symmetric_activations": module.symmetric_activations,
+                **_mode_flags(module),
             }
             names_of.setdefault(id(module), []).append(name)
     if not layers:
@@ -145,7 +147,10 @@ def load_quantized(model: nn.Module, path: str | os.PathLike) -> nn.Module:
             )
         if id(current) not in new_layers:
             new_layers[id(current)] = Int8Linear(
-                *expected, symmetric_activations=spec["symmetric_activations"], device=current.weight.device
+                *expected,
+                symmetric_activations=spec["symmetric_activations"],
+                device=current.weight.device,
+                **{flag: bool(spec.get(flag, False)) for flag in _MODE_FLAGS},
             )
         swaps.append((name, new_layers[id(current)]))
 
@@ -158,6 +163,19 @@ def load_quantized(model: nn.Module, path: str | os.PathLike) -> nn.Module:
             _swap(model, name, original)
         raise ValueError(f"{str(path)!r} does not fit the model: {err}") from err
     return model
+
+
+# Int8Linear's optional modes (qtriton.calibration); absent in a header: off.
+_MODE_FLAGS = ("weight_only", "input_scale", "static_activations")
+
+
+def _mode_flags(module: Int8Linear) -> dict:
+    flags = {
+        "weight_only": module.weight_only,
+        "input_scale": module.input_scale is not None,
+        "static_activations": module.activation_scale is not None,
+    }
+    return {name: value for name, value in flags.items() if value}
 
 
 def _swap(model: nn.Module, name: str, module: nn.Module) -> nn.Module:
