@@ -42,13 +42,24 @@ def _is_norm(module: nn.Module) -> bool:
     return isinstance(module, (nn.LayerNorm, nn.RMSNorm)) or type(module).__name__.endswith(("RMSNorm", "LayerNorm"))
 
 
-def _run(model: nn.Module, batch) -> None:
+def _run(model: nn.Module, batch):
     if isinstance(batch, dict):
-        model(**batch)
-    elif isinstance(batch, (tuple, list)):
-        model(*batch)
-    else:
-        model(batch)
+        return model(**batch)
+    if isinstance(batch, (tuple, list)):
+        return model(*batch)
+    return model(batch)
+
+
+def _first_tensor(output) -> torch.Tensor:
+    """The main tensor of a model's output: itself, .logits / first field of a ModelOutput or
+    dict, or the first element of a tuple."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, dict):
+        output = list(output.values())
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        return output[0]
+    raise TypeError(f"cannot find the output tensor in a {type(output).__name__}")
 
 
 @dataclass
@@ -79,6 +90,8 @@ class Calibration:
     smoothing: dict[int, torch.Tensor] = field(default_factory=dict)  # id(nn.Linear) -> s
     folded: dict[int, str] = field(default_factory=dict)  # id(nn.Linear) -> norm that took 1/s
     applied: bool = False
+    sample: object = None  # the first batch, and the model's output on it, to check folding
+    sample_output: torch.Tensor | None = None
 
     # ----------------------------------------------------------------- SmoothQuant scales
     def _groups(self, model: nn.Module) -> tuple[dict[str, list[int]], list[int]]:
@@ -126,18 +139,47 @@ class Calibration:
         if self.alpha is None:
             return
         groups, rest = self._groups(model)
+        saved, pending = {}, {}
         for norm_name, keys in groups.items():
             s = self._scales(keys)
-            if _fold(self.norms[norm_name], self.norm_samples[norm_name], s):
-                for key in keys:
-                    weight = self.modules[key].weight
-                    weight.mul_(s.to(weight.device, weight.dtype))
-                    self.folded[key] = norm_name
-                    self.smoothing[key] = s
+            norm = self.norms[norm_name]
+            state = [t.detach().clone() for t in (norm.weight, getattr(norm, "bias", None)) if isinstance(t, torch.Tensor)]
+            if _fold(norm, self.norm_samples[norm_name], s):
+                saved[norm_name] = state
+                pending.update((key, (norm_name, s)) for key in keys)
             else:
                 rest += keys
+        if pending and not self._function_kept(model, pending):
+            # Something besides the layers saw a scaled norm output (a residual add inside a
+            # post-norm block's forward, which no hook sees): undo, smooth by input_scale.
+            for norm_name, state in saved.items():
+                for tensor, value in zip((self.norms[norm_name].weight, getattr(self.norms[norm_name], "bias", None)), state):
+                    tensor.copy_(value)
+            rest += list(pending)
+            pending = {}
+        for key, (norm_name, s) in pending.items():
+            weight = self.modules[key].weight
+            weight.mul_(s.to(weight.device, weight.dtype))
+            self.folded[key] = norm_name
+            self.smoothing[key] = s
         for key in rest:
             self.smoothing[key] = self._scales([key])
+
+    def _function_kept(self, model: nn.Module, pending: dict) -> bool:
+        """Whether the model, with 1/s in the norms and s multiplied back into the inputs of
+        the layers that will take it, computes on the first batch what it did before."""
+
+        def restore(module, args):
+            return (args[0] * pending[id(module)][1].to(args[0].device, args[0].dtype), *args[1:])
+
+        handles = [self.modules[key].register_forward_pre_hook(restore) for key in pending]
+        try:
+            after = _first_tensor(_run(model, self.sample)).float()
+        finally:
+            for handle in handles:
+                handle.remove()
+        before = self.sample_output
+        return after.shape == before.shape and float((after - before).abs().max()) <= 1e-3 * float(before.abs().max()) + 1e-6
 
     def layer_options(self, linear: nn.Linear, name: str) -> dict:
         """Int8Linear.from_float arguments for linear: input_scale = 1/s where s was not folded
@@ -243,7 +285,9 @@ def calibrate(model: nn.Module, batches: Iterable, *, alpha: float | None = 0.5,
         seen = 0
         for batch in batches:
             live.clear()
-            _run(model, batch)
+            output = _run(model, batch)
+            if seen == 0:
+                calibration.sample, calibration.sample_output = batch, _first_tensor(output).detach().float()
             seen += 1
     finally:
         for handle in handles:
