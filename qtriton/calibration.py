@@ -67,7 +67,6 @@ class _LayerStats:
     name: str
     absmax: torch.Tensor  # (in_features,) float32: max |x_j| over every calibration token
     producer: str | None = None  # the norm whose output is this layer's input, if always the same
-    producer_seen: bool = False
 
 
 @dataclass
@@ -266,7 +265,7 @@ def calibrate(model: nn.Module, batches: Iterable, *, alpha: float | None = 0.5,
         producer = entry[0] if entry is not None and entry[1] is x else None
         st = calibration.stats.get(id(module))
         if st is None:
-            calibration.stats[id(module)] = _LayerStats(name, absmax, producer, True)
+            calibration.stats[id(module)] = _LayerStats(name, absmax, producer)
             calibration.modules[id(module)] = module
         else:
             st.absmax = torch.maximum(st.absmax, absmax)
