@@ -96,7 +96,9 @@ def test_recipe_meets_the_targets(recipe_model, smollm2):
     # q/k/v take 1/s from input_layernorm, gate/up from post_attention_layernorm.
     assert len(calibration.folded) == 150
     change, agreement = _compare(model, smollm2)
-    assert change <= 0.01, f"perplexity {change:+.2%} vs float"
+    # The targets are one-sided (no worse than float by more than...); a perplexity far below
+    # float's would be as suspicious as one far above.
+    assert -0.02 <= change <= 0.01, f"perplexity {change:+.2%} vs float"
     assert agreement >= 0.95, f"top-1 agreement {agreement:.1%}"
 
 
@@ -104,7 +106,7 @@ def test_weight_only_meets_its_target(smollm2):
     model = copy.deepcopy(smollm2[0])
     quantize_model(model, weight_only=True)
     change, agreement = _compare(model, smollm2)
-    assert abs(change) <= 0.005, f"perplexity {change:+.2%} vs float"
+    assert -0.02 <= change <= 0.005, f"perplexity {change:+.2%} vs float"
     assert agreement >= 0.95, f"top-1 agreement {agreement:.1%}"
 
 
