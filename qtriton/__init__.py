@@ -47,3 +47,8 @@ __all__ = [
     "set_backend",
     "use_backend",
 ]
+
+# SmoothQuant calibration and the per-layer accuracy view (qtriton.calibration).
+from qtriton.calibration import Calibration, calibrate, layer_report  # noqa: E402
+
+__all__ += ["Calibration", "calibrate", "layer_report"]

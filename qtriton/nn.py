@@ -16,12 +16,16 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from qtriton import api, checks
-from qtriton.backend import device_problem, resolve
+from qtriton.backend import device_problem, get_backend, resolve
+
+if TYPE_CHECKING:
+    from qtriton.calibration import Calibration
 
 ACTIVATION_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -55,6 +59,9 @@ class Int8Linear(nn.Module):
         *,
         symmetric_activations: bool = True,
         device: torch.device | str | None = None,
+        weight_only: bool = False,
+        input_scale: bool = False,
+        static_activations: bool = False,
     ) -> None:
         super().__init__()
         for name, value in (("in_features", in_features), ("out_features", out_features)):
@@ -71,6 +78,23 @@ class Int8Linear(nn.Module):
         self.register_buffer("weight_colsum", torch.zeros(out_features, dtype=torch.int32, device=device),
                              persistent=False)
         self.register_load_state_dict_post_hook(_refresh_weight_colsum_after_load)
+        self._init_modes(weight_only, input_scale, static_activations, device)
+
+    def _init_modes(self, weight_only: bool, input_scale: bool, static_activations: bool, device) -> None:
+        """The optional modes (see `qtriton.calibration`):
+          weight_only         W8A16: activations stay float, the GEMM dequantizes the weight
+          input_scale         (in_features,) float32 buffer multiplied into x before quantizing
+                              (SmoothQuant's 1/s where no norm precedes the layer to fold it into)
+          activation_scale    () float32 buffer when static_activations: one calibrated
+                              per-tensor scale instead of the per-token absmax reduction
+        """
+        if weight_only and static_activations:
+            raise ValueError("weight_only=True keeps activations float: it cannot have static_activations")
+        self.weight_only = bool(weight_only)
+        scale = torch.ones(self.in_features, dtype=torch.float32, device=device) if input_scale else None
+        self.register_buffer("input_scale", scale)
+        static = torch.ones((), dtype=torch.float32, device=device) if static_activations else None
+        self.register_buffer("activation_scale", static)
 
     @torch.no_grad()
     def refresh_weight_colsum(self) -> None:
@@ -79,8 +103,21 @@ class Int8Linear(nn.Module):
 
     @classmethod
     @torch.no_grad()
-    def from_float(cls, linear: nn.Linear, *, symmetric_activations: bool = True, name: str = "linear") -> Int8Linear:
+    def from_float(
+        cls,
+        linear: nn.Linear,
+        *,
+        symmetric_activations: bool = True,
+        name: str = "linear",
+        weight_only: bool = False,
+        input_scale: torch.Tensor | None = None,
+        activation_scale: float | torch.Tensor | None = None,
+    ) -> Int8Linear:
         """Quantize an `nn.Linear` (on its device); name is used in error messages.
+
+        weight_only: W8A16 (float activations). input_scale (in_features,): the layer computes
+        linear(x) as (x * input_scale) @ (W / input_scale).T, so W / input_scale is what gets
+        quantized (SmoothQuant). activation_scale: a static per-tensor activation scale.
 
         Raises TypeError for anything but an nn.Linear, ValueError for a weight or bias
         holding NaN/Inf or on a device the backend in force cannot run.
@@ -105,8 +142,17 @@ class Int8Linear(nn.Module):
             bias=linear.bias is not None,
             symmetric_activations=symmetric_activations,
             device=weight.device,
+            weight_only=weight_only,
+            input_scale=input_scale is not None,
+            static_activations=activation_scale is not None,
         )
-        weight_q, weight_scale = api.quantize_per_channel(weight.detach().to(torch.float32), axis=0)
+        weight = weight.detach().to(torch.float32)
+        if input_scale is not None:
+            layer.input_scale.copy_(_positive_vector(input_scale, linear.in_features, f"{name} input_scale"))
+            weight = weight / layer.input_scale
+        if activation_scale is not None:
+            layer.activation_scale.copy_(_positive_vector(activation_scale, None, f"{name} activation_scale"))
+        weight_q, weight_scale = api.quantize_per_channel(weight, axis=0)
         layer.weight.copy_(weight_q)
         layer.weight_scale.copy_(weight_scale)
         layer.refresh_weight_colsum()
@@ -132,12 +178,22 @@ class Int8Linear(nn.Module):
         rows = x.reshape(-1, self.in_features)
         if rows.shape[0] == 0:
             return x.new_zeros(*leading, self.out_features)
+        rows = checks.float_input(rows, "input")  # NaN / Inf, where visible
+        if self.input_scale is not None:
+            # A torch multiply for now: fusing it into the per-token quantize kernel is a follow-up.
+            rows = rows.to(torch.float32) * self.input_scale
+        if self.weight_only:
+            out = _weight_only_matmul(rows, self.weight, self.weight_scale, self.bias, x.dtype)
+            return out.reshape(*leading, self.out_features)
         # float32 scales and bias whatever the module's dtype (m.bfloat16() makes them bf16).
         weight_scale = self.weight_scale.to(torch.float32)
         bias = None if self.bias is None else self.bias.to(torch.float32)
-        rows = checks.float_input(rows, "input")  # NaN / Inf, where visible
         backend, device = resolve(rows)
-        if device is None:  # the NumPy oracle takes arrays: the API converts both ways
+        if self.activation_scale is not None:  # static: a calibrated per-tensor scale
+            x_scale = self.activation_scale.to(torch.float32)
+            out = api.quantized_matmul(_quantize_static(rows, x_scale), x_scale, self.weight.t(), weight_scale,
+                                       bias=bias, out_dtype=x.dtype)
+        elif device is None:  # the NumPy oracle takes arrays: the API converts both ways
             x_q, x_scale, x_zero_point = api._quantize(rows, 8, self.symmetric_activations, "token",
                                                          include_zero=not self.symmetric_activations)
             x_zero_point = 0 if x_zero_point is None else x_zero_point
@@ -157,10 +213,47 @@ class Int8Linear(nn.Module):
 
     def extra_repr(self) -> str:
         activations = "symmetric" if self.symmetric_activations else "asymmetric"
+        if self.weight_only:
+            activations = "float (weight-only int8)"
+        elif self.activation_scale is not None:
+            activations = "int8 static per-tensor symmetric"
+        else:
+            activations = f"int8 per-token {activations}"
+        if self.input_scale is not None:
+            activations += ", smoothed (input_scale)"
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
-            f"weight=int8 per-channel, activations=int8 per-token {activations}"
+            f"weight=int8 per-channel, activations={activations}"
         )
+
+
+def _positive_vector(value, length: int | None, name: str) -> torch.Tensor:
+    """value as float32, checked finite and positive, of shape (length,) or () when length is None."""
+    tensor = torch.as_tensor(value, dtype=torch.float32).detach()
+    shape = () if length is None else (length,)
+    if tuple(tensor.shape) != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {tuple(tensor.shape)}")
+    if not bool(torch.isfinite(tensor).all()) or not bool((tensor > 0).all()):
+        raise ValueError(f"{name} must be finite and positive")
+    return tensor
+
+
+def _weight_only_matmul(rows, weight, weight_scale, bias, out_dtype) -> torch.Tensor:
+    """W8A16: (x @ weight.T) * weight_scale + bias with float x; the Triton kernel (which
+    dequantizes the weight tile by tile) where the triton backend runs, else float32 torch ops."""
+    backend = get_backend()
+    if backend == "triton" or (backend == "auto" and rows.device.type == "cuda"):
+        from qtriton.ops.w8a16 import w8a16_matmul  # imports the kernels: only when they run
+
+        return w8a16_matmul(rows, weight.t(), weight_scale, bias, out_dtype=out_dtype)
+    out = (rows.to(torch.float32) @ weight.t().to(torch.float32)) * weight_scale
+    return (out if bias is None else out + bias).to(out_dtype)
+
+
+def _quantize_static(rows: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """clamp(rint(x / scale), -127, 127) with a calibrated per-tensor scale (the oracle's
+    `symmetric_quantize`); torch ops on every device for now: a fused kernel is a follow-up."""
+    return torch.clamp(torch.round(rows.to(torch.float32) / scale), -127, 127).to(torch.int8)
 
 
 # --------------------------------------------------------------------------- quantize_model
@@ -296,6 +389,8 @@ def quantize_model(
     min_features: int = 16,
     keep_output_head: bool = True,
     symmetric_activations: bool = True,
+    weight_only: bool = False,
+    calibration: Calibration | None = None,
 ) -> QuantizationSummary:
     """Replace the `nn.Linear` layers of model with `Int8Linear`, in place; returns a summary.
 
@@ -303,6 +398,11 @@ def quantize_model(
     include (glob patterns on qualified names, e.g. "encoder.*") is given and none matches;
     an exclude pattern matches; it is an `lm_head` (while keep_output_head); predicate(name,
     layer) is False; or in_features or out_features is below min_features.
+
+    weight_only=True makes W8A16 layers (float activations). calibration, from
+    `qtriton.calibrate(model, batches)` on this model before quantizing, applies SmoothQuant
+    (folding 1/s into the norms it can, in place, before any weight is quantized) and, if it
+    was made with static=True, static activation scales.
 
     All layers are converted before any is swapped in, so an error (ValueError naming the
     layer for NaN/Inf weights or a device the backend cannot run) leaves model unchanged.
@@ -337,6 +437,8 @@ def quantize_model(
         if not any(fnmatch.fnmatchcase(n, pattern) for n in all_names):
             raise ValueError(f"include pattern {pattern!r} matches no nn.Linear layer of the model")
 
+    if calibration is not None:
+        calibration.fold_into_norms(model)  # exact in float: the model computes what it did
     summary = QuantizationSummary()
     replacements = []
     for linear, slots in layers.values():
@@ -347,7 +449,10 @@ def quantize_model(
         if reason is not None:
             summary.skipped.append((name, reason))
             continue
-        quantized = Int8Linear.from_float(linear, symmetric_activations=symmetric_activations, name=name)
+        options = {} if calibration is None else calibration.layer_options(linear, name)
+        quantized = Int8Linear.from_float(
+            linear, symmetric_activations=symmetric_activations, name=name, weight_only=weight_only, **options
+        )
         replacements.append((linear, quantized, slots))
         before, after = _layer_bytes(linear)
         summary.replaced.append(name)

@@ -240,3 +240,11 @@ def quantization_error(original, dequantized) -> dict[str, float]:
         "relative_error": relative,
         "snr": snr,
     }
+
+
+def weight_only_matmul(a, b_q, b_scale, bias=None) -> np.ndarray:
+    """W8A16: (a @ b_q) * b_scale + bias with float activations a (M, K), int8 weights b_q
+    (K, N) and one scale per column; float64 (the kernels accumulate in float32)."""
+    out = np.asarray(a, dtype=np.float64) @ np.asarray(b_q, dtype=np.float64)
+    out = out * np.asarray(b_scale, dtype=np.float64)[None, :]
+    return out if bias is None else out + np.asarray(bias, dtype=np.float64)[None, :]

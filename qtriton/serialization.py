@@ -11,7 +11,8 @@ reloaded model computes bit for bit what the saved one did.
 The header (metadata key "qtriton") is JSON:
 
     {"format": "qtriton.int8-linear", "version": 1,
-     "layers": {name: {"in_features", "out_features", "bias", "symmetric_activations"}},
+     "layers": {name: {"in_features", "out_features", "bias", "symmetric_activations"
+                       [, "weight_only", "input_scale", "static_activations": true]}},
      "shared": [[name, name, ...], ...]}
 
 "layers" has every qualified name at which an Int8Linear sits, so a layer reachable under
@@ -60,6 +61,7 @@ def save_quantized(model: nn.Module, path: str | os.PathLike) -> None:
                 "out_features": module.out_features,
                 "bias": module.bias is not None,
                 "symmetric_activations": module.symmetric_activations,
+                **_mode_flags(module),
             }
             names_of.setdefault(id(module), []).append(name)
     if not layers:
@@ -136,6 +138,9 @@ def _check_layer_spec(path: Path, name: str, spec) -> None:
             raise ValueError(f"{where}: {key} must be true or false, got {value!r}")
         if kind is int and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ValueError(f"{where}: {key} must be a positive integer, got {value!r}")
+    for key in _MODE_FLAGS:  # optional: absent means off
+        if not isinstance(spec.get(key, False), bool):
+            raise ValueError(f"{where}: {key} must be true or false, got {spec[key]!r}")
 
 
 def _check_layer_tensors(path: Path, header: dict) -> None:
@@ -158,6 +163,10 @@ def _check_layer_tensors(path: Path, header: dict) -> None:
             expected = {"weight": ("I8", [out_features, in_features]), "weight_scale": ("F32", [out_features])}
             if spec["bias"]:
                 expected["bias"] = ("F32", [out_features])
+            if spec.get("input_scale", False):
+                expected["input_scale"] = ("F32", [in_features])
+            if spec.get("static_activations", False):
+                expected["activation_scale"] = ("F32", [])
             for tensor, (dtype, shape) in expected.items():
                 key = prefix + tensor
                 if key not in keys:
@@ -230,7 +239,10 @@ def load_quantized(model: nn.Module, path: str | os.PathLike) -> nn.Module:
             )
         if id(current) not in new_layers:
             new_layers[id(current)] = Int8Linear(
-                *expected, symmetric_activations=spec["symmetric_activations"], device=current.weight.device
+                *expected,
+                symmetric_activations=spec["symmetric_activations"],
+                device=current.weight.device,
+                **{flag: bool(spec.get(flag, False)) for flag in _MODE_FLAGS},
             )
         swaps.append((name, new_layers[id(current)]))
 
@@ -255,9 +267,21 @@ def _load_bare_layer(model: nn.Module, path: str | os.PathLike, spec: dict) -> I
     expected = (spec["in_features"], spec["out_features"], spec["bias"])
     if found != expected:
         raise ValueError(f"model has (in_features, out_features, bias) = {found}, {str(path)!r} stores {expected}")
-    layer = Int8Linear(*expected, symmetric_activations=spec["symmetric_activations"], device=model.weight.device)
+    layer = Int8Linear(*expected, symmetric_activations=spec["symmetric_activations"], device=model.weight.device,
+                       **{flag: spec.get(flag, False) for flag in _MODE_FLAGS})
     load_model(layer, str(path), strict=True)
     return layer
+# Int8Linear's optional modes (qtriton.calibration); absent in a header: off.
+_MODE_FLAGS = ("weight_only", "input_scale", "static_activations")
+
+
+def _mode_flags(module: Int8Linear) -> dict:
+    flags = {
+        "weight_only": module.weight_only,
+        "input_scale": module.input_scale is not None,
+        "static_activations": module.activation_scale is not None,
+    }
+    return {name: value for name, value in flags.items() if value}
 
 
 def _swap(model: nn.Module, name: str, module: nn.Module) -> nn.Module:

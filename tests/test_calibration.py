@@ -1,0 +1,190 @@
+"""SmoothQuant calibration (qtriton.calibration) on small Llama-style blocks: which norms
+take 1/s (and which must not), that folding keeps the float model's function, that
+smoothing cuts the W8A8 error of inputs with outlier channels, static scales, the
+per-layer report, and the save -> load round trip of the new Int8Linear modes."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from qtriton.calibration import calibrate, layer_report
+from qtriton.nn import Int8Linear, quantize_model
+from qtriton.serialization import load_quantized, save_quantized
+
+D, HIDDEN = 64, 128
+OUTLIERS = [3, 17, 40]  # input channels 100x larger than the rest, as in decoder LLMs
+
+
+class PreNormBlock(nn.Module):
+    """x + attn_out(q(norm(x)) * k(norm(x))), then x + down(relu(up(norm2(x)))): the shapes
+    of a Llama decoder layer (o_proj and down_proj have no norm before them)."""
+
+    def __init__(self, norm=nn.RMSNorm):
+        super().__init__()
+        self.norm = norm(D)
+        self.q, self.k = nn.Linear(D, D), nn.Linear(D, D)
+        self.attn_out = nn.Linear(D, D)
+        self.norm2 = nn.LayerNorm(D)
+        self.up, self.down = nn.Linear(D, HIDDEN), nn.Linear(HIDDEN, D)
+        with torch.no_grad():
+            for norm_module in (self.norm, self.norm2):
+                norm_module.weight.uniform_(0.5, 1.5)
+                norm_module.weight[OUTLIERS] = 60.0  # the norm's weight makes the outliers
+            self.norm2.bias.normal_()
+
+    def forward(self, x):
+        h = self.norm(x)
+        x = x + self.attn_out(torch.tanh(self.q(h)) * self.k(h))
+        return x + self.down(torch.relu(self.up(self.norm2(x))))
+
+
+class PostNormBlock(nn.Module):
+    """BERT-style: the norm's output is also the residual, so 1/s cannot go into it."""
+
+    def __init__(self):
+        super().__init__()
+        self.norm = nn.LayerNorm(D)
+        self.inner = nn.Linear(D, D)
+
+    def forward(self, x):
+        h = self.norm(x)
+        return h + self.inner(h)
+
+
+class OnePlusRMSNorm(nn.Module):
+    """Gemma's norm: x / rms(x) * (1 + weight), which dividing weight by s does not scale."""
+
+    def __init__(self, dim):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * (1 + self.weight)
+
+
+def _batches(seed, n=3):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(4, 16, D, generator=g) for _ in range(n)]
+
+
+def _relative_error(model, reference, batches):
+    with torch.no_grad():
+        num = sum(float((model(b) - reference(b)).square().sum()) for b in batches)
+        den = sum(float(reference(b).square().sum()) for b in batches)
+    return (num / den) ** 0.5
+
+
+@pytest.fixture
+def block():
+    torch.manual_seed(0)
+    return PreNormBlock().eval()
+
+
+def test_folds_into_prenorms_and_keeps_function(block):
+    reference = copy.deepcopy(block)
+    calibration = calibrate(block, _batches(1), alpha=0.5)
+    assert all(p.equal(q) for p, q in zip(block.state_dict().values(), reference.state_dict().values()))
+    calibration.fold_into_norms(block)
+    folded = {calibration.stats[k].name: norm for k, norm in calibration.folded.items()}
+    assert folded == {"q": "norm", "k": "norm", "up": "norm2"}
+    assert not block.norm.weight.equal(reference.norm.weight)
+    assert _relative_error(block, reference, _batches(2)) < 1e-5  # the float function is kept
+    # The layers without a norm before them get 1/s as input_scale, the folded ones none.
+    options = {n: calibration.layer_options(getattr(block, n), n) for n in ("q", "attn_out", "down")}
+    assert "input_scale" not in options["q"]
+    assert options["attn_out"]["input_scale"].shape == (D,) and options["down"]["input_scale"].shape == (HIDDEN,)
+
+
+def test_smoothing_cuts_w8a8_error_on_outliers(block):
+    reference = copy.deepcopy(block)
+    plain = copy.deepcopy(block)
+    quantize_model(plain)
+    quantize_model(block, calibration=calibrate(block, _batches(1), alpha=0.5))
+    assert sum(isinstance(m, Int8Linear) for m in block.modules()) == 5
+    held_out = _batches(2)
+    error_plain = _relative_error(plain, reference, held_out)
+    error_smooth = _relative_error(block, reference, held_out)
+    assert error_smooth < 0.5 * error_plain, (error_smooth, error_plain)
+
+
+def test_static_scales(block):
+    reference = copy.deepcopy(block)
+    quantize_model(block, calibration=calibrate(block, _batches(1), alpha=0.5, static=True))
+    layers = [m for m in block.modules() if isinstance(m, Int8Linear)]
+    assert all(m.activation_scale is not None and float(m.activation_scale) > 0 for m in layers)
+    assert "static" in repr(layers[0])
+    assert _relative_error(block, reference, _batches(2)) < 0.05
+
+
+def test_post_norm_and_one_plus_norm_are_not_folded():
+    torch.manual_seed(1)
+    for model in (PostNormBlock().eval(), PreNormBlock(norm=OnePlusRMSNorm).eval()):
+        reference = copy.deepcopy(model)
+        calibration = calibrate(model, _batches(3), alpha=0.5)
+        calibration.fold_into_norms(model)
+        assert not any(norm == "norm" for norm in calibration.folded.values())
+        assert _relative_error(model, reference, _batches(4)) < 1e-5
+
+
+def test_tied_weight_is_not_scaled():
+    class Tied(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(50, D)
+            self.norm = nn.RMSNorm(D)
+            self.head = nn.Linear(D, 50, bias=False)
+            self.head.weight = self.embed.weight
+
+        def forward(self, ids):
+            return self.head(self.norm(self.embed(ids)))
+
+    model = Tied().eval()
+    embedding = model.embed.weight.detach().clone()
+    calibration = calibrate(model, [torch.arange(50).reshape(5, 10)], alpha=0.5)
+    calibration.fold_into_norms(model)
+    assert not calibration.folded and model.embed.weight.equal(embedding)
+
+
+def test_bad_arguments(block):
+    with pytest.raises(ValueError, match="alpha"):
+        calibrate(block, _batches(1), alpha=1.5)
+    with pytest.raises(ValueError, match="empty"):
+        calibrate(block, [], alpha=0.5)
+    with pytest.raises(TypeError, match="model"):
+        calibrate("model", _batches(1))
+    calibration = calibrate(block, _batches(1))
+    quantize_model(block, calibration=calibration)
+    with pytest.raises(ValueError, match="already applied"):
+        calibration.fold_into_norms(block)
+    with pytest.raises(ValueError, match="not seen"):
+        calibrate(PreNormBlock(), _batches(1)).layer_options(nn.Linear(D, D), "stranger")
+
+
+def test_layer_report_finds_the_outlier_layers(block):
+    report = layer_report(block, _batches(1))
+    by_name = {layer.name: layer for layer in report.layers}
+    assert set(by_name) == {"q", "k", "attn_out", "up", "down"}
+    # q, k and up read the norm outputs with the 60x channels; attn_out does not.
+    assert by_name["q"].outlier_ratio > 5 * by_name["attn_out"].outlier_ratio
+    assert by_name["q"].snr_db < by_name["attn_out"].snr_db
+    assert report.worst(1)[0].name in {"q", "k", "up"}
+    assert "SNR dB" in str(report) and "attn_out" in str(report)
+
+
+def test_modes_round_trip(tmp_path, block):
+    """input_scale, static and weight-only layers save and load bit-identically."""
+    skeleton = copy.deepcopy(block)
+    quantize_model(block, calibration=calibrate(block, _batches(1), alpha=0.5, static=True), exclude="down")
+    block.down = Int8Linear.from_float(skeleton.down, weight_only=True)
+    path = tmp_path / "smooth.safetensors"
+    save_quantized(block, path)
+    loaded = load_quantized(skeleton, path)
+    x = _batches(5, 1)[0]
+    with torch.no_grad():
+        assert torch.equal(loaded(x), block(x))
+    assert loaded.down.weight_only and loaded.attn_out.input_scale is not None
+    assert loaded.q.activation_scale is not None and loaded.q.input_scale is None

