@@ -19,7 +19,8 @@ import triton
 
 from qtriton.backend import interpreter_enabled
 from qtriton.kernels import w8a16_matmul as kernels
-from qtriton.ops.matmul import _config, _config_dict, m_bucket
+from qtriton.ops.configs import _config, m_bucket
+from qtriton.ops.configs import config_dict as _config_dict
 
 _FLOAT_TYPES = (torch.float16, torch.bfloat16, torch.float32)
 
