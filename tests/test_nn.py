@@ -297,7 +297,8 @@ class _TiedLM(nn.Module):
 
 def _unique_bytes(model: nn.Module) -> int:
     """Bytes of the distinct tensors a model holds (what save_quantized stores)."""
-    tensors = {t.untyped_storage().data_ptr(): t for t in [*model.parameters(), *model.buffers()]}
+    # The state dict: non-persistent buffers (Int8Linear's column sums) are not stored.
+    tensors = {t.untyped_storage().data_ptr(): t for t in model.state_dict(keep_vars=True).values()}
     return sum(t.numel() * t.element_size() for t in tensors.values())
 
 
