@@ -75,7 +75,9 @@ def test_every_variant_compiles_within_sm90_limits(compiled):
             "_dequantize_kernel"} <= kernels
     gemm = [row for row in rows if row.family == "gemm"]
     assert {row.block_m for row in gemm} >= {16, 64, 128}
-    assert all(row.registers > 0 and row.shared_bytes > 0 for row in gemm)
+    assert all(row.registers > 0 for row in gemm)
+    # The GEMM itself stages tiles in shared memory (its helpers: sums, copies, split-K reduce need none).
+    assert all(row.shared_bytes > 0 for row in gemm if row.kernel == "_int8_matmul_kernel")
     assert {row.int8_dot for row in gemm if row.kernel == "_int8_matmul_kernel"} == {"wgmma", "mma.sync"}
 
 
@@ -88,10 +90,10 @@ def test_known_violations_are_still_seen(compiled):
 
 
 def test_check_fails_on_a_planted_spill(compiled):
-    (row,) = compiled["planted"]
+    (row,) = [row for row in compiled["planted"] if row.kernel == "_int8_matmul_kernel"]
     assert row.error == "" and row.block_m == 256
     assert row.spill_bytes > 0, row
-    found, known = check(compiled["planted"])
+    found, known = check([row])
     assert any(line.startswith("spills:") for line in found), found
     assert not known
 
@@ -116,8 +118,9 @@ def test_check_rules_on_made_up_rows():
         assert [line.split(":")[0] for line in found] == [rule], (changes, found)
     assert check([row(block_m=16, int8_dot="mma.sync")]) == ([], [])  # mma.sync is right for decode tiles
     assert check([row(block_m=128, int8_dot="none")]) == ([], [])  # a GEMM helper kernel without a dot
+    # The asymmetric-activation variant is held to the same rule since issue #11's GEMM work.
     found, known = check([row(variant="uint8 A + zp per row + bias -> bf16, B nk", spill_bytes=300)])
-    assert not found and len(known) == 1  # KNOWN_VIOLATIONS, issue #11
+    assert [line.split(":")[0] for line in found] == ["spills"] and not known
 
 
 def test_ptx_patterns():
