@@ -1,4 +1,4 @@
-"""Small @triton.jit helpers shared by the kernel families (quantize, matmul)."""
+"""Small @triton.jit helpers shared by the kernel families (quantize, matmul, w8a16 matmul)."""
 
 import triton
 import triton.language as tl
@@ -15,3 +15,18 @@ def _cast_rne(v, dtype: tl.constexpr):
         return (bits >> 16).to(tl.uint16).to(tl.bfloat16, bitcast=True)
     else:
         return v.to(dtype)
+
+
+@triton.jit
+def _tile_position(pid, M, N, BLOCK_SIZE_M: tl.constexpr, BLOCK_SIZE_N: tl.constexpr, GROUP_SIZE_M: tl.constexpr):
+    """(pid_m, pid_n) of tile pid, in groups of GROUP_SIZE_M tile rows (the Triton matmul
+    tutorial's swizzle: consecutive programs share B tiles in L2)."""
+    num_pid_m = tl.cdiv(M, BLOCK_SIZE_M)
+    num_pid_n = tl.cdiv(N, BLOCK_SIZE_N)
+    num_pid_in_group = GROUP_SIZE_M * num_pid_n
+    group_id = pid // num_pid_in_group
+    first_pid_m = group_id * GROUP_SIZE_M
+    group_size_m = min(num_pid_m - first_pid_m, GROUP_SIZE_M)
+    pid_m = first_pid_m + ((pid % num_pid_in_group) % group_size_m)
+    pid_n = (pid % num_pid_in_group) // group_size_m
+    return pid_m, pid_n

@@ -37,28 +37,13 @@ The launch wrappers (grid, configs, output allocation) live in qtriton/ops/matmu
 import triton
 import triton.language as tl
 
-from qtriton.kernels.common import _cast_rne
+from qtriton.kernels.common import _cast_rne, _tile_position
 
 
 @triton.jit
 def _shift_to_int8(x):
     """uint8 q -> int8 q - 128, exactly: flipping the top bit and reinterpreting."""
     return (x ^ 0x80).to(tl.int8, bitcast=True)
-
-
-@triton.jit
-def _tile_position(pid, M, N, BLOCK_SIZE_M: tl.constexpr, BLOCK_SIZE_N: tl.constexpr, GROUP_SIZE_M: tl.constexpr):
-    """(pid_m, pid_n) of tile pid, in groups of GROUP_SIZE_M tile rows (the Triton matmul
-    tutorial's swizzle: consecutive programs share B tiles in L2)."""
-    num_pid_m = tl.cdiv(M, BLOCK_SIZE_M)
-    num_pid_n = tl.cdiv(N, BLOCK_SIZE_N)
-    num_pid_in_group = GROUP_SIZE_M * num_pid_n
-    group_id = pid // num_pid_in_group
-    first_pid_m = group_id * GROUP_SIZE_M
-    group_size_m = min(num_pid_m - first_pid_m, GROUP_SIZE_M)
-    pid_m = first_pid_m + ((pid % num_pid_in_group) % group_size_m)
-    pid_n = (pid % num_pid_in_group) // group_size_m
-    return pid_m, pid_n
 
 
 @triton.jit

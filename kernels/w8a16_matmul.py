@@ -16,7 +16,7 @@ The launch wrapper (validation, grid, configs) lives in qtriton/ops/w8a16.py.
 import triton
 import triton.language as tl
 
-from qtriton.kernels.quantize import _cast_rne  # bfloat16 stores round to nearest even, also in the interpreter
+from qtriton.kernels.common import _cast_rne, _tile_position  # _cast_rne: bf16 stores round to nearest even, also in the interpreter
 
 
 @triton.jit
@@ -42,15 +42,7 @@ def _w8a16_matmul_kernel(
     float32; the epilogue multiplies column j by b_scale[j], adds the bias and casts to C's
     dtype.
     """
-    pid = tl.program_id(0)
-    num_pid_m = tl.cdiv(M, BLOCK_SIZE_M)
-    num_pid_n = tl.cdiv(N, BLOCK_SIZE_N)
-    num_pid_in_group = GROUP_SIZE_M * num_pid_n
-    group_id = pid // num_pid_in_group
-    first_pid_m = group_id * GROUP_SIZE_M
-    group_size_m = min(num_pid_m - first_pid_m, GROUP_SIZE_M)
-    pid_m = first_pid_m + ((pid % num_pid_in_group) % group_size_m)
-    pid_n = (pid % num_pid_in_group) // group_size_m
+    pid_m, pid_n = _tile_position(tl.program_id(0), M, N, BLOCK_SIZE_M, BLOCK_SIZE_N, GROUP_SIZE_M)
 
     # Rows and columns past the edge wrap around: they read valid memory and compute values
     # the masked store drops, so only K needs a mask inside the loop.
