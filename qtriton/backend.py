@@ -5,7 +5,9 @@ torch, CUDA tensors -> triton. `QTRITON_BACKEND` sets the default for a process;
 `set_backend` and the `use_backend` context manager override it in code, for the current
 thread or asyncio task only (a `contextvars.ContextVar`): another thread's setting never
 leaks into this one. A new thread starts from $QTRITON_BACKEND / auto, not from its
-parent's override (pass it on with `contextvars.copy_context().run`).
+parent's override (pass it on with `contextvars.copy_context().run`). torch.compile bakes
+the setting in force when it traces a graph into it: set it before compiling
+(`torch.compiler.reset()` drops graphs traced under another setting).
 
 Triton's interpreter (TRITON_INTERPRET=1) is not thread-safe: run interpreted kernels
 from one thread at a time. Compiled kernels on CUDA may be launched from several threads.
@@ -32,8 +34,13 @@ def _check(name: str) -> str:
     return name
 
 
+# torch.compile reads the setting once, when it traces, and bakes it into the graph. Said
+# here rather than left to the torch version: torch 2.15 traces ContextVar.get without a
+# guard (the same baking, silently), torch 2.11 cannot trace it and breaks fullgraph=True.
+@torch.compiler.assume_constant_result
 def get_backend() -> str:
-    """The backend setting in force: set_backend/use_backend, else $QTRITON_BACKEND, else auto."""
+    """The backend setting in force: set_backend/use_backend, else $QTRITON_BACKEND, else auto.
+    Under torch.compile, the setting when the graph was traced."""
     override = _override.get()
     if override is not None:
         return override

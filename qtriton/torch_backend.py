@@ -214,12 +214,22 @@ def _as_int8(q: torch.Tensor, zp):
     return q, zp
 
 
+def _plain_strides(x: torch.Tensor) -> torch.Tensor:
+    """x, copied to row-major strides when one of its dimensions has length 1 and its strides
+    are not those: torch 2.11's CPU _int_mm misreads such operands (a transposed weight of
+    one input feature, strides (1, 1), gave garbage). The copy is one row or one column."""
+    if 1 in x.shape and x.stride() != (x.shape[1], 1):
+        return x.clone(memory_format=torch.contiguous_format)
+    return x
+
+
 def _int8_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Exact a @ b of int8 tensors as float64 (|sum| <= 2^14 * K < 2^53). On CPU
     torch._int_mm (int32 accumulation, several times faster than a float32 GEMM); elsewhere
     a float64 GEMM (integer GEMMs on CUDA want M > 16 and K, N multiples of 8)."""
     if a.device.type != "cpu":
         return a.to(torch.float64) @ b.to(torch.float64)
+    a, b = _plain_strides(a), _plain_strides(b)
     k = a.shape[1]
     if k <= _INT_MM_MAX_K:
         return torch._int_mm(a, b).to(torch.float64)

@@ -123,6 +123,37 @@ def test_quantized_matmul_integer_part_is_exact(rng, as_input):
     assert_exact(out, ref.int_matmul(a, b, 128, -3).astype(np.float32))
 
 
+def _strided(values: np.ndarray, strides: tuple[int, int], device: str) -> torch.Tensor:
+    """values as a tensor view with the given element strides (any, where a dimension is 1)."""
+    rows, cols = values.shape
+    storage = torch.zeros((rows - 1) * strides[0] + (cols - 1) * strides[1] + 1, dtype=torch.int8)
+    view = storage.as_strided(values.shape, strides)
+    view.copy_(torch.from_numpy(values))
+    return view.to(device) if device != "cpu" else view
+
+
+# One row or one column: any stride is legal along the dimension of length 1, and torch
+# 2.11's CPU _int_mm misread some of them (K = 1 with strides (1, 1) returned garbage).
+DEGENERATE = [  # (m, k, n, a strides, b strides)
+    (1, 1, 3, (1, 1), (1, 1)),
+    (4, 1, 5, (1, 4), (1, 1)),
+    (1, 6, 3, (1, 1), (3, 1)),
+    (1, 6, 3, (2, 2), (1, 6)),
+    (5, 6, 1, (6, 1), (1, 2)),
+    (1, 6, 1, (1, 1), (1, 1)),
+]
+
+
+@pytest.mark.parametrize("backend", BACKENDS[1:])
+@pytest.mark.parametrize("m, k, n, a_strides, b_strides", DEGENERATE)
+def test_quantized_matmul_reads_any_strides_of_a_row_or_column(rng, device, backend, m, k, n, a_strides, b_strides):
+    a = rng.integers(-128, 128, (m, k)).astype(np.int8)
+    b = rng.integers(-128, 128, (k, n)).astype(np.int8)
+    with use_backend(backend):
+        out = qtriton.quantized_matmul(_strided(a, a_strides, device), 1.0, _strided(b, b_strides, device), 1.0)
+    assert_exact(out, ref.int_matmul(a, b).astype(np.float32))
+
+
 def test_torch_callers_get_bfloat16_from_the_numpy_backend(rng):
     a = torch.from_numpy(rng.integers(-128, 128, (3, 8)).astype(np.int8))
     b = torch.from_numpy(rng.integers(-128, 128, (8, 5)).astype(np.int8))
