@@ -30,6 +30,10 @@ TARGET_ARCH = 90
 SHARED_LIMIT_BYTES = 227 * 1024
 # The smallest M of a wgmma instruction: tiles this tall or taller should use it.
 WGMMA_MIN_BLOCK_M = 64
+# Int8Linear's asymmetric activations against the plain int8 GEMM of the same config: the
+# zero points belong in the epilogue, so its K loop may cost at most this much more (#11).
+LOOP_PAIRS = {"int8 A + zp per row + bias -> bf16, B nk": "int8 + bias -> bf16, B nk"}
+LOOP_RATIO_LIMIT = 1.25
 
 # Violations known and tracked: (a regular expression over a row's label "<family> <variant>
 # <config>", the rule), each naming the issue that fixes it. check() reports them apart and
@@ -60,6 +64,7 @@ class Compiled:
     f64_instructions: int = 0
     int8_dot: str = "none"  # "wgmma" (wgmma.mma_async ... .s8), "mma.sync" or "none" (no int8 dot)
     global_loads_128: bool = False
+    loop_sass: int = 0  # SASS instructions in the kernel's longest loop: the GEMM's K loop
     error: str = ""
 
     @property
@@ -181,7 +186,20 @@ def analyse(kernel, row: Compiled) -> Compiled:
                               capture_output=True, text=True, check=True).stdout
     row.registers = int(re.search(r"REG:(\d+)", usage).group(1))
     row.spill_bytes = local_memory_bytes(sass)
+    row.loop_sass = longest_loop(sass)
     return row
+
+
+# A branch in cuobjdump's SASS: "/*0f70*/  @P0 BRA 0xf50 ;" (address, target).
+_BRANCH = re.compile(r"/\*([0-9a-f]+)\*/[^;/]*?\bBRA(?:\.\w+)*\s+(?:`?\(?)0x([0-9a-f]+)")
+_SASS_INSTRUCTION_BYTES = 16
+
+
+def longest_loop(sass: str) -> int:
+    """Instructions from the target of the longest backward branch to that branch, in
+    cuobjdump SASS (16 bytes an instruction on sm_90): the K loop, in a GEMM kernel."""
+    spans = [int(addr, 16) - int(target, 16) for addr, target in _BRANCH.findall(sass)]
+    return max((span // _SASS_INSTRUCTION_BYTES + 1 for span in spans if span > 0), default=0)
 
 
 def _launch_config(kwargs: dict) -> tuple[str, int | None]:
@@ -239,8 +257,9 @@ def _gemm_variants() -> list[Variant]:
         Variant("gemm", "int8 tensor scales -> fp32, B nk", scaled(f32, per_tensor=True), True),
         Variant("gemm", "int8 + bias -> bf16, B nk", scaled(bf16, bias=True), True),
         Variant("gemm", "uint8 A + zp per tensor -> bf16, B nk", scaled(bf16, a_uint8=True, a_zp="tensor")),
-        Variant("gemm", "uint8 A + zp per row + bias -> bf16, B nk",
-                scaled(bf16, a_uint8=True, a_zp="row", bias=True), True),
+        Variant("gemm", "uint8 A + zp per row + bias -> bf16, B nk", scaled(bf16, a_uint8=True, a_zp="row", bias=True)),
+        # Int8Linear's asymmetric activations: signed codes (q - 128) from the quantize kernel.
+        Variant("gemm", "int8 A + zp per row + bias -> bf16, B nk", scaled(bf16, a_zp="row", bias=True), True),
         Variant("gemm", "uint8 B + zp per column -> fp32, B nk", scaled(f32, b_uint8=True, b_zp="column")),
     ]
 
@@ -359,8 +378,10 @@ def check(rows: list[Compiled]) -> tuple[list[str], list[str]]:
     """(violations, known violations) of what must hold on sm_90a: every case compiles,
     shared memory < 227 KB, no spills in a config the tuned / Int8Linear path can pick, a
     wgmma for every int8 dot of a tile with BLOCK_M >= 64, 128-bit global loads in every
-    quantize kernel."""
+    quantize kernel, and a K loop of each LOOP_PAIRS variant at most LOOP_RATIO_LIMIT times
+    that of its plain partner in the same config."""
     found, known = [], []
+    plain_loops = {(row.variant, row.kernel, row.config): row.loop_sass for row in rows if not row.error}
 
     def flag(row, rule, text):
         (known if _known(row, rule) else found).append(f"{rule}: {row.label} [{row.kernel}]: {text}")
@@ -378,26 +399,31 @@ def check(rows: list[Compiled]) -> tuple[list[str], list[str]]:
             flag(row, "wgmma", f"BLOCK_M {row.block_m}: the int8 dot is mma.sync, not wgmma.mma_async .s8")
         if row.family == "quantize" and not row.global_loads_128:
             flag(row, "loads", "no 128-bit global load")
+        plain = plain_loops.get((LOOP_PAIRS.get(row.variant), row.kernel, row.config))
+        if plain and row.loop_sass > LOOP_RATIO_LIMIT * plain:
+            flag(row, "loop", f"K loop of {row.loop_sass} SASS instructions, plain int8 {plain}: over "
+                              f"{LOOP_RATIO_LIMIT}x")
     return found, known
 
 
 # ------------------------------------------------------------------------------ output
-_HEADER = ("| kernel | variant | config | regs | spill B | shared KB | f64 | int8 dot | 128-bit loads |\n"
-           "|---|---|---|---:|---:|---:|---:|---|---|\n")
+_HEADER = ("| kernel | variant | config | regs | spill B | shared KB | f64 | int8 dot | 128-bit loads | loop SASS |\n"
+           "|---|---|---|---:|---:|---:|---:|---|---|---:|\n")
 
 
 def _format_row(row: Compiled) -> str:
     if row.error:
-        return f"| {row.kernel} | {row.variant} | {row.config} | error: {row.error} | | | | | |"
+        return f"| {row.kernel} | {row.variant} | {row.config} | error: {row.error} | | | | | | |"
     return (f"| {row.kernel} | {row.variant} | {row.config} | {row.registers} | {row.spill_bytes} | "
             f"{row.shared_bytes / 1024:.0f} | {row.f64_instructions} | {row.int8_dot} | "
-            f"{'yes' if row.global_loads_128 else 'no'} |")
+            f"{'yes' if row.global_loads_128 else 'no'} | {row.loop_sass} |")
 
 
 def markdown(rows: list[Compiled], versions: str) -> str:
     lines = [f"Compiled offline for sm_90a with {versions} (`python -m bench static`); "
              f"{len(rows)} kernels. spill B: bytes per thread of the local-memory stores and loads "
-             "(STL/LDL) in the cubin's SASS.", "", _HEADER.rstrip("\n")]
+             "(STL/LDL) in the cubin's SASS; loop SASS: instructions in the kernel's longest loop (a GEMM's "
+             "K loop).", "", _HEADER.rstrip("\n")]
     lines += [_format_row(row) for row in rows]
     return "\n".join(lines) + "\n"
 

@@ -167,14 +167,15 @@ def _quantize_rows_kernel(
     x_ptr, q_ptr, scale_ptr, zero_point_ptr,
     M, K,
     stride_xm, stride_xk,
-    NUM_BITS: tl.constexpr, SYMMETRIC: tl.constexpr, INCLUDE_ZERO: tl.constexpr,
+    NUM_BITS: tl.constexpr, SYMMETRIC: tl.constexpr, INCLUDE_ZERO: tl.constexpr, CODE_OFFSET: tl.constexpr,
     BLOCK_SIZE_M: tl.constexpr, BLOCK_SIZE_K: tl.constexpr, SINGLE_PASS: tl.constexpr,
 ):
     """Row-wise dynamic quantization of x (M, K), any strides: one scale (and zero point)
     per row. One program handles BLOCK_SIZE_M rows: with SINGLE_PASS (K <= BLOCK_SIZE_K)
     it reads each row once into registers, reduces it, and writes the codes from the same
     registers; otherwise it loops over K twice, first reducing, then quantizing.
-    INCLUDE_ZERO: each row's range includes 0 (see _quant_params).
+    INCLUDE_ZERO: each row's range includes 0 (see _quant_params). CODE_OFFSET is
+    subtracted from the asymmetric codes and zero points (2**(NUM_BITS-1): signed codes).
     Writes q (M, K) contiguous, scale (M,) float32 and, asymmetric, zero_point (M,) int32."""
     pid = tl.program_id(0).to(tl.int64)
     rows = pid * BLOCK_SIZE_M + tl.arange(0, BLOCK_SIZE_M)
@@ -189,7 +190,7 @@ def _quantize_rows_kernel(
         lo, hi = _range_operands(x, mask, SYMMETRIC)
         lo, hi = _reduce_range(lo, hi, 1, SYMMETRIC)
         scale, zero_point = _quant_params(lo, hi, NUM_BITS, SYMMETRIC, INCLUDE_ZERO)
-        q = _quantize_values(x, scale[:, None], zero_point[:, None], NUM_BITS, SYMMETRIC)
+        q = _quantize_values(x, scale[:, None], zero_point[:, None], NUM_BITS, SYMMETRIC) - CODE_OFFSET
         tl.store(q_rows + cols[None, :], q.to(q_ptr.dtype.element_ty), mask=mask)
     else:
         lo, hi = _empty_range(BLOCK_SIZE_M, SYMMETRIC)
@@ -205,12 +206,12 @@ def _quantize_rows_kernel(
             offs_k = k + cols
             mask = row_mask[:, None] & (offs_k[None, :] < K)
             x = _to_float32(tl.load(x_rows + offs_k[None, :].to(tl.int64) * stride_xk, mask=mask, other=0.0))
-            q = _quantize_values(x, scale[:, None], zero_point[:, None], NUM_BITS, SYMMETRIC)
+            q = _quantize_values(x, scale[:, None], zero_point[:, None], NUM_BITS, SYMMETRIC) - CODE_OFFSET
             tl.store(q_rows + offs_k[None, :], q.to(q_ptr.dtype.element_ty), mask=mask)
 
     tl.store(scale_ptr + rows, scale, mask=row_mask)
     if not SYMMETRIC:
-        tl.store(zero_point_ptr + rows, zero_point.to(tl.int32), mask=row_mask)
+        tl.store(zero_point_ptr + rows, (zero_point - CODE_OFFSET).to(tl.int32), mask=row_mask)
 
 
 # -------------------------------------------------------------- per channel, any axis
@@ -228,7 +229,7 @@ def _quantize_channels_kernel(
     OUTER, C, INNER,
     stride_xo, stride_xc, stride_xi,
     stride_qo, stride_qc, stride_qi,
-    NUM_BITS: tl.constexpr, SYMMETRIC: tl.constexpr, INCLUDE_ZERO: tl.constexpr,
+    NUM_BITS: tl.constexpr, SYMMETRIC: tl.constexpr, INCLUDE_ZERO: tl.constexpr, CODE_OFFSET: tl.constexpr,
     BLOCK_SIZE_O: tl.constexpr, BLOCK_SIZE_C: tl.constexpr, BLOCK_SIZE_I: tl.constexpr,
     SINGLE_PASS: tl.constexpr,
 ):
@@ -240,7 +241,7 @@ def _quantize_channels_kernel(
     OUTER and INNER. Writes q (OUTER, C, INNER) at its strides (contiguous, or the
     transposed view of a contiguous (C, OUTER) q when the channels are the rows of a
     transposed input), scale (C,), zero_point (C,). INCLUDE_ZERO: each channel's range
-    includes 0 (see _quant_params)."""
+    includes 0 (see _quant_params). CODE_OFFSET: as in _quantize_rows_kernel."""
     pid = tl.program_id(0).to(tl.int64)
     chans = pid * BLOCK_SIZE_C + tl.arange(0, BLOCK_SIZE_C)
     chan_mask = chans < C
@@ -256,7 +257,7 @@ def _quantize_channels_kernel(
         lo, hi = _reduce_range(lo, hi, 2, SYMMETRIC)
         lo, hi = _reduce_range(lo, hi, 0, SYMMETRIC)
         scale, zero_point = _quant_params(lo, hi, NUM_BITS, SYMMETRIC, INCLUDE_ZERO)
-        q = _quantize_values(x, scale[None, :, None], zero_point[None, :, None], NUM_BITS, SYMMETRIC)
+        q = _quantize_values(x, scale[None, :, None], zero_point[None, :, None], NUM_BITS, SYMMETRIC) - CODE_OFFSET
         q_offs = outer[:, None, None] * stride_qo + inner[None, None, :] * stride_qi
         tl.store(q_chans + q_offs, q.to(q_ptr.dtype.element_ty), mask=mask)
     else:
@@ -276,13 +277,13 @@ def _quantize_channels_kernel(
             for i in range(0, INNER, BLOCK_SIZE_I):
                 inner = (i + offs_i).to(tl.int64)
                 x, mask = _load_channel_tile(x_chans, outer, inner, chan_mask, OUTER, INNER, stride_xo, stride_xi)
-                q = _quantize_values(x, scale[None, :, None], zero_point[None, :, None], NUM_BITS, SYMMETRIC)
+                q = _quantize_values(x, scale[None, :, None], zero_point[None, :, None], NUM_BITS, SYMMETRIC) - CODE_OFFSET
                 q_offs = outer[:, None, None] * stride_qo + inner[None, None, :] * stride_qi
                 tl.store(q_chans + q_offs, q.to(q_ptr.dtype.element_ty), mask=mask)
 
     tl.store(scale_ptr + chans, scale, mask=chan_mask)
     if not SYMMETRIC:
-        tl.store(zero_point_ptr + chans, zero_point.to(tl.int32), mask=chan_mask)
+        tl.store(zero_point_ptr + chans, (zero_point - CODE_OFFSET).to(tl.int32), mask=chan_mask)
 
 
 # -------------------------------------------------------------------------- per tensor

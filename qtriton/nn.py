@@ -200,8 +200,11 @@ class Int8Linear(nn.Module):
             out = api.quantized_matmul(x_q, x_scale, self.weight.t(), weight_scale, x_zero_point, 0,
                                        bias=bias, out_dtype=x.dtype)
         else:  # straight to the backend: nothing below checks again
+            # Asymmetric codes come as int8 (q - 128, zero points alike): the GEMM then runs
+            # its plain int8 K loop, the zero points only in its epilogue.
+            asymmetric = not self.symmetric_activations
             x_q, x_scale, x_zero_point = backend.quantize(rows, 8, self.symmetric_activations, "token", None,
-                                                             not self.symmetric_activations)
+                                                             asymmetric, asymmetric)
             checks.quantize_result(x_scale, "input")
             x_zero_point = 0 if x_zero_point is None else x_zero_point
             # The weight's kept column sums: the activations' zero points need them, and

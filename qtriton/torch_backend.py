@@ -67,25 +67,31 @@ def _round_half_up(v: torch.Tensor) -> torch.Tensor:
 
 
 def quantize(x: torch.Tensor, num_bits: int, symmetric: bool, granularity: str, axis: int | None,
-             include_zero: bool = False):
+             include_zero: bool = False, signed_codes: bool = False):
     """(q, scale, zero_point or None); scale shaped () / (C,) / x.shape[:-1] by granularity.
-    include_zero (asymmetric): each slice's range includes 0."""
+    include_zero (asymmetric): each slice's range includes 0. signed_codes (asymmetric):
+    q - 2^(b-1) as int8 and zero points shifted alike (q - zero point unchanged)."""
     x = x.to(torch.float32)
     if symmetric:
         scale = symmetric_params(x, num_bits, granularity, axis)
         q = _codes(x / scale, num_bits, True)
         return q, _squeeze(scale, granularity), None
     scale, zp = asymmetric_params(x, num_bits, granularity, axis, include_zero)
-    q = _codes((x / scale).add_(zp), num_bits, False)
-    return q, _squeeze(scale, granularity), _squeeze(zp, granularity).to(torch.int32)
+    offset = 1 << (num_bits - 1) if signed_codes else 0
+    q = _codes((x / scale).add_(zp), num_bits, False, offset)
+    return q, _squeeze(scale, granularity), _squeeze(zp - offset, granularity).to(torch.int32)
 
 
-def _codes(v: torch.Tensor, num_bits: int, signed: bool) -> torch.Tensor:
-    """clamp(rint(v)) as int8 / uint8, in place on the float32 v (no more (M, K) buffers).
-    NaN, from a NaN scale (the only source: NaN or Inf data give a NaN scale), becomes 0."""
+def _codes(v: torch.Tensor, num_bits: int, signed: bool, offset: int = 0) -> torch.Tensor:
+    """clamp(rint(v)) - offset as int8 (signed, or offset) / uint8, in place on the float32
+    v (no more (M, K) buffers). NaN, from a NaN scale (the only source: NaN or Inf data give
+    a NaN scale), becomes code 0. The offset comes after the rounding: rint(v - 128) is not
+    rint(v) - 128 where v - 128 rounds in float32."""
     qmin, qmax = qrange(num_bits, signed)
     v = v.round_().clamp_(qmin, qmax).nan_to_num_(0.0)
-    return v.to(torch.int8 if signed else torch.uint8)
+    if offset:
+        v = v.sub_(offset)
+    return v.to(torch.int8 if signed or offset else torch.uint8)
 
 
 def _squeeze(v: torch.Tensor, granularity: str) -> torch.Tensor:

@@ -154,6 +154,26 @@ def test_a_wrong_gemm_is_reported_not_timed(monkeypatch):
     assert len(bench_matmul._bench_case(ctx, 33, 16, 32)) == 4
 
 
+def test_cpu_bench_smoke_checks_and_prints_a_row(capsys):
+    """`python -m bench cpu --smoke`: one tiny layer, checked against the oracle, one row."""
+    assert main(["cpu", "--smoke"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("# CPU, torch") and "bit for bit" in lines[0]
+    (row,) = [line for line in lines if line.startswith("| tiny |")]
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[1] == "5x48 -> 96" and all(float(cell) > 0 for cell in cells[2:-1])
+    assert cells[-1].endswith("x")
+
+
+def test_cpu_bench_stops_on_a_wrong_layer(monkeypatch):
+    import qtriton.torch_backend as torch_backend
+
+    right = torch_backend.quantized_matmul
+    monkeypatch.setattr(torch_backend, "quantized_matmul", lambda *args, **kwargs: right(*args, **kwargs) * 1.001)
+    with pytest.raises(SystemExit, match="int8 sym output differs from the oracle"):
+        main(["cpu", "--smoke"])
+
+
 def test_checks_fail_on_a_single_wrong_element():
     ctx = _smoke_context()
     expected = torch.arange(12, dtype=torch.float32).reshape(3, 4)

@@ -14,6 +14,7 @@ import triton
 import triton.language as tl
 
 from qtriton import reference as ref
+from qtriton.backend import backend_module
 from qtriton.kernels.quantize import _cast_rne, _round_half_even
 from qtriton.ops import quantize as qops
 from qtriton.testing import assert_exact
@@ -166,6 +167,37 @@ def test_per_token_range_including_zero(device, rng, layout, num_bits):
     deq = ref.dequantize_per_token(q_ref, scale_ref, zp_ref)
     np.testing.assert_allclose(deq[:2], x[:2], rtol=1e-6)
     assert (deq[x == 0] == 0).all()  # zero is exact
+
+
+@pytest.mark.parametrize("backend, layout", [
+    ("numpy", "rows"), ("torch", "rows"), ("torch", "transposed"),
+    ("triton", "rows"), ("triton", "two_pass"), ("triton", "transposed"),
+])
+@pytest.mark.parametrize("num_bits", [4, 8])
+@pytest.mark.parametrize("include_zero", [False, True])
+def test_signed_codes_are_the_oracles_shifted(device, rng, backend, layout, num_bits, include_zero):
+    """signed_codes (what Int8Linear asks for): int8 q - 2^(b-1) and zero points alike, on
+    every backend, equal to the oracle's shifted; rounding ties and NaN rows included."""
+    x = _random(rng, (6, 37), scale=3.0)
+    x[0, :4] = [0.0, 1.5, 2.5, 40.5]  # ties of rint at unit scale...
+    x[0, 4:] = np.linspace(0.0, 40.5, 33)  # ...where the row's range makes the scale 40.5 / qmax
+    x[1, 3] = np.nan
+    x[2] = 0.75  # constant row
+    xt = _tensor(np.ascontiguousarray(x.T), device).t() if layout == "transposed" else _tensor(x, device)
+    if backend == "triton":
+        launch = {"max_single_pass_k": 16} if layout == "two_pass" else {}
+        q, scale, zero_point = qops._quantize_per_token(xt, num_bits, False, include_zero=include_zero,
+                                                        signed_codes=True, **launch)
+    else:
+        module = backend_module(backend)
+        arg = x if backend == "numpy" else xt
+        q, scale, zero_point = module.quantize(arg, num_bits, False, "token", None, include_zero, True)
+    offset = 2 ** (num_bits - 1)
+    q_ref, scale_ref, zp_ref = ref.quantize_per_token(x, num_bits, False, include_zero=include_zero)
+    assert q.dtype in (np.int8, torch.int8)
+    assert_exact(q, (q_ref.astype(np.int16) - offset).astype(np.int8), "signed q")
+    assert_exact(zero_point, zp_ref - offset, "signed zero_point")
+    assert_exact(scale, scale_ref, "scale")
 
 
 @pytest.mark.parametrize("shape", [(3, 1000), (2, 2, 129), (1, 64)])

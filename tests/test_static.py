@@ -7,6 +7,7 @@ TRITON_INTERPRET=1, so its kernels are interpreted, not compiled."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -118,9 +119,26 @@ def test_check_rules_on_made_up_rows():
         assert [line.split(":")[0] for line in found] == [rule], (changes, found)
     assert check([row(block_m=16, int8_dot="mma.sync")]) == ([], [])  # mma.sync is right for decode tiles
     assert check([row(block_m=128, int8_dot="none")]) == ([], [])  # a GEMM helper kernel without a dot
-    # The asymmetric-activation variant is held to the same rule since issue #11's GEMM work.
-    found, known = check([row(variant="uint8 A + zp per row + bias -> bf16, B nk", spill_bytes=300)])
+    # The asymmetric-activation variants (Int8Linear: int8 A + zp) are held to the same rule.
+    found, known = check([row(variant="int8 A + zp per row + bias -> bf16, B nk", spill_bytes=300)])
     assert [line.split(":")[0] for line in found] == ["spills"] and not known
+    # Its K loop against the plain int8 GEMM's in the same config (issue #11's 25 %).
+    plain = row(variant="int8 + bias -> bf16, B nk", loop_sass=100)
+    for loop_sass, rules in [(125, []), (126, ["loop"])]:
+        asymmetric = row(variant="int8 A + zp per row + bias -> bf16, B nk", loop_sass=loop_sass)
+        assert [line.split(":")[0] for line in check([plain, asymmetric])[0]] == rules
+        assert check([plain, dataclasses.replace(asymmetric, config="M64 N64 K128 w4 s3")]) == ([], [])
+
+
+def test_int8_linear_asymmetric_k_loop_is_the_plain_one(compiled):
+    """The pairs the loop rule compares exist in the subset, with loops found, for decode and
+    prefill tiles: the rule is not vacuous."""
+    rows = {(r.variant, r.kernel, r.config): r.loop_sass for r in compiled["subset"] if not r.error}
+    pairs = [(loops, rows[(static.LOOP_PAIRS[variant], kernel, config)], config)
+             for (variant, kernel, config), loops in rows.items()
+             if variant in static.LOOP_PAIRS and kernel == "_int8_matmul_kernel"]
+    assert {config.split()[0] for _, _, config in pairs} >= {"M16", "M128"}, pairs
+    assert all(plain > 0 and loops > 0 for loops, plain, _ in pairs), pairs
 
 
 def test_ptx_patterns():

@@ -200,8 +200,9 @@ def transpose_b_for(M: int, b_k_major: bool) -> bool:
     return not b_k_major and M >= KMAJOR_MIN_M
 
 
-# A uint8 A (asymmetric activations) is shifted to int8 in one pass before the GEMM from
-# this M on: in the K loop the shift sends the A tile through registers and byte permutes
+# A uint8 A (an API caller's asymmetric codes; Int8Linear's come as int8 from its quantize
+# kernel) is shifted to int8 in one pass before the GEMM from this M on: in the K loop
+# the shift sends the A tile through registers and byte permutes
 # (sm_90a, 128 x 128 x 128: 304 K-loop SASS instructions against 100 with int8 A, see
 # docs/kernels.md). Below it, the decode tiles stream B and one more launch would cost
 # more than the shift (unmeasured). A uint8 B is shifted from KMAJOR_MIN_M on (its copy

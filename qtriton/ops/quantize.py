@@ -98,18 +98,19 @@ def _rows_are_columns(x2: torch.Tensor) -> bool:
     return m > 1 and k > 1 and x2.stride(0) == 1 and x2.stride(1) != 1
 
 
-def _quantize_rows(x2, q2, scale, zero_point, num_bits, symmetric, max_single_pass_k, tile, include_zero=False) -> None:
+def _quantize_rows(x2, q2, scale, zero_point, num_bits, symmetric, max_single_pass_k, tile, include_zero=False,
+                   code_offset=0) -> None:
     """Row-wise quantization of the 2-D x2 (M, K) into q2 (contiguous), scale and zero
     point (M,). A transposed x2 goes to the channel kernel: its rows are the channels of
     the (K, M, 1) view, and the channel tiles are wide along M, the contiguous axis."""
     if _rows_are_columns(x2):
         _launch_channels(x2.t().unsqueeze(2), q2.t().unsqueeze(2), scale, zero_point, num_bits, symmetric, tile,
-                         include_zero)
+                         include_zero, code_offset)
     else:
-        _launch_rows(x2, q2, scale, zero_point, num_bits, symmetric, max_single_pass_k, include_zero)
+        _launch_rows(x2, q2, scale, zero_point, num_bits, symmetric, max_single_pass_k, include_zero, code_offset)
 
 
-def _launch_rows(x2, q2, scale, zero_point, num_bits, symmetric, max_single_pass_k, include_zero) -> None:
+def _launch_rows(x2, q2, scale, zero_point, num_bits, symmetric, max_single_pass_k, include_zero, code_offset) -> None:
     m, k = x2.shape
     single_pass = k <= max_single_pass_k
     if single_pass:
@@ -122,31 +123,36 @@ def _launch_rows(x2, q2, scale, zero_point, num_bits, symmetric, max_single_pass
             x2, q2, scale, scale if zero_point is None else zero_point,
             m, k,
             x2.stride(0), x2.stride(1),
-            NUM_BITS=num_bits, SYMMETRIC=symmetric, INCLUDE_ZERO=include_zero,
+            NUM_BITS=num_bits, SYMMETRIC=symmetric, INCLUDE_ZERO=include_zero, CODE_OFFSET=code_offset,
             BLOCK_SIZE_M=block_m, BLOCK_SIZE_K=block_k, SINGLE_PASS=single_pass,
             num_warps=_num_warps(block_m * block_k),
         )
 
 
 def _quantize_per_token(x: torch.Tensor, num_bits: int = 8, symmetric: bool = True, *, include_zero: bool = False,
-                        max_single_pass_k: int = MAX_SINGLE_PASS_K, tile: int = TILE_ELEMENTS):
+                        signed_codes: bool = False, max_single_pass_k: int = MAX_SINGLE_PASS_K,
+                        tile: int = TILE_ELEMENTS):
     """One scale (and zero point) per row: per index of every axis but the last.
     Returns (q, scales of shape x.shape[:-1] float32[, zero points int32, same shape]).
     include_zero (asymmetric): each row's range includes 0, zero points in [0, 2^b - 1]
-    (reference.quantize_per_token's include_zero).
+    (reference.quantize_per_token's include_zero). signed_codes (asymmetric): q and the
+    zero points come shifted by -2^(b-1), q as int8; q - zero point is unchanged, and an
+    int8 q is what the GEMM's plain K loop reads (a uint8 one it shifts tile by tile).
     Rows of up to max_single_pass_k elements are read once, longer ones twice. Rows
     stored with stride 1 across rows (x.t() of a contiguous x) go to the channel kernel,
     in tiles of `tile` elements (rows longer than a tile holds are read twice)."""
-    q = torch.empty(x.shape, dtype=_code_dtype(symmetric), device=x.device)
+    code_offset = 1 << (num_bits - 1) if signed_codes and not symmetric else 0
+    q = torch.empty(x.shape, dtype=_code_dtype(symmetric or signed_codes), device=x.device)
     if x.numel() == 0:
-        return _result(q, *_empty_params(x.shape[:-1], symmetric, x.device), symmetric)
+        scale, zero_point = _empty_params(x.shape[:-1], symmetric, x.device)
+        return _result(q, scale, None if symmetric else zero_point - code_offset, symmetric)
     scale = torch.empty(x.shape[:-1], dtype=torch.float32, device=x.device)
     zero_point = None if symmetric else torch.empty(x.shape[:-1], dtype=torch.int32, device=x.device)
     k = x.shape[-1]
     _quantize_rows(
         x.reshape(-1, k), q.view(-1, k), scale.view(-1),
         None if symmetric else zero_point.view(-1),
-        num_bits, symmetric, max_single_pass_k, tile, include_zero and not symmetric,
+        num_bits, symmetric, max_single_pass_k, tile, include_zero and not symmetric, code_offset,
     )
     return _result(q, scale, zero_point, symmetric)
 
@@ -193,7 +199,7 @@ def _channel_blocks(outer: int, channels: int, inner: int, element_size: int, ti
     return block_o, block_c, block_i
 
 
-def _launch_channels(x3, q3, scale, zero_point, num_bits, symmetric, tile, include_zero=False) -> None:
+def _launch_channels(x3, q3, scale, zero_point, num_bits, symmetric, tile, include_zero=False, code_offset=0) -> None:
     """Per-channel quantization of the 3-D (outer, C, inner) x3 into the (outer, C, inner)
     view q3 of a contiguous q (any strides), scale and zero point (C,)."""
     outer, channels, inner = x3.shape
@@ -204,7 +210,7 @@ def _launch_channels(x3, q3, scale, zero_point, num_bits, symmetric, tile, inclu
             outer, channels, inner,
             x3.stride(0), x3.stride(1), x3.stride(2),
             q3.stride(0), q3.stride(1), q3.stride(2),
-            NUM_BITS=num_bits, SYMMETRIC=symmetric, INCLUDE_ZERO=include_zero,
+            NUM_BITS=num_bits, SYMMETRIC=symmetric, INCLUDE_ZERO=include_zero, CODE_OFFSET=code_offset,
             BLOCK_SIZE_O=block_o, BLOCK_SIZE_C=block_c, BLOCK_SIZE_I=block_i,
             SINGLE_PASS=outer <= block_o and inner <= block_i,
             num_warps=_num_warps(block_o * block_c * block_i),
