@@ -273,6 +273,7 @@ def _quantize_variants() -> list[Variant]:
     import torch
 
     from qtriton import ops
+    from qtriton.ops.quantize import _quantize_activations as _activations
 
     variants = []
     for dtype in (torch.float32, torch.float16, torch.bfloat16):
@@ -296,6 +297,12 @@ def _quantize_variants() -> list[Variant]:
         add("dequantize token",
             lambda d: ops.dequantize(torch.zeros(64, 4096, dtype=torch.int8), torch.ones(64),
                                      granularity="token", out_dtype=d))
+        # Int8Linear's activations: signed asymmetric codes, SmoothQuant's input scale, static.
+        add("Int8Linear activations asym", lambda d: _activations(torch.zeros(64, 4096, dtype=d), False))
+        add("Int8Linear activations smoothed sym",
+            lambda d: _activations(torch.zeros(64, 4096, dtype=d), True, torch.ones(4096)))
+        add("Int8Linear activations smoothed static",
+            lambda d: _activations(torch.zeros(64, 4096, dtype=d), True, torch.ones(4096), torch.ones(())))
     for granularity, axis in (("tensor", None), ("channel", 0), ("channel", 1)):
         variants.append(Variant(
             "quantize", f"dequantize {granularity}{'' if axis is None else f' axis {axis}'} uint8 + zp",

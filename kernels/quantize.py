@@ -163,8 +163,18 @@ def _quantize_values(x, scale, zero_point, NUM_BITS: tl.constexpr, SYMMETRIC: tl
 
 # ------------------------------------------------------------- per row (token / channel)
 @triton.jit
+def _load_rows(x_rows, offs_k, mask, stride_xk, input_scale_ptr, K):
+    """The float32 tile x[rows, offs_k], times input_scale[offs_k] when given (one float32
+    multiply, as `x.float() * input_scale` rounds it)."""
+    x = _to_float32(tl.load(x_rows + offs_k[None, :].to(tl.int64) * stride_xk, mask=mask, other=0.0))
+    if input_scale_ptr is not None:
+        x = x * tl.load(input_scale_ptr + offs_k, mask=offs_k < K, other=1.0)[None, :]
+    return x
+
+
+@triton.jit
 def _quantize_rows_kernel(
-    x_ptr, q_ptr, scale_ptr, zero_point_ptr,
+    x_ptr, q_ptr, scale_ptr, zero_point_ptr, input_scale_ptr, static_scale_ptr,
     M, K,
     stride_xm, stride_xk,
     NUM_BITS: tl.constexpr, SYMMETRIC: tl.constexpr, INCLUDE_ZERO: tl.constexpr, CODE_OFFSET: tl.constexpr,
@@ -176,6 +186,9 @@ def _quantize_rows_kernel(
     registers; otherwise it loops over K twice, first reducing, then quantizing.
     INCLUDE_ZERO: each row's range includes 0 (see _quant_params). CODE_OFFSET is
     subtracted from the asymmetric codes and zero points (2**(NUM_BITS-1): signed codes).
+    input_scale_ptr (K,) float32, or None: x * input_scale is what gets quantized.
+    static_scale_ptr (one float32), or None: symmetric codes with that scale instead of the
+    row's own; the range is still reduced, to give a row holding NaN or Inf a NaN scale.
     Writes q (M, K) contiguous, scale (M,) float32 and, asymmetric, zero_point (M,) int32."""
     pid = tl.program_id(0).to(tl.int64)
     rows = pid * BLOCK_SIZE_M + tl.arange(0, BLOCK_SIZE_M)
@@ -186,10 +199,12 @@ def _quantize_rows_kernel(
 
     if SINGLE_PASS:
         mask = row_mask[:, None] & (cols[None, :] < K)
-        x = _to_float32(tl.load(x_rows + cols[None, :].to(tl.int64) * stride_xk, mask=mask, other=0.0))
+        x = _load_rows(x_rows, cols, mask, stride_xk, input_scale_ptr, K)
         lo, hi = _range_operands(x, mask, SYMMETRIC)
         lo, hi = _reduce_range(lo, hi, 1, SYMMETRIC)
         scale, zero_point = _quant_params(lo, hi, NUM_BITS, SYMMETRIC, INCLUDE_ZERO)
+        if static_scale_ptr is not None:
+            scale = tl.where(scale == scale, tl.load(static_scale_ptr), float("nan"))  # noqa: PLR0124
         q = _quantize_values(x, scale[:, None], zero_point[:, None], NUM_BITS, SYMMETRIC) - CODE_OFFSET
         tl.store(q_rows + cols[None, :], q.to(q_ptr.dtype.element_ty), mask=mask)
     else:
@@ -197,15 +212,17 @@ def _quantize_rows_kernel(
         for k in range(0, K, BLOCK_SIZE_K):
             offs_k = k + cols
             mask = row_mask[:, None] & (offs_k[None, :] < K)
-            x = _to_float32(tl.load(x_rows + offs_k[None, :].to(tl.int64) * stride_xk, mask=mask, other=0.0))
+            x = _load_rows(x_rows, offs_k, mask, stride_xk, input_scale_ptr, K)
             tile_lo, tile_hi = _range_operands(x, mask, SYMMETRIC)
             tile_lo, tile_hi = _reduce_range(tile_lo, tile_hi, 1, SYMMETRIC)
             lo, hi = _merge_range(lo, hi, tile_lo, tile_hi, SYMMETRIC)
         scale, zero_point = _quant_params(lo, hi, NUM_BITS, SYMMETRIC, INCLUDE_ZERO)
+        if static_scale_ptr is not None:
+            scale = tl.where(scale == scale, tl.load(static_scale_ptr), float("nan"))  # noqa: PLR0124
         for k in range(0, K, BLOCK_SIZE_K):
             offs_k = k + cols
             mask = row_mask[:, None] & (offs_k[None, :] < K)
-            x = _to_float32(tl.load(x_rows + offs_k[None, :].to(tl.int64) * stride_xk, mask=mask, other=0.0))
+            x = _load_rows(x_rows, offs_k, mask, stride_xk, input_scale_ptr, K)
             q = _quantize_values(x, scale[:, None], zero_point[:, None], NUM_BITS, SYMMETRIC) - CODE_OFFSET
             tl.store(q_rows + offs_k[None, :], q.to(q_ptr.dtype.element_ty), mask=mask)
 

@@ -70,6 +70,17 @@ def _quantize(x, num_bits: int, symmetric: bool, granularity: str, axis: int | N
     return q, scale, zp
 
 
+def _quantize_activations(rows, symmetric: bool, input_scale=None, static_scale=None):
+    """Int8Linear's activation codes (reference.quantize_activations) on the backend in
+    force, in the caller's kind; the arguments come from the layer, already checked."""
+    backend, device = resolve(rows)
+    extras = (None if v is None else _to_backend(v, device) for v in (input_scale, static_scale))
+    out = backend.quantize_activations(_to_backend(rows, device), symmetric, *extras)
+    q, scale, zp = (_to_caller(v, rows) for v in out)
+    checks.quantize_result(scale, "input")
+    return q, scale, zp
+
+
 def _dequantize(q, scale, zero_point, granularity: str, axis: int | None):
     backend, device = resolve(q)
     if device is not None:

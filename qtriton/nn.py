@@ -3,12 +3,14 @@
 `Int8Linear` stores its weight as int8 with one symmetric scale per output channel and
 quantizes its input per token on every call, so one forward is
 
-    q_x, s_x[, z_x] = quantize_per_token(x)                       (fused kernel on CUDA)
+    q_x, s_x[, z_x] = quantize_activations(x)                     (one kernel on CUDA)
     y = ((q_x - z_x) @ q_w.T) * s_x[:, None] * s_w[None, :] + b   (int8 GEMM, int32 accumulator,
                                                                    scales and bias in its epilogue)
 
-through `qtriton.api`, which dispatches by backend: the Triton kernels for CUDA tensors, torch
-ops for CPU tensors (see `qtriton.backend`). Inference only: no gradients flow through it.
+dispatched by backend: the Triton kernels for CUDA tensors, torch ops for CPU tensors (see
+`qtriton.backend`). `reference.quantize_activations` says what the activation codes are in
+each mode (per token, symmetric or asymmetric; SmoothQuant's input scale; a static scale).
+Inference only: no gradients flow through it.
 """
 
 from __future__ import annotations
@@ -179,38 +181,33 @@ class Int8Linear(nn.Module):
         if rows.shape[0] == 0:
             return x.new_zeros(*leading, self.out_features)
         rows = checks.float_input(rows, "input")  # NaN / Inf, where visible
-        if self.input_scale is not None:
-            # A torch multiply for now: fusing it into the per-token quantize kernel is a follow-up.
-            rows = rows.to(torch.float32) * self.input_scale
         if self.weight_only:
+            if self.input_scale is not None:
+                rows = rows.to(torch.float32) * self.input_scale
             out = _weight_only_matmul(rows, self.weight, self.weight_scale, self.bias, x.dtype)
             return out.reshape(*leading, self.out_features)
         # float32 scales and bias whatever the module's dtype (m.bfloat16() makes them bf16).
         weight_scale = self.weight_scale.to(torch.float32)
         bias = None if self.bias is None else self.bias.to(torch.float32)
+        input_scale = None if self.input_scale is None else self.input_scale.to(torch.float32)
+        static_scale = None if self.activation_scale is None else self.activation_scale.to(torch.float32)
         backend, device = resolve(rows)
-        if self.activation_scale is not None:  # static: a calibrated per-tensor scale
-            x_scale = self.activation_scale.to(torch.float32)
-            out = api.quantized_matmul(_quantize_static(rows, x_scale), x_scale, self.weight.t(), weight_scale,
-                                       bias=bias, out_dtype=x.dtype)
-        elif device is None:  # the NumPy oracle takes arrays: the API converts both ways
-            x_q, x_scale, x_zero_point = api._quantize(rows, 8, self.symmetric_activations, "token",
-                                                         include_zero=not self.symmetric_activations)
-            x_zero_point = 0 if x_zero_point is None else x_zero_point
-            out = api.quantized_matmul(x_q, x_scale, self.weight.t(), weight_scale, x_zero_point, 0,
-                                       bias=bias, out_dtype=x.dtype)
+        if device is None:  # the NumPy oracle takes arrays: the API converts both ways
+            x_q, x_scale, x_zero_point = api._quantize_activations(rows, self.symmetric_activations, input_scale,
+                                                                   static_scale)
+            out = api.quantized_matmul(x_q, x_scale, self.weight.t(), weight_scale,
+                                       0 if x_zero_point is None else x_zero_point, 0, bias=bias, out_dtype=x.dtype)
         else:  # straight to the backend: nothing below checks again
-            # Asymmetric codes come as int8 (q - 128, zero points alike): the GEMM then runs
-            # its plain int8 K loop, the zero points only in its epilogue.
-            asymmetric = not self.symmetric_activations
-            x_q, x_scale, x_zero_point = backend.quantize(rows, 8, self.symmetric_activations, "token", None,
-                                                             asymmetric, asymmetric)
+            # One pass over x (the input scale, static or per-token scales, int8 codes: the
+            # asymmetric ones moved down by 128, so that the GEMM runs its plain int8 K loop).
+            x_q, x_scale, x_zero_point = backend.quantize_activations(rows, self.symmetric_activations, input_scale,
+                                                                      static_scale)
             checks.quantize_result(x_scale, "input")
-            x_zero_point = 0 if x_zero_point is None else x_zero_point
             # The weight's kept column sums: the activations' zero points need them, and
             # computing them per call is a pass over the weight.
-            colsum = None if self.symmetric_activations else self.weight_colsum
-            out = backend.quantized_matmul(x_q, self.weight.t(), x_scale, weight_scale, x_zero_point, 0, bias, x.dtype,
+            colsum = None if x_zero_point is None else self.weight_colsum
+            out = backend.quantized_matmul(x_q, self.weight.t(), x_scale, weight_scale,
+                                           0 if x_zero_point is None else x_zero_point, 0, bias, x.dtype,
                                            b_colsum=colsum)
         return out.reshape(*leading, self.out_features)
 
@@ -251,12 +248,6 @@ def _weight_only_matmul(rows, weight, weight_scale, bias, out_dtype) -> torch.Te
         return w8a16_matmul(rows, weight.t(), weight_scale, bias, out_dtype=out_dtype)
     out = (rows.to(torch.float32) @ weight.t().to(torch.float32)) * weight_scale
     return (out if bias is None else out + bias).to(out_dtype)
-
-
-def _quantize_static(rows: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """clamp(rint(x / scale), -127, 127) with a calibrated per-tensor scale (the oracle's
-    `symmetric_quantize`); torch ops on every device for now: a fused kernel is a follow-up."""
-    return torch.clamp(torch.round(rows.to(torch.float32) / scale), -127, 127).to(torch.int8)
 
 
 # --------------------------------------------------------------------------- quantize_model

@@ -8,23 +8,20 @@ from qtriton import reference
 
 
 def quantize(x: np.ndarray, num_bits: int, symmetric: bool, granularity: str, axis: int | None,
-             include_zero: bool = False, signed_codes: bool = False):
+             include_zero: bool = False):
     """(q, scale, zero_point or None); scale shaped () / (C,) / x.shape[:-1] by granularity.
-    include_zero (asymmetric): each slice's range includes 0. signed_codes (asymmetric):
-    the oracle's q - 2^(b-1) as int8 and zero points shifted alike."""
-    if symmetric:
-        if granularity == "token":
-            return (*reference.quantize_per_token(x, num_bits, True), None)
-        return (*reference.quantize_symmetric(x, num_bits, axis if granularity == "channel" else None), None)
+    include_zero (asymmetric): each slice's range includes 0."""
     if granularity == "token":
-        q, scale, zp = reference.quantize_per_token(x, num_bits, False, include_zero)
-    else:
-        q, scale, zp = reference.quantize_asymmetric(x, num_bits, axis if granularity == "channel" else None,
-                                                     include_zero)
-    if not signed_codes:
-        return q, scale, zp
-    offset = 1 << (num_bits - 1)
-    return (q.astype(np.int16) - offset).astype(np.int8), scale, zp - offset
+        out = reference.quantize_per_token(x, num_bits, symmetric, include_zero)
+        return out if not symmetric else (*out, None)
+    keep_axis = axis if granularity == "channel" else None
+    if symmetric:
+        return (*reference.quantize_symmetric(x, num_bits, keep_axis), None)
+    return reference.quantize_asymmetric(x, num_bits, keep_axis, include_zero)
+
+
+def quantize_activations(rows: np.ndarray, symmetric: bool, input_scale=None, static_scale=None):
+    return reference.quantize_activations(rows, symmetric, input_scale, static_scale)
 
 
 def dequantize(q, scale, zero_point, granularity: str, axis: int | None, out_dtype=np.float32):

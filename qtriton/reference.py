@@ -170,6 +170,25 @@ def quantize_per_token(x, num_bits: int = 8, symmetric: bool = True, include_zer
     return q.reshape(x.shape), scale.reshape(x.shape[:-1]), zp.reshape(x.shape[:-1])
 
 
+def quantize_activations(rows, symmetric: bool = True, input_scale=None, static_scale=None):
+    """Int8Linear's int8 activation codes of rows (M, K): (q int8, scale (M,) float32,
+    zero_point (M,) int32 or None). rows * input_scale (float32: SmoothQuant's 1/s) first.
+    static_scale (a calibrated float32 scale): symmetric codes with it, the scale of a row
+    holding NaN or Inf NaN (codes 0) as if it were its own. Otherwise per token: symmetric,
+    or asymmetric with 0 in each row's range and codes and zero points moved down by 128 to
+    int8 (q - zp unchanged: the GEMM takes int8 operands)."""
+    x = np.asarray(rows, dtype=np.float32)
+    if input_scale is not None:
+        x = x * np.asarray(input_scale, dtype=np.float32)
+    if static_scale is not None:
+        scale = np.where(np.isfinite(x).all(axis=1), np.float32(static_scale), np.float32(np.nan))
+        return symmetric_quantize(x, scale[:, None], 8), scale.astype(np.float32), None
+    if symmetric:
+        return (*quantize_per_token(x, 8, True), None)
+    q, scale, zp = quantize_per_token(x, 8, False, include_zero=True)
+    return (q.astype(np.int16) - 128).astype(np.int8), scale, zp - 128
+
+
 def dequantize_per_token(q, scales, zero_points=None) -> np.ndarray:
     q = np.asarray(q)
     scales = np.asarray(scales, dtype=np.float32)[..., None]

@@ -67,19 +67,32 @@ def _round_half_up(v: torch.Tensor) -> torch.Tensor:
 
 
 def quantize(x: torch.Tensor, num_bits: int, symmetric: bool, granularity: str, axis: int | None,
-             include_zero: bool = False, signed_codes: bool = False):
+             include_zero: bool = False):
     """(q, scale, zero_point or None); scale shaped () / (C,) / x.shape[:-1] by granularity.
-    include_zero (asymmetric): each slice's range includes 0. signed_codes (asymmetric):
-    q - 2^(b-1) as int8 and zero points shifted alike (q - zero point unchanged)."""
+    include_zero (asymmetric): each slice's range includes 0."""
     x = x.to(torch.float32)
     if symmetric:
         scale = symmetric_params(x, num_bits, granularity, axis)
         q = _codes(x / scale, num_bits, True)
         return q, _squeeze(scale, granularity), None
     scale, zp = asymmetric_params(x, num_bits, granularity, axis, include_zero)
-    offset = 1 << (num_bits - 1) if signed_codes else 0
-    q = _codes((x / scale).add_(zp), num_bits, False, offset)
-    return q, _squeeze(scale, granularity), _squeeze(zp - offset, granularity).to(torch.int32)
+    q = _codes((x / scale).add_(zp), num_bits, False)
+    return q, _squeeze(scale, granularity), _squeeze(zp, granularity).to(torch.int32)
+
+
+def quantize_activations(rows: torch.Tensor, symmetric: bool, input_scale=None, static_scale=None):
+    """Int8Linear's activations: reference.quantize_activations in torch ops."""
+    x = rows.to(torch.float32)
+    if input_scale is not None:
+        x = x * input_scale
+    if static_scale is None and symmetric:
+        return quantize(x, 8, True, "token", None)
+    if static_scale is None:  # codes and zero points moved down by 128, to int8
+        scale, zp = asymmetric_params(x, 8, "token", None, include_zero=True)
+        return _codes((x / scale).add_(zp), 8, False, offset=128), scale.squeeze(1), (zp.squeeze(1) - 128).to(torch.int32)
+    finite = torch.isfinite(x).all(dim=1)
+    scale = torch.where(finite, static_scale.to(torch.float32), torch.full_like(static_scale, float("nan")))
+    return _codes(x / scale[:, None], 8, True), scale, None  # not in place: x may be the input
 
 
 def _codes(v: torch.Tensor, num_bits: int, signed: bool, offset: int = 0) -> torch.Tensor:

@@ -9,22 +9,23 @@ from qtriton.ops import matmul as matmul_ops
 from qtriton.ops import quantize as quantize_ops
 
 
-def quantize(x, num_bits: int, symmetric: bool, granularity: str, axis: int | None, include_zero: bool = False,
-             signed_codes: bool = False):
+def quantize(x, num_bits: int, symmetric: bool, granularity: str, axis: int | None, include_zero: bool = False):
     """(q, scale, zero_point or None); scale shaped () / (C,) / x.shape[:-1] by granularity.
-    include_zero (asymmetric, per token): each row's range includes 0. signed_codes
-    (asymmetric, per token): q - 2^(b-1) as int8 and zero points shifted alike."""
-    for name, flag in (("include_zero", include_zero), ("signed_codes", signed_codes)):
-        if flag and granularity != "token":
-            raise ValueError(f"{name} is supported for per-token quantization, not granularity={granularity!r}")
+    include_zero (asymmetric, per token): each row's range includes 0."""
+    if include_zero and granularity != "token":
+        raise ValueError(f"include_zero is supported for per-token quantization, not granularity={granularity!r}")
     if granularity == "tensor":
         out = quantize_ops._quantize_per_tensor(x, num_bits, symmetric)
     elif granularity == "channel":
         out = quantize_ops._quantize_per_channel(x, axis, num_bits, symmetric)
     else:
-        out = quantize_ops._quantize_per_token(x, num_bits, symmetric, include_zero=include_zero,
-                                               signed_codes=signed_codes)
+        out = quantize_ops._quantize_per_token(x, num_bits, symmetric, include_zero=include_zero)
     return (*out, None) if symmetric else out
+
+
+def quantize_activations(rows, symmetric: bool, input_scale=None, static_scale=None):
+    """Int8Linear's activations (reference.quantize_activations) in one kernel launch."""
+    return quantize_ops._quantize_activations(rows, symmetric, input_scale, static_scale)
 
 
 def dequantize(q, scale, zero_point, granularity: str, axis: int | None, out_dtype):

@@ -109,6 +109,47 @@ def test_triton_backend_matches_the_oracle(rng, device, m, in_features, out_feat
     assert_close(y, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max(), name="y")
 
 
+@pytest.mark.parametrize("backend", ["numpy", "torch", pytest.param("triton", marks=pytest.mark.interpreter)])
+@pytest.mark.parametrize("smoothed, static", [(True, False), (False, True), (True, True)],
+                         ids=["smoothed", "static", "smoothed+static"])
+@pytest.mark.parametrize("symmetric", [True, False], ids=["sym", "asym"])
+def test_calibrated_modes_match_the_oracle(rng, device, backend, smoothed, static, symmetric):
+    """input_scale (SmoothQuant) and a static activation scale, as quantize_model's
+    calibration sets them: the codes of reference.quantize_activations (a static scale
+    clamps at -128 and 127), the weight W / input_scale, the oracle's GEMM."""
+    linear = _linear(rng, 40, 24)
+    x = rng.standard_normal((2, 3, 40), dtype=np.float32)
+    x[..., 7] *= 30.0  # an outlier channel
+    input_scale = rng.uniform(0.25, 4.0, 40).astype(np.float32) if smoothed else np.ones(40, np.float32)
+    # The static scale is calibrated on the first batch; a token of the second goes past
+    # its range on both sides.
+    first_absmax = np.abs(x[0] * input_scale).max()
+    x[1, 2, :2] = np.array([5.0, -5.0], np.float32) * first_absmax / input_scale[:2]
+    static_scale = np.float32(first_absmax / 127) if static else None
+    input_scale = input_scale if smoothed else None
+    layer = Int8Linear.from_float(linear, symmetric_activations=symmetric,
+                                  input_scale=None if input_scale is None else torch.from_numpy(input_scale),
+                                  activation_scale=None if static_scale is None else float(static_scale))
+    on = device if backend == "triton" else "cpu"
+    x_in = torch.from_numpy(x).to(on)
+    x_before = x_in.clone()
+    with use_backend(backend):
+        y = layer.to(on)(x_in)
+    assert torch.equal(x_in, x_before)
+
+    w = linear.weight.detach().numpy()
+    w_q, w_scale = reference.quantize_symmetric(w if input_scale is None else w / input_scale, 8, keep_axis=0)
+    x_q, x_scale, x_zp = reference.quantize_activations(x.reshape(6, 40), symmetric, input_scale, static_scale)
+    if static:
+        assert {-128, 127} <= set(x_q[5].tolist())  # the clamp is exercised
+    expected = reference.quantized_matmul(x_q, x_scale, w_q.T, w_scale, 0 if x_zp is None else x_zp, 0,
+                                          linear.bias.detach().numpy()).reshape(2, 3, 24)
+    # The integers are exact; the torch and numpy backends round the float64 result once,
+    # the kernel's float32 epilogue a few times.
+    tol = 2.0**-23 if backend != "triton" else 1e-5
+    assert_close(y, expected, rtol=tol, atol=tol * np.abs(expected).max(), name="y")
+
+
 def test_buffers_state_dict_and_repr(rng):
     layer = Int8Linear.from_float(_linear(rng, 48, 20))
     assert list(layer.parameters()) == []

@@ -169,35 +169,64 @@ def test_per_token_range_including_zero(device, rng, layout, num_bits):
     assert (deq[x == 0] == 0).all()  # zero is exact
 
 
+ACTIVATION_MODES = {  # Int8Linear's activation modes: (symmetric, input scale, static scale)
+    "sym": (True, False, False),
+    "asym": (False, False, False),
+    "smoothed sym": (True, True, False),
+    "smoothed asym": (False, True, False),
+    "static": (True, False, True),
+    "smoothed static": (True, True, True),
+}
+
+
 @pytest.mark.parametrize("backend, layout", [
     ("numpy", "rows"), ("torch", "rows"), ("torch", "transposed"),
     ("triton", "rows"), ("triton", "two_pass"), ("triton", "transposed"),
 ])
-@pytest.mark.parametrize("num_bits", [4, 8])
-@pytest.mark.parametrize("include_zero", [False, True])
-def test_signed_codes_are_the_oracles_shifted(device, rng, backend, layout, num_bits, include_zero):
-    """signed_codes (what Int8Linear asks for): int8 q - 2^(b-1) and zero points alike, on
-    every backend, equal to the oracle's shifted; rounding ties and NaN rows included."""
-    x = _random(rng, (6, 37), scale=3.0)
+@pytest.mark.parametrize("mode", ACTIVATION_MODES)
+def test_activation_codes_match_the_oracle(device, rng, backend, layout, mode):
+    """Int8Linear's activations (reference.quantize_activations) on every backend: signed
+    asymmetric codes, the input scale, a static scale with codes clamped at both ends, the
+    NaN scale of a row holding NaN or Inf, rounding ties; the input left as it was."""
+    symmetric, smoothed, static = ACTIVATION_MODES[mode]
+    x = _random(rng, (7, 37), scale=3.0)
     x[0, :4] = [0.0, 1.5, 2.5, 40.5]  # ties of rint at unit scale...
     x[0, 4:] = np.linspace(0.0, 40.5, 33)  # ...where the row's range makes the scale 40.5 / qmax
     x[1, 3] = np.nan
     x[2] = 0.75  # constant row
+    x[3, 5] = -np.inf
+    x[4] *= 100.0  # past a static scale: clamped to -128 and 127
+    input_scale = rng.uniform(0.25, 4.0, 37).astype(np.float32) if smoothed else None
+    static_scale = np.float32(0.05) if static else None
     xt = _tensor(np.ascontiguousarray(x.T), device).t() if layout == "transposed" else _tensor(x, device)
+    before = xt.clone()
+    extras = [None if v is None else _tensor(v, device) for v in (input_scale, static_scale)]
     if backend == "triton":
         launch = {"max_single_pass_k": 16} if layout == "two_pass" else {}
-        q, scale, zero_point = qops._quantize_per_token(xt, num_bits, False, include_zero=include_zero,
-                                                        signed_codes=True, **launch)
+        q, scale, zero_point = qops._quantize_activations(xt, symmetric, *extras, **launch)
+    elif backend == "torch":
+        q, scale, zero_point = backend_module("torch").quantize_activations(xt, symmetric, *extras)
     else:
-        module = backend_module(backend)
-        arg = x if backend == "numpy" else xt
-        q, scale, zero_point = module.quantize(arg, num_bits, False, "token", None, include_zero, True)
-    offset = 2 ** (num_bits - 1)
-    q_ref, scale_ref, zp_ref = ref.quantize_per_token(x, num_bits, False, include_zero=include_zero)
-    assert q.dtype in (np.int8, torch.int8)
-    assert_exact(q, (q_ref.astype(np.int16) - offset).astype(np.int8), "signed q")
-    assert_exact(zero_point, zp_ref - offset, "signed zero_point")
+        q, scale, zero_point = backend_module("numpy").quantize_activations(x, symmetric, input_scale, static_scale)
+    assert_exact(xt, before, "input after the call")
+    q_ref, scale_ref, zp_ref = ref.quantize_activations(x, symmetric, input_scale, static_scale)
+    assert q.dtype in (np.int8, torch.int8) and tuple(q.shape) == x.shape
+    assert_exact(q, q_ref, "q")
     assert_exact(scale, scale_ref, "scale")
+    assert (zero_point is None) == (zp_ref is None)
+    if zp_ref is not None:
+        assert_exact(zero_point, zp_ref, "zero_point")
+    # What the oracle promises: NaN scale and q - zero point 0 for the NaN / Inf rows; the
+    # asymmetric codes are the per-token ones moved down by 128.
+    zp_bad = 0 if zp_ref is None else zp_ref[[1, 3], None]
+    assert np.isnan(scale_ref[[1, 3]]).all() and (q_ref[[1, 3]].astype(np.int32) == zp_bad).all()
+    if static:
+        assert (scale_ref[[0, 2, 4, 5, 6]] == static_scale).all() and {-128, 127} <= set(q_ref[4].tolist())
+    elif not symmetric:
+        xs = x if input_scale is None else x * input_scale
+        q_token, _, zp_token = ref.quantize_per_token(xs, 8, False, include_zero=True)
+        assert_exact(q_ref, (q_token.astype(np.int16) - 128).astype(np.int8), "oracle q")
+        assert_exact(zp_ref, zp_token - 128, "oracle zero_point")
 
 
 @pytest.mark.parametrize("shape", [(3, 1000), (2, 2, 129), (1, 64)])

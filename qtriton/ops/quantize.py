@@ -99,18 +99,23 @@ def _rows_are_columns(x2: torch.Tensor) -> bool:
 
 
 def _quantize_rows(x2, q2, scale, zero_point, num_bits, symmetric, max_single_pass_k, tile, include_zero=False,
-                   code_offset=0) -> None:
+                   code_offset=0, input_scale=None, static_scale=None) -> None:
     """Row-wise quantization of the 2-D x2 (M, K) into q2 (contiguous), scale and zero
     point (M,). A transposed x2 goes to the channel kernel: its rows are the channels of
-    the (K, M, 1) view, and the channel tiles are wide along M, the contiguous axis."""
+    the (K, M, 1) view, and the channel tiles are wide along M, the contiguous axis. That
+    kernel takes no input or static scale: with either, a transposed x2 is copied first."""
+    if (input_scale is not None or static_scale is not None) and _rows_are_columns(x2):
+        x2 = x2.contiguous()
     if _rows_are_columns(x2):
         _launch_channels(x2.t().unsqueeze(2), q2.t().unsqueeze(2), scale, zero_point, num_bits, symmetric, tile,
                          include_zero, code_offset)
     else:
-        _launch_rows(x2, q2, scale, zero_point, num_bits, symmetric, max_single_pass_k, include_zero, code_offset)
+        _launch_rows(x2, q2, scale, zero_point, num_bits, symmetric, max_single_pass_k, include_zero, code_offset,
+                     input_scale, static_scale)
 
 
-def _launch_rows(x2, q2, scale, zero_point, num_bits, symmetric, max_single_pass_k, include_zero, code_offset) -> None:
+def _launch_rows(x2, q2, scale, zero_point, num_bits, symmetric, max_single_pass_k, include_zero, code_offset,
+                 input_scale=None, static_scale=None) -> None:
     m, k = x2.shape
     single_pass = k <= max_single_pass_k
     if single_pass:
@@ -120,7 +125,7 @@ def _launch_rows(x2, q2, scale, zero_point, num_bits, symmetric, max_single_pass
     block_m = min(triton.next_power_of_2(m), max(1, TILE_ELEMENTS // block_k))
     with _on_device(x2):
         _kernels._quantize_rows_kernel[(triton.cdiv(m, block_m),)](
-            x2, q2, scale, scale if zero_point is None else zero_point,
+            x2, q2, scale, scale if zero_point is None else zero_point, input_scale, static_scale,
             m, k,
             x2.stride(0), x2.stride(1),
             NUM_BITS=num_bits, SYMMETRIC=symmetric, INCLUDE_ZERO=include_zero, CODE_OFFSET=code_offset,
@@ -130,31 +135,47 @@ def _launch_rows(x2, q2, scale, zero_point, num_bits, symmetric, max_single_pass
 
 
 def _quantize_per_token(x: torch.Tensor, num_bits: int = 8, symmetric: bool = True, *, include_zero: bool = False,
-                        signed_codes: bool = False, max_single_pass_k: int = MAX_SINGLE_PASS_K,
-                        tile: int = TILE_ELEMENTS):
+                        max_single_pass_k: int = MAX_SINGLE_PASS_K, tile: int = TILE_ELEMENTS):
     """One scale (and zero point) per row: per index of every axis but the last.
     Returns (q, scales of shape x.shape[:-1] float32[, zero points int32, same shape]).
     include_zero (asymmetric): each row's range includes 0, zero points in [0, 2^b - 1]
-    (reference.quantize_per_token's include_zero). signed_codes (asymmetric): q and the
-    zero points come shifted by -2^(b-1), q as int8; q - zero point is unchanged, and an
-    int8 q is what the GEMM's plain K loop reads (a uint8 one it shifts tile by tile).
+    (reference.quantize_per_token's include_zero).
     Rows of up to max_single_pass_k elements are read once, longer ones twice. Rows
     stored with stride 1 across rows (x.t() of a contiguous x) go to the channel kernel,
     in tiles of `tile` elements (rows longer than a tile holds are read twice)."""
-    code_offset = 1 << (num_bits - 1) if signed_codes and not symmetric else 0
-    q = torch.empty(x.shape, dtype=_code_dtype(symmetric or signed_codes), device=x.device)
+    q = torch.empty(x.shape, dtype=_code_dtype(symmetric), device=x.device)
     if x.numel() == 0:
-        scale, zero_point = _empty_params(x.shape[:-1], symmetric, x.device)
-        return _result(q, scale, None if symmetric else zero_point - code_offset, symmetric)
+        return _result(q, *_empty_params(x.shape[:-1], symmetric, x.device), symmetric)
     scale = torch.empty(x.shape[:-1], dtype=torch.float32, device=x.device)
     zero_point = None if symmetric else torch.empty(x.shape[:-1], dtype=torch.int32, device=x.device)
     k = x.shape[-1]
     _quantize_rows(
         x.reshape(-1, k), q.view(-1, k), scale.view(-1),
         None if symmetric else zero_point.view(-1),
-        num_bits, symmetric, max_single_pass_k, tile, include_zero and not symmetric, code_offset,
+        num_bits, symmetric, max_single_pass_k, tile, include_zero and not symmetric,
     )
     return _result(q, scale, zero_point, symmetric)
+
+
+def _quantize_activations(rows: torch.Tensor, symmetric: bool, input_scale: torch.Tensor | None = None,
+                          static_scale: torch.Tensor | None = None, *, max_single_pass_k: int = MAX_SINGLE_PASS_K,
+                          tile: int = TILE_ELEMENTS):
+    """Int8Linear's activations in one pass: `reference.quantize_activations`. rows (M, K)
+    float; input_scale (K,) float32 or None; static_scale 0-d float32 or None (symmetric
+    codes with it). Returns (q (M, K) int8, scale (M,) float32, zero point (M,) int32 or
+    None). Asymmetric codes come as int8 q - 128 with zero point - 128: q - zero point is
+    unchanged, and int8 is what the GEMM's plain K loop reads (uint8 it shifts per tile)."""
+    symmetric = symmetric or static_scale is not None
+    m, k = rows.shape
+    q = torch.empty((m, k), dtype=torch.int8, device=rows.device)
+    scale = torch.empty(m, dtype=torch.float32, device=rows.device)
+    zero_point = None if symmetric else torch.empty(m, dtype=torch.int32, device=rows.device)
+    if q.numel() == 0:  # nothing to read, nothing NaN: the oracle's empty-slice parameters
+        scale.copy_(static_scale.expand(m) if static_scale is not None else torch.ones(m))
+        return q, scale, None if symmetric else zero_point.fill_(-128)
+    _quantize_rows(rows, q, scale, zero_point, 8, symmetric, max_single_pass_k, tile, not symmetric,
+                   0 if symmetric else 128, input_scale, static_scale)
+    return q, scale, zero_point
 
 
 # ----------------------------------------------------------------------- per channel
