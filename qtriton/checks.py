@@ -319,7 +319,7 @@ def matmul_operands(a_q, b_q):
     if is_tensor(a_q) != is_tensor(b_q):
         raise TypeError("a_q and b_q must both be NumPy arrays or both be torch tensors")
     same_device(b_q, "b_q", a_q, "a_q")
-    (m, k), (k_b, n) = a_q.shape, b_q.shape
+    k, k_b = a_q.shape[1], b_q.shape[0]
     if k != k_b:
         raise ValueError(
             f"a_q has shape {tuple(a_q.shape)} and b_q has shape {tuple(b_q.shape)}: K differs ({k} != {k_b})"
