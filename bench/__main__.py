@@ -1,10 +1,11 @@
-"""python -m bench {quantize,matmul,linear,all,tune,static,plot,table} [--quick] [--smoke] [--out DIR]
+"""python -m bench {quantize,matmul,linear,all,tune,static,plot,table,cpu,smoothquant} [--quick] [--smoke] [--out DIR]
 
 Run from the repository root. See docs/performance.md for how to read the numbers."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 import tempfile
@@ -87,9 +88,15 @@ def _run_benches(args) -> int:
     return 0
 
 
+# Subcommands with their own argument parsers: Int8Linear vs fp32 Linear on CPU (bench/cpu.py),
+# SmoothQuant's alpha chosen on a validation text (bench/smoothquant.py).
+_OWN_PARSERS = {"cpu": "bench.cpu", "smoothquant": "bench.smoothquant"}
+
+
 def main(argv: list[str] | None = None) -> int:
-    if (sys.argv[1:] if argv is None else argv)[:1] == ["cpu"]:  # Int8Linear vs fp32 Linear on CPU: bench/cpu.py
-        return __import__("bench.cpu", fromlist=["main"]).main((sys.argv[1:] if argv is None else argv)[1:])
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] and argv[0] in _OWN_PARSERS:
+        return importlib.import_module(_OWN_PARSERS[argv[0]]).main(argv[1:])
     args = _parser().parse_args(argv)
     if args.command in (*BENCHES, "all"):
         return _run_benches(args)

