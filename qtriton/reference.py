@@ -13,6 +13,9 @@ with qmax = 2^(b-1) - 1 and rint rounding half to even (np.rint). The zero point
 half up (rint, then +1 where rint went down from an exact .5) so that min lands on 0 and
 max on 2^b - 1 even when -min / scale is a tie: rounded half to even, both ends of the
 range could round inward (e.g. -min / scale = 4.5 with 4 bits puts max at 14.5 -> 14).
+min always lands on 0; max can still land one step low when float32 rounds a tie that is
+exact in real numbers to just below .5 ([9998, -9998] at 3 bits: -min / scale =
+3.4999998, zero point 3, max at 6.4999998 -> 6), within half a step like every value.
 Special cases:
 
 - an all-zero slice (symmetric) or a constant slice (asymmetric) gets scale 1.0;
