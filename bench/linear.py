@@ -25,6 +25,7 @@ QUICK_CASES = ((MINILM[1], 4096), (LLAMA[2], 16), (LLAMA[2], 4096))
 SMOKE_CASES = ((("tiny", 48, 96, True), 5), (("tiny", 96, 40, False), 33))
 
 OURS = "qtriton Int8Linear"
+ASYMMETRIC = "qtriton Int8Linear asym"  # symmetric_activations=False: int8 codes + per-token zero points
 WEIGHT_ONLY = "qtriton Int8Linear W8A16"  # weight_only=True: bf16 activations, the W8A16 GEMM
 BF16 = "nn.Linear bf16"
 MAX_RELATIVE_ERROR = 0.05  # int8 per-token x per-channel on Gaussian data lands near 0.01
@@ -54,11 +55,12 @@ def _bench_case(ctx: Context, Int8Linear, layer, tokens: int) -> list[dict]:
     inputs = [randn((tokens, n_in), torch.bfloat16, ctx.device) for _ in range(copies)]
     with torch.no_grad():
         quantized = [Int8Linear.from_float(linear) for linear in linears]
+        asymmetric = [Int8Linear.from_float(linear, symmetric_activations=False) for linear in linears]
         weight_only = [Int8Linear.from_float(linear, weight_only=True) for linear in linears]
 
     def check() -> str:
         errors = []
-        for layers in (quantized, weight_only):
+        for layers in (quantized, asymmetric, weight_only):
             with torch.no_grad():
                 got = layers[0](inputs[0])
                 ref = nn.functional.linear(
@@ -69,7 +71,7 @@ def _bench_case(ctx: Context, Int8Linear, layer, tokens: int) -> list[dict]:
             errors.append(relative_error(got, ref))
             if not errors[-1] <= MAX_RELATIVE_ERROR:  # also catches NaN
                 raise AssertionError(f"{label}: relative error {errors[-1]:.4g} vs fp32 > {MAX_RELATIVE_ERROR}")
-        return f"relative error vs fp32 {errors[0]:.2e} (W8A16 {errors[1]:.2e})"
+        return f"relative error vs fp32 {errors[0]:.2e} (asym {errors[1]:.2e}, W8A16 {errors[2]:.2e})"
 
     status = checked(ctx, label, check)
     if status is None:
@@ -77,13 +79,14 @@ def _bench_case(ctx: Context, Int8Linear, layer, tokens: int) -> list[dict]:
     with torch.no_grad():
         timings = {
             OURS: time_call(ctx, lambda module, x: module(x), list(zip(quantized, inputs))),
+            ASYMMETRIC: time_call(ctx, lambda module, x: module(x), list(zip(asymmetric, inputs))),
             WEIGHT_ONLY: time_call(ctx, lambda module, x: module(x), list(zip(weight_only, inputs))),
             BF16: time_call(ctx, lambda module, x: module(x), list(zip(linears, inputs))),
         }
     rows = []
-    # Two comparisons of the same timings, each its own case so a row's speedups cover
-    # exactly the other rows of its case: W8A8 vs bf16, and W8A16 vs bf16.
-    for ours, case_name in ((OURS, case), (WEIGHT_ONLY, f"{case} W8A16")):
+    # Three comparisons of the same timings, each its own case so a row's speedups cover
+    # exactly the other rows of its case: W8A8 (symmetric, asymmetric) and W8A16 vs bf16.
+    for ours, case_name in ((OURS, case), (ASYMMETRIC, f"{case} asym"), (WEIGHT_ONLY, f"{case} W8A16")):
         pair = {ours: timings[ours], BF16: timings[BF16]}
         ratios = speedups(pair, ours)
         for impl, timing in pair.items():

@@ -15,6 +15,7 @@ import torch
 
 REPO = Path(__file__).resolve().parent.parent
 
+from bench import linear as bench_linear
 from bench import matmul as bench_matmul
 from bench import quantize as bench_quantize
 from bench.__main__ import main
@@ -76,6 +77,9 @@ def test_smoke_rows_are_complete_and_checked(smoke_run):
     assert {"quantize", "matmul"} <= benches
     if "linear" not in benches:  # only acceptable while Int8Linear cannot be imported
         assert "linear: skipped" in stdout
+    else:  # symmetric and asymmetric W8A8 and W8A16, each against bf16
+        assert {row["impl"] for row in rows if row["bench"] == "linear"} == {
+            bench_linear.OURS, bench_linear.ASYMMETRIC, bench_linear.WEIGHT_ONLY, bench_linear.BF16}
     for row in rows:
         assert ROW_FIELDS <= row.keys(), ROW_FIELDS - row.keys()
         assert row["smoke"] is True and row["note"] == SMOKE_NOTE
