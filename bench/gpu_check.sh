@@ -8,7 +8,7 @@
 # (any >= 61) for the install step. Each step has its own timeout and is logged; a failing
 # step does not stop the next. At most 6 files land in OUT_DIR (8 come back from a lent machine):
 #   summary.txt  step results and the markdown table of the results
-#   tests.log    environment (nvidia-smi, versions), install, pytest --device cuda
+#   tests.log    environment (nvidia-smi, versions), install, pytest --device cuda -m on_device (sharded)
 #   bench.log    GEMM autotuning, python -m bench all --quick, plot and table
 #   <card>.json  the tuned configs (commit to qtriton/configs/)
 #   <card>.jsonl the benchmark results;  <card>.png  their plot
@@ -17,6 +17,8 @@
 # Exit status: the number of steps that failed or timed out (0: all passed).
 # Step limits in seconds can be changed with GPU_CHECK_{TESTS,TUNE,BENCH}_S; GPU_CHECK_BUDGET_S
 # (default 430) caps the steps before the report, each step getting at most what is left of it.
+# GPU_CHECK_SHARDS: pytest processes for the tests (12); GPU_CHECK_DEVICE=cpu dry-runs the
+# tests step in Triton's interpreter on a machine without a GPU (tune and bench then fail).
 set -u
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -113,26 +115,57 @@ tune() {
     [[ -f $written ]] && cp "$written" "$out/"
 }
 
+# The tests that run on the device (`-m on_device`: kernel launches and users of the device
+# fixture; CI has run the rest on CPU), in GPU_CHECK_SHARDS (12) pytest processes at once. A fresh
+# machine compiles every kernel specialisation the suite launches (about 750, more with
+# autotuning) and compilation is CPU-bound: one process would spend the step on one core.
+# Contiguous chunks of the collected ids keep each file's specialisations in one process.
+# Shard logs are appended to tests.log at the end, or when the step's timeout stops it.
+device_tests() {
+    local shards=${GPU_CHECK_SHARDS:-12} device=${GPU_CHECK_DEVICE:-cuda} ids=() pids=() per i rc=0
+    local common=(--device "$device" -p no:cacheprovider --ignore=tests/test_static.py)
+    mapfile -t ids < <("$py" -m pytest tests/ "${common[@]}" -m on_device --collect-only -q | grep '::')
+    if ((${#ids[@]} == 0)); then
+        echo "no test collected"
+        return 1
+    fi
+    per=$(((${#ids[@]} + shards - 1) / shards))
+    merge() {
+        local log
+        for log in "$scratch"/shard-*.log; do
+            [[ -f $log ]] || continue
+            echo "### $(basename "$log" .log)"
+            cat "$log"
+            echo
+        done
+    }
+    trap 'kill "${pids[@]}" 2>/dev/null; merge; exit 124' TERM
+    echo "${#ids[@]} tests in $(((${#ids[@]} + per - 1) / per)) shards"
+    for ((i = 0; i * per < ${#ids[@]}; i++)); do
+        "$py" -m pytest "${common[@]}" -q --maxfail=30 "${ids[@]:i*per:per}" >"$scratch/shard-$i.log" 2>&1 &
+        pids+=($!)
+    done
+    for i in "${!pids[@]}"; do
+        wait "${pids[$i]}" || rc=1
+        echo "shard $i: $(tail -n 1 "$scratch/shard-$i.log")"
+    done
+    merge
+    return "$rc"
+}
+
 report() {
     "$py" -m bench plot --results "$out" || echo "plot failed (matplotlib missing?)"
     { echo; "$py" -m bench table --results "$out"; } >>"$summary"
 }
 
-export -f environment install tune report note
-export py out repo summary site_dir
-
-# Every test, not up to the first failure: one early failure must not hide the rest of the
-# GPU run. Kernel compilation is CPU-bound, so spread the suite over workers when
-# pytest-xdist is there.
-parallel=()
-"$py" -c "import xdist" 2>/dev/null && parallel=(-n 8)
+export -f environment install device_tests tune report note
+export py out repo summary site_dir scratch
 
 step environment 20 "$out/tests.log" environment
 step install 60 "$out/tests.log" install
-# tests/test_static.py compiles for sm_90a offline: CI runs it, and it needs no GPU minutes.
-step tests "${GPU_CHECK_TESTS_S:-180}" "$out/tests.log" \
-    "$py" -m pytest tests/ --device cuda -q -p no:cacheprovider --maxfail=30 --durations=15 \
-    --ignore=tests/test_static.py "${parallel[@]}"
+# Every device test, not up to the first failure (30 per shard): one early failure must not
+# hide the rest of the GPU run. tests/test_static.py compiles for sm_90a offline: CI runs it.
+step tests "${GPU_CHECK_TESTS_S:-180}" "$out/tests.log" device_tests
 step tune "${GPU_CHECK_TUNE_S:-70}" "$out/bench.log" tune
 step bench "${GPU_CHECK_BENCH_S:-120}" "$out/bench.log" "$py" -m bench all --quick --out "$out"
 budget=$((SECONDS + 40))  # the report runs whatever is left: it is what the run is for

@@ -37,6 +37,15 @@ def pytest_configure(config):
     config.qtriton_device = device
 
 
+def pytest_collection_modifyitems(config, items):
+    """Mark `on_device` every test that runs on the --device: the `interpreter` ones (they
+    launch kernels) and those taking the `device` fixture. `-m on_device` is the GPU run's
+    selection (bench/gpu_check.sh): the rest runs on the CPU, in CI."""
+    for item in items:
+        if item.get_closest_marker("interpreter") or "device" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.on_device)
+
+
 @pytest.fixture(scope="session")
 def device(request) -> str:
     """The device Triton kernels run on in this session: "cuda" or "cpu" (interpreter)."""

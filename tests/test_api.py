@@ -345,6 +345,7 @@ def test_bad_input_gets_a_clear_error(call, error, message):
         call()
 
 
+@pytest.mark.interpreter
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (CPU data is moved to it)")
 def test_forced_triton_moves_host_data_to_the_gpu_and_back(rng, monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)

@@ -256,6 +256,23 @@ def test_gpu_check_script_parses():
     assert done.returncode == 0, done.stderr
 
 
+def test_gpu_run_selects_the_tests_that_run_on_the_device():
+    """gpu_check.sh runs `-m on_device`: kernel tests and users of the device fixture (the
+    torch backend on CUDA tensors too), not the CPU-only ones CI has already run."""
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", "on_device", "-p", "no:cacheprovider",
+         "tests/test_api.py"],
+        check=False, cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    ids = {line for line in done.stdout.splitlines() if "::" in line}
+    names = {i.split("::")[1].split("[")[0] for i in ids}
+    assert "tests/test_api.py::test_per_token_matches_oracle[tensor-in-False-triton]" in ids  # kernels
+    assert "tests/test_api.py::test_fake_quantize_keeps_dtype_and_matches_oracle[dtype0-True-torch]" in ids
+    assert "test_forced_triton_moves_host_data_to_the_gpu_and_back" in names
+    assert "test_bad_input_gets_a_clear_error" not in names and "test_returns_the_callers_kind" not in names
+
+
 def test_results_rows_are_json_lines(tmp_path):
     from bench.common import append_results
 
