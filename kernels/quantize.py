@@ -294,7 +294,8 @@ def _quantize_channels_kernel(
             for i in range(0, INNER, BLOCK_SIZE_I):
                 inner = (i + offs_i).to(tl.int64)
                 x, mask = _load_channel_tile(x_chans, outer, inner, chan_mask, OUTER, INNER, stride_xo, stride_xi)
-                q = _quantize_values(x, scale[None, :, None], zero_point[None, :, None], NUM_BITS, SYMMETRIC) - CODE_OFFSET
+                q = _quantize_values(x, scale[None, :, None], zero_point[None, :, None], NUM_BITS,
+                                     SYMMETRIC) - CODE_OFFSET
                 q_offs = outer[:, None, None] * stride_qo + inner[None, None, :] * stride_qi
                 tl.store(q_chans + q_offs, q.to(q_ptr.dtype.element_ty), mask=mask)
 

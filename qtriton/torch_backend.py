@@ -89,7 +89,8 @@ def quantize_activations(rows: torch.Tensor, symmetric: bool, input_scale=None, 
         return quantize(x, 8, True, "token", None)
     if static_scale is None:  # codes and zero points moved down by 128, to int8
         scale, zp = asymmetric_params(x, 8, "token", None, include_zero=True)
-        return _codes((x / scale).add_(zp), 8, False, offset=128), scale.squeeze(1), (zp.squeeze(1) - 128).to(torch.int32)
+        q = _codes((x / scale).add_(zp), 8, False, offset=128)
+        return q, scale.squeeze(1), (zp.squeeze(1) - 128).to(torch.int32)
     finite = torch.isfinite(x).all(dim=1)
     scale = torch.where(finite, static_scale.to(torch.float32), torch.full_like(static_scale, float("nan")))
     return _codes(x / scale[:, None], 8, True), scale, None  # not in place: x may be the input
