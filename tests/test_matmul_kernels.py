@@ -361,21 +361,34 @@ def test_tuned_config_files(tmp_path, monkeypatch):
         mcfg._tuned_configs.cache_clear()
 
 
-@pytest.mark.parametrize(
-    "has_a_zp,has_b_zp,used", [(False, False, True), (True, False, False), (False, True, False), (True, True, False)]
-)
-def test_tuned_entries_serve_only_the_tuned_variant(has_a_zp, has_b_zp, used, tmp_path, monkeypatch):
-    """tune() measures int8 operands without zero points; the heavier variants (uint8
-    operands set a zero point too) must autotune rather than reuse its config."""
+DECODE_TILE = {"BLOCK_SIZE_M": 16, "BLOCK_SIZE_N": 64, "BLOCK_SIZE_K": 256, "GROUP_SIZE_M": 1,
+               "num_warps": 4, "num_stages": 4}
+SPILLING_ZP_TILE = {"BLOCK_SIZE_M": 128, "BLOCK_SIZE_N": 256, "BLOCK_SIZE_K": 128, "GROUP_SIZE_M": 8,
+                    "num_warps": 8, "num_stages": 3}  # pruned from the zero-point pools
+
+
+@pytest.mark.parametrize("config, a_uint8, has_a_zp, b_uint8, has_b_zp, used", [
+    (DECODE_TILE, False, False, False, False, True),  # what tune() measures
+    (DECODE_TILE, False, True, False, False, True),  # Int8Linear asymmetric: the same K loop
+    (SPILLING_ZP_TILE, False, False, False, False, True),
+    (SPILLING_ZP_TILE, False, True, False, False, False),  # its zero-point epilogue would spill
+    (DECODE_TILE, True, True, False, False, False),  # uint8 A: shifted in the K loop
+    (DECODE_TILE, False, False, True, True, False),
+    (DECODE_TILE, False, False, False, True, False),  # B zero point: row sums of A
+    (DECODE_TILE, False, True, False, True, False),
+])
+def test_tuned_entries_serve_the_variants_with_its_k_loop(config, a_uint8, has_a_zp, b_uint8, has_b_zp, used,
+                                                          tmp_path, monkeypatch):
+    """tune() measures int8 operands without zero points. Its entries also serve int8
+    operands with an A zero point, where the tile's epilogue fits; uint8 operands and B
+    zero points (heavier K loops) must autotune rather than reuse them."""
     monkeypatch.setattr(mcfg, "CONFIG_DIR", tmp_path)
     monkeypatch.setattr(mcfg, "_device_name", lambda index: "NVIDIA H100 80GB HBM3")
     mcfg._tuned_configs.cache_clear()
     try:
-        config = {"BLOCK_SIZE_M": 16, "BLOCK_SIZE_N": 64, "BLOCK_SIZE_K": 256, "GROUP_SIZE_M": 1,
-                  "num_warps": 4, "num_stages": 4}
         key = mops.shape_key(3, 4096, 1024, b_k_major=True)
         mops.save_tuned_configs({"device": "NVIDIA H100 80GB HBM3", "configs": {key: config}})
-        flags = {"HAS_A_ZP": has_a_zp, "HAS_B_ZP": has_b_zp}
+        flags = {"A_IS_UINT8": a_uint8, "B_IS_UINT8": b_uint8, "HAS_A_ZP": has_a_zp, "HAS_B_ZP": has_b_zp}
         found = mcfg._tuned_config(torch.device("cuda", 0), 3, 4096, 1024, True, flags)
         assert found == (config if used else None)
     finally:

@@ -9,8 +9,9 @@ qtriton/ops/matmul.py picks a launch's config through `launch_config` in this or
    set it and not for others running at the same time;
 2. under Triton's interpreter, the first config of the M bucket's pool (the autotuner
    needs a GPU to benchmark);
-3. on CUDA, for the variant `tune()` measures (int8 operands, no zero points), the entry
-   for (M bucket, N, K, B layout) in the card's tuned JSON file;
+3. on CUDA, for the variant `tune()` measures (int8 operands, no zero points) and int8
+   operands with an A zero point (see _tuned_config), the entry for (M bucket, N, K, B
+   layout) in the card's tuned JSON file;
 4. None: the caller launches `autotuned_kernel()`, `triton.autotune` over the M bucket's
    pool keyed on AUTOTUNE_KEY.
 """
@@ -97,6 +98,11 @@ LARGE_CONFIGS = [
 ZERO_POINT_MAX_ELEMENTS_PER_THREAD = 64
 
 
+def _zero_point_epilogue_fits(block_m: int, block_n: int, num_warps: int) -> bool:
+    """Whether a tile's zero-point epilogue stays within registers (see above)."""
+    return block_m * block_n <= ZERO_POINT_MAX_ELEMENTS_PER_THREAD * 32 * num_warps
+
+
 def configs_for(M: int, N: int, K: int, zero_points: bool = False) -> list[triton.Config]:
     """The pruned config space for a problem: its M bucket's pool, blocks clamped to the
     problem (no 256-wide tile for N = 40), duplicates dropped, pool order kept; with
@@ -105,8 +111,9 @@ def configs_for(M: int, N: int, K: int, zero_points: bool = False) -> list[trito
     bucket = m_bucket(M)
     pool = DECODE_CONFIGS if bucket <= 16 else SMALL_CONFIGS if bucket <= 128 else LARGE_CONFIGS
     if zero_points:
-        pool = [config for config in pool if config.kwargs["BLOCK_SIZE_M"] * config.kwargs["BLOCK_SIZE_N"]
-                <= ZERO_POINT_MAX_ELEMENTS_PER_THREAD * 32 * config.num_warps]
+        pool = [config for config in pool
+                if _zero_point_epilogue_fits(config.kwargs["BLOCK_SIZE_M"], config.kwargs["BLOCK_SIZE_N"],
+                                             config.num_warps)]
     # tl.dot needs every block dimension >= 16, and int8 K steps >= 32.
     limits = {
         "BLOCK_SIZE_M": max(16, triton.next_power_of_2(M)),
@@ -304,12 +311,19 @@ def _device_name(index: int) -> str:
 def _tuned_config(device: torch.device, M: int, N: int, K: int, b_k_major: bool, flags: dict) -> dict | None:
     """The card's tuned config for this problem, or None. The files hold what `tune()`
     measures: int8 operands without zero points (int32 or scaled output, which differ only
-    in the epilogue). A uint8 operand or a zero point adds work to the K loop and
-    registers, so those variants go to the autotuner (keyed on the flags) instead."""
-    if flags["HAS_A_ZP"] or flags["HAS_B_ZP"]:  # a uint8 operand sets one too (-128)
+    in the epilogue). It also serves int8 operands with an A zero point (Int8Linear's
+    asymmetric activations: the same K loop instruction for instruction, bench/static.py's
+    `loop` rule, and a rank-1 epilogue) when its tile is in that variant's pool (no tile
+    whose zero-point epilogue spills); uint8 operands and B zero points change the K loop
+    or need row sums, so they go to the autotuner (keyed on the flags) instead."""
+    if flags["A_IS_UINT8"] or flags["B_IS_UINT8"] or flags["HAS_B_ZP"]:
         return None
     index = device.index if device.index is not None else torch.cuda.current_device()
-    return _tuned_configs(_device_name(index)).get(shape_key(M, N, K, b_k_major))
+    config = _tuned_configs(_device_name(index)).get(shape_key(M, N, K, b_k_major))
+    if config is None or not flags["HAS_A_ZP"]:
+        return config
+    return config if _zero_point_epilogue_fits(config["BLOCK_SIZE_M"], config["BLOCK_SIZE_N"],
+                                                config["num_warps"]) else None
 
 
 def launch_config(device: torch.device, M: int, N: int, K: int, b_k_major: bool, flags: dict,
