@@ -141,8 +141,10 @@ def _prune(configs, named_args, **kwargs):
 # What the autotuner tunes separately (Triton adds every tensor argument's dtype itself).
 # M_BUCKET stands for M (see m_bucket); the strides along K tell the B layouts apart. The
 # variant flags change the kernel's cost: the uint8 shift costs K-loop instructions and
-# the zero-point epilogue registers (see ZERO_POINT_MAX_ELEMENTS_PER_THREAD), so a
-# variant must not inherit a config tuned for plain int8. Constexpr flags are named arguments like any other to the autotuner.
+# the zero-point epilogue registers (see ZERO_POINT_MAX_ELEMENTS_PER_THREAD), so the
+# autotuner tunes each variant on its own (the tuned files serve an A-zero-point variant
+# only where its tile fits: _tuned_config). Constexpr flags are named arguments like any
+# other to the autotuner.
 AUTOTUNE_KEY = [
     "M_BUCKET", "N", "K", "stride_ak", "stride_bk",
     "A_IS_UINT8", "B_IS_UINT8", "HAS_A_ZP", "HAS_B_ZP", "CORRECTION_DTYPE", "SCALED", "SPLIT_K",
