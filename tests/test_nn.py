@@ -150,6 +150,44 @@ def test_calibrated_modes_match_the_oracle(rng, device, backend, smoothed, stati
     assert_close(y, expected, rtol=tol, atol=tol * np.abs(expected).max(), name="y")
 
 
+@pytest.mark.interpreter
+@pytest.mark.parametrize("mode", ["sym", "asym", "smoothed static"])
+def test_cuda_forward_never_syncs_and_replays_in_a_cuda_graph(rng, device, mode):
+    """Serving runs decode steps as CUDA graphs: a forward must not wait for the GPU (a
+    host sync stalls the stream, and graph capture refuses one) and must replay to the
+    same output as an eager call."""
+    if device != "cuda":
+        pytest.skip("CUDA only: the interpreter has no stream to wait for")
+    options = {
+        "sym": {},
+        "asym": {"symmetric_activations": False},
+        "smoothed static": {"input_scale": torch.full((256,), 0.5), "activation_scale": 0.05},
+    }[mode]
+    layer = Int8Linear.from_float(_linear(rng, 256, 512).cuda(), **options)
+    x = torch.from_numpy(rng.standard_normal((4, 256), dtype=np.float32)).to("cuda", torch.bfloat16)
+    expected = layer(x)  # compiles and autotunes (which syncs) outside the checked calls
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        again = layer(x)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.equal(again, expected)
+
+    static_x = x.clone()
+    side = torch.cuda.Stream()  # warm up on a side stream before capture, as torch.cuda.graph asks
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        layer(static_x)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static_out = layer(static_x)
+    static_x.copy_(x * 2)
+    graph.replay()
+    assert torch.equal(static_out, layer(x * 2))
+
+
 def test_buffers_state_dict_and_repr(rng):
     layer = Int8Linear.from_float(_linear(rng, 48, 20))
     assert list(layer.parameters()) == []
