@@ -130,7 +130,7 @@ def test_check_rules_on_made_up_rows():
         assert check([plain, dataclasses.replace(asymmetric, config="M64 N64 K128 w4 s3")]) == ([], [])
 
 
-def test_int8_linear_asymmetric_k_loop_is_the_plain_one(compiled):
+def test_loop_rule_pairs_exist_for_decode_and_prefill_tiles(compiled):
     """The pairs the loop rule compares exist in the subset, with loops found, for decode and
     prefill tiles: the rule is not vacuous."""
     rows = {(r.variant, r.kernel, r.config): r.loop_sass for r in compiled["subset"] if not r.error}
