@@ -93,6 +93,54 @@ def test_oracle_error_is_at_most_half_a_step(x, num_bits):
 
 
 @st.composite
+def activation_cases(draw):
+    """Int8Linear's activation modes on made-up rows: (rows (M, K) float32, symmetric,
+    input_scale (K,) or None, static scale or None). The static scale sits around the
+    rows' own range, so some codes clamp; input scales from 1/8 to 8."""
+    rows = draw(float_arrays())
+    rows = rows.reshape(-1, rows.shape[-1])
+    symmetric = draw(st.booleans())
+    input_scale = None
+    if draw(st.booleans()):
+        input_scale = draw(hnp.arrays(np.float32, rows.shape[1], elements=st.floats(0.125, 8.0, width=32)))
+    static_scale = None
+    if draw(st.booleans()):
+        smoothed = rows if input_scale is None else rows * input_scale
+        absmax = float(np.abs(smoothed).max())
+        if 0 < absmax < 1e30:
+            static_scale = np.float32(absmax / 127 * draw(st.sampled_from([0.5, 1.0, 2.0])))
+    return rows, symmetric, input_scale, static_scale
+
+
+def _check_activations(module, case, device):
+    rows, symmetric, input_scale, static_scale = case
+    expected = numpy_backend.quantize_activations(rows, symmetric, input_scale, static_scale)
+
+    def on_device(v):
+        return None if v is None else torch.from_numpy(np.asarray(v)).to(device)
+
+    got = module.quantize_activations(on_device(rows), symmetric, on_device(input_scale), on_device(static_scale))
+    for name, g, e in zip(("q", "scale", "zero_point"), got, expected, strict=True):
+        if e is None:
+            assert g is None
+        else:
+            assert_exact(g, e, name)
+
+
+@SETTINGS
+@given(case=activation_cases())
+def test_torch_activations_reproduce_the_oracle(case):
+    _check_activations(torch_backend, case, "cpu")
+
+
+@pytest.mark.interpreter
+@SETTINGS
+@given(case=activation_cases())
+def test_triton_activations_reproduce_the_oracle(case, device):
+    _check_activations(triton_backend, case, device)
+
+
+@st.composite
 def matmul_cases(draw):
     """Integer operands of ragged shapes, int8 or uint8, with zero points from 0 to the
     int32 limit (scalar or per row / per column), as the backend contract takes them."""
