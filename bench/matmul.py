@@ -163,7 +163,7 @@ PATHS_CASE = "matmul_paths"
 
 @contextlib.contextmanager
 def _knob(name: str, value: int):
-    """Set one of qtriton.ops.configs' path rules (MAX_SPLIT_K, KMAJOR_MIN_M) for a block."""
+    """Set one of qtriton.ops.configs' path rules (MAX_SPLIT_K, KMAJOR_MIN_M, SHIFT_A_MIN_M) for a block."""
     from qtriton.ops import configs
 
     previous = getattr(configs, name)
@@ -175,14 +175,36 @@ def _knob(name: str, value: int):
 
 
 def _path_variants(m: int) -> dict[str, tuple[str, contextlib.AbstractContextManager]]:
-    """name -> (B layout, the rule setting it runs under); the first is the reference."""
+    """name -> (inputs: B layout, or "uint8" for A as uint8 codes with per-row zero points,
+    the rule setting it runs under); the first is the reference."""
     if m <= 16:
-        return {"split-K (rule)": ("nk", contextlib.nullcontext()), "no split-K": ("nk", _knob("MAX_SPLIT_K", 1))}
+        return {
+            "split-K (rule)": ("nk", contextlib.nullcontext()),
+            "no split-K": ("nk", _knob("MAX_SPLIT_K", 1)),
+            # An API caller's asymmetric activations: uint8 A shifted inside the K loop (the
+            # rule below SHIFT_A_MIN_M) or by a copy before the GEMM; B's column sums given.
+            "uint8 A + zp, shifted in the K loop (rule)": ("uint8", contextlib.nullcontext()),
+            "uint8 A + zp, shifted before the GEMM": ("uint8", _knob("SHIFT_A_MIN_M", 1)),
+        }
     return {
         "B K-major": ("nk", contextlib.nullcontext()),
         "B row-major, copied K-major": ("kn", _knob("KMAJOR_MIN_M", 0)),
         "B row-major, read in place": ("kn", _knob("KMAJOR_MIN_M", 2**62)),
     }
+
+
+def _uint8_inputs(a, b, a_scale, b_scale):
+    """The same product with A as uint8 codes a + 128, per-row zero points 128 and B's
+    int32 column sums (as Int8Linear keeps them): (A', B, scales, zero points, sums)."""
+    a_u8 = (a.to(torch.int16) + 128).to(torch.uint8)
+    zero_points = torch.full((a.shape[0],), 128, dtype=torch.int32, device=a.device)
+    return a_u8, b, a_scale, b_scale, zero_points, b.sum(0, dtype=torch.int32)
+
+
+def _ours_uint8(a, b, a_scale, b_scale, a_zp, b_colsum):
+    from qtriton.ops import matmul as ops
+
+    return ops.scaled_matmul(a, b, a_scale, b_scale, a_zp, out_dtype=torch.bfloat16, b_colsum=b_colsum)
 
 
 def _bench_paths(ctx: Context, m: int, n: int, k: int) -> list[dict]:
@@ -191,22 +213,27 @@ def _bench_paths(ctx: Context, m: int, n: int, k: int) -> list[dict]:
     label = f"paths M={m} N={n} K={k}"
     copies = input_copies(ctx, m * k + k * n + 2 * m * n)
     inputs = [_int8_inputs(ctx, m, n, k) for _ in range(copies)]
-    # The same B in both layouts: a row-major (K, N) copy of each K-major view.
+    # The same B in both layouts: a row-major (K, N) copy of each K-major view; the same A
+    # as uint8 codes with zero points.
     layouts = {"nk": inputs, "kn": [(a, b.contiguous(), sa, sb) for a, b, sa, sb in inputs]}
+    if m <= 16:
+        layouts["uint8"] = [_uint8_inputs(*args) for args in inputs]
     timings, statuses = {}, {}
     for name, (layout, setting) in _path_variants(m).items():
+        fn = _ours_uint8 if layout == "uint8" else _ours
         with setting:
-            def check(layout=layout) -> str:
-                a, b, a_scale, b_scale = layouts[layout][0]
+            def check(layout=layout, fn=fn) -> str:
+                a, b, a_scale, b_scale = inputs[0] if layout == "uint8" else layouts[layout][0]
                 exact = torch.round(a.to(torch.float64) @ b.to(torch.float64))
-                check_exact(ops.int8_matmul(a, b), exact.to(torch.int32), f"{label} {name}: int32 product")
-                check_close(_ours(a, b, a_scale, b_scale), epilogue(exact, a_scale, b_scale), 2**-7, 1e-6,
+                if layout != "uint8":
+                    check_exact(ops.int8_matmul(a, b), exact.to(torch.int32), f"{label} {name}: int32 product")
+                check_close(fn(*layouts[layout][0]), epilogue(exact, a_scale, b_scale), 2**-7, 1e-6,
                             f"{label} {name}: bf16 out")
-                return "int32 exact, bf16 within 2^-7"
+                return "bf16 within 2^-7" if layout == "uint8" else "int32 exact, bf16 within 2^-7"
 
             statuses[name] = checked(ctx, f"{label} {name}", check)
             if statuses[name] is not None:
-                timings[name] = time_call(ctx, _ours, layouts[layout])
+                timings[name] = time_call(ctx, fn, layouts[layout])
     reference = next(iter(_path_variants(m)))
     rows = []
     for name, timing in timings.items():
