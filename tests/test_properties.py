@@ -41,16 +41,21 @@ CASES = st.tuples(
 )
 
 
-def _check_backend(module, case, device):
-    x, num_bits, symmetric, granularity = case
-    axis = x.ndim - 1 if granularity == "channel" else None
-    expected = numpy_backend.quantize(x, num_bits, symmetric, granularity, axis)
-    got = module.quantize(torch.from_numpy(x).to(device), num_bits, symmetric, granularity, axis)
+def _assert_same_results(got, expected) -> None:
+    """(q, scale, zero point or None) equal to the oracle's, bit for bit."""
     for name, g, e in zip(("q", "scale", "zero_point"), got, expected, strict=True):
         if e is None:
             assert g is None
         else:
             assert_exact(g, e, name)
+
+
+def _check_backend(module, case, device):
+    x, num_bits, symmetric, granularity = case
+    axis = x.ndim - 1 if granularity == "channel" else None
+    expected = numpy_backend.quantize(x, num_bits, symmetric, granularity, axis)
+    got = module.quantize(torch.from_numpy(x).to(device), num_bits, symmetric, granularity, axis)
+    _assert_same_results(got, expected)
 
 
 @SETTINGS
@@ -120,11 +125,7 @@ def _check_activations(module, case, device):
         return None if v is None else torch.from_numpy(np.asarray(v)).to(device)
 
     got = module.quantize_activations(on_device(rows), symmetric, on_device(input_scale), on_device(static_scale))
-    for name, g, e in zip(("q", "scale", "zero_point"), got, expected, strict=True):
-        if e is None:
-            assert g is None
-        else:
-            assert_exact(g, e, name)
+    _assert_same_results(got, expected)
 
 
 @SETTINGS
