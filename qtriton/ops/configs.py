@@ -114,11 +114,16 @@ def configs_for(M: int, N: int, K: int, zero_points: bool = False) -> list[trito
         pool = [config for config in pool
                 if _zero_point_epilogue_fits(config.kwargs["BLOCK_SIZE_M"], config.kwargs["BLOCK_SIZE_N"],
                                              config.num_warps)]
-    # tl.dot needs every block dimension >= 16, and int8 K steps >= 32.
+    return clamped(pool, M, N, K, min_block_k=32)  # int8 K steps are >= 32
+
+
+def clamped(pool, M: int, N: int, K: int, min_block_k: int = 16) -> list[triton.Config]:
+    """pool's configs with their blocks clamped to the problem (tl.dot needs every block
+    dimension >= 16; K steps >= min_block_k), duplicates dropped, order kept."""
     limits = {
         "BLOCK_SIZE_M": max(16, triton.next_power_of_2(M)),
         "BLOCK_SIZE_N": max(16, triton.next_power_of_2(N)),
-        "BLOCK_SIZE_K": max(32, triton.next_power_of_2(K)),
+        "BLOCK_SIZE_K": max(min_block_k, triton.next_power_of_2(K)),
     }
     seen, configs = set(), []
     for config in pool:

@@ -19,7 +19,7 @@ import triton
 
 from qtriton.backend import interpreter_enabled
 from qtriton.kernels import w8a16_matmul as kernels
-from qtriton.ops.configs import _config, m_bucket
+from qtriton.ops.configs import _config, clamped, m_bucket
 from qtriton.ops.configs import config_dict as _config_dict
 
 _FLOAT_TYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -55,19 +55,7 @@ def configs_for(M: int, N: int, K: int) -> list[triton.Config]:
     """The M bucket's pool, blocks clamped to the problem, duplicates dropped, order kept."""
     bucket = m_bucket(M)
     pool = DECODE_CONFIGS if bucket <= 16 else SMALL_CONFIGS if bucket <= 128 else LARGE_CONFIGS
-    limits = {  # tl.dot needs every block dimension >= 16
-        "BLOCK_SIZE_M": max(16, triton.next_power_of_2(M)),
-        "BLOCK_SIZE_N": max(16, triton.next_power_of_2(N)),
-        "BLOCK_SIZE_K": max(16, triton.next_power_of_2(K)),
-    }
-    seen, configs = set(), []
-    for config in pool:
-        kwargs = {name: min(value, limits.get(name, value)) for name, value in config.kwargs.items()}
-        ident = (tuple(sorted(kwargs.items())), config.num_warps, config.num_stages)
-        if ident not in seen:
-            seen.add(ident)
-            configs.append(triton.Config(kwargs, num_warps=config.num_warps, num_stages=config.num_stages))
-    return configs
+    return clamped(pool, M, N, K)
 
 
 def _prune(configs, named_args, **kwargs):
