@@ -20,6 +20,7 @@ from qtriton.api import (
 )
 from qtriton.backend import get_backend, set_backend, use_backend
 from qtriton.nn import Int8Linear, QuantizationSummary, quantize_model
+from qtriton.scheme import QuantScheme
 from qtriton.serialization import load_quantized, save_quantized
 
 __version__ = "0.1.0"
@@ -36,6 +37,7 @@ __all__ = [
     "Int8Linear",
     "load_quantized",
     "QuantizationSummary",
+    "QuantScheme",
     "quantize_model",
     "save_quantized",
     "quantization_error",
