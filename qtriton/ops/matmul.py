@@ -29,12 +29,13 @@ from qtriton.ops.configs import (  # re-exported: the public config API lived he
     shape_key,
     tune,
     use_config,
+    use_gemm,
 )
 from qtriton.reference import ZERO_POINT_LIMIT
 
 __all__ = [
     "MAX_K", "configs_for", "device_slug", "int8_matmul", "m_bucket", "save_tuned_configs",
-    "scaled_matmul", "shape_key", "tune", "use_config",
+    "scaled_matmul", "shape_key", "tune", "use_config", "use_gemm",
 ]
 
 MAX_K = checks.MAX_K  # the int32 accumulator's limit, one rule for every entry (qtriton.checks)
@@ -117,15 +118,24 @@ def _launch(a_q, b_q, out, a_scale, a_scale_value, b_scale, b_scale_value,
     has_b_zp = b_zp is not None or b_zp_value != 0
     on_device = torch.cuda.device(a_q.device) if a_q.device.type == "cuda" else contextlib.nullcontext()
     with on_device:  # Triton launches on the current CUDA device, not on the tensors' one.
+        gluon = configs.main_loop(a_q.device, M, N, K, correction) == "gluon"
+        if gluon:
+            from qtriton.ops import matmul_gluon  # needs Gluon, which main_loop made sure of
         # Copies that take byte work out of every K step (kernels/matmul_copy.py); a
-        # shifted operand is int8 from here on, its caller-given sums made int8's too.
-        shift_a = a_is_uint8 and K > 0 and configs.shift_a_for(M)
-        shift_b = b_is_uint8 and K > 0 and configs.shift_b_for(M)
-        transpose_b = configs.transpose_b_for(M, b_q.stride(0) == 1 or K <= 1)
-        if shift_a:
-            a_q = _operand_copy(a_q, k_major=False, shift=True)
-            a_rowsum = None if a_rowsum is None else a_rowsum - 128 * K
-            a_is_uint8 = False
+        # shifted operand is int8 from here on, its caller-given sums made int8's too. The
+        # Gluon loop reads both operands through TMA: int8, K-major, 16-byte aligned rows.
+        shift_a = a_is_uint8 and K > 0 and (gluon or configs.shift_a_for(M))
+        shift_b = b_is_uint8 and K > 0 and (gluon or configs.shift_b_for(M))
+        if gluon:
+            transpose_b = not matmul_gluon.tma_ready(b_q.t())
+            copy_a = not shift_a and not matmul_gluon.tma_ready(a_q)
+        else:
+            transpose_b = configs.transpose_b_for(M, b_q.stride(0) == 1 or K <= 1)
+            copy_a = False
+        if shift_a or copy_a:
+            a_q = _operand_copy(a_q, k_major=False, shift=shift_a)
+            a_rowsum = None if a_rowsum is None or not shift_a else a_rowsum - 128 * K
+            a_is_uint8 = a_is_uint8 and not shift_a
         if shift_b or transpose_b:
             b_q = _operand_copy(b_q, k_major=transpose_b or b_q.stride(0) == 1, shift=shift_b)
             b_colsum = None if b_colsum is None or not shift_b else b_colsum - 128 * K
@@ -150,6 +160,11 @@ def _launch(a_q, b_q, out, a_scale, a_scale_value, b_scale, b_scale_value,
         "CORRECTION_DTYPE": correction,
         "SCALED": scaled,
     }
+
+    if gluon:
+        with on_device:
+            matmul_gluon.launch(a_q, b_q, out, (*optional, *scalars), vector_strides, flags, configs.forced_config())
+        return out
 
     config = configs.launch_config(a_q.device, M, N, K, b_q.stride(0) == 1, flags, tuned)
     if config is not None:
