@@ -1,6 +1,7 @@
 """The int8 GEMM's launch configs: the per-M-bucket pools, the autotuner (key, pruning),
 the forced-config hook for tests and experiments, and the per-card tuned JSON files
-(qtriton/configs/<card slug>.json) with `tune` / `save_tuned_configs` that write them.
+(qtriton/configs/<card slug>.json) with `save_tuned_configs`, which writes what
+qtriton/ops/matmul.py's `tune` measures (there: it launches the GEMM; this module launches nothing).
 
 qtriton/ops/matmul.py picks a launch's config through `launch_config` in this order:
 
@@ -24,7 +25,7 @@ import functools
 import json
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -459,51 +460,6 @@ def launch_config(device: torch.device, M: int, N: int, K: int, b_k_major: bool,
 
 
 # ------------------------------------------------------------------------------ tuning
-def tune(shapes: Sequence[tuple[int, int, int]], out_dtype: torch.dtype = torch.bfloat16,
-         layouts: Sequence[str] = ("nk",)) -> dict:
-    """Autotune each (M, N, K) on the current GPU; returns the winners, JSON-able.
-
-    The problem tuned is the Int8Linear one: int8 activations with per-row scales times
-    an int8 B with per-column scales, out_dtype output; B is the transpose of a contiguous
-    (N, K) weight ("nk") and, with "kn" in layouts, also a row-major (K, N) matrix (the
-    lab API's layout; skipped where the launcher copies it K-major, M >= KMAJOR_MIN_M).
-    Launches read the entries only for that variant (int8 operands, no zero points), the
-    others autotune on first use. An entry records the split-K the launch ran with. The
-    result is what save_tuned_configs writes:
-    {"device": ..., "triton": ..., "out_dtype": ..., "configs": {shape_key: config}}.
-    """
-    if interpreter_enabled() or not torch.cuda.is_available():
-        raise RuntimeError("tune needs a CUDA GPU (and TRITON_INTERPRET unset)")
-    unknown = set(layouts) - {"nk", "kn"}
-    if unknown:
-        raise ValueError(f"layouts must be 'nk' and / or 'kn', got {sorted(unknown)}")
-    from qtriton.ops.matmul import _launch as launch  # matmul imports this module
-
-    device = torch.device("cuda", torch.cuda.current_device())
-    kernel = autotuned_kernel()
-    configs = {}
-    for M, N, K in shapes:
-        a_q = torch.randint(-128, 128, (M, K), dtype=torch.int8, device=device)
-        weight = torch.randint(-128, 128, (N, K), dtype=torch.int8, device=device)
-        a_scale = torch.rand(M, device=device) + 0.5
-        b_scale = torch.rand(N, device=device) + 0.5
-        out = torch.empty((M, N), dtype=out_dtype, device=device)
-        for layout in layouts:
-            k_major = layout == "nk"
-            if transpose_b_for(M, k_major):
-                continue  # runs K-major: the "nk" entry serves it
-            b_q = weight.t() if k_major else weight.t().contiguous()
-            launch(a_q, b_q, out, a_scale, 1.0, b_scale, 1.0, None, 0, None, 0, None, scaled=True, tuned=False)
-            split = split_k_for(M, N, K, config_dict(configs_for(M, N, K)[0]), device)
-            configs[shape_key(M, N, K, b_k_major=k_major)] = {**config_dict(kernel.best_config), "SPLIT_K": split}
-    return {
-        "device": torch.cuda.get_device_name(device),
-        "triton": triton.__version__,
-        "out_dtype": str(out_dtype).removeprefix("torch."),
-        "configs": configs,
-    }
-
-
 def save_tuned_configs(data: dict, path: str | Path | None = None) -> Path:
     """Write tune()'s result as JSON (default: qtriton/configs/<device slug>.json),
     merged over the configs already in that file; returns the path written."""

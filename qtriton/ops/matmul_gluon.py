@@ -20,11 +20,11 @@ def tma_ready(x: torch.Tensor) -> bool:
             and x.data_ptr() % 16 == 0)
 
 
-def launch(a_q: torch.Tensor, b_q: torch.Tensor, out: torch.Tensor, operands: tuple, strides: tuple,
-           flags: dict, config: dict | None) -> None:
+def launch(a_q: torch.Tensor, b_q: torch.Tensor, out: torch.Tensor, epilogue: dict, flags: dict,
+           config: dict | None) -> None:
     """One launch of the Gluon kernel into out (M, N): a_q (M, K) and b_q.t() (N, K) are
-    TMA-ready int8 (tma_ready); operands and strides are the epilogue's optional tensors,
-    scalars and vector strides, as kernels/matmul.py's kernel takes them; config a forced
+    TMA-ready int8 (tma_ready); epilogue: the epilogue's keyword arguments (M, N, K and
+    qtriton.ops.matmul.Operands.kernel_args), flags its constexpr flags; config a forced
     Gluon tile (configs.gluon_tile) or None for the pool's first."""
     M, K = a_q.shape
     N = b_q.shape[1]
@@ -37,7 +37,8 @@ def launch(a_q: torch.Tensor, b_q: torch.Tensor, out: torch.Tensor, operands: tu
         b_q.t(), [block_n, block_k], gl.NVMMASharedLayout.get_default_for([block_n, block_k], gl.int8))
     grid = (triton.cdiv(M, block_m) * triton.cdiv(N, block_n),)
     kernels._int8_matmul_gluon_kernel[grid](
-        a_desc, b_desc, out, *operands, configs.m_bucket(M), out.stride(0), out.stride(1), *strides, **flags,
+        a_desc=a_desc, b_desc=b_desc, c_ptr=out, M_BUCKET=configs.m_bucket(M), stride_cm=out.stride(0),
+        stride_cn=out.stride(1), **epilogue, **flags,
         BLOCK_SIZE_M=block_m, BLOCK_SIZE_N=block_n, BLOCK_SIZE_K=block_k, GROUP_SIZE_M=config["GROUP_SIZE_M"],
         STAGES=config["num_stages"], num_warps=config["num_warps"],
     )
