@@ -227,6 +227,34 @@ def test_gluon_pools_hold_gluon_tiles():
     assert len(zero_point_pool) < len(mcfg.GLUON_CONFIGS)
 
 
+def test_gluon_autotuner_sets_descriptor_blocks_per_config():
+    """The autotuner launches every config with the same TMA descriptors: each config's
+    pre_hook gives them its tiles; the zero-point prune keeps the tiles whose epilogue fits."""
+    if not mcfg.gluon_available():
+        pytest.skip("this Triton has no Gluon")
+    from qtriton.ops import matmul_gluon
+
+    kernel = matmul_gluon.autotuned_kernel()
+    assert [(c.kwargs["BLOCK_SIZE_M"], c.kwargs["BLOCK_SIZE_N"], c.kwargs["STAGES"], c.num_warps) for c in kernel.configs] \
+        == [(c.kwargs["BLOCK_SIZE_M"], c.kwargs["BLOCK_SIZE_N"], c.num_stages, c.num_warps) for c in mcfg.GLUON_CONFIGS]
+    a_q = torch.zeros((100, 272), dtype=torch.int8)
+    b_q = torch.zeros((257, 272), dtype=torch.int8).t()
+    a_desc, b_desc = matmul_gluon._descriptors(a_q, b_q, 128, 256, 128)
+    for config in kernel.configs:
+        config.pre_hook({"a_desc": a_desc, "b_desc": b_desc, **config.all_kwargs()})
+        assert a_desc.block_shape == [config.kwargs["BLOCK_SIZE_M"], config.kwargs["BLOCK_SIZE_K"]]
+        assert b_desc.block_shape == [config.kwargs["BLOCK_SIZE_N"], config.kwargs["BLOCK_SIZE_K"]]
+    assert matmul_gluon._prune(kernel.configs, {}, HAS_A_ZP=False, HAS_B_ZP=False) == kernel.configs
+    kept = matmul_gluon._prune(kernel.configs, {}, HAS_A_ZP=True, HAS_B_ZP=False)
+    assert 0 < len(kept) < len(kernel.configs)
+    assert all(c.kwargs["BLOCK_SIZE_M"] * c.kwargs["BLOCK_SIZE_N"] <= 64 * 32 * c.num_warps for c in kept)
+    assert matmul_gluon.tma_ready(a_q) and matmul_gluon.tma_ready(b_q.t())
+    assert not matmul_gluon.tma_ready(a_q[:, 1:])  # a base 1 byte off the 16-byte alignment
+    assert not matmul_gluon.tma_ready(torch.zeros((4, 40), dtype=torch.int8))  # 40-byte rows
+    assert not matmul_gluon.tma_ready(b_q)  # not K-major
+    assert not matmul_gluon.tma_ready(torch.zeros((4, 64), dtype=torch.uint8))
+
+
 @pytest.mark.interpreter
 def test_asking_for_gluon_off_hopper_runs_the_tl_loop(rng, device, monkeypatch):
     """QTRITON_GEMM=gluon where the Gluon loop cannot run (the interpreter, another card):
