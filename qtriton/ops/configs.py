@@ -87,6 +87,9 @@ LARGE_CONFIGS = [
     _config(128, 256, 128, 8, 3),
     _config(256, 128, 128, 8, 3),
     _config(128, 128, 128, 8, 4),
+    # 96 KB and ~113 registers: 2 CTAs per SM (bench static's CTAs/SM), so one drains its
+    # wgmma (the tl.dot loop waits for 0 every K step) while the other computes.
+    _config(128, 128, 128, 8, 3),
     _config(128, 128, 64, 4, 4),
     _config(128, 256, 64, 8, 4),
     _config(64, 256, 128, 8, 3),
