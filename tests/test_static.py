@@ -86,6 +86,10 @@ def test_gluon_loop_keeps_a_wgmma_group_in_flight_with_tma(compiled):
     """Every Gluon variant ran the Gluon kernel (not the tl.dot fallback), and its K loop waits
     with >= 1 wgmma group in flight, loads through TMA and does not spill (the check's rules,
     asserted here on the rows themselves so that an empty selection cannot pass)."""
+    from qtriton.ops import configs
+
+    if not configs.gluon_available():
+        pytest.skip("this Triton has no Gluon: the launcher runs the tl.dot loop for the gluon variants")
     rows = compiled["subset"]
     gluon_variants = {name.removeprefix("gemm ") for name in compiled["variants"] if name.startswith("gemm gluon:")}
     assert len(gluon_variants) >= 6
