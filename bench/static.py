@@ -42,6 +42,9 @@ LOOP_RATIO_LIMIT = 1.25
 # K steps: its K loop must wait with at least this many outstanding, and load through TMA.
 GLUON_KERNEL = "_int8_matmul_gluon_kernel"
 GLUON_MIN_WAIT_DEPTH = 1
+# The Gluon variant compiled under every config of its pool even in the subset (CI): each
+# Gluon config is checked there, the other variants under the pool's first.
+GLUON_EVERY_CONFIG = "gluon: int8 row/col scales -> bf16, B nk"
 # Hopper's SM: 64 K registers (allocated 256 per warp), 228 KB of shared memory (1 KB of it
 # reserved per CTA), 64 warps, 32 CTAs.
 SM_REGISTERS = 65536
@@ -404,8 +407,9 @@ def _quantize_variants() -> list[Variant]:
 def cases(full: bool = True, configs: list | None = None):
     """(variant, (M, N, K), forced GEMM config or None) for every compile to make: each GEMM
     variant under every config of every M bucket's pool (or, not full, each pool's largest
-    tile; or `configs` instead of the pools, each at the large shape), and every quantize
-    variant once."""
+    tile; or `configs` instead of the pools, each at the large shape), the Gluon variants
+    under the Gluon pool at the large shape (not full: its first config, all of them for
+    GLUON_EVERY_CONFIG), and every quantize variant once."""
     from qtriton.ops.configs import gluon_configs_for
     from qtriton.ops.matmul import configs_for
 
@@ -416,7 +420,8 @@ def cases(full: bool = True, configs: list | None = None):
             continue
         if variant.gluon:  # one pool for every M the Gluon loop takes; the first is its widest tile
             pool = gluon_configs_for(*GEMM_SHAPES["large"], variant.zero_points)
-            out.extend((variant, GEMM_SHAPES["large"], config) for config in (pool if full else pool[:1]))
+            every = full or variant.name == GLUON_EVERY_CONFIG
+            out.extend((variant, GEMM_SHAPES["large"], config) for config in (pool if every else pool[:1]))
             continue
         for shape in GEMM_SHAPES.values():
             pool = configs_for(*shape)

@@ -100,6 +100,10 @@ def test_gluon_loop_keeps_a_wgmma_group_in_flight_with_tma(compiled):
         assert row.error == "" and row.int8_dot == "wgmma" and row.tma, row
         assert row.wait_depth is not None and row.wait_depth >= static.GLUON_MIN_WAIT_DEPTH, row
         assert row.spill_bytes == 0 and 0 < row.loop_sass and row.ctas_per_sm >= 1, row
+    # Every Gluon config, in one variant: the CI check covers the whole pool.
+    every = {row.config for row in gluon if row.variant == static.GLUON_EVERY_CONFIG}
+    pool = configs.gluon_configs_for(*static.GEMM_SHAPES["large"])
+    assert len(every) == len(pool) == len(configs.GLUON_CONFIGS)
     # The tl.dot loop's wgmma tiles have a wait in their K loop too: the column is measured there.
     tl_wgmma = [row for row in rows if row.kernel == "_int8_matmul_kernel" and row.int8_dot == "wgmma"]
     assert tl_wgmma and all(row.wait_depth is not None for row in tl_wgmma)
