@@ -7,7 +7,12 @@ weight (nn.Linear's layout), one scale per column. Every implementation gets B i
 Then the GEMM's own paths against each other (case "matmul_paths", rows with a `ratio_vs`
 field instead of a speedup over the baselines): split-K (the launcher's rule) vs none at
 M = 1, 4, 16 and N = 1024 ... 14336, and B K-major vs row-major, the latter copied K-major
-first (the launcher's rule from configs.KMAJOR_MIN_M on) or read in place."""
+first (the launcher's rule from configs.KMAJOR_MIN_M on) or read in place.
+
+On an sm_90 card with Gluon, both main loops: the headline case times ours once more with
+the Gluon loop (kernels/matmul_gluon.py, `use_gemm("gluon")`) as its own row
+("qtriton (gluon loop)", speedups against the tl.dot loop and the baselines), and the paths
+at M > 16 add the Gluon loop on both B layouts."""
 
 from __future__ import annotations
 
@@ -44,6 +49,7 @@ SMOKE_PATH_SHAPES = ((1, 40, 1100), (33, 40, 72))  # 1100: 5 K tiles of 256, spl
 
 CASE = "scaled_matmul"
 OURS = "qtriton"
+OURS_GLUON = "qtriton (gluon loop)"
 INT_MM = "torch._int_mm+epilogue"
 BF16 = "torch.mm bf16"
 FP32 = "torch.mm fp32"
@@ -62,6 +68,22 @@ def _ours(a, b, a_scale, b_scale):
     from qtriton.ops import matmul as ops
 
     return ops.scaled_matmul(a, b, a_scale, b_scale, out_dtype=torch.bfloat16)
+
+
+def _gluon_runs(ctx: Context, m: int, n: int, k: int) -> bool:
+    """Whether `use_gemm("gluon")` runs the Gluon loop for this shape on ctx's device."""
+    import triton.language as tl
+
+    from qtriton.ops import configs
+
+    return configs.gluon_suits(torch.device(ctx.device), m, n, k, tl.int32)
+
+
+def _ours_gluon(a, b, a_scale, b_scale):
+    from qtriton.ops import configs
+
+    with configs.use_gemm("gluon"):
+        return _ours(a, b, a_scale, b_scale)
 
 
 def _int_mm(a, b, a_scale, b_scale):
@@ -101,17 +123,26 @@ def _bench_case(ctx: Context, m: int, n: int, k: int) -> list[dict]:
     }
     int8_inputs = [_int8_inputs(ctx, m, n, k) for _ in range(copies[OURS])]
 
+    gluon = _gluon_runs(ctx, m, n, k)
+
     def check() -> str:
         a, b, a_scale, b_scale = int8_inputs[0]
         exact = torch.round(a.to(torch.float64) @ b.to(torch.float64))  # exact: |sum| < 2^53
         check_exact(ops.int8_matmul(a, b), exact.to(torch.int32), f"{label}: int32 product")
         check_close(_ours(*int8_inputs[0]), epilogue(exact, a_scale, b_scale), 2**-7, 1e-6, f"{label}: bf16 out")
-        return "int32 exact, bf16 within 2^-7"
+        if gluon:
+            with ops.use_gemm("gluon"):
+                check_exact(ops.int8_matmul(a, b), exact.to(torch.int32), f"{label}: gluon loop int32 product")
+            check_close(_ours_gluon(*int8_inputs[0]), epilogue(exact, a_scale, b_scale), 2**-7, 1e-6,
+                        f"{label}: gluon loop bf16 out")
+        return "int32 exact, bf16 within 2^-7" + (" (both loops)" if gluon else "")
 
     status = checked(ctx, label, check)
     if status is None:
         return []
     timings = {OURS: time_call(ctx, _ours, int8_inputs)}
+    if gluon:
+        timings[OURS_GLUON] = time_call(ctx, _ours_gluon, int8_inputs)
     if int_mm_runs(m, n, k):
         timings[INT_MM] = time_call(ctx, _int_mm, int8_inputs)
     else:
@@ -134,7 +165,7 @@ def _bench_case(ctx: Context, m: int, n: int, k: int) -> list[dict]:
     rows = []
     for impl, timing in timings.items():
         tops = 2 * m * n * k / (timing.median_ms * 1e-3) / 1e12
-        int8 = impl in (OURS, INT_MM)
+        int8 = impl in (OURS, OURS_GLUON, INT_MM)
         rows.append(
             result_row(
                 ctx,
@@ -149,7 +180,7 @@ def _bench_case(ctx: Context, m: int, n: int, k: int) -> list[dict]:
                 pct_peak=100 * tops / peak if int8 and peak else None,
                 peak=f"int8 dense {peak:.0f} TOPS" if int8 and peak else None,
                 input_copies=copies[OURS if int8 else impl],
-                speedup=ratios if impl == OURS else None,
+                speedup=ratios if impl == OURS else speedups(timings, OURS_GLUON) if impl == OURS_GLUON else None,
                 goals=judged(ctx, goals) if impl == OURS else None,
                 check=status,
             )
@@ -174,9 +205,10 @@ def _knob(name: str, value: int):
         setattr(configs, name, previous)
 
 
-def _path_variants(m: int) -> dict[str, tuple[str, contextlib.AbstractContextManager]]:
+def _path_variants(m: int, gluon: bool = False) -> dict[str, tuple[str, contextlib.AbstractContextManager]]:
     """name -> (inputs: B layout, or "uint8" for A as uint8 codes with per-row zero points,
-    the rule setting it runs under); the first is the reference."""
+    the rule setting it runs under); the first is the reference. gluon: add the Gluon main
+    loop (an sm_90 card, M > 16)."""
     if m <= 16:
         return {
             "split-K (rule)": ("nk", contextlib.nullcontext()),
@@ -186,11 +218,17 @@ def _path_variants(m: int) -> dict[str, tuple[str, contextlib.AbstractContextMan
             "uint8 A + zp, shifted in the K loop (rule)": ("uint8", contextlib.nullcontext()),
             "uint8 A + zp, shifted before the GEMM": ("uint8", _knob("SHIFT_A_MIN_M", 1)),
         }
-    return {
+    from qtriton.ops import configs
+
+    paths = {
         "B K-major": ("nk", contextlib.nullcontext()),
         "B row-major, copied K-major": ("kn", _knob("KMAJOR_MIN_M", 0)),
         "B row-major, read in place": ("kn", _knob("KMAJOR_MIN_M", 2**62)),
     }
+    if gluon:  # the Gluon loop copies a row-major B K-major whatever M is (TMA reads K-major)
+        paths["B K-major, gluon loop"] = ("nk", configs.use_gemm("gluon"))
+        paths["B row-major, gluon loop"] = ("kn", configs.use_gemm("gluon"))
+    return paths
 
 
 def _uint8_inputs(a, b, a_scale, b_scale):
@@ -219,7 +257,8 @@ def _bench_paths(ctx: Context, m: int, n: int, k: int) -> list[dict]:
     if m <= 16:
         layouts["uint8"] = [_uint8_inputs(*args) for args in inputs]
     timings, statuses = {}, {}
-    for name, (layout, setting) in _path_variants(m).items():
+    variants = _path_variants(m, gluon=m > 16 and _gluon_runs(ctx, m, n, k))
+    for name, (layout, setting) in variants.items():
         fn = _ours_uint8 if layout == "uint8" else _ours
         with setting:
             def check(layout=layout, fn=fn) -> str:
@@ -234,7 +273,7 @@ def _bench_paths(ctx: Context, m: int, n: int, k: int) -> list[dict]:
             statuses[name] = checked(ctx, f"{label} {name}", check)
             if statuses[name] is not None:
                 timings[name] = time_call(ctx, fn, layouts[layout])
-    reference = next(iter(_path_variants(m)))
+    reference = next(iter(variants))
     rows = []
     for name, timing in timings.items():
         tops = 2 * m * n * k / (timing.median_ms * 1e-3) / 1e12

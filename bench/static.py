@@ -1,14 +1,17 @@
 """python -m bench static: compile the production kernels for Hopper (sm_90a) on a machine
 without a GPU, and read what each compiled kernel costs: registers, spills, shared memory,
-f64 instructions, whether the int8 dot is a wgmma and whether global loads are 128 bits wide.
+f64 instructions, whether the int8 dot is a wgmma and whether global loads are 128 bits wide,
+the K loop's length and how many wgmma groups it leaves in flight, TMA use and CTAs per SM.
 
 The launches are the package's own: the real `qtriton.ops` launchers run on small CPU
 tensors while a hook turns every Triton kernel launch into a compile for sm_90a (Triton's
 compiler and the ptxas it ships, a stub driver whose target is sm_90a, nothing launched).
 So every argument, constexpr flag, block size and num_warps is whatever the launchers pass
 today: a new kernel argument, a new kernel or a new config in a pool shows up here without
-an edit. What this module chooses is only which calls to make (VARIANTS) and which configs
-to force on the GEMM (each M bucket's pool, from `configs_for`).
+an edit. What this module chooses is only which calls to make (VARIANTS), which configs
+to force on the GEMM (each M bucket's pool, from `configs_for`; the Gluon loop's from
+`gluon_configs_for`) and, for the variants named "gluon: ...", the Gluon main loop
+(`use_gemm("gluon")`, with the launcher's sm_90 test answering yes).
 
 Needs a process in which `qtriton.kernels` was imported with TRITON_INTERPRET unset (the
 kernels are then compiled JITFunctions); `python -m bench static` is one.
@@ -32,8 +35,23 @@ SHARED_LIMIT_BYTES = 227 * 1024
 WGMMA_MIN_BLOCK_M = 64
 # Int8Linear's asymmetric activations against the plain int8 GEMM of the same config: the
 # zero points belong in the epilogue, so its K loop may cost at most this much more (#11).
-LOOP_PAIRS = {"int8 A + zp per row + bias -> bf16, B nk": "int8 + bias -> bf16, B nk"}
+LOOP_PAIRS = {"int8 A + zp per row + bias -> bf16, B nk": "int8 + bias -> bf16, B nk",
+              "gluon: int8 A + zp per row + bias -> bf16, B nk": "gluon: int8 + bias -> bf16, B nk"}
 LOOP_RATIO_LIMIT = 1.25
+# The Gluon main loop (kernels/matmul_gluon.py) exists to keep wgmma groups in flight across
+# K steps: its K loop must wait with at least this many outstanding, and load through TMA.
+GLUON_KERNEL = "_int8_matmul_gluon_kernel"
+GLUON_MIN_WAIT_DEPTH = 1
+# The Gluon variant compiled under every config of its pool even in the subset (CI): each
+# Gluon config is checked there, the other variants under the pool's first.
+GLUON_EVERY_CONFIG = "gluon: int8 row/col scales -> bf16, B nk"
+# Hopper's SM: 64 K registers (allocated 256 per warp), 228 KB of shared memory (1 KB of it
+# reserved per CTA), 64 warps, 32 CTAs.
+SM_REGISTERS = 65536
+SM_SHARED_BYTES = 228 * 1024
+CTA_RESERVED_SHARED_BYTES = 1024
+SM_MAX_WARPS = 64
+SM_MAX_CTAS = 32
 
 # Violations known and tracked: (a regular expression over a row's label "<family> <variant>
 # <config>", the rule), each naming the issue that fixes it. check() reports them apart and
@@ -65,6 +83,12 @@ class Compiled:
     int8_dot: str = "none"  # "wgmma" (wgmma.mma_async ... .s8), "mma.sync" or "none" (no int8 dot)
     global_loads_128: bool = False
     loop_sass: int = 0  # SASS instructions in the kernel's longest loop: the GEMM's K loop
+    # wgmma groups the K loop leaves in flight at its wait (WARPGROUP.DEPBAR.LE gsb0, N: the
+    # smallest N in the loop); None: no wgmma wait in the loop.
+    wait_depth: int | None = None
+    tma: bool = False  # tensor loads through TMA (cp.async.bulk.tensor)
+    num_warps: int = 0
+    ctas_per_sm: int = 0  # resident CTAs an SM can hold, from registers, shared memory, warps
     error: str = ""
 
     @property
@@ -98,8 +122,10 @@ def compile_launches() -> Iterator[list]:
     from triton.runtime.jit import JITFunction
 
     from qtriton.kernels import matmul, quantize
+    from qtriton.ops import configs
 
-    kernels = [obj for module in (matmul, quantize) for obj in vars(module).values()
+    modules = (matmul, quantize) + ((configs._gluon_kernels(),) if configs.gluon_available() else ())
+    kernels = [obj for module in modules for obj in vars(module).values()
                if isinstance(obj, JITFunction) or type(obj).__name__ == "InterpretedFunction"]
     if not kernels or not all(isinstance(obj, JITFunction) for obj in kernels):
         raise RuntimeError(
@@ -119,6 +145,9 @@ def compile_launches() -> Iterator[list]:
     previous_driver = getattr(driver, "_active", None)
     driver.set_active(_Sm90Driver())
     JITFunction.run = compile_only
+    # The launcher's "is this an sm_90 card" test, for the CPU tensors launched here.
+    original_sm90 = configs.sm90
+    configs.sm90 = lambda device: True
     # The launchers accept CPU tensors only under the interpreter (their device check reads
     # the variable at call time); the kernels themselves were decorated without it.
     os.environ["TRITON_INTERPRET"] = "1"
@@ -126,6 +155,7 @@ def compile_launches() -> Iterator[list]:
         yield launches
     finally:
         JITFunction.run = original_run
+        configs.sm90 = original_sm90
         driver.set_active(previous_driver)
         if previous_env is None:
             os.environ.pop("TRITON_INTERPRET", None)
@@ -187,19 +217,57 @@ def analyse(kernel, row: Compiled) -> Compiled:
     row.registers = int(re.search(r"REG:(\d+)", usage).group(1))
     row.spill_bytes = local_memory_bytes(sass)
     row.loop_sass = longest_loop(sass)
+    row.wait_depth = loop_wait_depth(sass)
+    row.tma = bool(_TMA.search(ptx))
+    row.num_warps = int(kernel.metadata.num_warps)
+    row.ctas_per_sm = ctas_per_sm(row.registers, row.shared_bytes, row.num_warps)
     return row
+
+
+def ctas_per_sm(registers: int, shared_bytes: int, num_warps: int) -> int:
+    """CTAs of this kernel one Hopper SM holds at once: the least of what its registers
+    (256 per warp at a time), shared memory and warp slots allow."""
+    warp_registers = -(-registers * 32 // 256) * 256
+    by_registers = SM_REGISTERS // (warp_registers * num_warps) if registers else SM_MAX_CTAS
+    by_shared = SM_SHARED_BYTES // (shared_bytes + CTA_RESERVED_SHARED_BYTES)
+    return min(by_registers, by_shared, SM_MAX_WARPS // num_warps, SM_MAX_CTAS)
 
 
 # A branch in cuobjdump's SASS: "/*0f70*/  @P0 BRA 0xf50 ;" (address, target).
 _BRANCH = re.compile(r"/\*([0-9a-f]+)\*/[^;/]*?\bBRA(?:\.\w+)*\s+(?:`?\(?)0x([0-9a-f]+)")
 _SASS_INSTRUCTION_BYTES = 16
+# An unpredicated EXIT: "/*99c0*/  EXIT ;". Code after the kernel's last one is out of line
+# (an mbarrier wait's retry loop), whose branch back into the body is no loop of the body.
+_EXIT = re.compile(r"/\*([0-9a-f]+)\*/\s+EXIT\s*;")
+_WGMMA_WAIT = re.compile(r"/\*([0-9a-f]+)\*/\s+WARPGROUP\.DEPBAR\.LE\s+gsb0,\s*0x([0-9a-f]+)")
+_TMA = re.compile(r"\bcp\.async\.bulk\.tensor\b")
+
+
+def loop_span(sass: str) -> tuple[int, int] | None:
+    """(first, last) address of the kernel's longest loop in cuobjdump SASS: from the target
+    of the longest backward branch to that branch, among the branches before the last EXIT
+    (the K loop, in a GEMM kernel); None when there is no loop."""
+    exits = [int(addr, 16) for addr in _EXIT.findall(sass)]
+    end = max(exits, default=float("inf"))
+    spans = [(int(target, 16), int(addr, 16)) for addr, target in _BRANCH.findall(sass)
+             if int(target, 16) < int(addr, 16) < end]
+    return max(spans, key=lambda span: span[1] - span[0], default=None)
 
 
 def longest_loop(sass: str) -> int:
-    """Instructions from the target of the longest backward branch to that branch, in
-    cuobjdump SASS (16 bytes an instruction on sm_90): the K loop, in a GEMM kernel."""
-    spans = [int(addr, 16) - int(target, 16) for addr, target in _BRANCH.findall(sass)]
-    return max((span // _SASS_INSTRUCTION_BYTES + 1 for span in spans if span > 0), default=0)
+    """Instructions in the kernel's longest loop (loop_span; 16 bytes an instruction on sm_90)."""
+    span = loop_span(sass)
+    return 0 if span is None else (span[1] - span[0]) // _SASS_INSTRUCTION_BYTES + 1
+
+
+def loop_wait_depth(sass: str) -> int | None:
+    """The wgmma groups left in flight by the longest loop's wait (the smallest N of its
+    `WARPGROUP.DEPBAR.LE gsb0, N`: wgmma.wait_group N in PTX); None without one."""
+    span = loop_span(sass)
+    if span is None:
+        return None
+    depths = [int(n, 16) for addr, n in _WGMMA_WAIT.findall(sass) if span[0] <= int(addr, 16) <= span[1]]
+    return min(depths, default=None)
 
 
 def _launch_config(kwargs: dict) -> tuple[str, int | None]:
@@ -208,7 +276,7 @@ def _launch_config(kwargs: dict) -> tuple[str, int | None]:
     blocks = {k.removeprefix("BLOCK_SIZE_"): v for k, v in kwargs.items() if k.startswith("BLOCK_SIZE_")}
     parts = [f"{name}{value}" for name, value in blocks.items()]
     parts += [f"split{kwargs['SPLIT_K']}"] if kwargs.get("SPLIT_K", 1) != 1 else []
-    parts += [f"w{kwargs['num_warps']}", f"s{kwargs['num_stages']}"]
+    parts += [f"w{kwargs['num_warps']}", f"s{kwargs.get('STAGES', kwargs['num_stages'])}"]
     return " ".join(parts), blocks.get("M")
 
 
@@ -219,6 +287,8 @@ class Variant:
     name: str
     run: Callable[[int, int, int], object]  # (M, N, K) -> launches through qtriton.ops
     picked_by_int8_linear: bool = False
+    gluon: bool = False  # run with use_gemm("gluon"), under the Gluon loop's configs
+    zero_points: bool = False  # a zero-point epilogue: the configs whose epilogue fits (Gluon's)
 
 
 def _gemm_variants() -> list[Variant]:
@@ -247,8 +317,14 @@ def _gemm_variants() -> list[Variant]:
     def int32(b_layout):
         return lambda M, N, K: ops.int8_matmul(*operands(M, N, K, b_layout=b_layout))
 
+    def gluon(variant: Variant, zero_points: bool = False) -> Variant:
+        def run(M, N, K):
+            with ops.use_gemm("gluon"):
+                return variant.run(M, N, K)
+        return Variant("gemm", f"gluon: {variant.name}", run, variant.picked_by_int8_linear, True, zero_points)
+
     f32, f16, bf16 = torch.float32, torch.float16, torch.bfloat16
-    return [
+    tl_variants = [
         Variant("gemm", "int8 -> int32, B nk", int32("nk"), True),
         Variant("gemm", "int8 -> int32, B kn", int32("kn")),
         Variant("gemm", "int8 row/col scales -> bf16, B nk", scaled(bf16), True),
@@ -262,6 +338,20 @@ def _gemm_variants() -> list[Variant]:
         Variant("gemm", "int8 A + zp per row + bias -> bf16, B nk", scaled(bf16, a_zp="row", bias=True), True),
         Variant("gemm", "uint8 B + zp per column -> fp32, B nk", scaled(f32, b_uint8=True, b_zp="column")),
     ]
+    by_name = {variant.name: variant for variant in tl_variants}
+    # The Gluon loop under the epilogues that change its code: int32 out, scales to each
+    # float type, bias, Int8Linear's A zero points, and the copies (row-major B, uint8 A).
+    gluon_variants = [gluon(by_name[name], zero_points) for name, zero_points in (
+        ("int8 -> int32, B nk", False),
+        ("int8 row/col scales -> bf16, B nk", False),
+        ("int8 row/col scales -> fp16, B nk", False),
+        ("int8 tensor scales -> fp32, B nk", False),
+        ("int8 + bias -> bf16, B nk", False),
+        ("int8 A + zp per row + bias -> bf16, B nk", True),
+        ("int8 row/col scales -> bf16, B kn", False),
+        ("uint8 A + zp per tensor -> bf16, B nk", True),
+    )]
+    return tl_variants + gluon_variants
 
 
 # (M, N, K) per M bucket pool: decode, small batch, prefill. N and K large enough that no
@@ -317,14 +407,21 @@ def _quantize_variants() -> list[Variant]:
 def cases(full: bool = True, configs: list | None = None):
     """(variant, (M, N, K), forced GEMM config or None) for every compile to make: each GEMM
     variant under every config of every M bucket's pool (or, not full, each pool's largest
-    tile; or `configs` instead of the pools, each at the large shape), and every quantize
-    variant once."""
+    tile; or `configs` instead of the pools, each at the large shape), the Gluon variants
+    under the Gluon pool at the large shape (not full: its first config, all of them for
+    GLUON_EVERY_CONFIG), and every quantize variant once."""
+    from qtriton.ops.configs import gluon_configs_for
     from qtriton.ops.matmul import configs_for
 
     out = []
     for variant in _gemm_variants():
         if configs is not None:
             out.extend((variant, GEMM_SHAPES["large"], config) for config in configs)
+            continue
+        if variant.gluon:  # one pool for every M the Gluon loop takes; the first is its widest tile
+            pool = gluon_configs_for(*GEMM_SHAPES["large"], variant.zero_points)
+            every = full or variant.name == GLUON_EVERY_CONFIG
+            out.extend((variant, GEMM_SHAPES["large"], config) for config in (pool if every else pool[:1]))
             continue
         for shape in GEMM_SHAPES.values():
             pool = configs_for(*shape)
@@ -385,8 +482,10 @@ def check(rows: list[Compiled]) -> tuple[list[str], list[str]]:
     """(violations, known violations) of what must hold on sm_90a: every case compiles,
     shared memory < 227 KB, no spills in a config the tuned / Int8Linear path can pick, a
     wgmma for every int8 dot of a tile with BLOCK_M >= 64, 128-bit global loads in every
-    quantize kernel, and a K loop of each LOOP_PAIRS variant at most LOOP_RATIO_LIMIT times
-    that of its plain partner in the same config."""
+    quantize kernel, a K loop of each LOOP_PAIRS variant at most LOOP_RATIO_LIMIT times
+    that of its plain partner in the same config, and for the Gluon main loop, in every
+    config: a K loop that waits with >= GLUON_MIN_WAIT_DEPTH wgmma groups in flight, TMA
+    loads and no spills."""
     found, known = [], []
     plain_loops = {(row.variant, row.kernel, row.config): row.loop_sass for row in rows if not row.error}
 
@@ -406,6 +505,14 @@ def check(rows: list[Compiled]) -> tuple[list[str], list[str]]:
             flag(row, "wgmma", f"BLOCK_M {row.block_m}: the int8 dot is mma.sync, not wgmma.mma_async .s8")
         if row.family == "quantize" and not row.global_loads_128:
             flag(row, "loads", "no 128-bit global load")
+        if row.kernel == GLUON_KERNEL:
+            if row.wait_depth is None or row.wait_depth < GLUON_MIN_WAIT_DEPTH:
+                flag(row, "wait", f"K loop waits with {row.wait_depth} wgmma groups in flight, "
+                                  f"not >= {GLUON_MIN_WAIT_DEPTH}")
+            if not row.tma:
+                flag(row, "tma", "no TMA load (cp.async.bulk.tensor)")
+            if row.spill_bytes and not row.picked_by_int8_linear:  # (those are flagged above)
+                flag(row, "spills", f"{row.spill_bytes} bytes of spills at {row.registers} registers")
         plain = plain_loops.get((LOOP_PAIRS.get(row.variant), row.kernel, row.config))
         if plain and row.loop_sass > LOOP_RATIO_LIMIT * plain:
             flag(row, "loop", f"K loop of {row.loop_sass} SASS instructions, plain int8 {plain}: over "
@@ -414,23 +521,28 @@ def check(rows: list[Compiled]) -> tuple[list[str], list[str]]:
 
 
 # ------------------------------------------------------------------------------ output
-_HEADER = ("| kernel | variant | config | regs | spill B | shared KB | f64 | int8 dot | 128-bit loads | loop SASS |\n"
-           "|---|---|---|---:|---:|---:|---:|---|---|---:|\n")
+_HEADER = ("| kernel | variant | config | regs | spill B | shared KB | f64 | int8 dot | 128-bit loads | loop SASS "
+           "| wgmma wait | TMA | CTAs/SM |\n"
+           "|---|---|---|---:|---:|---:|---:|---|---|---:|---:|---|---:|\n")
 
 
 def _format_row(row: Compiled) -> str:
     if row.error:
-        return f"| {row.kernel} | {row.variant} | {row.config} | error: {row.error} | | | | | | |"
+        return f"| {row.kernel} | {row.variant} | {row.config} | error: {row.error} | | | | | | | | | |"
     return (f"| {row.kernel} | {row.variant} | {row.config} | {row.registers} | {row.spill_bytes} | "
             f"{row.shared_bytes / 1024:.0f} | {row.f64_instructions} | {row.int8_dot} | "
-            f"{'yes' if row.global_loads_128 else 'no'} | {row.loop_sass} |")
+            f"{'yes' if row.global_loads_128 else 'no'} | {row.loop_sass} | "
+            f"{'-' if row.wait_depth is None else row.wait_depth} | {'yes' if row.tma else 'no'} | "
+            f"{row.ctas_per_sm} |")
 
 
 def markdown(rows: list[Compiled], versions: str) -> str:
     lines = [f"Compiled offline for sm_90a with {versions} (`python -m bench static`); "
              f"{len(rows)} kernels. spill B: bytes per thread of the local-memory stores and loads "
              "(STL/LDL) in the cubin's SASS; loop SASS: instructions in the kernel's longest loop (a GEMM's "
-             "K loop).", "", _HEADER.rstrip("\n")]
+             "K loop); wgmma wait: the wgmma groups that loop leaves in flight when it waits (`wgmma.wait_group "
+             "N`, - for none); TMA: loads through `cp.async.bulk.tensor`; CTAs/SM: how many an SM holds at once "
+             "(registers, shared memory, warps).", "", _HEADER.rstrip("\n")]
     lines += [_format_row(row) for row in rows]
     return "\n".join(lines) + "\n"
 

@@ -16,7 +16,7 @@ def tune(quick: bool, out: Path | None) -> int:
     if not torch.cuda.is_available():
         print("tune: needs a CUDA GPU (the autotuner times real launches)", file=sys.stderr)
         return 1
-    from qtriton.ops import configs as ops
+    from qtriton.ops import matmul as ops
 
     seen, shapes = set(), []
     for m, n, k in QUICK_SHAPES if quick else FULL_SHAPES:

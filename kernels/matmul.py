@@ -113,8 +113,15 @@ def _integer_correction(acc, row_sum, col_sum, a_zp, b_zp, K, HAS_A_ZP: tl.const
 
 
 @triton.jit
+def _splat(offs, value, dtype: tl.constexpr):
+    """A vector of `value` as dtype, shaped like offs and, called from Gluon, in its layout
+    (tl.zeros would need one there). offs * 0 folds to a constant: nothing is computed."""
+    return (offs * 0).to(dtype) + value
+
+
+@triton.jit
 def _epilogue(
-    acc, pid_m, pid_n, c_ptr,
+    acc, offs_cm, offs_cn, c_ptr,
     a_scale_ptr, b_scale_ptr, a_zp_ptr, b_zp_ptr, bias_ptr, a_rowsum_ptr, b_colsum_ptr,
     a_scale_value, b_scale_value, a_zp_value, b_zp_value,
     M, N, K,
@@ -127,22 +134,25 @@ def _epilogue(
     BLOCK_SIZE_M: tl.constexpr, BLOCK_SIZE_N: tl.constexpr,
 ):
     """Zero-point correction (rank-1, once per tile), scales, bias, cast and masked store
-    of one BLOCK_SIZE_M x BLOCK_SIZE_N tile whose exact int32 A @ B is acc. Scaling comes
-    before the cast, so an fp16 C does not overflow on the raw integer."""
-    offs_m = (pid_m * BLOCK_SIZE_M + tl.arange(0, BLOCK_SIZE_M)) % M
-    offs_n = (pid_n * BLOCK_SIZE_N + tl.arange(0, BLOCK_SIZE_N)) % N
+    of one tile of C, rows offs_cm and columns offs_cn (the tile's C indices, past the edge
+    too), whose exact int32 A @ B is acc. Scaling comes before the cast, so an fp16 C does
+    not overflow on the raw integer. Shared by both main loops: kernels/matmul.py's and the
+    Gluon one (kernels/matmul_gluon.py), whose offsets carry the accumulator's layout; so
+    every vector here is made from offs_cm / offs_cn (_splat), none from a bare shape."""
+    offs_m = offs_cm % M
+    offs_n = offs_cn % N
     if HAS_A_ZP or HAS_B_ZP:
         # Zero points and sums in the correction's type (the int32 / int64 wrap is harmless,
         # see the module docstring); the sums are of the stored codes, made the shifted
         # operand's by the uint8 shift's -128 per element.
-        a_zp = tl.zeros((BLOCK_SIZE_M,), dtype=CORRECTION_DTYPE) + a_zp_value
-        b_zp = tl.zeros((BLOCK_SIZE_N,), dtype=CORRECTION_DTYPE) + b_zp_value
+        a_zp = _splat(offs_m, a_zp_value, CORRECTION_DTYPE)
+        b_zp = _splat(offs_n, b_zp_value, CORRECTION_DTYPE)
         if a_zp_ptr is not None:
             a_zp += tl.load(a_zp_ptr + offs_m * stride_a_zp).to(CORRECTION_DTYPE)
         if b_zp_ptr is not None:
             b_zp += tl.load(b_zp_ptr + offs_n * stride_b_zp).to(CORRECTION_DTYPE)
-        row_sum = tl.zeros((BLOCK_SIZE_M,), dtype=CORRECTION_DTYPE)
-        col_sum = tl.zeros((BLOCK_SIZE_N,), dtype=CORRECTION_DTYPE)
+        row_sum = _splat(offs_m, 0, CORRECTION_DTYPE)
+        col_sum = _splat(offs_n, 0, CORRECTION_DTYPE)
         if HAS_B_ZP:
             row_sum += tl.load(a_rowsum_ptr + offs_m * stride_a_rowsum).to(CORRECTION_DTYPE) - 128 * K * A_IS_UINT8
         if HAS_A_ZP:
@@ -172,8 +182,8 @@ def _epilogue(
         result = acc
 
     if SCALED:
-        a_scale = tl.zeros((BLOCK_SIZE_M,), dtype=tl.float32) + a_scale_value
-        b_scale = tl.zeros((BLOCK_SIZE_N,), dtype=tl.float32) + b_scale_value
+        a_scale = _splat(offs_m, a_scale_value, tl.float32)
+        b_scale = _splat(offs_n, b_scale_value, tl.float32)
         if a_scale_ptr is not None:
             a_scale = tl.load(a_scale_ptr + offs_m * stride_a_scale).to(tl.float32)
         if b_scale_ptr is not None:
@@ -182,8 +192,6 @@ def _epilogue(
         if bias_ptr is not None:
             result += tl.load(bias_ptr + offs_n * stride_bias).to(tl.float32)[None, :]
 
-    offs_cm = pid_m * BLOCK_SIZE_M + tl.arange(0, BLOCK_SIZE_M)
-    offs_cn = pid_n * BLOCK_SIZE_N + tl.arange(0, BLOCK_SIZE_N)
     c_ptrs = c_ptr + (offs_cm[:, None].to(tl.int64) * stride_cm + offs_cn[None, :] * stride_cn)
     c_mask = (offs_cm[:, None] < M) & (offs_cn[None, :] < N)
     tl.store(c_ptrs, _cast_rne(result, c_ptr.dtype.element_ty), mask=c_mask)
@@ -223,17 +231,17 @@ def _int8_matmul_kernel(
         a_ptr, b_ptr, pid_m, pid_n, split, M, N, K, stride_am, stride_ak, stride_bk, stride_bn,
         A_IS_UINT8, B_IS_UINT8, SPLIT_K, BLOCK_SIZE_M, BLOCK_SIZE_N, BLOCK_SIZE_K,
     )
+    offs_cm = pid_m * BLOCK_SIZE_M + tl.arange(0, BLOCK_SIZE_M)
+    offs_cn = pid_n * BLOCK_SIZE_N + tl.arange(0, BLOCK_SIZE_N)
     if SPLIT_K == 1:
         _epilogue(
-            acc, pid_m, pid_n, c_ptr,
+            acc, offs_cm, offs_cn, c_ptr,
             a_scale_ptr, b_scale_ptr, a_zp_ptr, b_zp_ptr, bias_ptr, a_rowsum_ptr, b_colsum_ptr,
             a_scale_value, b_scale_value, a_zp_value, b_zp_value, M, N, K, stride_cm, stride_cn,
             stride_a_scale, stride_b_scale, stride_a_zp, stride_b_zp, stride_bias, stride_a_rowsum, stride_b_colsum,
             A_IS_UINT8, B_IS_UINT8, HAS_A_ZP, HAS_B_ZP, CORRECTION_DTYPE, SCALED, BLOCK_SIZE_M, BLOCK_SIZE_N,
         )
     else:
-        offs_cm = pid_m * BLOCK_SIZE_M + tl.arange(0, BLOCK_SIZE_M)
-        offs_cn = pid_n * BLOCK_SIZE_N + tl.arange(0, BLOCK_SIZE_N)
         c_ptrs = (c_ptr + split.to(tl.int64) * stride_cs
                   + (offs_cm[:, None].to(tl.int64) * stride_cm + offs_cn[None, :] * stride_cn))
         tl.store(c_ptrs, acc, mask=(offs_cm[:, None] < M) & (offs_cn[None, :] < N))

@@ -30,16 +30,16 @@ def _split_k_epilogue_kernel(
 ):
     """One program sums the SPLIT_K partials of one BLOCK_SIZE_M x BLOCK_SIZE_N tile of C
     and runs the GEMM's epilogue on it (zero-point correction, scales, bias, cast, store)."""
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
-    offs_m = (pid_m * BLOCK_SIZE_M + tl.arange(0, BLOCK_SIZE_M)) % M
-    offs_n = (pid_n * BLOCK_SIZE_N + tl.arange(0, BLOCK_SIZE_N)) % N
+    offs_cm = tl.program_id(0) * BLOCK_SIZE_M + tl.arange(0, BLOCK_SIZE_M)
+    offs_cn = tl.program_id(1) * BLOCK_SIZE_N + tl.arange(0, BLOCK_SIZE_N)
+    offs_m = offs_cm % M
+    offs_n = offs_cn % N
     p_ptrs = partials_ptr + (offs_m[:, None].to(tl.int64) * stride_pm + offs_n[None, :] * stride_pn)
     acc = tl.zeros((BLOCK_SIZE_M, BLOCK_SIZE_N), dtype=tl.int32)
     for s in range(SPLIT_K):
         acc += tl.load(p_ptrs + s * stride_ps)
     _epilogue(
-        acc, pid_m, pid_n, c_ptr,
+        acc, offs_cm, offs_cn, c_ptr,
         a_scale_ptr, b_scale_ptr, a_zp_ptr, b_zp_ptr, bias_ptr, a_rowsum_ptr, b_colsum_ptr,
         a_scale_value, b_scale_value, a_zp_value, b_zp_value, M, N, K, stride_cm, stride_cn,
         stride_a_scale, stride_b_scale, stride_a_zp, stride_b_zp, stride_bias, stride_a_rowsum, stride_b_colsum,

@@ -82,6 +82,33 @@ def test_every_variant_compiles_within_sm90_limits(compiled):
     assert {row.int8_dot for row in gemm if row.kernel == "_int8_matmul_kernel"} == {"wgmma", "mma.sync"}
 
 
+def test_gluon_loop_keeps_a_wgmma_group_in_flight_with_tma(compiled):
+    """Every Gluon variant ran the Gluon kernel (not the tl.dot fallback), and its K loop waits
+    with >= 1 wgmma group in flight, loads through TMA and does not spill (the check's rules,
+    asserted here on the rows themselves so that an empty selection cannot pass)."""
+    from qtriton.ops import configs
+
+    if not configs.gluon_available():
+        pytest.skip("this Triton has no Gluon: the launcher runs the tl.dot loop for the gluon variants")
+    rows = compiled["subset"]
+    gluon_variants = {name.removeprefix("gemm ") for name in compiled["variants"] if name.startswith("gemm gluon:")}
+    assert len(gluon_variants) >= 6
+    gluon = [row for row in rows if row.kernel == static.GLUON_KERNEL]
+    assert {row.variant for row in gluon} == gluon_variants
+    assert not [row for row in rows if row.variant in gluon_variants and row.kernel == "_int8_matmul_kernel"]
+    for row in gluon:
+        assert row.error == "" and row.int8_dot == "wgmma" and row.tma, row
+        assert row.wait_depth is not None and row.wait_depth >= static.GLUON_MIN_WAIT_DEPTH, row
+        assert row.spill_bytes == 0 and 0 < row.loop_sass and row.ctas_per_sm >= 1, row
+    # Every Gluon config, in one variant: the CI check covers the whole pool.
+    every = {row.config for row in gluon if row.variant == static.GLUON_EVERY_CONFIG}
+    pool = configs.gluon_configs_for(*static.GEMM_SHAPES["large"])
+    assert len(every) == len(pool) == len(configs.GLUON_CONFIGS)
+    # The tl.dot loop's wgmma tiles have a wait in their K loop too: the column is measured there.
+    tl_wgmma = [row for row in rows if row.kernel == "_int8_matmul_kernel" and row.int8_dot == "wgmma"]
+    assert tl_wgmma and all(row.wait_depth is not None for row in tl_wgmma)
+
+
 def test_known_violations_are_still_seen(compiled):
     # A KNOWN_VIOLATIONS entry that no longer matches anything is stale: delete it, so the
     # check is strict again for that variant.
@@ -114,9 +141,15 @@ def test_check_rules_on_made_up_rows():
         (dict(int8_dot="mma.sync"), "wgmma"),
         (dict(error="CompilationError: out of resources"), "compiles"),
         (dict(family="quantize", block_m=1, int8_dot="none", global_loads_128=False), "loads"),
+        (dict(kernel=static.GLUON_KERNEL, wait_depth=0, tma=True), "wait"),
+        (dict(kernel=static.GLUON_KERNEL, wait_depth=None, tma=True), "wait"),
+        (dict(kernel=static.GLUON_KERNEL, wait_depth=1, tma=False), "tma"),
+        (dict(kernel=static.GLUON_KERNEL, wait_depth=1, tma=True, picked_by_int8_linear=False, spill_bytes=4),
+         "spills"),
     ]:
         found, _ = check([row(**changes)])
         assert [line.split(":")[0] for line in found] == [rule], (changes, found)
+    assert check([row(kernel=static.GLUON_KERNEL, wait_depth=1, tma=True)]) == ([], [])
     assert check([row(block_m=16, int8_dot="mma.sync")]) == ([], [])  # mma.sync is right for decode tiles
     assert check([row(block_m=128, int8_dot="none")]) == ([], [])  # a GEMM helper kernel without a dot
     # The asymmetric-activation variants (Int8Linear: int8 A + zp) are held to the same rule.
@@ -141,6 +174,39 @@ def test_loop_rule_pairs_exist_for_decode_and_prefill_tiles(compiled):
     assert all(plain > 0 and loops > 0 for loops, plain, _ in pairs), pairs
 
 
+def test_loop_span_skips_out_of_line_code_and_reads_the_wait():
+    # Shaped like the Gluon kernel's SASS: the K loop (0x100-0x140) waits with 1 in flight,
+    # its mbarrier wait retries out of line after the last EXIT and branches back (0x1b0).
+    sass = """
+        /*0100*/                   SYNCS.PHASECHK.TRANS64.TRYWAIT P0, [UR10+0x30000], R0 ;
+        /*0110*/              @!P0 BRA 0x1a0 ;
+        /*0120*/                   WARPGROUP.DEPBAR.LE gsb0, 0x1 ;
+        /*0130*/                   IADD3 R1, R1, 0x1, RZ ;
+        /*0140*/               @P0 BRA 0x100 ;
+        /*0150*/                   WARPGROUP.DEPBAR.LE gsb0, 0x0 ;
+        /*0160*/              @!P0 EXIT ;
+        /*0190*/                   EXIT ;
+        /*01a0*/                   SYNCS.PHASECHK.TRANS64.TRYWAIT P0, [UR10+0x30000], R0 ;
+        /*01b0*/                   BRA 0x120 ;
+        /*01c0*/                   BRA 0x1c0;
+    """
+    assert static.loop_span(sass) == (0x100, 0x140)
+    assert static.longest_loop(sass) == 5
+    assert static.loop_wait_depth(sass) == 1
+    assert static.loop_wait_depth(sass.replace("gsb0, 0x1", "gsb0, 0x0")) == 0
+    assert static.loop_wait_depth(sass.replace("WARPGROUP.DEPBAR.LE gsb0, 0x1", "NOP")) is None
+    assert static.loop_span("/*0000*/ EXIT ;") is None and static.longest_loop("") == 0
+
+
+def test_ctas_per_sm():
+    # 128 x 256 Gluon tile: 192 KB of ring -> 1; a small kernel is held by warp slots / the CTA cap.
+    assert static.ctas_per_sm(registers=228, shared_bytes=192 * 1024, num_warps=8) == 1
+    assert static.ctas_per_sm(registers=128, shared_bytes=96 * 1024, num_warps=4) == 2
+    assert static.ctas_per_sm(registers=168, shared_bytes=0, num_warps=8) == 1  # 168 * 256 > 32 K registers
+    assert static.ctas_per_sm(registers=32, shared_bytes=0, num_warps=4) == 16  # 64 warps / 4
+    assert static.ctas_per_sm(registers=16, shared_bytes=0, num_warps=1) == 32
+
+
 def test_ptx_patterns():
     assert static._WGMMA_S8.search("wgmma.mma_async.sync.aligned.m64n128k32.s32.s8.s8 {%r1}, %rd2, %rd3;")
     assert not static._WGMMA_S8.search("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%r1}, ...;")
@@ -149,6 +215,8 @@ def test_ptx_patterns():
     assert static._LOAD_128.search("cp.async.cg.shared.global [ %r5 + 0 ], [ %rd9 + 0 ], 0x10, %r7;")
     assert not static._LOAD_128.search("cp.async.ca.shared.global [ %r5 + 0 ], [ %rd9 + 0 ], 0x8, %r7;")
     assert not static._LOAD_128.search("ld.global.b32 { %r1 }, [ %rd1 + 0 ];")
+    assert static._TMA.search("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%r1], ...;")
+    assert not static._TMA.search("cp.async.bulk.shared::cluster.global [%r1], [%rd1], 16, [%r2];")
     assert len(static._F64.findall("\tcvt.f64.f32 %fd1, %f1;\n\tadd.f32 %f2, %f1, %f1;\n\tmul.rn.f64 %fd2, %fd1, %fd1;")) == 2
 
 

@@ -2,7 +2,7 @@
 under TRITON_INTERPRET=1. No validation beyond what a launch needs (the lab API in
 `qtriton.api` validates), and nothing here syncs with the host."""
 
-from qtriton.ops.matmul import int8_matmul, scaled_matmul, use_config
+from qtriton.ops.matmul import int8_matmul, scaled_matmul, use_config, use_gemm
 from qtriton.ops.quantize import (
     dequantize,
     fake_quantize,
@@ -20,4 +20,5 @@ __all__ = [
     "quantize_per_token",
     "scaled_matmul",
     "use_config",
+    "use_gemm",
 ]

@@ -1,6 +1,7 @@
 """The int8 GEMM's launch configs: the per-M-bucket pools, the autotuner (key, pruning),
 the forced-config hook for tests and experiments, and the per-card tuned JSON files
-(qtriton/configs/<card slug>.json) with `tune` / `save_tuned_configs` that write them.
+(qtriton/configs/<card slug>.json) with `save_tuned_configs`, which writes what
+qtriton/ops/matmul.py's `tune` measures (there: it launches the GEMM; this module launches nothing).
 
 qtriton/ops/matmul.py picks a launch's config through `launch_config` in this order:
 
@@ -22,12 +23,14 @@ import contextlib
 import contextvars
 import functools
 import json
+import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 import triton
+import triton.language as tl
 
 from qtriton.backend import interpreter_enabled
 from qtriton.kernels import matmul as kernels
@@ -84,6 +87,9 @@ LARGE_CONFIGS = [
     _config(128, 256, 128, 8, 3),
     _config(256, 128, 128, 8, 3),
     _config(128, 128, 128, 8, 4),
+    # 96 KB and ~113 registers: 2 CTAs per SM (bench static's CTAs/SM), so one drains its
+    # wgmma (the tl.dot loop waits for 0 every K step) while the other computes.
+    _config(128, 128, 128, 8, 3),
     _config(128, 128, 64, 4, 4),
     _config(128, 256, 64, 8, 4),
     _config(64, 256, 128, 8, 3),
@@ -234,6 +240,118 @@ def shift_b_for(M: int) -> bool:
     return M >= KMAJOR_MIN_M
 
 
+# ------------------------------------------------------------------- the main loop
+# Two K loops compute the int32 A @ B: kernels/matmul.py's tl.dot loop (every card, the
+# interpreter) and, on Hopper (sm_90), kernels/matmul_gluon.py's Gluon loop, a TMA ring with
+# one async wgmma K step in flight, which tl.dot cannot express for int8 (docs/kernels.md).
+# `QTRITON_GEMM=tl|gluon` or `use_gemm(...)` picks one; unset, DEFAULT_GEMM. The Gluon loop
+# runs only where it can: an sm_90 card (or bench/static.py's offline sm_90a compile), a
+# Triton with Gluon, a problem that suits it (gluon_suits); elsewhere the tl.dot loop runs.
+GEMM_LOOPS = ("tl", "gluon")
+# "tl" until a GPU run has passed the Gluon loop's device tests and timed it faster
+# (bench/gpu_check.sh times both); the issue that lands those numbers flips it.
+DEFAULT_GEMM = "tl"
+_FORCED_GEMM: contextvars.ContextVar[str | None] = contextvars.ContextVar("qtriton_gemm_loop", default=None)
+
+# Gluon tiles: whole warpgroups along M (BLOCK_SIZE_M % (16 * num_warps) == 0), int8 wgmma K
+# steps of 32, num_stages is the depth of the TMA ring. 128 x 256 x 128 over 8 warps with 4
+# slots is the issue's headline tile (192 KB of ring, one CTA per SM); 128 x 128 leaves
+# room for zero-point epilogues (the 128 x 256 one spills, as the tl.dot one does).
+GLUON_CONFIGS = [
+    _config(128, 256, 128, 8, 4),
+    _config(128, 128, 128, 8, 4),
+    _config(128, 128, 128, 4, 4),
+    _config(128, 128, 128, 8, 3),
+    _config(64, 128, 128, 4, 4),
+    _config(64, 256, 128, 4, 3),
+]
+# The smallest M that takes the Gluon loop: decode shapes keep the tl.dot loop's 16-row
+# mma.sync tiles and its split-K (the Gluon loop's tiles are >= 64 rows, one pass over K).
+GLUON_MIN_M = 17
+
+
+def _check_gemm(loop, name: str) -> str:
+    if loop not in GEMM_LOOPS:
+        raise ValueError(f"{name} must be one of {', '.join(GEMM_LOOPS)}, got {loop!r}")
+    return loop
+
+
+@contextlib.contextmanager
+def use_gemm(loop: str) -> Iterator[None]:
+    """Ask every GEMM launch in the block (this thread / task) for this main loop: "tl"
+    (kernels/matmul.py) or "gluon" (kernels/matmul_gluon.py, where it can run; see
+    gluon_suits). Wins over QTRITON_GEMM."""
+    token = _FORCED_GEMM.set(_check_gemm(loop, "use_gemm's loop"))
+    try:
+        yield
+    finally:
+        _FORCED_GEMM.reset(token)
+
+
+def gemm_setting() -> str:
+    """The main loop asked for: use_gemm's, else $QTRITON_GEMM's, else DEFAULT_GEMM."""
+    forced = _FORCED_GEMM.get()
+    if forced is not None:
+        return forced
+    env = os.environ.get("QTRITON_GEMM", "").strip().lower()
+    return _check_gemm(env, "QTRITON_GEMM") if env else DEFAULT_GEMM
+
+
+def gluon_available() -> bool:
+    """Whether this Triton has Gluon's Hopper API (the kernel module imports)."""
+    return _gluon_kernels() is not None
+
+
+@functools.cache
+def _gluon_kernels():
+    try:
+        from qtriton.kernels import matmul_gluon
+    except ImportError:  # a Triton without Gluon, or without its Hopper names
+        return None
+    return matmul_gluon
+
+
+def sm90(device: torch.device) -> bool:
+    """Whether launches on device compile for Hopper (sm_90). bench/static.py answers True
+    for its offline sm_90a compiles."""
+    if device.type != "cuda" or interpreter_enabled():
+        return False
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return torch.cuda.get_device_capability(index)[0] == 9
+
+
+def gluon_tile(config: dict) -> bool:
+    """Whether a launch config is a tile the Gluon loop can run (see GLUON_CONFIGS)."""
+    warps = config.get("num_warps", 4)
+    return (config.get("SPLIT_K", 1) == 1 and warps in (4, 8) and config["BLOCK_SIZE_M"] % (16 * warps) == 0
+            and config["BLOCK_SIZE_K"] >= 32 and config.get("num_stages", 3) >= 2)
+
+
+def gluon_suits(device: torch.device, M: int, N: int, K: int, correction) -> bool:
+    """Whether the Gluon loop runs this launch if asked: an sm_90 target, Gluon present, no
+    decode shape (M < GLUON_MIN_M), K a positive multiple of 16 (TMA's 16-byte row
+    stride; the launcher copies operands whose layout does not fit), an int32 / int64
+    zero-point correction (the float64 one stays with the tl.dot loop), and a forced
+    config, if any, that is a Gluon tile."""
+    forced = forced_config()
+    return (M >= GLUON_MIN_M and K > 0 and K % 16 == 0 and correction != tl.float64
+            and (forced is None or gluon_tile(forced)) and sm90(device) and gluon_available())
+
+
+def main_loop(device: torch.device, M: int, N: int, K: int, correction) -> str:
+    """The main loop this launch runs: "gluon" when asked for and it suits, else "tl"."""
+    return "gluon" if gemm_setting() == "gluon" and gluon_suits(device, M, N, K, correction) else "tl"
+
+
+def gluon_configs_for(M: int, N: int, K: int, zero_points: bool = False) -> list[triton.Config]:
+    """GLUON_CONFIGS clamped to the problem, without the zero-point epilogues that spill."""
+    pool = [config for config in GLUON_CONFIGS
+            if not zero_points or _zero_point_epilogue_fits(config.kwargs["BLOCK_SIZE_M"],
+                                                            config.kwargs["BLOCK_SIZE_N"], config.num_warps)]
+    # BLOCK_SIZE_M is not clamped (as if M were 256): a tile is whole warpgroups whatever M is.
+    return clamped(pool, 256, N, K, min_block_k=32)
+
+
 # ------------------------------------------------------------------------ config hooks
 # Per thread / asyncio task (contextvars), so a test or an experiment forcing a config
 # cannot leak it into a launch another thread makes meanwhile.
@@ -345,51 +463,6 @@ def launch_config(device: torch.device, M: int, N: int, K: int, b_k_major: bool,
 
 
 # ------------------------------------------------------------------------------ tuning
-def tune(shapes: Sequence[tuple[int, int, int]], out_dtype: torch.dtype = torch.bfloat16,
-         layouts: Sequence[str] = ("nk",)) -> dict:
-    """Autotune each (M, N, K) on the current GPU; returns the winners, JSON-able.
-
-    The problem tuned is the Int8Linear one: int8 activations with per-row scales times
-    an int8 B with per-column scales, out_dtype output; B is the transpose of a contiguous
-    (N, K) weight ("nk") and, with "kn" in layouts, also a row-major (K, N) matrix (the
-    lab API's layout; skipped where the launcher copies it K-major, M >= KMAJOR_MIN_M).
-    Launches read the entries only for that variant (int8 operands, no zero points), the
-    others autotune on first use. An entry records the split-K the launch ran with. The
-    result is what save_tuned_configs writes:
-    {"device": ..., "triton": ..., "out_dtype": ..., "configs": {shape_key: config}}.
-    """
-    if interpreter_enabled() or not torch.cuda.is_available():
-        raise RuntimeError("tune needs a CUDA GPU (and TRITON_INTERPRET unset)")
-    unknown = set(layouts) - {"nk", "kn"}
-    if unknown:
-        raise ValueError(f"layouts must be 'nk' and / or 'kn', got {sorted(unknown)}")
-    from qtriton.ops.matmul import _launch as launch  # matmul imports this module
-
-    device = torch.device("cuda", torch.cuda.current_device())
-    kernel = autotuned_kernel()
-    configs = {}
-    for M, N, K in shapes:
-        a_q = torch.randint(-128, 128, (M, K), dtype=torch.int8, device=device)
-        weight = torch.randint(-128, 128, (N, K), dtype=torch.int8, device=device)
-        a_scale = torch.rand(M, device=device) + 0.5
-        b_scale = torch.rand(N, device=device) + 0.5
-        out = torch.empty((M, N), dtype=out_dtype, device=device)
-        for layout in layouts:
-            k_major = layout == "nk"
-            if transpose_b_for(M, k_major):
-                continue  # runs K-major: the "nk" entry serves it
-            b_q = weight.t() if k_major else weight.t().contiguous()
-            launch(a_q, b_q, out, a_scale, 1.0, b_scale, 1.0, None, 0, None, 0, None, scaled=True, tuned=False)
-            split = split_k_for(M, N, K, config_dict(configs_for(M, N, K)[0]), device)
-            configs[shape_key(M, N, K, b_k_major=k_major)] = {**config_dict(kernel.best_config), "SPLIT_K": split}
-    return {
-        "device": torch.cuda.get_device_name(device),
-        "triton": triton.__version__,
-        "out_dtype": str(out_dtype).removeprefix("torch."),
-        "configs": configs,
-    }
-
-
 def save_tuned_configs(data: dict, path: str | Path | None = None) -> Path:
     """Write tune()'s result as JSON (default: qtriton/configs/<device slug>.json),
     merged over the configs already in that file; returns the path written."""

@@ -10,12 +10,16 @@ only looked at through their metadata.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 import triton
 import triton.language as tl
 
 from qtriton import checks
+from qtriton.backend import interpreter_enabled
 from qtriton.kernels import matmul as kernels
 from qtriton.kernels import matmul_copy as copy_kernels
 from qtriton.kernels import matmul_split_k as split_k_kernels
@@ -27,14 +31,14 @@ from qtriton.ops.configs import (  # re-exported: the public config API lived he
     m_bucket,
     save_tuned_configs,
     shape_key,
-    tune,
     use_config,
+    use_gemm,
 )
 from qtriton.reference import ZERO_POINT_LIMIT
 
 __all__ = [
     "MAX_K", "configs_for", "device_slug", "int8_matmul", "m_bucket", "save_tuned_configs",
-    "scaled_matmul", "shape_key", "tune", "use_config",
+    "scaled_matmul", "shape_key", "tune", "use_config", "use_gemm",
 ]
 
 MAX_K = checks.MAX_K  # the int32 accumulator's limit, one rule for every entry (qtriton.checks)
@@ -93,39 +97,81 @@ def _operand_copy(x: torch.Tensor, k_major: bool, shift: bool) -> torch.Tensor:
     return view
 
 
-def _launch(a_q, b_q, out, a_scale, a_scale_value, b_scale, b_scale_value,
-            a_zp, a_zp_value, b_zp, b_zp_value, bias, scaled: bool, tuned: bool = True,
-            a_rowsum=None, b_colsum=None) -> torch.Tensor:
-    """Fill `out` (M, N) with the GEMM; the arguments are already checked and normalised.
+@dataclasses.dataclass(frozen=True)
+class Operands:
+    """The GEMM's optional operands, by name: what the epilogue reads besides A @ B.
 
     A tensor scale / zero point is 0-d, (1,) or per row (M,) / per column (N,); its
     Python counterpart (`*_value`) is used when the tensor is None (zero points: added
     to the tensor, which is how the uint8 shift's -128 gets in). a_rowsum (M,) /
-    b_colsum (N,): int32 sums of A's rows / B's columns (stored codes) when the caller
-    has them (Int8Linear keeps its weight's); computed here, once, when a zero point
-    needs them and they are None.
+    b_colsum (N,): int32 sums of A's rows / B's columns (stored codes).
     """
+
+    a_scale: torch.Tensor | None = None
+    a_scale_value: float = 1.0
+    b_scale: torch.Tensor | None = None
+    b_scale_value: float = 1.0
+    a_zp: torch.Tensor | None = None
+    a_zp_value: int = 0
+    b_zp: torch.Tensor | None = None
+    b_zp_value: int = 0
+    bias: torch.Tensor | None = None
+    a_rowsum: torch.Tensor | None = None
+    b_colsum: torch.Tensor | None = None
+
+    VECTORS: ClassVar = ("a_scale", "b_scale", "a_zp", "b_zp", "bias", "a_rowsum", "b_colsum")
+
+    def kernel_args(self) -> dict:
+        """The kernels' keyword arguments for these operands (kernels/matmul.py's names):
+        `<name>_ptr` for each tensor, None when absent (Triton specialises a None argument
+        as a constexpr: the code reading it compiles away), `stride_<name>` (0 broadcasts
+        a one-element tensor) and the four Python values as kernel scalars."""
+        args = {"a_scale_value": float(self.a_scale_value), "b_scale_value": float(self.b_scale_value),
+                "a_zp_value": int(self.a_zp_value), "b_zp_value": int(self.b_zp_value)}
+        for name in self.VECTORS:
+            vector = getattr(self, name)
+            args[f"{name}_ptr"] = vector
+            args[f"stride_{name}"] = 0 if vector is None or vector.numel() == 1 else vector.stride(0)
+        return args
+
+
+def _launch(a_q, b_q, out, operands: Operands, scaled: bool, tuned: bool = True) -> torch.Tensor:
+    """Fill `out` (M, N) with the GEMM; the arguments are already checked and normalised.
+    Sums the zero points need and the caller did not give (Int8Linear keeps its weight's)
+    are computed here, once."""
     M, K = a_q.shape
     N = b_q.shape[1]
     if M == 0 or N == 0:
         return out
     a_is_uint8, b_is_uint8 = a_q.dtype == torch.uint8, b_q.dtype == torch.uint8
-    correction = correction_dtype(K, a_q.dtype, b_q.dtype, a_zp, int(a_zp_value), b_zp, int(b_zp_value))
-    a_zp_value = int(a_zp_value) - 128 * a_is_uint8
-    b_zp_value = int(b_zp_value) - 128 * b_is_uint8
+    a_zp, b_zp = operands.a_zp, operands.b_zp
+    correction = correction_dtype(K, a_q.dtype, b_q.dtype, a_zp, int(operands.a_zp_value),
+                                  b_zp, int(operands.b_zp_value))
+    a_zp_value = int(operands.a_zp_value) - 128 * a_is_uint8
+    b_zp_value = int(operands.b_zp_value) - 128 * b_is_uint8
     has_a_zp = a_zp is not None or a_zp_value != 0
     has_b_zp = b_zp is not None or b_zp_value != 0
+    a_rowsum, b_colsum = operands.a_rowsum, operands.b_colsum
     on_device = torch.cuda.device(a_q.device) if a_q.device.type == "cuda" else contextlib.nullcontext()
     with on_device:  # Triton launches on the current CUDA device, not on the tensors' one.
+        gluon = configs.main_loop(a_q.device, M, N, K, correction) == "gluon"
+        if gluon:
+            from qtriton.ops import matmul_gluon  # needs Gluon, which main_loop made sure of
         # Copies that take byte work out of every K step (kernels/matmul_copy.py); a
-        # shifted operand is int8 from here on, its caller-given sums made int8's too.
-        shift_a = a_is_uint8 and K > 0 and configs.shift_a_for(M)
-        shift_b = b_is_uint8 and K > 0 and configs.shift_b_for(M)
-        transpose_b = configs.transpose_b_for(M, b_q.stride(0) == 1 or K <= 1)
-        if shift_a:
-            a_q = _operand_copy(a_q, k_major=False, shift=True)
-            a_rowsum = None if a_rowsum is None else a_rowsum - 128 * K
-            a_is_uint8 = False
+        # shifted operand is int8 from here on, its caller-given sums made int8's too. The
+        # Gluon loop reads both operands through TMA: int8, K-major, 16-byte aligned rows.
+        shift_a = a_is_uint8 and K > 0 and (gluon or configs.shift_a_for(M))
+        shift_b = b_is_uint8 and K > 0 and (gluon or configs.shift_b_for(M))
+        if gluon:
+            transpose_b = not matmul_gluon.tma_ready(b_q.t())
+            copy_a = not shift_a and not matmul_gluon.tma_ready(a_q)
+        else:
+            transpose_b = configs.transpose_b_for(M, b_q.stride(0) == 1 or K <= 1)
+            copy_a = False
+        if shift_a or copy_a:
+            a_q = _operand_copy(a_q, k_major=False, shift=shift_a)
+            a_rowsum = None if a_rowsum is None or not shift_a else a_rowsum - 128 * K
+            a_is_uint8 = a_is_uint8 and not shift_a
         if shift_b or transpose_b:
             b_q = _operand_copy(b_q, k_major=transpose_b or b_q.stride(0) == 1, shift=shift_b)
             b_colsum = None if b_colsum is None or not shift_b else b_colsum - 128 * K
@@ -135,13 +181,8 @@ def _launch(a_q, b_q, out, a_scale, a_scale_value, b_scale, b_scale_value,
         if has_b_zp and a_rowsum is None:
             a_rowsum = _row_sums(a_q, a_q.stride(0), a_q.stride(1), M, K)
 
-    def stride_of(v):  # a one-element tensor is broadcast with stride 0
-        return 0 if v is None or v.numel() == 1 else v.stride(0)
-
-    # Absent optional tensors go as None: Triton specialises them as constexprs.
-    optional = (a_scale, b_scale, a_zp, b_zp, bias, a_rowsum, b_colsum)
-    scalars = (float(a_scale_value), float(b_scale_value), a_zp_value, b_zp_value, M, N, K)
-    vector_strides = tuple(stride_of(v) for v in optional)
+    epilogue = {**dataclasses.replace(operands, a_zp_value=a_zp_value, b_zp_value=b_zp_value,
+                                      a_rowsum=a_rowsum, b_colsum=b_colsum).kernel_args(), "M": M, "N": N, "K": K}
     flags = {
         "A_IS_UINT8": a_is_uint8,
         "B_IS_UINT8": b_is_uint8,
@@ -150,6 +191,11 @@ def _launch(a_q, b_q, out, a_scale, a_scale_value, b_scale, b_scale_value,
         "CORRECTION_DTYPE": correction,
         "SCALED": scaled,
     }
+
+    if gluon:
+        with on_device:
+            matmul_gluon.launch(a_q, b_q, out, epilogue, flags, configs.forced_config())
+        return out
 
     config = configs.launch_config(a_q.device, M, N, K, b_q.stride(0) == 1, flags, tuned)
     if config is not None:
@@ -160,11 +206,11 @@ def _launch(a_q, b_q, out, a_scale, a_scale_value, b_scale, b_scale_value,
     if config is not None:
         config = {name: value for name, value in config.items() if name != "SPLIT_K"}
     target = out if split_k == 1 else torch.empty((split_k, M, N), dtype=torch.int32, device=out.device)
-    args = (
-        a_q, b_q, target, *optional, *scalars, m_bucket(M),
-        a_q.stride(0), a_q.stride(1), b_q.stride(0), b_q.stride(1),
-        target.stride(-2), target.stride(-1), target.stride(0) if split_k > 1 else 0,
-        *vector_strides,
+    args = dict(
+        a_ptr=a_q, b_ptr=b_q, c_ptr=target, M_BUCKET=m_bucket(M),
+        stride_am=a_q.stride(0), stride_ak=a_q.stride(1), stride_bk=b_q.stride(0), stride_bn=b_q.stride(1),
+        stride_cm=target.stride(-2), stride_cn=target.stride(-1), stride_cs=target.stride(0) if split_k > 1 else 0,
+        **epilogue,
     )
 
     def grid(meta):
@@ -172,27 +218,72 @@ def _launch(a_q, b_q, out, a_scale, a_scale_value, b_scale, b_scale_value,
 
     with on_device:
         if config is None:
-            configs.autotuned_kernel()[grid](*args, **flags, SPLIT_K=split_k)
+            configs.autotuned_kernel()[grid](**args, **flags, SPLIT_K=split_k)
         else:
-            kernels._int8_matmul_kernel[grid](*args, **flags, SPLIT_K=split_k, **config)
+            kernels._int8_matmul_kernel[grid](**args, **flags, SPLIT_K=split_k, **config)
         if split_k > 1:
             # The exact sum of the partials, then the epilogue, once per element.
             block_m = min(32, max(16, triton.next_power_of_2(M)))
             block_n = min(128, max(16, triton.next_power_of_2(N)))
             reduce_grid = (triton.cdiv(M, block_m), triton.cdiv(N, block_n))
             split_k_kernels._split_k_epilogue_kernel[reduce_grid](
-                target, out, *optional, *scalars,
-                target.stride(0), target.stride(1), target.stride(2), out.stride(0), out.stride(1),
-                *vector_strides, **flags, SPLIT_K=split_k, BLOCK_SIZE_M=block_m, BLOCK_SIZE_N=block_n,
+                partials_ptr=target, c_ptr=out, stride_ps=target.stride(0), stride_pm=target.stride(1),
+                stride_pn=target.stride(2), stride_cm=out.stride(0), stride_cn=out.stride(1),
+                **epilogue, **flags, SPLIT_K=split_k, BLOCK_SIZE_M=block_m, BLOCK_SIZE_N=block_n,
             )
     return out
+
+
+# ------------------------------------------------------------------------------ tuning
+def tune(shapes: Sequence[tuple[int, int, int]], out_dtype: torch.dtype = torch.bfloat16,
+         layouts: Sequence[str] = ("nk",)) -> dict:
+    """Autotune each (M, N, K) on the current GPU; returns the winners, JSON-able.
+
+    The problem tuned is the Int8Linear one: int8 activations with per-row scales times
+    an int8 B with per-column scales, out_dtype output; B is the transpose of a contiguous
+    (N, K) weight ("nk") and, with "kn" in layouts, also a row-major (K, N) matrix (the
+    lab API's layout; skipped where the launcher copies it K-major, M >= KMAJOR_MIN_M).
+    Launches read the entries only for that variant (int8 operands, no zero points), the
+    others autotune on first use. An entry records the split-K the launch ran with. The
+    result is what save_tuned_configs writes:
+    {"device": ..., "triton": ..., "out_dtype": ..., "configs": {shape_key: config}}.
+    """
+    if interpreter_enabled() or not torch.cuda.is_available():
+        raise RuntimeError("tune needs a CUDA GPU (and TRITON_INTERPRET unset)")
+    unknown = set(layouts) - {"nk", "kn"}
+    if unknown:
+        raise ValueError(f"layouts must be 'nk' and / or 'kn', got {sorted(unknown)}")
+    device = torch.device("cuda", torch.cuda.current_device())
+    kernel = configs.autotuned_kernel()
+    tuned = {}
+    for M, N, K in shapes:
+        a_q = torch.randint(-128, 128, (M, K), dtype=torch.int8, device=device)
+        weight = torch.randint(-128, 128, (N, K), dtype=torch.int8, device=device)
+        a_scale = torch.rand(M, device=device) + 0.5
+        b_scale = torch.rand(N, device=device) + 0.5
+        out = torch.empty((M, N), dtype=out_dtype, device=device)
+        for layout in layouts:
+            k_major = layout == "nk"
+            if configs.transpose_b_for(M, k_major):
+                continue  # runs K-major: the "nk" entry serves it
+            b_q = weight.t() if k_major else weight.t().contiguous()
+            with configs.use_gemm("tl"):  # the tl.dot loop's autotuner is what is tuned
+                _launch(a_q, b_q, out, Operands(a_scale=a_scale, b_scale=b_scale), scaled=True, tuned=False)
+            split = configs.split_k_for(M, N, K, configs.config_dict(configs_for(M, N, K)[0]), device)
+            tuned[shape_key(M, N, K, b_k_major=k_major)] = {**configs.config_dict(kernel.best_config), "SPLIT_K": split}
+    return {
+        "device": torch.cuda.get_device_name(device),
+        "triton": triton.__version__,
+        "out_dtype": str(out_dtype).removeprefix("torch."),
+        "configs": tuned,
+    }
 
 
 # --------------------------------------------------------------------- the custom ops
 @torch.library.custom_op("qtriton::int8_mm", mutates_args=())
 def _int8_mm(a_q: torch.Tensor, b_q: torch.Tensor) -> torch.Tensor:
     out = torch.empty((a_q.shape[0], b_q.shape[1]), dtype=torch.int32, device=a_q.device)
-    return _launch(a_q, b_q, out, None, 1.0, None, 1.0, None, 0, None, 0, None, scaled=False)
+    return _launch(a_q, b_q, out, Operands(), scaled=False)
 
 
 @_int8_mm.register_fake
@@ -218,8 +309,10 @@ def _scaled_mm(
     b_colsum: torch.Tensor | None = None,
 ) -> torch.Tensor:
     out = torch.empty((a_q.shape[0], b_q.shape[1]), dtype=out_dtype, device=a_q.device)
-    return _launch(a_q, b_q, out, a_scale, a_scale_value, b_scale, b_scale_value,
-                   a_zp, a_zp_value, b_zp, b_zp_value, bias, scaled=True, a_rowsum=a_rowsum, b_colsum=b_colsum)
+    operands = Operands(a_scale=a_scale, a_scale_value=a_scale_value, b_scale=b_scale, b_scale_value=b_scale_value,
+                        a_zp=a_zp, a_zp_value=a_zp_value, b_zp=b_zp, b_zp_value=b_zp_value, bias=bias,
+                        a_rowsum=a_rowsum, b_colsum=b_colsum)
+    return _launch(a_q, b_q, out, operands, scaled=True)
 
 
 @_scaled_mm.register_fake

@@ -1,0 +1,269 @@
+"""The int8 GEMM's Gluon main loop for Hopper (kernels/matmul_gluon.py) and the rule that
+picks it (qtriton/ops/configs.py: QTRITON_GEMM, use_gemm, gluon_suits).
+
+Gluon kernels do not run in Triton's interpreter: the tests against the NumPy oracle take
+the `device` fixture and skip unless `--device cuda` is an sm_90 card with a Triton that
+has Gluon (they are in the GPU run's `-m on_device` selection; bench/gpu_check.sh runs
+them). Each one checks that the Gluon kernel did launch, so a silent fallback to the tl.dot
+loop cannot pass for it. The selection rules run everywhere. tests/test_static.py compiles
+the Gluon loop for sm_90a offline (wait depth, TMA, spills).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import triton.language as tl
+
+from qtriton import reference
+from qtriton.ops import configs as mcfg
+from qtriton.ops import matmul as mops
+from qtriton.testing import assert_close, assert_exact
+
+# Ragged in every dimension (TMA's zero padding at the M, N and K edges), several tiles and
+# K steps, K a multiple of 16 (what the loop takes; other K go to the tl.dot loop).
+SHAPES = [(17, 33, 48), (100, 257, 272), (257, 100, 512), (300, 520, 1040)]
+CODE_RANGE = {"int8": (-128, 128), "uint8": (0, 256)}
+
+
+def _codes(rng, shape, dtype: str, device) -> torch.Tensor:
+    lo, hi = CODE_RANGE[dtype]
+    return torch.from_numpy(rng.integers(lo, hi, shape).astype(np.dtype(dtype))).to(device)
+
+
+def _operand_b(rng, K, N, dtype, layout, device):
+    return _codes(rng, (N, K), dtype, device).t() if layout == "nk" else _codes(rng, (K, N), dtype, device)
+
+
+def _np(v):
+    return v.cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)
+
+
+@pytest.fixture
+def gluon_device(device, monkeypatch):
+    """The device, when the Gluon loop can run there; counts the Gluon launches."""
+    if device != "cuda" or not mcfg.sm90(torch.device("cuda")) or not mcfg.gluon_available():
+        pytest.skip("the Gluon loop runs on an sm_90 CUDA card only (Gluon has no interpreter)")
+    from qtriton.ops import matmul_gluon
+
+    launches = []
+    launch = matmul_gluon.launch
+
+    def counted(*args, **kwargs):
+        launches.append(args[0].shape)
+        return launch(*args, **kwargs)
+
+    monkeypatch.setattr(matmul_gluon, "launch", counted)
+    with mcfg.use_gemm("gluon"):
+        yield device, launches
+
+
+# ----------------------------------------------------------------- on an sm_90 card
+@pytest.mark.parametrize("config", [None, *[mcfg.config_dict(c) for c in mcfg.GLUON_CONFIGS]],
+                         ids=lambda c: "pool" if c is None else "M{BLOCK_SIZE_M}N{BLOCK_SIZE_N}w{num_warps}s{num_stages}"
+                         .format(**c))
+@pytest.mark.parametrize("M,N,K", SHAPES)
+def test_gluon_int32_is_exact(M, N, K, config, rng, gluon_device):
+    device, launches = gluon_device
+    a_q = _codes(rng, (M, K), "int8", device)
+    b_q = _operand_b(rng, K, N, "int8", "nk", device)
+    before = (a_q.clone(), b_q.clone())
+    out = mops.int8_matmul(a_q, b_q, config=config)
+    assert launches, "the Gluon kernel did not run"
+    assert_exact(out, reference.int_matmul(_np(a_q), _np(b_q)))
+    assert torch.equal(a_q, before[0]) and torch.equal(b_q, before[1])
+
+
+@pytest.mark.parametrize("a_dtype,b_dtype,layout,strided", [
+    ("int8", "int8", "kn", False),  # row-major B: copied K-major first
+    ("uint8", "int8", "nk", False),  # uint8 A: shifted to int8 first
+    ("int8", "uint8", "kn", False),
+    ("int8", "int8", "nk", True),  # A with a column stride: copied
+])
+def test_gluon_operand_forms_are_exact(a_dtype, b_dtype, layout, strided, rng, gluon_device):
+    device, launches = gluon_device
+    M, N, K = 100, 257, 272
+    a_q = _codes(rng, (M, 2 * K if strided else K), a_dtype, device)
+    a_q = a_q[:, ::2] if strided else a_q
+    b_q = _operand_b(rng, K, N, b_dtype, layout, device)
+    assert_exact(mops.int8_matmul(a_q, b_q), reference.int_matmul(_np(a_q), _np(b_q)))
+    assert launches, "the Gluon kernel did not run"
+
+
+def _scale(rng, kind, length, device):
+    values = rng.uniform(0.5, 1.5, length).astype(np.float32)
+    return float(values[0]) if kind == "float" else torch.from_numpy(values).to(device)
+
+
+def _zero_point(rng, kind, length, device):
+    if kind is None:
+        return None
+    if kind == "int":
+        return int(rng.integers(-200, 200))
+    return torch.from_numpy(rng.integers(-300, 301, length).astype(np.int32)).to(device)
+
+
+# (M, N, K), A dtype, a_scale, b_scale, a_zp, b_zp, bias, out dtype: every epilogue form
+SCALED_CASES = [
+    ((100, 257, 272), "int8", "vec", "vec", None, None, True, torch.bfloat16),
+    ((257, 100, 512), "int8", "float", "float", None, None, False, torch.float32),
+    ((17, 33, 48), "int8", "vec", "vec", "vec", None, True, torch.bfloat16),  # Int8Linear asymmetric
+    ((300, 520, 1040), "uint8", "vec", "float", "int", None, False, torch.float16),
+    ((100, 257, 272), "int8", "float", "vec", "int", "vec", True, torch.float32),
+    ((257, 100, 512), "uint8", "vec", "vec", "vec", "int", True, torch.float16),
+]
+
+
+@pytest.mark.parametrize("shape,a_dtype,a_scale_kind,b_scale_kind,a_zp_kind,b_zp_kind,with_bias,out_dtype",
+                         SCALED_CASES)
+def test_gluon_scaled_matches_oracle(shape, a_dtype, a_scale_kind, b_scale_kind, a_zp_kind, b_zp_kind, with_bias,
+                                     out_dtype, rng, gluon_device):
+    device, launches = gluon_device
+    M, N, K = shape
+    a_q = _codes(rng, (M, K), a_dtype, device)
+    b_q = _operand_b(rng, K, N, "int8", "nk", device)
+    a_zp = _zero_point(rng, a_zp_kind, M, device)
+    b_zp = _zero_point(rng, b_zp_kind, N, device)
+    zps = (_np(0 if a_zp is None else a_zp), _np(0 if b_zp is None else b_zp))
+    exact = reference.int_matmul(_np(a_q), _np(b_q), *zps)
+    magnitude = 2.0 ** -np.ceil(np.log2(max(np.abs(exact).max(), 1))) * 64  # outputs near 1..100 (fp16)
+    a_scale = _scale(rng, a_scale_kind, M, device)
+    b_scale = _scale(rng, b_scale_kind, N, device) * magnitude
+    bias = torch.from_numpy(rng.normal(0, 16, N).astype(np.float32)).to(device) if with_bias else None
+
+    out = mops.scaled_matmul(a_q, b_q, a_scale, b_scale, a_zp, b_zp, bias, out_dtype)
+    assert launches, "the Gluon kernel did not run"
+
+    def f64(v):
+        return _np(v).astype(np.float64)
+
+    product = reference.quantized_matmul(_np(a_q), f64(a_scale), _np(b_q), f64(b_scale), *zps)
+    expected = reference.quantized_matmul(_np(a_q), f64(a_scale), _np(b_q), f64(b_scale), *zps,
+                                          f64(bias) if with_bias else None)
+    rtol = {torch.float32: 2.0**-22, torch.bfloat16: 2.0**-7, torch.float16: 2.0**-10}[out_dtype]
+    assert_close(out, expected, rtol=rtol, atol=2.0**-21 * np.abs(product).max() + 2.0**-24)
+
+
+def test_gluon_bf16_rounds_to_nearest_even(rng, gluon_device):
+    device, launches = gluon_device
+    M, N, K = 64, 128, 256
+    a_q = _codes(rng, (M, K), "int8", device)
+    b_q = _operand_b(rng, K, N, "int8", "nk", device)
+    out = mops.scaled_matmul(a_q, b_q, 1.0, 1.0, out_dtype=torch.bfloat16)
+    assert launches, "the Gluon kernel did not run"
+    exact = reference.int_matmul(_np(a_q), _np(b_q))
+    expected = torch.from_numpy(exact.astype(np.float32)).to(torch.bfloat16)  # torch rounds RNE
+    truncated = (torch.from_numpy(exact.astype(np.float32)).view(torch.int32) & ~0xFFFF).view(torch.float32)
+    assert not torch.equal(expected.float(), truncated), "the data must tell rounding from truncation"
+    assert_exact(out.float().cpu(), expected.float())
+
+
+def test_gluon_and_tl_loops_agree_bit_for_bit(rng, gluon_device):
+    """The same epilogue code behind both loops: equal outputs, not merely close ones."""
+    device, launches = gluon_device
+    M, N, K = 257, 520, 1040
+    a_q = _codes(rng, (M, K), "int8", device)
+    b_q = _operand_b(rng, K, N, "int8", "nk", device)
+    a_scale = _scale(rng, "vec", M, device)
+    b_scale = _scale(rng, "vec", N, device) * 2.0**-14
+    a_zp = _zero_point(rng, "vec", M, device)
+    bias = torch.from_numpy(rng.normal(0, 1, N).astype(np.float32)).to(device)
+    gluon = mops.scaled_matmul(a_q, b_q, a_scale, b_scale, a_zp, None, bias, torch.bfloat16)
+    assert launches, "the Gluon kernel did not run"
+    with mcfg.use_gemm("tl"):
+        plain = mops.scaled_matmul(a_q, b_q, a_scale, b_scale, a_zp, None, bias, torch.bfloat16)
+    assert len(launches) == 1
+    assert torch.equal(gluon, plain)
+
+
+# --------------------------------------------------------------- selection, everywhere
+def test_setting_env_and_context(monkeypatch):
+    monkeypatch.delenv("QTRITON_GEMM", raising=False)
+    assert mcfg.gemm_setting() == mcfg.DEFAULT_GEMM == "tl"
+    monkeypatch.setenv("QTRITON_GEMM", " Gluon ")
+    assert mcfg.gemm_setting() == "gluon"
+    with mcfg.use_gemm("tl"):  # the context manager wins over the environment
+        assert mcfg.gemm_setting() == "tl"
+    assert mcfg.gemm_setting() == "gluon"
+    monkeypatch.setenv("QTRITON_GEMM", "cutlass")
+    with pytest.raises(ValueError, match="QTRITON_GEMM must be one of tl, gluon, got 'cutlass'"):
+        mcfg.gemm_setting()
+    with pytest.raises(ValueError, match="use_gemm's loop must be one of tl, gluon"):
+        with mcfg.use_gemm("fast"):
+            pass
+
+
+def test_gluon_runs_only_where_it_suits(monkeypatch):
+    if not mcfg.gluon_available():
+        pytest.skip("this Triton has no Gluon")
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(mcfg, "sm90", lambda device: True)
+    assert mcfg.gluon_suits(cuda, 17, 8, 16, tl.int32)
+    assert mcfg.gluon_suits(cuda, 4096, 4096, 4096, tl.int64)
+    assert not mcfg.gluon_suits(cuda, 16, 4096, 4096, tl.int32)  # decode: the tl.dot loop's tiles and split-K
+    assert not mcfg.gluon_suits(cuda, 64, 64, 40, tl.int32)  # K % 16: TMA's 16-byte row stride
+    assert not mcfg.gluon_suits(cuda, 64, 64, 0, tl.int32)
+    assert not mcfg.gluon_suits(cuda, 64, 64, 64, tl.float64)
+    with mcfg.use_config({"BLOCK_SIZE_M": 16, "BLOCK_SIZE_N": 64, "BLOCK_SIZE_K": 256}):
+        assert not mcfg.gluon_suits(cuda, 64, 64, 64, tl.int32)  # a forced tl-only tile
+    with mcfg.use_config({"BLOCK_SIZE_M": 128, "BLOCK_SIZE_N": 128, "BLOCK_SIZE_K": 128, "num_warps": 8}):
+        assert mcfg.gluon_suits(cuda, 64, 64, 64, tl.int32)
+    with mcfg.use_gemm("gluon"):
+        assert mcfg.main_loop(cuda, 64, 64, 64, tl.int32) == "gluon"
+    assert mcfg.main_loop(cuda, 64, 64, 64, tl.int32) == mcfg.DEFAULT_GEMM
+    monkeypatch.setattr(mcfg, "sm90", lambda device: False)
+    with mcfg.use_gemm("gluon"):
+        assert mcfg.main_loop(cuda, 64, 64, 64, tl.int32) == "tl"
+
+
+def test_gluon_pools_hold_gluon_tiles():
+    for zero_points in (False, True):
+        pool = [mcfg.config_dict(c) for c in mcfg.gluon_configs_for(100, 40, 48, zero_points)]
+        assert pool and all(mcfg.gluon_tile(c) for c in pool)
+        assert all(c["BLOCK_SIZE_N"] <= 64 and c["BLOCK_SIZE_K"] in (32, 64) for c in pool)
+    zero_point_pool = mcfg.gluon_configs_for(4096, 4096, 4096, zero_points=True)
+    assert all(c.kwargs["BLOCK_SIZE_M"] * c.kwargs["BLOCK_SIZE_N"] <= 64 * 32 * c.num_warps for c in zero_point_pool)
+    assert len(zero_point_pool) < len(mcfg.GLUON_CONFIGS)
+
+
+def test_gluon_autotuner_sets_descriptor_blocks_per_config():
+    """The autotuner launches every config with the same TMA descriptors: each config's
+    pre_hook gives them its tiles; the zero-point prune keeps the tiles whose epilogue fits."""
+    if not mcfg.gluon_available():
+        pytest.skip("this Triton has no Gluon")
+    from qtriton.ops import matmul_gluon
+
+    kernel = matmul_gluon.autotuned_kernel()
+    assert [(c.kwargs["BLOCK_SIZE_M"], c.kwargs["BLOCK_SIZE_N"], c.kwargs["STAGES"], c.num_warps) for c in kernel.configs] \
+        == [(c.kwargs["BLOCK_SIZE_M"], c.kwargs["BLOCK_SIZE_N"], c.num_stages, c.num_warps) for c in mcfg.GLUON_CONFIGS]
+    a_q = torch.zeros((100, 272), dtype=torch.int8)
+    b_q = torch.zeros((257, 272), dtype=torch.int8).t()
+    a_desc, b_desc = matmul_gluon._descriptors(a_q, b_q, 128, 256, 128)
+    for config in kernel.configs:
+        config.pre_hook({"a_desc": a_desc, "b_desc": b_desc, **config.all_kwargs()})
+        assert a_desc.block_shape == [config.kwargs["BLOCK_SIZE_M"], config.kwargs["BLOCK_SIZE_K"]]
+        assert b_desc.block_shape == [config.kwargs["BLOCK_SIZE_N"], config.kwargs["BLOCK_SIZE_K"]]
+    assert matmul_gluon._prune(kernel.configs, {}, HAS_A_ZP=False, HAS_B_ZP=False) == kernel.configs
+    kept = matmul_gluon._prune(kernel.configs, {}, HAS_A_ZP=True, HAS_B_ZP=False)
+    assert 0 < len(kept) < len(kernel.configs)
+    assert all(c.kwargs["BLOCK_SIZE_M"] * c.kwargs["BLOCK_SIZE_N"] <= 64 * 32 * c.num_warps for c in kept)
+    assert matmul_gluon.tma_ready(a_q) and matmul_gluon.tma_ready(b_q.t())
+    assert not matmul_gluon.tma_ready(a_q[:, 1:])  # a base 1 byte off the 16-byte alignment
+    assert not matmul_gluon.tma_ready(torch.zeros((4, 40), dtype=torch.int8))  # 40-byte rows
+    assert not matmul_gluon.tma_ready(b_q)  # not K-major
+    assert not matmul_gluon.tma_ready(torch.zeros((4, 64), dtype=torch.uint8))
+
+
+@pytest.mark.interpreter
+def test_asking_for_gluon_off_hopper_runs_the_tl_loop(rng, device, monkeypatch):
+    """QTRITON_GEMM=gluon where the Gluon loop cannot run (the interpreter, another card):
+    the tl.dot loop, the same answer."""
+    if mcfg.sm90(torch.device(device)):
+        pytest.skip("an sm_90 card runs the Gluon loop here (the tests above)")
+    monkeypatch.setenv("QTRITON_GEMM", "gluon")
+    M, N, K = 33, 40, 64
+    a_q = _codes(rng, (M, K), "int8", device)
+    b_q = _operand_b(rng, K, N, "int8", "nk", device)
+    config = {"BLOCK_SIZE_M": 64, "BLOCK_SIZE_N": 64, "BLOCK_SIZE_K": 64}
+    assert_exact(mops.int8_matmul(a_q, b_q, config=config), reference.int_matmul(_np(a_q), _np(b_q)))
