@@ -57,7 +57,7 @@ def run_case(name: str, in_features: int, out_features: int, tokens: int, repeat
     with torch.inference_mode():
         row["fp32 nn.Linear"] = _best_ms(lambda: linear(x), repeats)
         for label, symmetric in (("int8 sym", True), ("int8 asym", False)):
-            layer = Int8Linear.from_float(linear, symmetric_activations=symmetric)
+            layer = Int8Linear.from_float(linear, "w8a8" if symmetric else "w8a8-asym")
             with use_backend("torch"):
                 got = layer(x)
                 row[label] = _best_ms(lambda layer=layer: layer(x), repeats)

@@ -1,7 +1,8 @@
 """`qtriton report CHECKPOINT`: how well each weight matrix of a checkpoint survives int8.
 
 A qtriton checkpoint (written by `save_quantized`): per `Int8Linear` layer, its scheme
-(weights int8 per channel, symmetric; activations int8 per token, symmetric or asymmetric),
+(`QuantScheme.name`: weights int8 per channel, symmetric; activations int8 per token,
+symmetric or asymmetric, static, or float),
 the SNR and max |error| of the stored weights (codes * scales) against the float checkpoint
 given with `--original`, or without it estimated from the rounding step (error uniform over
 +-scale/2: SNR ~ signal / (scale^2 / 12), max |error| <= max(scale) / 2), and its bytes; then
@@ -498,8 +499,7 @@ def report_quantized(
         keys = [_key(holder, t) for t in ("weight", "weight_scale", "bias") if _key(holder, t) in stored]
         used.update(keys)
         weights = (codes.to(torch.float32) * scale[:, None]).numpy()  # what the GEMM multiplies by
-        activations = "sym" if spec["symmetric_activations"] else "asym"
-        scheme = f"w int8/channel sym, x int8/token {activations}"
+        scheme = spec["scheme"].name
         size = sum(stored[k].numel() * stored[k].element_size() for k in keys)
         float_weights = None
         if reference_state is not None:
@@ -672,23 +672,23 @@ def _format_wide(rep: CheckpointReport) -> str:
 
 
 def _format_quantized(rep: QuantizedCheckpointReport, wide: bool) -> str:
-    fixed = f" {'shape':>11} {'x':<4} {'SNR dB':>7} {'max|err|':>10} {'bytes':>10}"
+    fixed = f" {'shape':>11} {'scheme':<16} {'SNR dB':>7} {'max|err|':>10} {'bytes':>10}"
     name_width = max(len("layer"), *(len(layer.name) for layer in rep.layers)) if wide else WIDTH - len(fixed)
     against = f"against {rep.original}" if rep.original else "estimated (~) from the rounding step, no --original"
     lines = [
         f"{rep.path if wide else _clip(rep.path, WIDTH - 52)}: qtriton checkpoint, {len(rep.layers)} Int8Linear layers",
-        "weights int8 per channel, symmetric; x: activations int8 per token, sym or asym;",
+        "weights int8 per channel, symmetric; scheme: w8a8 (x int8 per token), -asym (with zero points),",
+        "-static (one calibrated scale), w8a16 (x float), +smooth (SmoothQuant input_scale);",
         f"SNR / max|err| of codes * scales {against if wide else _clip(against, WIDTH - 34)}",
         f"{'layer':<{name_width}}{fixed}",
     ]
     for layer in rep.layers:
-        activations = layer.scheme.rpartition(" ")[2]
         snr = ("~" if layer.estimated else "") + _snr(layer.snr_db)
         error = ("<=" if layer.estimated else "") + f"{layer.max_error:.2e}"
         name = layer.name if wide else _clip(layer.name, name_width)
         shape = "x".join(map(str, layer.shape))
         lines.append(
-            f"{name:<{name_width}} {shape:>11} {activations:<4} {snr:>7} {error:>10} {_human_bytes(layer.bytes):>10}"
+            f"{name:<{name_width}} {shape:>11} {layer.scheme:<16} {snr:>7} {error:>10} {_human_bytes(layer.bytes):>10}"
         )
     int8_bytes = sum(layer.bytes for layer in rep.layers)
     float_bytes = sum(size for _, _, size in rep.float_tensors.values())

@@ -10,18 +10,21 @@ reloaded model computes bit for bit what the saved one did.
 
 The header (metadata key "qtriton") is JSON:
 
-    {"format": "qtriton.int8-linear", "version": 1,
-     "layers": {name: {"in_features", "out_features", "bias", "symmetric_activations"
-                       [, "weight_only", "input_scale", "static_activations": true]}},
+    {"format": "qtriton.int8-linear", "version": 2,
+     "layers": {name: {"in_features", "out_features", "bias", "scheme": QuantScheme.to_dict()}},
      "shared": [[name, name, ...], ...]}
+
+Version 1 files (a "symmetric_activations" bool and optional "weight_only", "input_scale",
+"static_activations" flags instead of "scheme") keep loading: read_header turns their flags
+into the scheme they mean.
 
 "layers" has every qualified name at which an Int8Linear sits, so a layer reachable under
 several names (`m.b = m.a`) is listed under each; "shared" groups the names that are one
 layer (absent or empty: none are). safetensors stores a shared layer's tensors once. A bare
 `Int8Linear` saved on its own is the layer named "" (tensors `weight`, `weight_scale`, `bias`).
 
-Loading checks the file before touching the model: the header's types (`symmetric_activations`
-a JSON bool, features positive ints), and each layer's tensors: `weight` int8 (out, in),
+Loading checks the file before touching the model: the header's types (a valid scheme,
+features positive ints), and each layer's tensors: `weight` int8 (out, in),
 `weight_scale` float32 (out,) positive and finite, `bias` float32 (out,) finite.
 """
 
@@ -38,10 +41,12 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from qtriton.nn import Int8Linear
+from qtriton.scheme import QuantScheme
 
 METADATA_KEY = "qtriton"
 FORMAT = "qtriton.int8-linear"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READ_VERSIONS = (1, 2)
 
 
 def save_quantized(model: nn.Module, path: str | os.PathLike) -> None:
@@ -60,8 +65,7 @@ def save_quantized(model: nn.Module, path: str | os.PathLike) -> None:
                 "in_features": module.in_features,
                 "out_features": module.out_features,
                 "bias": module.bias is not None,
-                "symmetric_activations": module.symmetric_activations,
-                **_mode_flags(module),
+                "scheme": module.scheme.to_dict(),
             }
             names_of.setdefault(id(module), []).append(name)
     if not layers:
@@ -101,10 +105,10 @@ def read_header(path: str | os.PathLike) -> dict:
         raise ValueError(f"{str(path)!r}: its {METADATA_KEY!r} header is not valid JSON: {err}") from err
     if not isinstance(header, dict) or header.get("format") != FORMAT or not isinstance(header.get("layers"), dict):
         raise ValueError(f"{str(path)!r}: its {METADATA_KEY!r} header is not a {FORMAT} header")
-    if header.get("version") != FORMAT_VERSION:
-        raise ValueError(f"{str(path)!r}: format version {header.get('version')!r}, this qtriton reads {FORMAT_VERSION}")
+    if header.get("version") not in READ_VERSIONS:
+        raise ValueError(f"{str(path)!r}: format version {header.get('version')!r}, this qtriton reads {READ_VERSIONS}")
     for name, spec in header["layers"].items():
-        _check_layer_spec(path, name, spec)
+        _check_layer_spec(path, name, spec, header["version"])
     if "" in header["layers"] and len(header["layers"]) > 1:
         raise ValueError(f"{str(path)!r}: its header has a bare layer (name '') beside other layers")
     header.setdefault("shared", [])  # files without shared layers may omit it
@@ -122,25 +126,41 @@ def read_header(path: str | os.PathLike) -> dict:
 
 
 #: The keys of a layer entry in the header and the JSON type each must have.
-_SPEC_KEYS = {"in_features": int, "out_features": int, "bias": bool, "symmetric_activations": bool}
+_SPEC_KEYS = {"in_features": int, "out_features": int, "bias": bool, "scheme": dict}
+#: Version 1: a bool instead of the scheme, and optional flags (absent means off).
+_V1_KEYS = {"in_features": int, "out_features": int, "bias": bool, "symmetric_activations": bool}
+_V1_FLAGS = ("weight_only", "input_scale", "static_activations")
 
 
-def _check_layer_spec(path: Path, name: str, spec) -> None:
-    """ValueError naming the file and layer unless spec is a well-typed layer entry."""
+def _check_layer_spec(path: Path, name: str, spec, version: int) -> None:
+    """ValueError naming the file and layer unless spec is a well-typed layer entry; its
+    "scheme" becomes a QuantScheme (made from a version 1 entry's flags)."""
     where = f"{str(path)!r}: layer {name!r} in its {METADATA_KEY!r} header"
+    keys = _SPEC_KEYS if version >= 2 else _V1_KEYS
     if not isinstance(spec, dict):
-        raise ValueError(f"{where} must be an object with keys {sorted(_SPEC_KEYS)}, got {spec!r}")
-    if missing := sorted(_SPEC_KEYS.keys() - spec.keys()):
+        raise ValueError(f"{where} must be an object with keys {sorted(keys)}, got {spec!r}")
+    if missing := sorted(keys.keys() - spec.keys()):
         raise ValueError(f"{where} lacks {missing}")
-    for key, kind in _SPEC_KEYS.items():
+    for key, kind in keys.items():
         value = spec[key]
         if kind is bool and not isinstance(value, bool):
             raise ValueError(f"{where}: {key} must be true or false, got {value!r}")
         if kind is int and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ValueError(f"{where}: {key} must be a positive integer, got {value!r}")
-    for key in _MODE_FLAGS:  # optional: absent means off
-        if not isinstance(spec.get(key, False), bool):
-            raise ValueError(f"{where}: {key} must be true or false, got {spec[key]!r}")
+    try:
+        if version >= 2:
+            spec["scheme"] = QuantScheme.from_dict(spec["scheme"])
+            return
+        for key in _V1_FLAGS:
+            if not isinstance(spec.get(key, False), bool):
+                raise ValueError(f"{key} must be true or false, got {spec[key]!r}")
+        if spec.get("weight_only") and spec.get("static_activations"):
+            raise ValueError("weight_only keeps activations float: it cannot have static_activations")
+        activations = "none" if spec.get("weight_only") else "static" if spec.get("static_activations") else "dynamic"
+        spec["scheme"] = QuantScheme(activations=activations, activation_symmetric=spec["symmetric_activations"],
+                                     smoothed=spec.get("input_scale", False))
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from None
 
 
 def _check_layer_tensors(path: Path, header: dict) -> None:
@@ -163,9 +183,9 @@ def _check_layer_tensors(path: Path, header: dict) -> None:
             expected = {"weight": ("I8", [out_features, in_features]), "weight_scale": ("F32", [out_features])}
             if spec["bias"]:
                 expected["bias"] = ("F32", [out_features])
-            if spec.get("input_scale", False):
+            if spec["scheme"].smoothed:
                 expected["input_scale"] = ("F32", [in_features])
-            if spec.get("static_activations", False):
+            if spec["scheme"].static:
                 expected["activation_scale"] = ("F32", [])
             for tensor, (dtype, shape) in expected.items():
                 key = prefix + tensor
@@ -238,12 +258,7 @@ def load_quantized(model: nn.Module, path: str | os.PathLike) -> nn.Module:
                 f"{str(path)!r} stores one layer at {name} and {missing[0]}, but the model has different modules there"
             )
         if id(current) not in new_layers:
-            new_layers[id(current)] = Int8Linear(
-                *expected,
-                symmetric_activations=spec["symmetric_activations"],
-                device=current.weight.device,
-                **{flag: bool(spec.get(flag, False)) for flag in _MODE_FLAGS},
-            )
+            new_layers[id(current)] = Int8Linear(*expected, scheme=spec["scheme"], device=current.weight.device)
         swaps.append((name, new_layers[id(current)]))
 
     originals = [(name, _swap(model, name, layer)) for name, layer in swaps]
@@ -267,23 +282,9 @@ def _load_bare_layer(model: nn.Module, path: str | os.PathLike, spec: dict) -> I
     expected = (spec["in_features"], spec["out_features"], spec["bias"])
     if found != expected:
         raise ValueError(f"model has (in_features, out_features, bias) = {found}, {str(path)!r} stores {expected}")
-    layer = Int8Linear(*expected, symmetric_activations=spec["symmetric_activations"], device=model.weight.device,
-                       **{flag: spec.get(flag, False) for flag in _MODE_FLAGS})
+    layer = Int8Linear(*expected, scheme=spec["scheme"], device=model.weight.device)
     load_model(layer, str(path), strict=True)
     return layer
-# Int8Linear's optional modes (qtriton.calibration); absent in a header: off.
-_MODE_FLAGS = ("weight_only", "input_scale", "static_activations")
-
-
-def _mode_flags(module: Int8Linear) -> dict:
-    flags = {
-        "weight_only": module.weight_only,
-        "input_scale": module.input_scale is not None,
-        "static_activations": module.activation_scale is not None,
-    }
-    return {name: value for name, value in flags.items() if value}
-
-
 def _swap(model: nn.Module, name: str, module: nn.Module) -> nn.Module:
     """Put module at the qualified name; returns the module it replaces."""
     parent_name, _, attr = name.rpartition(".")

@@ -269,7 +269,7 @@ def test_quantized_checkpoint_against_the_original(lm_files, capsys):
     float_path, int8_path, _ = lm_files
     rep = report_checkpoint(int8_path, original=float_path)
     assert [layer.name for layer in rep.layers] == ["up", "down"]
-    assert {layer.scheme for layer in rep.layers} == {"w int8/channel sym, x int8/token asym"}
+    assert {layer.scheme for layer in rep.layers} == {"w8a8-asym"}
     original = load_file(str(float_path))
     for layer in rep.layers:
         w = original[f"{layer.name}.weight"].numpy()
@@ -288,7 +288,7 @@ def test_quantized_checkpoint_against_the_original(lm_files, capsys):
     table = capsys.readouterr().out
     assert max(len(line) for line in table.splitlines()) <= 100
     up = next(line for line in table.splitlines() if line.startswith("up "))
-    assert "64x32" in up and " asym " in up and "~" not in up and f"{rep.layers[0].snr_db:.2f}" in up
+    assert "64x32" in up and " w8a8-asym " in up and "~" not in up and f"{rep.layers[0].snr_db:.2f}" in up
     assert "original" in table.splitlines()[-1]
 
 

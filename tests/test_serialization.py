@@ -115,22 +115,35 @@ def test_bias_must_be_finite(tmp_path):
         load_quantized(_model(), path)
 
 
+ASYM = {"weight_bits": 8, "weight_symmetric": True, "weight_strategy": "channel", "activations": "dynamic",
+        "activation_symmetric": False, "smoothed": False}
+
+
 @pytest.mark.parametrize(
     "entry, message",
     [
-        ({}, r"layer '0' .* lacks \['bias', 'in_features', 'out_features', 'symmetric_activations'\]"),
+        ({}, r"layer '0' .* lacks \['bias', 'in_features', 'out_features', 'scheme'\]"),
         (None, r"layer '0' .* must be an object with keys .*got None"),
         ([32, 48, True, True], r"layer '0' .* must be an object"),
-        ({"in_features": 32, "out_features": 48, "bias": True, "symmetric_activations": "no"},
-         r"symmetric_activations must be true or false, got 'no'"),
-        ({"in_features": 32, "out_features": 48, "bias": 1, "symmetric_activations": True},
+        ({"in_features": 32, "out_features": 48, "bias": True, "scheme": {**ASYM, "activation_symmetric": "no"}},
+         r"layer '0' .*activation_symmetric must be True or False, got 'no'"),
+        ({"in_features": 32, "out_features": 48, "bias": True, "scheme": {**ASYM, "activations": "float"}},
+         r"layer '0' .*activations must be one of"),
+        ({"in_features": 32, "out_features": 48, "bias": True, "scheme": {**ASYM, "mode": 1}},
+         r"layer '0' .*unknown keys \['mode'\]"),
+        ({"in_features": 32, "out_features": 48, "bias": True, "scheme": {**ASYM, "weight_bits": 4}},
+         r"layer '0' .*8-bit symmetric per-channel weights only"),
+        ({"in_features": 32, "out_features": 48, "bias": True, "scheme": "w8a8-asym"},
+         r"layer '0' .*scheme must be an object"),
+        ({"in_features": 32, "out_features": 48, "bias": 1, "scheme": ASYM},
          r"bias must be true or false, got 1"),
-        ({"in_features": "32", "out_features": 48, "bias": True, "symmetric_activations": True},
+        ({"in_features": "32", "out_features": 48, "bias": True, "scheme": ASYM},
          r"in_features must be a positive integer, got '32'"),
-        ({"in_features": 32, "out_features": 0, "bias": True, "symmetric_activations": True},
+        ({"in_features": 32, "out_features": 0, "bias": True, "scheme": ASYM},
          r"out_features must be a positive integer, got 0"),
     ],
-    ids=["empty", "null", "list", "string-bool", "int-bool", "string-int", "zero"],
+    ids=["empty", "null", "list", "string-bool", "unknown-activations", "unknown-key", "4-bit", "string-scheme",
+         "int-bool", "string-int", "zero"],
 )
 def test_malformed_layer_entry_is_refused(saved, entry, message):
     _, path = saved
@@ -139,8 +152,59 @@ def test_malformed_layer_entry_is_refused(saved, entry, message):
         load_quantized(_model(), path)
 
 
+def _as_version_1(path, flags: dict) -> None:
+    """Rewrite a file's header as qtriton 0.1 wrote it: version 1, a bool and flags per layer."""
+    def on_metadata(header):
+        qtriton = json.loads(header["__metadata__"][METADATA_KEY])
+        qtriton["version"] = 1
+        for spec in qtriton["layers"].values():
+            spec.pop("scheme", None)
+            spec.pop("weight_only", None)
+            spec.update(flags)
+        header["__metadata__"][METADATA_KEY] = json.dumps(qtriton)
+
+    _edit_header(path, on_metadata)
+
+
+def test_the_header_stores_each_layers_scheme(saved):
+    _, path = saved
+    from qtriton.serialization import read_header
+
+    header = read_header(path)
+    assert header["version"] == 2
+    assert {name: spec["scheme"].name for name, spec in header["layers"].items()} == {"0": "w8a8-asym", "2": "w8a8-asym"}
+
+
+def test_version_1_files_keep_loading(saved, rng):
+    """Files written before the scheme existed: their flags mean the same scheme."""
+    model, path = saved
+    _as_version_1(path, {"symmetric_activations": False})
+    skeleton = _model(seed=1)
+    load_quantized(skeleton, path)
+    assert skeleton[0].scheme == model[0].scheme and skeleton[2].scheme.name == "w8a8-asym"
+    x = torch.from_numpy(rng.standard_normal((3, 32), dtype=np.float32))
+    assert torch.equal(skeleton(x), model(x))
+
+
+def test_version_1_flags_map_onto_schemes(tmp_path):
+    from qtriton.serialization import read_header
+
+    model = _model()
+    quantize_model(model, scheme="w8a16")
+    path = tmp_path / "w8a16.safetensors"
+    save_quantized(model, path)
+    _as_version_1(path, {"symmetric_activations": True, "weight_only": True})
+    assert {spec["scheme"].name for spec in read_header(path)["layers"].values()} == {"w8a16"}
+    _as_version_1(path, {"symmetric_activations": True, "weight_only": "yes"})
+    with pytest.raises(ValueError, match=r"layer '0' .*weight_only must be true or false, got 'yes'"):
+        read_header(path)
+    _as_version_1(path, {"symmetric_activations": True, "weight_only": True, "static_activations": True})
+    with pytest.raises(ValueError, match=r"layer '0' .*weight_only keeps activations float"):
+        read_header(path)
+
+
 def test_bare_int8_linear_saves_and_loads(tmp_path, rng):
-    layer = Int8Linear.from_float(nn.Linear(32, 24), symmetric_activations=False)
+    layer = Int8Linear.from_float(nn.Linear(32, 24), "w8a8-asym")
     path = tmp_path / "bare.safetensors"
     save_quantized(layer, path)
     loaded = load_quantized(nn.Linear(32, 24), path)
