@@ -19,6 +19,7 @@ from qtriton.api import (
     quantized_matmul,
 )
 from qtriton.backend import get_backend, set_backend, use_backend
+from qtriton.hf import from_pretrained, save_pretrained
 from qtriton.nn import Int8Linear, QuantizationSummary, quantize_model
 from qtriton.scheme import QuantScheme
 from qtriton.serialization import load_quantized, save_quantized
@@ -33,12 +34,14 @@ __all__ = [
     "dequantize_per_token",
     "dequantize_symmetric",
     "fake_quantize",
+    "from_pretrained",
     "get_backend",
     "Int8Linear",
     "load_quantized",
     "QuantizationSummary",
     "QuantScheme",
     "quantize_model",
+    "save_pretrained",
     "save_quantized",
     "quantization_error",
     "quantize_asymmetric",
