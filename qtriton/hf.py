@@ -41,7 +41,6 @@ transformers (and accelerate, for the empty weights) are imported only here, whe
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 from collections.abc import Iterable
@@ -52,6 +51,7 @@ from torch import nn
 
 from qtriton.nn import Int8Linear
 from qtriton.scheme import QuantScheme
+from qtriton.serialization import check_scale
 
 QUANT_METHOD = "compressed-tensors"
 CONFIG_NAME = "config.json"
@@ -250,19 +250,11 @@ def check_layer_tensors(name: str, tensors: dict, in_features: int, out_features
             )
     for part in ("weight_scale", "input_scale"):
         if part in expected:
-            _check_scale(f"{prefix}{part}", tensors[part])
+            check_scale(f"{prefix}{part}", tensors[part])
     if "bias" in expected and not bool(torch.isfinite(tensors["bias"]).all()):
         raise ValueError(f"{prefix}bias holds NaN or Inf")
     if extra := sorted(tensors.keys() - expected.keys()):
         raise ValueError(f"{prefix}{extra[0]} is stored, but a {scheme.name} layer has no such tensor")
-
-
-def _check_scale(name: str, scale: torch.Tensor) -> None:
-    """A scale must be positive, finite and a normal float32: 0, negative, NaN, inf or a
-    denormal (whose reciprocal overflows) would compute nonsense without an error."""
-    value = scale.detach().to(torch.float32)
-    if not bool(((value >= torch.finfo(torch.float32).tiny) & (value < math.inf)).all()):
-        raise ValueError(f"{name} holds values that are not positive, finite, normal float32 numbers")
 
 
 # --------------------------------------------------------------------------------- import

@@ -30,14 +30,16 @@ features positive ints), and each layer's tensors: `weight` int8 (out, in),
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import re
 from pathlib import Path
 
+import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_model, save_model
+from safetensors.torch import _remove_duplicate_names, load_model, save_file
 from torch import nn
 
 from qtriton.nn import Int8Linear
@@ -75,12 +77,68 @@ def save_quantized(model: nn.Module, path: str | os.PathLike) -> None:
     path = Path(path)
     if not path.parent.is_dir():
         raise FileNotFoundError(f"cannot save to {str(path)!r}: directory {str(path.parent)!r} does not exist")
+    state, aliases = _state_to_save(model, layers)
+    # The checks load_quantized makes, with its messages, before a byte is written.
+    _check_layer_tensors(path, _parse_header(path, header), _StateDict(state))
     try:
-        save_model(model, str(path), metadata={"format": "pt", METADATA_KEY: json.dumps(header)})
+        save_file(state, str(path), metadata={"format": "pt", METADATA_KEY: json.dumps(header), **aliases})
     except SafetensorError as err:
         # safetensors writes a temporary file beside path first and names it, not path, in its error.
         reason = re.sub(r'\s*at path "[^"]*"', "", str(err))
         raise OSError(f"cannot write {str(path)!r}: {reason}") from None
+
+
+def _state_to_save(model: nn.Module, layers: dict) -> tuple[dict, dict]:
+    """(state dict, {dropped name: kept name}) as safetensors' save_model makes them (a
+    tensor shared by several names stored once), with the Int8Linear layers' float buffers in
+    float32, the dtype forward computes them in: a model moved with `.to(torch.bfloat16)`
+    saves what it computes, in the format load_quantized reads."""
+    state = model.state_dict()
+    aliases = {}
+    for kept, dropped in _remove_duplicate_names(state).items():
+        for name in dropped:
+            aliases[name] = kept
+            del state[name]
+    for key, tensor in state.items():
+        layer, _, part = key.rpartition(".")
+        if layer in layers and part in _FLOAT32_PARTS:
+            state[key] = tensor.to(torch.float32)
+    return {key: tensor.contiguous() for key, tensor in state.items()}, aliases
+
+
+#: An Int8Linear's float buffers: float32 in the file, whatever the module's dtype.
+_FLOAT32_PARTS = ("weight_scale", "bias", "input_scale", "activation_scale")
+
+
+class _StateDict:
+    """A state dict read like safetensors' safe_open, so save and load check alike."""
+
+    _NAMES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
+              torch.int8: "I8", torch.uint8: "U8", torch.int16: "I16", torch.int32: "I32", torch.int64: "I64",
+              torch.bool: "BOOL"}
+
+    def __init__(self, state: dict):
+        self.state = state
+
+    def keys(self):
+        return self.state.keys()
+
+    def get_tensor(self, key: str):
+        return self.state[key]
+
+    def get_slice(self, key: str):
+        return self
+
+    def dtype_and_shape(self, key: str) -> tuple[str, list[int]]:
+        tensor = self.state[key]
+        return self._NAMES.get(tensor.dtype, str(tensor.dtype)), list(tensor.shape)
+
+
+def _dtype_and_shape(f, key: str) -> tuple[str, list[int]]:
+    if isinstance(f, _StateDict):
+        return f.dtype_and_shape(key)
+    found = f.get_slice(key)
+    return found.get_dtype(), list(found.get_shape())
 
 
 def read_header(path: str | os.PathLike) -> dict:
@@ -103,8 +161,14 @@ def read_header(path: str | os.PathLike) -> dict:
         header = json.loads(metadata[METADATA_KEY])
     except json.JSONDecodeError as err:
         raise ValueError(f"{str(path)!r}: its {METADATA_KEY!r} header is not valid JSON: {err}") from err
+    return _parse_header(path, header)
+
+
+def _parse_header(path: Path, header) -> dict:
+    """header checked (ValueError naming the file and entry), each layer's scheme a QuantScheme."""
     if not isinstance(header, dict) or header.get("format") != FORMAT or not isinstance(header.get("layers"), dict):
         raise ValueError(f"{str(path)!r}: its {METADATA_KEY!r} header is not a {FORMAT} header")
+    header = json.loads(json.dumps(header))  # a copy: the caller's stays JSON
     if header.get("version") not in READ_VERSIONS:
         raise ValueError(f"{str(path)!r}: format version {header.get('version')!r}, this qtriton reads {READ_VERSIONS}")
     for name, spec in header["layers"].items():
@@ -163,13 +227,15 @@ def _check_layer_spec(path: Path, name: str, spec, version: int) -> None:
         raise ValueError(f"{where}: {err}") from None
 
 
-def _check_layer_tensors(path: Path, header: dict) -> None:
+def _check_layer_tensors(path: Path, header: dict, source: _StateDict | None = None) -> None:
     """ValueError naming the file and tensor unless every layer's tensors have the dtype and
     shape Int8Linear holds and sane values (the state dict loader would cast a float32 weight
-    to int8, or take an int32 scale, without a word)."""
+    to int8, or take an int32 scale, without a word): scales positive, finite and normal
+    float32 (a denormal's reciprocal overflows), biases finite. source: the state dict about
+    to be saved to path, checked alike; default: the file at path."""
     stored_once = {names[0]: names for names in header["shared"]}
     in_a_group = {name for names in header["shared"] for name in names}
-    with safe_open(str(path), framework="pt") as f:
+    with safe_open(str(path), framework="pt") if source is None else contextlib.nullcontext(source) as f:
         keys = set(f.keys())
         for name, spec in header["layers"].items():
             if name in in_a_group and name not in stored_once:
@@ -191,17 +257,42 @@ def _check_layer_tensors(path: Path, header: dict) -> None:
                 key = prefix + tensor
                 if key not in keys:
                     raise ValueError(f"{str(path)!r} has no tensor {key!r} for its layer {name!r}")
-                found = f.get_slice(key)
-                if (found.get_dtype(), list(found.get_shape())) != (dtype, shape):
+                found = _dtype_and_shape(f, key)
+                if found != (dtype, shape):
                     raise ValueError(
-                        f"{str(path)!r}: {key} is {found.get_dtype()} {list(found.get_shape())}, "
+                        f"{str(path)!r}: {key} is {found[0]} {found[1]}, "
                         f"an Int8Linear({in_features}, {out_features}) holds {dtype} {shape}"
                     )
-            scale = f.get_tensor(prefix + "weight_scale")
-            if not bool(((scale > 0) & (scale < math.inf)).all()):
-                raise ValueError(f"{str(path)!r}: {prefix}weight_scale holds values that are not positive and finite")
+            for tensor in ("weight_scale", "input_scale", "activation_scale"):
+                if tensor in expected:
+                    check_scale(f"{str(path)!r}: {prefix}{tensor}", f.get_tensor(prefix + tensor))
             if spec["bias"] and not bool(f.get_tensor(prefix + "bias").isfinite().all()):
                 raise ValueError(f"{str(path)!r}: {prefix}bias holds NaN or Inf")
+
+
+def check_scale(name: str, scale: torch.Tensor) -> None:
+    """ValueError unless every value of scale is a positive, finite, normal float32 number: 0,
+    negative, NaN, inf or a denormal (whose reciprocal overflows) would compute nonsense (or
+    nothing: an input_scale of 0) without an error."""
+    value = scale.detach().to(torch.float32)
+    if not bool(((value >= torch.finfo(torch.float32).tiny) & (value < math.inf)).all()):
+        raise ValueError(f"{name} holds values that are not positive, finite, normal float32 numbers")
+
+
+def _check_other_tensors(path: Path, model: nn.Module) -> None:
+    """ValueError naming the tensor when the file stores a float tensor of the model (a norm,
+    an embedding) as integers or the reverse: load_state_dict would cast it without a word."""
+    expected = model.state_dict()
+    with safe_open(str(path), framework="pt") as f:
+        for key in f.keys():
+            target = expected.get(key)
+            if target is None:
+                continue  # load_model names unexpected keys
+            dtype = f.get_slice(key).get_dtype()
+            if dtype.startswith(("F", "BF")) != target.is_floating_point():
+                raise ValueError(
+                    f"{str(path)!r}: {key} is {dtype}, the model's is {str(target.dtype).removeprefix('torch.')}"
+                )
 
 
 def load_quantized(model: nn.Module, path: str | os.PathLike) -> nn.Module:
@@ -263,11 +354,14 @@ def load_quantized(model: nn.Module, path: str | os.PathLike) -> nn.Module:
 
     originals = [(name, _swap(model, name, layer)) for name, layer in swaps]
     try:
+        _check_other_tensors(Path(path), model)
         # Shared tensors (one layer in several slots) are stored once; load_model maps them back.
         load_model(model, str(path), strict=True)
-    except RuntimeError as err:  # load_state_dict's missing / unexpected / mis-shaped keys
+    except (RuntimeError, ValueError) as err:  # a mistyped tensor; load_state_dict's missing / unexpected / mis-shaped keys
         for name, original in reversed(originals):
             _swap(model, name, original)
+        if isinstance(err, ValueError):
+            raise
         raise ValueError(f"{str(path)!r} does not fit the model: {err}") from err
     return model
 
