@@ -355,6 +355,21 @@ def layer_schemes(model: nn.Module, quant: dict, where: str = "") -> dict[str, Q
     return schemes
 
 
+def scheme_for_name(quant: dict, name: str, where: str = "") -> QuantScheme:
+    """The scheme quant (a compressed-tensors quantization_config) gives the nn.Linear named
+    name, for a reader with tensors and no model (qtriton report); ValueError if none does or
+    Int8Linear cannot run it."""
+    linear = nn.Linear(1, 1, device="meta")
+    group = next((g for g in (quant.get("config_groups") or {}).values() if _matches(name, linear, g.get("targets", []))),
+                 None)
+    if group is None or _matches(name, linear, quant.get("ignore") or []):
+        raise ValueError(f"{where}{name} stores int8 weights, but no config group of its quantization_config quantizes it")
+    try:
+        return QuantScheme.from_compressed_tensors(group.get("weights"), group.get("input_activations"))
+    except ValueError as err:
+        raise ValueError(f"{where}{name}: {err}") from None
+
+
 def _matches(name: str, module: nn.Module, targets: Iterable[str]) -> bool:
     """compressed-tensors' rule: a target is a layer name, "re:" and a regex matched at the
     start of the name, or the name of the module's class or one of its bases."""

@@ -267,6 +267,23 @@ def test_from_pretrained_materialises_no_float_weight_of_a_quantized_layer(quant
     assert set(made) <= {"meta"}
 
 
+def test_report_reads_an_exported_sharded_folder(tmp_path):
+    from qtriton.report import format_table, report_checkpoint
+
+    model = _tiny_llama()
+    quantize_model(model, scheme="w8a8-asym")
+    folder = save_pretrained(model, tmp_path / "out", max_shard_size="20KB")
+    rep = report_checkpoint(folder)
+    names = [layer.name for layer in rep.layers]
+    assert len(names) == 14 and names[0] == "model.layers.0.mlp.down_proj" and names[-1].startswith("model.layers.1.")
+    assert {layer.scheme for layer in rep.layers} == {"w8a8-asym"}
+    assert "lm_head.weight" in rep.float_tensors and "w8a8-asym" in format_table(rep)
+    float_folder = tmp_path / "float"
+    _tiny_llama().save_pretrained(float_folder)
+    against = report_checkpoint(folder, original=float_folder / "model.safetensors")
+    assert not any(layer.estimated for layer in against.layers) and min(l.snr_db for l in against.layers) > 30
+
+
 # ------------------------------------------------------------------- the real libraries
 def test_compressed_tensors_reads_qtritons_export(quantized, tmp_path):
     """compressed-tensors' own config model parses the export, and its decompressor turns
