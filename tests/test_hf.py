@@ -320,6 +320,11 @@ def test_transformers_loads_qtritons_export_through_compressed_tensors(quantized
     pytest.importorskip("compressed_tensors")
     folder = save_pretrained(quantized, tmp_path / "out")
     loaded = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    for name, layer in quantized.named_modules():  # before a forward decompresses them: our int8 tensors
+        if isinstance(layer, Int8Linear):
+            module = loaded.get_submodule(name)
+            assert module.weight.dtype == torch.int8 and torch.equal(module.weight, layer.weight)
+            assert torch.equal(module.weight_scale.reshape(-1), layer.weight_scale)
     ids = _ids(rng)
     expected, got = _logits(quantized, ids), _logits(loaded, ids)
     assert_close(got, expected, rtol=0, atol=1e-3 * float(expected.abs().max()), name="logits")
