@@ -7,9 +7,10 @@ folder, quantizes a copy (W8A8, asymmetric per-token activations) and exports it
 - compressed-tensors' own loader (transformers' `from_pretrained` with compressed-tensors
   installed) holds int8 weights and scales identical to qtriton's, and its logits;
 - `qtriton.from_pretrained` computes the exported model's logits bit for bit;
-- peak resident memory (ru_maxrss, each load in a fresh process, minus the same process's
-  peak after `import torch, transformers, qtriton`) of loading the float folder with
-  transformers against `qtriton.from_pretrained` of the int8 folder;
+- peak resident memory (ru_maxrss, each in a fresh process, minus the same process's peak
+  after the imports both need) through loading and one 16-token forward (transformers maps
+  the float file and reads it on first use), the float folder with transformers against
+  `qtriton.from_pretrained` of the int8 folder;
 - wall time of each load (median of --repeats fresh processes).
 
 Needs the `models` extra and compressed-tensors (the dev group). CPU, torch backend.
@@ -33,21 +34,26 @@ from bench.smoothquant import load_smollm2, text_ids
 _LOAD = """
 import os, resource, sys, time
 os.environ["HF_HUB_OFFLINE"] = "1"
-import torch, transformers, qtriton, qtriton.hf
+import accelerate, torch, transformers, qtriton.hf
+from transformers import AutoConfig, AutoModelForCausalLM
+with accelerate.init_empty_weights():  # the imports both loads need, done before measuring
+    AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(sys.argv[2]))
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 start = time.perf_counter()
 if sys.argv[1] == "float":
-    model = transformers.AutoModelForCausalLM.from_pretrained(sys.argv[2], dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(sys.argv[2], dtype=torch.float32)
 else:
-    model = qtriton.from_pretrained(sys.argv[2], dtype=torch.float32)
+    model = qtriton.hf.from_pretrained(sys.argv[2], dtype=torch.float32)
 seconds = time.perf_counter() - start
+with torch.inference_mode():  # transformers maps the file and reads it on first use: count that
+    model(torch.arange(16)[None])
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(f"{(peak - base) / 1024:.1f} {seconds:.2f}")
 """
 
 
 def _load_in_a_fresh_process(kind: str, folder: Path) -> tuple[float, float]:
-    """(peak MiB above the imports, seconds) of one load."""
+    """(peak MiB above the imports, through the load and a 16-token forward; seconds of the load)."""
     out = subprocess.run([sys.executable, "-c", _LOAD, kind, str(folder)], capture_output=True, text=True, check=True)
     mib, seconds = out.stdout.split()[-2:]
     return float(mib), float(seconds)
@@ -110,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     for kind, folder in (("float", out / "float"), ("int8", out / "int8")):
         runs = [_load_in_a_fresh_process(kind, folder) for _ in range(args.repeats)]
         rows[kind] = (statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs))
-    print(f"| load | peak RSS above imports (MiB) | seconds | median of {args.repeats} |")
+    print(f"| load (+ a 16-token forward) | peak RSS above imports (MiB) | load seconds | median of {args.repeats} |")
     print("|---|---:|---:|---|")
     print(f"| transformers from_pretrained, float folder | {rows['float'][0]:.0f} | {rows['float'][1]:.2f} | |")
     print(f"| qtriton.from_pretrained, int8 folder | {rows['int8'][0]:.0f} | {rows['int8'][1]:.2f} | |")

@@ -432,7 +432,7 @@ def _load_tensors(model: nn.Module, folder: Path, schemes: dict[str, QuantScheme
         if target.is_floating_point() and not tensor.is_floating_point():
             raise ValueError(f"{where}{key} is {str(tensor.dtype).removeprefix('torch.')}, the model's "
                              f"{str(target.dtype).removeprefix('torch.')}: a float tensor stored as integers")
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        if tensor.is_floating_point() and not _all_finite(tensor):
             raise ValueError(f"{where}{key} holds NaN or Inf")
         module_name, _, attr = key.rpartition(".")
         module = model.get_submodule(module_name)
@@ -448,6 +448,12 @@ def _load_tensors(model: nn.Module, folder: Path, schemes: dict[str, QuantScheme
 
 
 # ------------------------------------------------------------------------------- helpers
+def _all_finite(tensor: torch.Tensor, block: int = 2**20) -> bool:
+    """torch.isfinite(tensor).all(), by blocks: isfinite makes a full-size temporary (an
+    embedding's worth of memory at the peak of a load)."""
+    return all(bool(torch.isfinite(part).all()) for part in tensor.reshape(-1).split(block))
+
+
 def _int8_layers(model: nn.Module) -> dict[str, Int8Linear]:
     return {name: m for name, m in model.named_modules() if isinstance(m, Int8Linear)}
 

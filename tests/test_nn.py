@@ -579,3 +579,14 @@ def test_shared_layer_saves_and_loads_as_one_layer(tmp_path, rng):
     tied.add_module("alias", tied[0])
     with pytest.raises(ValueError, match=r"model\.0 is also model\.alias, but .* does not store them as one layer"):
         load_quantized(tied, tmp_path / "plain.safetensors")
+
+
+@pytest.mark.parametrize("block", [1, 100, 2**16], ids=["row-by-row", "partial-blocks", "one-block"])
+def test_weight_colsum_by_blocks_is_the_row_sums(rng, monkeypatch, block):
+    """On CPU the row sums are taken by blocks of rows (torch widens the operand to int32
+    first); every blocking gives the same sums, including a last partial block."""
+    import qtriton.nn as qnn
+
+    monkeypatch.setattr(qnn, "_COLSUM_BLOCK", block)
+    layer = Int8Linear.from_float(_linear(rng, 48, 37), "w8a8-asym")
+    assert_exact(layer.weight_colsum, layer.weight.to(torch.int64).sum(1).to(torch.int32), name="colsum")
