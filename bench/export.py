@@ -7,7 +7,7 @@ folder, quantizes a copy (W8A8, asymmetric per-token activations) and exports it
 - compressed-tensors' own loader (transformers' `from_pretrained` with compressed-tensors
   installed) holds int8 weights and scales identical to qtriton's, and its logits;
 - `qtriton.from_pretrained` computes the exported model's logits bit for bit;
-- peak resident memory (ru_maxrss, each in a fresh process, minus the same process's peak
+- peak resident memory (VmHWM, each in a fresh process, minus the same process's peak
   after the imports both need) through loading and one 16-token forward (transformers maps
   the float file and reads it on first use), the float folder with transformers against
   `qtriton.from_pretrained` of the int8 folder;
@@ -32,13 +32,15 @@ import torch
 from bench.smoothquant import load_smollm2, text_ids
 
 _LOAD = """
-import os, resource, sys, time
+import os, sys, time
 os.environ["HF_HUB_OFFLINE"] = "1"
 import accelerate, torch, transformers, qtriton.hf
 from transformers import AutoConfig, AutoModelForCausalLM
 with accelerate.init_empty_weights():  # the imports both loads need, done before measuring
     AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(sys.argv[2]))
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def high_water_kib():  # VmHWM: unlike ru_maxrss, not inherited from the parent that forked us
+    return int(next(line for line in open("/proc/self/status") if line.startswith("VmHWM")).split()[1])
+base = high_water_kib()
 start = time.perf_counter()
 if sys.argv[1] == "float":
     model = AutoModelForCausalLM.from_pretrained(sys.argv[2], dtype=torch.float32)
@@ -47,8 +49,7 @@ else:
 seconds = time.perf_counter() - start
 with torch.inference_mode():  # transformers maps the file and reads it on first use: count that
     model(torch.arange(16)[None])
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(f"{(peak - base) / 1024:.1f} {seconds:.2f}")
+print(f"{(high_water_kib() - base) / 1024:.1f} {seconds:.2f}")
 """
 
 
@@ -67,12 +68,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench export", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, help="folder for the float and int8 folders (default: a temp folder)")
     parser.add_argument("--repeats", type=int, default=3, help="fresh-process loads per measurement")
+    parser.add_argument("--measure-only", action="store_true", help="only the load measurements, of the folders in --out")
     args = parser.parse_args(argv)
     import qtriton
     from qtriton.backend import use_backend
     from qtriton.nn import Int8Linear
 
     out = args.out or Path(tempfile.mkdtemp(prefix="qtriton-export-"))
+    if args.measure_only:
+        _measure(out, args.repeats)
+        return 0
     model, tokenizer = load_smollm2()
     ids = text_ids(tokenizer, "llm_test", 64)
     # Loaded from a GGUF file, the model remembers it (a "gguf quantizer" that refuses to save):
@@ -112,16 +117,21 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# its logits (fake-quantized in float) vs qtriton's on {ids.shape[1]} test tokens: top-1 agreement "
           f"{agreement:.1%}, max |difference| {error:.2e} of max |logit|")
 
+    del model, quantized, ours, theirs  # the loads are measured in fresh processes
+    _measure(out, args.repeats)
+    return 0
+
+
+def _measure(out: Path, repeats: int) -> None:
     rows = {}
     for kind, folder in (("float", out / "float"), ("int8", out / "int8")):
-        runs = [_load_in_a_fresh_process(kind, folder) for _ in range(args.repeats)]
+        runs = [_load_in_a_fresh_process(kind, folder) for _ in range(repeats)]
         rows[kind] = (statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs))
-    print(f"| load (+ a 16-token forward) | peak RSS above imports (MiB) | load seconds | median of {args.repeats} |")
+    print(f"| load (+ a 16-token forward) | peak RSS above imports (MiB) | load seconds | median of {repeats} |")
     print("|---|---:|---:|---|")
     print(f"| transformers from_pretrained, float folder | {rows['float'][0]:.0f} | {rows['float'][1]:.2f} | |")
     print(f"| qtriton.from_pretrained, int8 folder | {rows['int8'][0]:.0f} | {rows['int8'][1]:.2f} | |")
     print(json.dumps({"float": rows["float"], "int8": rows["int8"]}))
-    return 0
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from qtriton.calibration import Calibration
 
 ACTIVATION_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-_COLSUM_BLOCK = 2**16  #: weight elements per block of refresh_weight_colsum (a 256 KiB int32 temporary)
+_COLSUM_BLOCK = 2**18  #: weight elements per block of refresh_weight_colsum (a 1 MiB int32 temporary)
 
 
 def _refresh_weight_colsum_after_load(module: Int8Linear, incompatible_keys) -> None:
