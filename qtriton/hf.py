@@ -124,12 +124,13 @@ def save_pretrained(
             f"model ({type(model).__name__}) has no transformers config: save_pretrained writes Hugging Face "
             "folders of transformers models; use qtriton.save_quantized for other modules"
         )
+    limit = _parse_size(max_shard_size)
     quant_config = quantization_config(model)
     state = export_state_dict(model)
     _check_tied_output_head(model, config)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    _write_shards(state, folder, max_shard_size)
+    _write_shards(state, folder, limit)
     config_dict = config.to_dict()
     config_dict["quantization_config"] = quant_config
     floats = [p.dtype for p in model.parameters() if p.is_floating_point()]
@@ -179,10 +180,9 @@ def _check_tied_output_head(model: nn.Module, config) -> None:
         )
 
 
-def _write_shards(state: dict[str, torch.Tensor], folder: Path, max_shard_size) -> None:
+def _write_shards(state: dict[str, torch.Tensor], folder: Path, limit: int) -> None:
     from safetensors.torch import save_file
 
-    limit = _parse_size(max_shard_size)
     shards, current, size = [], {}, 0
     for name, tensor in state.items():
         nbytes = tensor.numel() * tensor.element_size()

@@ -253,6 +253,9 @@ def test_float_folder_and_missing_files_are_named(tmp_path):
         from_pretrained(tmp_path / "nothing")
     with pytest.raises(TypeError, match="has no transformers config"):
         save_pretrained(nn.Sequential(Int8Linear(32, 32)), tmp_path / "x")
+    with pytest.raises(ValueError, match="max_shard_size must be .* got '5 parsecs'"):
+        save_pretrained(model, tmp_path / "x", max_shard_size="5 parsecs")
+    assert not (tmp_path / "x").exists()
 
 
 def test_from_pretrained_materialises_no_float_weight_of_a_quantized_layer(quantized, tmp_path, monkeypatch):
