@@ -1,4 +1,4 @@
-"""python -m bench {quantize,matmul,linear,all,tune,static,plot,table,cpu,smoothquant} [--quick] [--smoke] [--out DIR]
+"""python -m bench {quantize,matmul,linear,all,tune,static,plot,table,cpu,smoothquant,export} [options]
 
 Run from the repository root. See docs/performance.md for how to read the numbers."""
 
@@ -49,6 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("table", help="markdown tables of all results")
     p.add_argument("--results", type=Path, default=None, help="results folder or .jsonl file")
     p.add_argument("--write", type=Path, help="replace the results section of this markdown file")
+    for name, (_, text) in _OWN_PARSERS.items():  # listed here, parsed by their own modules
+        sub.add_parser(name, help=f"{text} (options: python -m bench {name} --help)", add_help=False)
     return parser
 
 
@@ -90,13 +92,17 @@ def _run_benches(args) -> int:
 
 # Subcommands with their own argument parsers: Int8Linear vs fp32 Linear on CPU (bench/cpu.py),
 # SmoothQuant's alpha chosen on a validation text (bench/smoothquant.py).
-_OWN_PARSERS = {"cpu": "bench.cpu", "smoothquant": "bench.smoothquant"}
+_OWN_PARSERS = {
+    "cpu": ("bench.cpu", "Int8Linear vs float32 nn.Linear on CPU, the torch backend"),
+    "smoothquant": ("bench.smoothquant", "SmoothQuant's alpha chosen on a validation text, SmolLM2-135M"),
+    "export": ("bench.export", "SmolLM2-135M through a compressed-tensors folder: tensors, logits, load memory"),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] and argv[0] in _OWN_PARSERS:
-        return importlib.import_module(_OWN_PARSERS[argv[0]]).main(argv[1:])
+        return importlib.import_module(_OWN_PARSERS[argv[0]][0]).main(argv[1:])
     args = _parser().parse_args(argv)
     if args.command in (*BENCHES, "all"):
         return _run_benches(args)

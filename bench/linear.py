@@ -25,8 +25,8 @@ QUICK_CASES = ((MINILM[1], 4096), (LLAMA[2], 16), (LLAMA[2], 4096))
 SMOKE_CASES = ((("tiny", 48, 96, True), 5), (("tiny", 96, 40, False), 33))
 
 OURS = "qtriton Int8Linear"
-ASYMMETRIC = "qtriton Int8Linear asym"  # symmetric_activations=False: int8 codes + per-token zero points
-WEIGHT_ONLY = "qtriton Int8Linear W8A16"  # weight_only=True: bf16 activations, the W8A16 GEMM
+ASYMMETRIC = "qtriton Int8Linear asym"  # scheme "w8a8-asym": int8 codes + per-token zero points
+WEIGHT_ONLY = "qtriton Int8Linear W8A16"  # scheme "w8a16": bf16 activations, the W8A16 GEMM
 BF16 = "nn.Linear bf16"
 MAX_RELATIVE_ERROR = 0.05  # int8 per-token x per-channel on Gaussian data lands near 0.01
 
@@ -55,8 +55,8 @@ def _bench_case(ctx: Context, Int8Linear, layer, tokens: int) -> list[dict]:
     inputs = [randn((tokens, n_in), torch.bfloat16, ctx.device) for _ in range(copies)]
     with torch.no_grad():
         quantized = [Int8Linear.from_float(linear) for linear in linears]
-        asymmetric = [Int8Linear.from_float(linear, symmetric_activations=False) for linear in linears]
-        weight_only = [Int8Linear.from_float(linear, weight_only=True) for linear in linears]
+        asymmetric = [Int8Linear.from_float(linear, "w8a8-asym") for linear in linears]
+        weight_only = [Int8Linear.from_float(linear, "w8a16") for linear in linears]
 
     def check() -> str:
         errors = []

@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         model = copy.deepcopy(float_model)
         quantize_model(model, calibration=calibrate(model, [calibration], alpha=alpha),
-                       symmetric_activations=args.symmetric)
+                       scheme="w8a8" if args.symmetric else "w8a8-asym")
         row = {name: compare(model, ids, references[name]) for name, ids in texts.items()}
         results.append((alpha, row))
         (v_change, v_top1), (t_change, t_top1) = row["validation"], row["test"]

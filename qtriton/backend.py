@@ -34,10 +34,18 @@ def _check(name: str) -> str:
     return name
 
 
+def _assume_constant_result(fn):
+    """What `torch.compiler.assume_constant_result` does to fn (it marks it; tests/test_backend.py
+    checks that the public decorator still marks it so), without its `import torch._dynamo`,
+    which would add seconds to `import qtriton` for every program that never compiles."""
+    fn._dynamo_marked_constant = True
+    return fn
+
+
 # torch.compile reads the setting once, when it traces, and bakes it into the graph. Said
 # here rather than left to the torch version: torch 2.15 traces ContextVar.get without a
 # guard (the same baking, silently), torch 2.11 cannot trace it and breaks fullgraph=True.
-@torch.compiler.assume_constant_result
+@_assume_constant_result
 def get_backend() -> str:
     """The backend setting in force: set_backend/use_backend, else $QTRITON_BACKEND, else auto.
     Under torch.compile, the setting when the graph was traced."""

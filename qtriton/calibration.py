@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from qtriton.scheme import W8A8, QuantScheme, as_scheme
+
 # s is clamped so that neither 1/s nor s * W can overflow or vanish in float32 (a dead channel
 # with max|X_j| = 0 gets s_j = 1).
 _SCALE_RANGE = (1e-4, 1e4)
@@ -180,9 +182,10 @@ class Calibration:
         before = self.sample_output
         return after.shape == before.shape and float((after - before).abs().max()) <= 1e-3 * float(before.abs().max()) + 1e-6
 
-    def layer_options(self, linear: nn.Linear, name: str) -> dict:
-        """Int8Linear.from_float arguments for linear: input_scale = 1/s where s was not folded
-        into a norm, and activation_scale when static."""
+    def layer_options(self, linear: nn.Linear, name: str, scheme: QuantScheme = W8A8) -> tuple[QuantScheme, dict]:
+        """(scheme, Int8Linear.from_float arguments) for linear, quantized as scheme asks:
+        input_scale = 1/s (and the "+smooth" scheme) where s was not folded into a norm, and
+        activation_scale when static."""
         key = id(linear)
         if key not in self.stats:
             raise ValueError(f"layer {name} was not seen during calibration: no activation statistics")
@@ -190,10 +193,11 @@ class Calibration:
         s = self.smoothing.get(key)
         if s is not None and key not in self.folded:
             options["input_scale"] = (1.0 / s).to(linear.weight.device)
-        if self.static:
+            scheme = scheme.replace(smoothed=True)
+        if scheme.static:
             absmax = self.stats[key].absmax if s is None else self.stats[key].absmax / s
             options["activation_scale"] = max(float(absmax.max()), _EPS) / 127.0
-        return options
+        return scheme, options
 
     def __str__(self) -> str:
         lines = [f"SmoothQuant calibration of {len(self.stats)} layers, alpha={self.alpha}, static={self.static}"]
@@ -326,13 +330,16 @@ class LayerReport:
 
 
 @torch.no_grad()
-def layer_report(model: nn.Module, batches: Iterable, *, symmetric_activations: bool = True) -> LayerReport:
+def layer_report(model: nn.Module, batches: Iterable, *, scheme: QuantScheme | str = W8A8) -> LayerReport:
     """Per nn.Linear of a float model: the SNR of its W8A8 output against float on its own
     (float) inputs, and its input's outlier ratio max|x| / mean|x|. The model is not changed."""
     from qtriton.nn import Int8Linear  # nn imports this module's type for annotations only
 
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    scheme = as_scheme(scheme)
+    if scheme.smoothed or scheme.static:
+        raise ValueError(f"layer_report measures uncalibrated layers: scheme {scheme.name!r} needs a calibration")
     names = {id(m): n for n, m in model.named_modules()}
     quantized: dict[int, Int8Linear] = {}
     sums: dict[int, list[float]] = {}  # id -> [signal energy, noise energy, outlier ratio, absmax]
@@ -342,7 +349,7 @@ def layer_report(model: nn.Module, batches: Iterable, *, symmetric_activations: 
         layer = quantized.get(id(module))
         if layer is None:
             layer = quantized[id(module)] = Int8Linear.from_float(
-                module, symmetric_activations=symmetric_activations, name=names[id(module)]
+                module, scheme, name=names[id(module)]
             )
         y_int8 = layer(x).float()
         y = output.detach().float()

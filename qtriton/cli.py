@@ -1,4 +1,4 @@
-"""The `qtriton` command: `qtriton demo` and `qtriton report CHECKPOINT`.
+"""The `qtriton` command: `qtriton demo`, `qtriton report CHECKPOINT`, `qtriton --version`.
 
 Every error a user can cause (a bad option, a bad checkpoint, a backend the machine cannot
 run, a bad QTRITON_BACKEND) ends the same way: one line `qtriton ...: error: ...` on
@@ -8,6 +8,7 @@ stderr and exit status 2, no traceback.
 from __future__ import annotations
 
 import argparse
+import importlib
 import re
 import sys
 
@@ -29,20 +30,42 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = _Parser(prog="qtriton", description="INT8 quantization kernels in Triton")
-    commands = parser.add_subparsers(dest="command", required=True)  # subparsers are _Parser too
+#: Each command -> (the module with its add_arguments and run, the help line). A module is
+#: imported only when its command runs, so `qtriton --help` and `--version` import no torch.
+COMMANDS = {
+    "demo": ("qtriton.demo", "the lab walkthrough: errors per method, matmul, memory"),
+    "report": ("qtriton.report", "per-layer int8 error and size for a float or qtriton checkpoint"),
+}
 
-    from qtriton import demo, report
 
-    demo.add_arguments(commands.add_parser("demo", help="the lab walkthrough: errors per method, matmul, memory"))
-    report.add_arguments(
-        commands.add_parser("report", help="per-layer int8 error and size for a float or qtriton checkpoint")
-    )
-    args = parser.parse_args(argv)
-    command = demo.run if args.command == "demo" else report.run
+def version() -> str:
+    """The installed distribution's version (no torch import), else the package's."""
+    from importlib import metadata
+
     try:
-        return command(args)
+        return metadata.version("qtriton")
+    except metadata.PackageNotFoundError:
+        from qtriton import __version__
+
+        return __version__
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = _Parser(prog="qtriton", description="INT8 quantization kernels in Triton")
+    parser.add_argument("--version", action="version", version=f"qtriton {version()}")
+    commands = parser.add_subparsers(dest="command", required=True)  # subparsers are _Parser too
+    # The top level has only --help and --version: the first other word names the command.
+    chosen = next((word for word in argv if not word.startswith("-")), None)
+    modules = {}
+    for name, (module_name, help_line) in COMMANDS.items():
+        subparser = commands.add_parser(name, help=help_line)
+        if name == chosen:
+            modules[name] = importlib.import_module(module_name)
+            modules[name].add_arguments(subparser)
+    args = parser.parse_args(argv)
+    try:
+        return modules[args.command].run(args)
     except BrokenPipeError:
         raise  # an OSError, but entry_point's to handle: `qtriton report ... | head`
     except (ValueError, OSError) as err:

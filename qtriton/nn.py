@@ -25,11 +25,13 @@ from torch import nn
 
 from qtriton import api, checks
 from qtriton.backend import device_problem, get_backend, resolve
+from qtriton.scheme import W8A8, QuantScheme, as_scheme
 
 if TYPE_CHECKING:
     from qtriton.calibration import Calibration
 
 ACTIVATION_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_COLSUM_BLOCK = 2**18  #: weight elements per block of refresh_weight_colsum (a 1 MiB int32 temporary)
 
 
 def _refresh_weight_colsum_after_load(module: Int8Linear, incompatible_keys) -> None:
@@ -59,11 +61,8 @@ class Int8Linear(nn.Module):
         out_features: int,
         bias: bool = True,
         *,
-        symmetric_activations: bool = True,
+        scheme: QuantScheme | str = W8A8,
         device: torch.device | str | None = None,
-        weight_only: bool = False,
-        input_scale: bool = False,
-        static_activations: bool = False,
     ) -> None:
         super().__init__()
         for name, value in (("in_features", in_features), ("out_features", out_features)):
@@ -71,7 +70,6 @@ class Int8Linear(nn.Module):
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         self.in_features = in_features
         self.out_features = out_features
-        self.symmetric_activations = bool(symmetric_activations)
         self.register_buffer("weight", torch.zeros(out_features, in_features, dtype=torch.int8, device=device))
         self.register_buffer("weight_scale", torch.ones(out_features, dtype=torch.float32, device=device))
         bias_buffer = torch.zeros(out_features, dtype=torch.float32, device=device) if bias else None
@@ -80,50 +78,74 @@ class Int8Linear(nn.Module):
         self.register_buffer("weight_colsum", torch.zeros(out_features, dtype=torch.int32, device=device),
                              persistent=False)
         self.register_load_state_dict_post_hook(_refresh_weight_colsum_after_load)
-        self._init_modes(weight_only, input_scale, static_activations, device)
+        self._init_scheme(as_scheme(scheme), device)
 
-    def _init_modes(self, weight_only: bool, input_scale: bool, static_activations: bool, device) -> None:
-        """The optional modes (see `qtriton.calibration`):
-          weight_only         W8A16: activations stay float, the GEMM dequantizes the weight
-          input_scale         (in_features,) float32 buffer multiplied into x before quantizing
-                              (SmoothQuant's 1/s where no norm precedes the layer to fold it into)
-          activation_scale    () float32 buffer when static_activations: one calibrated
-                              per-tensor scale instead of the per-token absmax reduction
-        """
-        if weight_only and static_activations:
-            raise ValueError("weight_only=True keeps activations float: it cannot have static_activations")
-        self.weight_only = bool(weight_only)
-        scale = torch.ones(self.in_features, dtype=torch.float32, device=device) if input_scale else None
+    def _init_scheme(self, scheme: QuantScheme, device) -> None:
+        """The buffers a scheme needs (see `qtriton.scheme` and `qtriton.calibration`):
+          input_scale         (in_features,) float32 when scheme.smoothed: multiplied into x
+                              before quantizing (SmoothQuant's 1/s where no norm precedes the
+                              layer to fold it into)
+          activation_scale    () float32 when scheme.static: one calibrated per-tensor scale
+                              instead of the per-token absmax reduction
+        and the two fields forward branches on, as plain attributes (no lookups per call)."""
+        self.scheme = scheme
+        self._symmetric = scheme.activation_symmetric
+        self._weight_only = scheme.weight_only
+        scale = torch.ones(self.in_features, dtype=torch.float32, device=device) if scheme.smoothed else None
         self.register_buffer("input_scale", scale)
-        static = torch.ones((), dtype=torch.float32, device=device) if static_activations else None
+        static = torch.ones((), dtype=torch.float32, device=device) if scheme.static else None
         self.register_buffer("activation_scale", static)
+
+    @property
+    def symmetric_activations(self) -> bool:
+        """scheme.activation_symmetric (read-only: the scheme is fixed when the layer is built)."""
+        return self._symmetric
+
+    @property
+    def weight_only(self) -> bool:
+        """scheme.weight_only: W8A16, activations stay float."""
+        return self._weight_only
 
     @torch.no_grad()
     def refresh_weight_colsum(self) -> None:
-        """Recompute weight_colsum from weight (one reduction, no host sync)."""
-        self.weight_colsum.copy_(self.weight.sum(dim=1, dtype=torch.int32))
+        """Recompute weight_colsum from weight (no host sync). On CPU by blocks of rows: torch
+        widens its operand to int32 before reducing, in its worker threads, whose allocator
+        arenas kept those 4x copies of every layer's weight (+230 MiB when loading
+        SmolLM2-135M in one block per layer)."""
+        rows = max(1, _COLSUM_BLOCK // self.in_features) if self.weight.device.type == "cpu" else self.out_features
+        for start in range(0, self.out_features, rows):
+            torch.sum(self.weight[start : start + rows], dim=1, dtype=torch.int32,
+                      out=self.weight_colsum[start : start + rows])
 
     @classmethod
     @torch.no_grad()
     def from_float(
         cls,
         linear: nn.Linear,
+        scheme: QuantScheme | str = W8A8,
         *,
-        symmetric_activations: bool = True,
         name: str = "linear",
-        weight_only: bool = False,
         input_scale: torch.Tensor | None = None,
         activation_scale: float | torch.Tensor | None = None,
     ) -> Int8Linear:
-        """Quantize an `nn.Linear` (on its device); name is used in error messages.
+        """Quantize an `nn.Linear` (on its device) as scheme says; name is used in error messages.
 
-        weight_only: W8A16 (float activations). input_scale (in_features,): the layer computes
+        input_scale (in_features,), given exactly when scheme.smoothed: the layer computes
         linear(x) as (x * input_scale) @ (W / input_scale).T, so W / input_scale is what gets
-        quantized (SmoothQuant). activation_scale: a static per-tensor activation scale.
+        quantized (SmoothQuant). activation_scale, given exactly when scheme.static: the
+        calibrated per-tensor activation scale.
 
         Raises TypeError for anything but an nn.Linear, ValueError for a weight or bias
-        holding NaN/Inf or on a device the backend in force cannot run.
+        holding NaN/Inf, on a device the backend in force cannot run, or scales that do not
+        fit the scheme.
         """
+        scheme = as_scheme(scheme)
+        for needed, value, what in ((scheme.smoothed, input_scale, "input_scale"),
+                                    (scheme.static, activation_scale, "activation_scale")):
+            if needed and value is None:
+                raise ValueError(f"{name}: scheme {scheme.name!r} needs {what}")
+            if not needed and value is not None:
+                raise ValueError(f"{name}: {what} was given but scheme {scheme.name!r} has no use for it")
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"{name} must be a torch.nn.Linear, got {type(linear).__name__}")
         weight = linear.weight
@@ -142,11 +164,8 @@ class Int8Linear(nn.Module):
             linear.in_features,
             linear.out_features,
             bias=linear.bias is not None,
-            symmetric_activations=symmetric_activations,
+            scheme=scheme,
             device=weight.device,
-            weight_only=weight_only,
-            input_scale=input_scale is not None,
-            static_activations=activation_scale is not None,
         )
         weight = weight.detach().to(torch.float32)
         if input_scale is not None:
@@ -181,7 +200,7 @@ class Int8Linear(nn.Module):
         if rows.shape[0] == 0:
             return x.new_zeros(*leading, self.out_features)
         rows = checks.float_input(rows, "input")  # NaN / Inf, where visible
-        if self.weight_only:
+        if self._weight_only:
             if self.input_scale is not None:
                 rows = rows.to(torch.float32) * self.input_scale
             out = _weight_only_matmul(rows, self.weight, self.weight_scale, self.bias, x.dtype)
@@ -193,14 +212,14 @@ class Int8Linear(nn.Module):
         static_scale = None if self.activation_scale is None else self.activation_scale.to(torch.float32)
         backend, device = resolve(rows)
         if device is None:  # the NumPy oracle takes arrays: the API converts both ways
-            x_q, x_scale, x_zero_point = api._quantize_activations(rows, self.symmetric_activations, input_scale,
+            x_q, x_scale, x_zero_point = api._quantize_activations(rows, self._symmetric, input_scale,
                                                                    static_scale)
             out = api.quantized_matmul(x_q, x_scale, self.weight.t(), weight_scale,
                                        0 if x_zero_point is None else x_zero_point, 0, bias=bias, out_dtype=x.dtype)
         else:  # straight to the backend: nothing below checks again
             # One pass over x (the input scale, static or per-token scales, int8 codes: the
             # asymmetric ones moved down by 128, so that the GEMM runs its plain int8 K loop).
-            x_q, x_scale, x_zero_point = backend.quantize_activations(rows, self.symmetric_activations, input_scale,
+            x_q, x_scale, x_zero_point = backend.quantize_activations(rows, self._symmetric, input_scale,
                                                                       static_scale)
             checks.quantize_result(x_scale, "input")
             # The weight's kept column sums: the activations' zero points need them, and
@@ -212,18 +231,9 @@ class Int8Linear(nn.Module):
         return out.reshape(*leading, self.out_features)
 
     def extra_repr(self) -> str:
-        activations = "symmetric" if self.symmetric_activations else "asymmetric"
-        if self.weight_only:
-            activations = "float (weight-only int8)"
-        elif self.activation_scale is not None:
-            activations = "int8 static per-tensor symmetric"
-        else:
-            activations = f"int8 per-token {activations}"
-        if self.input_scale is not None:
-            activations += ", smoothed (input_scale)"
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
-            f"weight=int8 per-channel, activations={activations}"
+            f"weight=int8 per-channel, activations={self.scheme.describe()}"
         )
 
 
@@ -373,6 +383,30 @@ def _skip_reason(
     return None
 
 
+def _entry_scheme(scheme: QuantScheme, symmetric_activations, weight_only, calibration) -> QuantScheme:
+    """quantize_model's one scheme for every layer: scheme, changed by the shorthands, and
+    checked against the calibration (which decides smoothing and static scales per layer)."""
+    if symmetric_activations is not None or weight_only is not None:
+        if scheme != W8A8:
+            raise TypeError("give scheme= or the shorthands symmetric_activations= / weight_only=, not both")
+        if weight_only:
+            scheme = scheme.replace(activations="none")
+        if symmetric_activations is False:
+            scheme = scheme.replace(activation_symmetric=False)  # ValueError with weight_only: no zero points
+    if scheme.smoothed:
+        raise ValueError(f"scheme {scheme.name!r}: smoothing comes from a calibration "
+                         "(quantize_model(model, calibration=qtriton.calibrate(model, batches)))")
+    if calibration is not None and calibration.static:
+        if scheme.weight_only or not scheme.activation_symmetric:
+            raise ValueError(f"a calibration made with static=True gives static symmetric activation scales: "
+                             f"scheme {scheme.name!r} cannot take them")
+        return scheme.replace(activations="static")
+    if scheme.static:
+        raise ValueError(f"scheme {scheme.name!r} needs a calibration made with "
+                         "qtriton.calibrate(model, batches, static=True)")
+    return scheme
+
+
 @torch.no_grad()
 def quantize_model(
     model: nn.Module,
@@ -382,9 +416,10 @@ def quantize_model(
     predicate: Callable[[str, nn.Linear], bool] | None = None,
     min_features: int = 16,
     keep_output_head: bool = True,
-    symmetric_activations: bool = True,
-    weight_only: bool = False,
+    scheme: QuantScheme | str = W8A8,
     calibration: Calibration | None = None,
+    symmetric_activations: bool | None = None,
+    weight_only: bool | None = None,
 ) -> QuantizationSummary:
     """Replace the `nn.Linear` layers of model with `Int8Linear`, in place; returns a summary.
 
@@ -393,10 +428,13 @@ def quantize_model(
     an exclude pattern matches; it is an `lm_head` (while keep_output_head); predicate(name,
     layer) is False; or in_features or out_features is below min_features.
 
-    weight_only=True makes W8A16 layers (float activations). calibration, from
-    `qtriton.calibrate(model, batches)` on this model before quantizing, applies SmoothQuant
-    (folding 1/s into the norms it can, in place, before any weight is quantized) and, if it
-    was made with static=True, static activation scales.
+    scheme (a `QuantScheme` or a preset name: "w8a8", "w8a8-asym", "w8a16", ...) says how
+    every replaced layer is quantized. calibration, from `qtriton.calibrate(model, batches)`
+    on this model before quantizing, applies SmoothQuant (folding 1/s into the norms it can,
+    in place, before any weight is quantized; the layers it cannot fold get the scheme's
+    "+smooth" variant) and, if made with static=True, static activation scales (scheme
+    "w8a8-static"). symmetric_activations=False and weight_only=True are shorthands for
+    scheme="w8a8-asym" and scheme="w8a16".
 
     All layers are converted before any is swapped in, so an error (ValueError naming the
     layer for NaN/Inf weights or a device the backend cannot run) leaves model unchanged.
@@ -411,9 +449,11 @@ def quantize_model(
         raise ValueError(f"min_features must be a positive int, got {min_features!r}")
     if predicate is not None and not callable(predicate):
         raise TypeError(f"predicate must be callable, got {type(predicate).__name__}")
-    for flag, value in (("keep_output_head", keep_output_head), ("symmetric_activations", symmetric_activations)):
-        if not isinstance(value, bool):
+    for flag, value in (("keep_output_head", keep_output_head), ("symmetric_activations", symmetric_activations),
+                        ("weight_only", weight_only)):
+        if not isinstance(value, bool) and (value is not None or flag == "keep_output_head"):
             raise TypeError(f"{flag} must be True or False, got {value!r}")
+    scheme = _entry_scheme(as_scheme(scheme), symmetric_activations, weight_only, calibration)
     include_patterns = _patterns(include, "include")
     exclude_patterns = _patterns(exclude, "exclude")
 
@@ -443,10 +483,8 @@ def quantize_model(
         if reason is not None:
             summary.skipped.append((name, reason))
             continue
-        options = {} if calibration is None else calibration.layer_options(linear, name)
-        quantized = Int8Linear.from_float(
-            linear, symmetric_activations=symmetric_activations, name=name, weight_only=weight_only, **options
-        )
+        layer_scheme, options = (scheme, {}) if calibration is None else calibration.layer_options(linear, name, scheme)
+        quantized = Int8Linear.from_float(linear, layer_scheme, name=name, **options)
         replacements.append((linear, quantized, slots))
         before, after = _layer_bytes(linear)
         summary.replaced.append(name)

@@ -1,7 +1,8 @@
 """`qtriton report CHECKPOINT`: how well each weight matrix of a checkpoint survives int8.
 
 A qtriton checkpoint (written by `save_quantized`): per `Int8Linear` layer, its scheme
-(weights int8 per channel, symmetric; activations int8 per token, symmetric or asymmetric),
+(`QuantScheme.name`: weights int8 per channel, symmetric; activations int8 per token,
+symmetric or asymmetric, static, or float),
 the SNR and max |error| of the stored weights (codes * scales) against the float checkpoint
 given with `--original`, or without it estimated from the rounding step (error uniform over
 +-scale/2: SNR ~ signal / (scale^2 / 12), max |error| <= max(scale) / 2), and its bytes; then
@@ -32,6 +33,7 @@ import argparse
 import json
 import math
 import pickle
+import re
 import sys
 import zipfile
 from collections.abc import Iterator
@@ -199,6 +201,8 @@ def load_checkpoint(path: str | Path) -> dict:
     unsupported suffix, an unreadable / truncated file, or content that is not a state dict.
     """
     path = Path(path)
+    if path.is_dir() or path.name.endswith(".safetensors.index.json"):
+        return _load_shards(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist or is not a file")
     suffix = path.suffix.lower()
@@ -210,6 +214,36 @@ def load_checkpoint(path: str | Path) -> dict:
         return _load_torch(path)
     supported = ", ".join(SAFETENSORS_SUFFIXES + TORCH_SUFFIXES + NUMPY_SUFFIXES)
     raise ValueError(f"checkpoint {str(path)!r}: unsupported file type {suffix!r} (supported: {supported})")
+
+
+def _shard_files(path: Path) -> list[Path]:
+    """The safetensors files of a Hugging Face folder (its index's shards, else every
+    *.safetensors in it) or of an index file."""
+    index = path if path.is_file() else path / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise ValueError(f"{str(index)!r} is not a safetensors index (no weight_map): {err}") from None
+        return [index.parent / name for name in dict.fromkeys(weight_map.values())]
+    files = sorted(path.glob("*.safetensors"), key=lambda p: natural_key(p.name))
+    if not files:
+        raise FileNotFoundError(f"folder {str(path)!r} holds no .safetensors file")
+    return files
+
+
+def _load_shards(path: Path) -> dict:
+    state = {}
+    for file in _shard_files(path):
+        if not file.is_file():
+            raise FileNotFoundError(f"shard {str(file)!r} of {str(path)!r} does not exist")
+        state.update(_load_safetensors(file))
+    return dict(sorted(state.items(), key=lambda item: natural_key(item[0])))
+
+
+def natural_key(name: str) -> list:
+    """Sort key putting numbers in order: layers.2 before layers.10."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
 def _unreadable(path: Path, kind: str, err: Exception) -> ValueError:
@@ -224,10 +258,12 @@ def _load_safetensors(path: Path) -> dict:
     from safetensors.torch import load_file
 
     try:
-        # torch, not numpy: NumPy has no bfloat16.
-        return load_file(str(path))
+        # torch, not numpy: NumPy has no bfloat16. The file sorts its names as strings
+        # (layers.10 before layers.2): back in numeric order.
+        state = load_file(str(path))
     except SafetensorError as err:
         raise _unreadable(path, "safetensors", err) from err
+    return dict(sorted(state.items(), key=lambda item: natural_key(item[0])))
 
 
 def _load_npz(path: Path) -> dict:
@@ -389,9 +425,11 @@ def report_checkpoint(
     if is_quantized_checkpoint(path):
         return report_quantized(path, original, progress)
     state = load_checkpoint(path)
+    if is_compressed_folder(path):
+        return report_compressed_folder(path, state, original, progress)
     if original is not None:
-        raise ValueError(f"original is for qtriton checkpoints (save_quantized files); {str(path)!r} is not one")
-
+        raise ValueError(f"original is for quantized checkpoints (save_quantized files, save_pretrained folders); "
+                         f"{str(path)!r} is not one")
     matrices, skipped = [], {}
     for name, value in state.items():
         shape = tuple(getattr(value, "shape", ()))
@@ -475,31 +513,72 @@ def report_quantized(
 ) -> QuantizedCheckpointReport:
     """Per Int8Linear of a save_quantized file: scheme, SNR of codes * scales (against the
     original float weights when given, else estimated from the rounding step), bytes."""
-    import torch
-
     from qtriton.serialization import _check_layer_tensors, read_header
 
     header = read_header(path)
     _check_layer_tensors(Path(path), header)  # dtypes, shapes and scales as Int8Linear holds them
     stored = _load_safetensors(Path(path))
-    if original is not None and is_quantized_checkpoint(original):
-        raise ValueError(f"original {str(original)!r} is itself a qtriton checkpoint: pass the float one")
-    reference_state = load_checkpoint(original) if original is not None else None
     aliases = {names[0]: names for names in header["shared"]}
     in_a_group = {name for names in header["shared"] for name in names}
-
-    layers, used = [], set()
     entries = [(n, spec) for n, spec in header["layers"].items() if n not in in_a_group or n in aliases]
-    for name, spec in _progress(entries, progress):
+    layers = []
+    for name, spec in entries:
         names = aliases.get(name, [name])
         # safetensors stores a shared layer's tensors under one of its names (checked above).
         holder = next(n for n in names if _key(n, "weight") in stored)
-        codes, scale = stored[_key(holder, "weight")], stored[_key(holder, "weight_scale")]
-        keys = [_key(holder, t) for t in ("weight", "weight_scale", "bias") if _key(holder, t) in stored]
+        layers.append((name, names, holder, spec["scheme"].name))
+    return _report_layers(path, stored, layers, original, progress)
+
+
+def is_compressed_folder(path: str | Path) -> bool:
+    """True for a Hugging Face folder whose config.json has a compressed-tensors quantization_config."""
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        return False
+    try:
+        quant = json.loads(config.read_text()).get("quantization_config")
+    except (json.JSONDecodeError, AttributeError):
+        return False
+    return isinstance(quant, dict) and quant.get("quant_method") == "compressed-tensors"
+
+
+def report_compressed_folder(
+    path: str | Path, stored: dict, original: str | Path | None = None, progress: bool = False
+) -> QuantizedCheckpointReport:
+    """Per quantized layer of a compressed-tensors folder (qtriton.save_pretrained's, or
+    another writer's): what report_quantized says of a save_quantized file."""
+    from qtriton.hf import check_layer_tensors, scheme_for_name
+
+    quant = json.loads((Path(path) / "config.json").read_text())["quantization_config"]
+    layers = []
+    for key, tensor in stored.items():  # in numeric order (see _load_safetensors)
+        name = key.removesuffix(".weight")
+        if key.endswith(".weight") and f"{name}.weight_scale" in stored:
+            scheme = scheme_for_name(quant, name, where=f"{str(path)!r}: ")
+            parts = {k.removeprefix(f"{name}."): v for k, v in stored.items()
+                     if k.startswith(f"{name}.") and "." not in k.removeprefix(f"{name}.")}
+            check_layer_tensors(name, parts, tensor.shape[1], tensor.shape[0], scheme, where=f"{str(path)!r}: ")
+            layers.append((name, [name], name, scheme.name))
+    if not layers:
+        raise ValueError(f"{str(path)!r}: its config says compressed-tensors, but it stores no int8 layer")
+    return _report_layers(path, stored, layers, original, progress)
+
+
+def _report_layers(path, stored: dict, layers: list, original, progress: bool) -> QuantizedCheckpointReport:
+    """The report on stored's quantized layers, each (name, all its names, the name its
+    tensors are stored under, scheme name), in the order given."""
+    import torch
+
+    if original is not None and (is_quantized_checkpoint(original) or is_compressed_folder(original)):
+        raise ValueError(f"original {str(original)!r} is itself a quantized checkpoint: pass the float one")
+    reference_state = load_checkpoint(original) if original is not None else None
+    measured, used = [], set()
+    for name, names, holder, scheme in _progress(layers, progress):
+        codes, scale = stored[_key(holder, "weight")], stored[_key(holder, "weight_scale")].reshape(-1)
+        keys = [_key(holder, t) for t in ("weight", "weight_scale", "bias", "input_scale", "activation_scale")
+                if _key(holder, t) in stored]
         used.update(keys)
-        weights = (codes.to(torch.float32) * scale[:, None]).numpy()  # what the GEMM multiplies by
-        activations = "sym" if spec["symmetric_activations"] else "asym"
-        scheme = f"w int8/channel sym, x int8/token {activations}"
+        weights = (codes.to(torch.float32) * scale.to(torch.float32)[:, None]).numpy()  # what the GEMM multiplies by
         size = sum(stored[k].numel() * stored[k].element_size() for k in keys)
         float_weights = None
         if reference_state is not None:
@@ -518,7 +597,7 @@ def report_quantized(
             noise = float(np.sum(scale.double().numpy() ** 2)) * codes.shape[1] / 12
             snr = 10 * math.log10(signal / noise) if signal > 0 else -math.inf
             max_error, estimated = float(scale.max()) / 2, True
-        layers.append(LayerReport(name or "(bare layer)", tuple(codes.shape), scheme, snr, max_error, estimated, size))
+        measured.append(LayerReport(name or "(bare layer)", tuple(codes.shape), scheme, snr, max_error, estimated, size))
 
     float_tensors = {
         k: (tuple(v.shape), str(v.dtype).removeprefix("torch."), v.numel() * v.element_size())
@@ -530,7 +609,7 @@ def report_quantized(
     if reference_state is not None:
         bytes_original = sum(_nbytes(v) for v in reference_state.values() if hasattr(v, "shape"))
     return QuantizedCheckpointReport(
-        str(path), None if original is None else str(original), layers, float_tensors, bytes_stored, bytes_original
+        str(path), None if original is None else str(original), measured, float_tensors, bytes_stored, bytes_original
     )
 
 
@@ -672,23 +751,23 @@ def _format_wide(rep: CheckpointReport) -> str:
 
 
 def _format_quantized(rep: QuantizedCheckpointReport, wide: bool) -> str:
-    fixed = f" {'shape':>11} {'x':<4} {'SNR dB':>7} {'max|err|':>10} {'bytes':>10}"
+    fixed = f" {'shape':>11} {'scheme':<16} {'SNR dB':>7} {'max|err|':>10} {'bytes':>10}"
     name_width = max(len("layer"), *(len(layer.name) for layer in rep.layers)) if wide else WIDTH - len(fixed)
     against = f"against {rep.original}" if rep.original else "estimated (~) from the rounding step, no --original"
     lines = [
         f"{rep.path if wide else _clip(rep.path, WIDTH - 52)}: qtriton checkpoint, {len(rep.layers)} Int8Linear layers",
-        "weights int8 per channel, symmetric; x: activations int8 per token, sym or asym;",
+        "weights int8 per channel, symmetric; scheme: w8a8 (x int8 per token), -asym (with zero points),",
+        "-static (one calibrated scale), w8a16 (x float), +smooth (SmoothQuant input_scale);",
         f"SNR / max|err| of codes * scales {against if wide else _clip(against, WIDTH - 34)}",
         f"{'layer':<{name_width}}{fixed}",
     ]
     for layer in rep.layers:
-        activations = layer.scheme.rpartition(" ")[2]
         snr = ("~" if layer.estimated else "") + _snr(layer.snr_db)
         error = ("<=" if layer.estimated else "") + f"{layer.max_error:.2e}"
         name = layer.name if wide else _clip(layer.name, name_width)
         shape = "x".join(map(str, layer.shape))
         lines.append(
-            f"{name:<{name_width}} {shape:>11} {activations:<4} {snr:>7} {error:>10} {_human_bytes(layer.bytes):>10}"
+            f"{name:<{name_width}} {shape:>11} {layer.scheme:<16} {snr:>7} {error:>10} {_human_bytes(layer.bytes):>10}"
         )
     int8_bytes = sum(layer.bytes for layer in rep.layers)
     float_bytes = sum(size for _, _, size in rep.float_tensors.values())
@@ -710,7 +789,9 @@ def _format_quantized(rep: QuantizedCheckpointReport, wide: bool) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `qtriton report`."""
     parser.add_argument(
-        "path", help="checkpoint: a save_quantized file, or a float .safetensors, .pt/.pth/.bin/.ckpt state dict, .npz"
+        "path", help="checkpoint: a save_quantized file, a Hugging Face folder (float, or compressed-tensors as "
+        "save_pretrained writes it; sharded or not), a .safetensors.index.json, or a float .safetensors, "
+        ".pt/.pth/.bin/.ckpt state dict, .npz"
     )
     parser.add_argument(
         "--original", help="for a save_quantized file: the float checkpoint it came from, to measure the int8 weights"

@@ -180,6 +180,15 @@ def _args(value: dict, where: str) -> dict:
     }
 
 
+def as_scheme(value, name: str = "scheme") -> QuantScheme:
+    """A QuantScheme, or a preset name parsed into one; TypeError naming the argument otherwise."""
+    if isinstance(value, QuantScheme):
+        return value
+    if isinstance(value, str):
+        return QuantScheme.parse(value)
+    raise TypeError(f"{name} must be a QuantScheme or a preset name such as 'w8a8-asym', got {type(value).__name__}")
+
+
 W8A8 = QuantScheme()
 W8A8_ASYMMETRIC = QuantScheme(activation_symmetric=False)
 W8A8_STATIC = QuantScheme(activations="static")

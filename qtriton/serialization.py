@@ -10,38 +10,45 @@ reloaded model computes bit for bit what the saved one did.
 
 The header (metadata key "qtriton") is JSON:
 
-    {"format": "qtriton.int8-linear", "version": 1,
-     "layers": {name: {"in_features", "out_features", "bias", "symmetric_activations"
-                       [, "weight_only", "input_scale", "static_activations": true]}},
+    {"format": "qtriton.int8-linear", "version": 2,
+     "layers": {name: {"in_features", "out_features", "bias", "scheme": QuantScheme.to_dict()}},
      "shared": [[name, name, ...], ...]}
+
+Version 1 files (a "symmetric_activations" bool and optional "weight_only", "input_scale",
+"static_activations" flags instead of "scheme") keep loading: read_header turns their flags
+into the scheme they mean.
 
 "layers" has every qualified name at which an Int8Linear sits, so a layer reachable under
 several names (`m.b = m.a`) is listed under each; "shared" groups the names that are one
 layer (absent or empty: none are). safetensors stores a shared layer's tensors once. A bare
 `Int8Linear` saved on its own is the layer named "" (tensors `weight`, `weight_scale`, `bias`).
 
-Loading checks the file before touching the model: the header's types (`symmetric_activations`
-a JSON bool, features positive ints), and each layer's tensors: `weight` int8 (out, in),
+Loading checks the file before touching the model: the header's types (a valid scheme,
+features positive ints), and each layer's tensors: `weight` int8 (out, in),
 `weight_scale` float32 (out,) positive and finite, `bias` float32 (out,) finite.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import re
 from pathlib import Path
 
+import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_model, save_model
+from safetensors.torch import _remove_duplicate_names, load_model, save_file
 from torch import nn
 
 from qtriton.nn import Int8Linear
+from qtriton.scheme import QuantScheme
 
 METADATA_KEY = "qtriton"
 FORMAT = "qtriton.int8-linear"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READ_VERSIONS = (1, 2)
 
 
 def save_quantized(model: nn.Module, path: str | os.PathLike) -> None:
@@ -60,8 +67,7 @@ def save_quantized(model: nn.Module, path: str | os.PathLike) -> None:
                 "in_features": module.in_features,
                 "out_features": module.out_features,
                 "bias": module.bias is not None,
-                "symmetric_activations": module.symmetric_activations,
-                **_mode_flags(module),
+                "scheme": module.scheme.to_dict(),
             }
             names_of.setdefault(id(module), []).append(name)
     if not layers:
@@ -71,12 +77,68 @@ def save_quantized(model: nn.Module, path: str | os.PathLike) -> None:
     path = Path(path)
     if not path.parent.is_dir():
         raise FileNotFoundError(f"cannot save to {str(path)!r}: directory {str(path.parent)!r} does not exist")
+    state, aliases = _state_to_save(model, layers)
+    # The checks load_quantized makes, with its messages, before a byte is written.
+    _check_layer_tensors(path, _parse_header(path, header), _StateDict(state))
     try:
-        save_model(model, str(path), metadata={"format": "pt", METADATA_KEY: json.dumps(header)})
+        save_file(state, str(path), metadata={"format": "pt", METADATA_KEY: json.dumps(header), **aliases})
     except SafetensorError as err:
         # safetensors writes a temporary file beside path first and names it, not path, in its error.
         reason = re.sub(r'\s*at path "[^"]*"', "", str(err))
         raise OSError(f"cannot write {str(path)!r}: {reason}") from None
+
+
+def _state_to_save(model: nn.Module, layers: dict) -> tuple[dict, dict]:
+    """(state dict, {dropped name: kept name}) as safetensors' save_model makes them (a
+    tensor shared by several names stored once), with the Int8Linear layers' float buffers in
+    float32, the dtype forward computes them in: a model moved with `.to(torch.bfloat16)`
+    saves what it computes, in the format load_quantized reads."""
+    state = model.state_dict()
+    aliases = {}
+    for kept, dropped in _remove_duplicate_names(state).items():
+        for name in dropped:
+            aliases[name] = kept
+            del state[name]
+    for key, tensor in state.items():
+        layer, _, part = key.rpartition(".")
+        if layer in layers and part in _FLOAT32_PARTS:
+            state[key] = tensor.to(torch.float32)
+    return {key: tensor.contiguous() for key, tensor in state.items()}, aliases
+
+
+#: An Int8Linear's float buffers: float32 in the file, whatever the module's dtype.
+_FLOAT32_PARTS = ("weight_scale", "bias", "input_scale", "activation_scale")
+
+
+class _StateDict:
+    """A state dict read like safetensors' safe_open, so save and load check alike."""
+
+    _NAMES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
+              torch.int8: "I8", torch.uint8: "U8", torch.int16: "I16", torch.int32: "I32", torch.int64: "I64",
+              torch.bool: "BOOL"}
+
+    def __init__(self, state: dict):
+        self.state = state
+
+    def keys(self):
+        return self.state.keys()
+
+    def get_tensor(self, key: str):
+        return self.state[key]
+
+    def get_slice(self, key: str):
+        return self
+
+    def dtype_and_shape(self, key: str) -> tuple[str, list[int]]:
+        tensor = self.state[key]
+        return self._NAMES.get(tensor.dtype, str(tensor.dtype)), list(tensor.shape)
+
+
+def _dtype_and_shape(f, key: str) -> tuple[str, list[int]]:
+    if isinstance(f, _StateDict):
+        return f.dtype_and_shape(key)
+    found = f.get_slice(key)
+    return found.get_dtype(), list(found.get_shape())
 
 
 def read_header(path: str | os.PathLike) -> dict:
@@ -99,12 +161,18 @@ def read_header(path: str | os.PathLike) -> dict:
         header = json.loads(metadata[METADATA_KEY])
     except json.JSONDecodeError as err:
         raise ValueError(f"{str(path)!r}: its {METADATA_KEY!r} header is not valid JSON: {err}") from err
+    return _parse_header(path, header)
+
+
+def _parse_header(path: Path, header) -> dict:
+    """header checked (ValueError naming the file and entry), each layer's scheme a QuantScheme."""
     if not isinstance(header, dict) or header.get("format") != FORMAT or not isinstance(header.get("layers"), dict):
         raise ValueError(f"{str(path)!r}: its {METADATA_KEY!r} header is not a {FORMAT} header")
-    if header.get("version") != FORMAT_VERSION:
-        raise ValueError(f"{str(path)!r}: format version {header.get('version')!r}, this qtriton reads {FORMAT_VERSION}")
+    header = json.loads(json.dumps(header))  # a copy: the caller's stays JSON
+    if header.get("version") not in READ_VERSIONS:
+        raise ValueError(f"{str(path)!r}: format version {header.get('version')!r}, this qtriton reads {READ_VERSIONS}")
     for name, spec in header["layers"].items():
-        _check_layer_spec(path, name, spec)
+        _check_layer_spec(path, name, spec, header["version"])
     if "" in header["layers"] and len(header["layers"]) > 1:
         raise ValueError(f"{str(path)!r}: its header has a bare layer (name '') beside other layers")
     header.setdefault("shared", [])  # files without shared layers may omit it
@@ -122,34 +190,52 @@ def read_header(path: str | os.PathLike) -> dict:
 
 
 #: The keys of a layer entry in the header and the JSON type each must have.
-_SPEC_KEYS = {"in_features": int, "out_features": int, "bias": bool, "symmetric_activations": bool}
+_SPEC_KEYS = {"in_features": int, "out_features": int, "bias": bool, "scheme": dict}
+#: Version 1: a bool instead of the scheme, and optional flags (absent means off).
+_V1_KEYS = {"in_features": int, "out_features": int, "bias": bool, "symmetric_activations": bool}
+_V1_FLAGS = ("weight_only", "input_scale", "static_activations")
 
 
-def _check_layer_spec(path: Path, name: str, spec) -> None:
-    """ValueError naming the file and layer unless spec is a well-typed layer entry."""
+def _check_layer_spec(path: Path, name: str, spec, version: int) -> None:
+    """ValueError naming the file and layer unless spec is a well-typed layer entry; its
+    "scheme" becomes a QuantScheme (made from a version 1 entry's flags)."""
     where = f"{str(path)!r}: layer {name!r} in its {METADATA_KEY!r} header"
+    keys = _SPEC_KEYS if version >= 2 else _V1_KEYS
     if not isinstance(spec, dict):
-        raise ValueError(f"{where} must be an object with keys {sorted(_SPEC_KEYS)}, got {spec!r}")
-    if missing := sorted(_SPEC_KEYS.keys() - spec.keys()):
+        raise ValueError(f"{where} must be an object with keys {sorted(keys)}, got {spec!r}")
+    if missing := sorted(keys.keys() - spec.keys()):
         raise ValueError(f"{where} lacks {missing}")
-    for key, kind in _SPEC_KEYS.items():
+    for key, kind in keys.items():
         value = spec[key]
         if kind is bool and not isinstance(value, bool):
             raise ValueError(f"{where}: {key} must be true or false, got {value!r}")
         if kind is int and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ValueError(f"{where}: {key} must be a positive integer, got {value!r}")
-    for key in _MODE_FLAGS:  # optional: absent means off
-        if not isinstance(spec.get(key, False), bool):
-            raise ValueError(f"{where}: {key} must be true or false, got {spec[key]!r}")
+    try:
+        if version >= 2:
+            spec["scheme"] = QuantScheme.from_dict(spec["scheme"])
+            return
+        for key in _V1_FLAGS:
+            if not isinstance(spec.get(key, False), bool):
+                raise ValueError(f"{key} must be true or false, got {spec[key]!r}")
+        if spec.get("weight_only") and spec.get("static_activations"):
+            raise ValueError("weight_only keeps activations float: it cannot have static_activations")
+        activations = "none" if spec.get("weight_only") else "static" if spec.get("static_activations") else "dynamic"
+        spec["scheme"] = QuantScheme(activations=activations, activation_symmetric=spec["symmetric_activations"],
+                                     smoothed=spec.get("input_scale", False))
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from None
 
 
-def _check_layer_tensors(path: Path, header: dict) -> None:
+def _check_layer_tensors(path: Path, header: dict, source: _StateDict | None = None) -> None:
     """ValueError naming the file and tensor unless every layer's tensors have the dtype and
     shape Int8Linear holds and sane values (the state dict loader would cast a float32 weight
-    to int8, or take an int32 scale, without a word)."""
+    to int8, or take an int32 scale, without a word): scales positive, finite and normal
+    float32 (a denormal's reciprocal overflows), biases finite. source: the state dict about
+    to be saved to path, checked alike; default: the file at path."""
     stored_once = {names[0]: names for names in header["shared"]}
     in_a_group = {name for names in header["shared"] for name in names}
-    with safe_open(str(path), framework="pt") as f:
+    with safe_open(str(path), framework="pt") if source is None else contextlib.nullcontext(source) as f:
         keys = set(f.keys())
         for name, spec in header["layers"].items():
             if name in in_a_group and name not in stored_once:
@@ -163,25 +249,50 @@ def _check_layer_tensors(path: Path, header: dict) -> None:
             expected = {"weight": ("I8", [out_features, in_features]), "weight_scale": ("F32", [out_features])}
             if spec["bias"]:
                 expected["bias"] = ("F32", [out_features])
-            if spec.get("input_scale", False):
+            if spec["scheme"].smoothed:
                 expected["input_scale"] = ("F32", [in_features])
-            if spec.get("static_activations", False):
+            if spec["scheme"].static:
                 expected["activation_scale"] = ("F32", [])
             for tensor, (dtype, shape) in expected.items():
                 key = prefix + tensor
                 if key not in keys:
                     raise ValueError(f"{str(path)!r} has no tensor {key!r} for its layer {name!r}")
-                found = f.get_slice(key)
-                if (found.get_dtype(), list(found.get_shape())) != (dtype, shape):
+                found = _dtype_and_shape(f, key)
+                if found != (dtype, shape):
                     raise ValueError(
-                        f"{str(path)!r}: {key} is {found.get_dtype()} {list(found.get_shape())}, "
+                        f"{str(path)!r}: {key} is {found[0]} {found[1]}, "
                         f"an Int8Linear({in_features}, {out_features}) holds {dtype} {shape}"
                     )
-            scale = f.get_tensor(prefix + "weight_scale")
-            if not bool(((scale > 0) & (scale < math.inf)).all()):
-                raise ValueError(f"{str(path)!r}: {prefix}weight_scale holds values that are not positive and finite")
+            for tensor in ("weight_scale", "input_scale", "activation_scale"):
+                if tensor in expected:
+                    check_scale(f"{str(path)!r}: {prefix}{tensor}", f.get_tensor(prefix + tensor))
             if spec["bias"] and not bool(f.get_tensor(prefix + "bias").isfinite().all()):
                 raise ValueError(f"{str(path)!r}: {prefix}bias holds NaN or Inf")
+
+
+def check_scale(name: str, scale: torch.Tensor) -> None:
+    """ValueError unless every value of scale is a positive, finite, normal float32 number: 0,
+    negative, NaN, inf or a denormal (whose reciprocal overflows) would compute nonsense (or
+    nothing: an input_scale of 0) without an error."""
+    value = scale.detach().to(torch.float32)
+    if not bool(((value >= torch.finfo(torch.float32).tiny) & (value < math.inf)).all()):
+        raise ValueError(f"{name} holds values that are not positive, finite, normal float32 numbers")
+
+
+def _check_other_tensors(path: Path, model: nn.Module) -> None:
+    """ValueError naming the tensor when the file stores a float tensor of the model (a norm,
+    an embedding) as integers or the reverse: load_state_dict would cast it without a word."""
+    expected = model.state_dict()
+    with safe_open(str(path), framework="pt") as f:
+        for key in f.keys():
+            target = expected.get(key)
+            if target is None:
+                continue  # load_model names unexpected keys
+            dtype = f.get_slice(key).get_dtype()
+            if dtype.startswith(("F", "BF")) != target.is_floating_point():
+                raise ValueError(
+                    f"{str(path)!r}: {key} is {dtype}, the model's is {str(target.dtype).removeprefix('torch.')}"
+                )
 
 
 def load_quantized(model: nn.Module, path: str | os.PathLike) -> nn.Module:
@@ -238,21 +349,19 @@ def load_quantized(model: nn.Module, path: str | os.PathLike) -> nn.Module:
                 f"{str(path)!r} stores one layer at {name} and {missing[0]}, but the model has different modules there"
             )
         if id(current) not in new_layers:
-            new_layers[id(current)] = Int8Linear(
-                *expected,
-                symmetric_activations=spec["symmetric_activations"],
-                device=current.weight.device,
-                **{flag: bool(spec.get(flag, False)) for flag in _MODE_FLAGS},
-            )
+            new_layers[id(current)] = Int8Linear(*expected, scheme=spec["scheme"], device=current.weight.device)
         swaps.append((name, new_layers[id(current)]))
 
     originals = [(name, _swap(model, name, layer)) for name, layer in swaps]
     try:
+        _check_other_tensors(Path(path), model)
         # Shared tensors (one layer in several slots) are stored once; load_model maps them back.
         load_model(model, str(path), strict=True)
-    except RuntimeError as err:  # load_state_dict's missing / unexpected / mis-shaped keys
+    except (RuntimeError, ValueError) as err:  # a mistyped tensor; load_state_dict's missing / unexpected / mis-shaped keys
         for name, original in reversed(originals):
             _swap(model, name, original)
+        if isinstance(err, ValueError):
+            raise
         raise ValueError(f"{str(path)!r} does not fit the model: {err}") from err
     return model
 
@@ -267,23 +376,9 @@ def _load_bare_layer(model: nn.Module, path: str | os.PathLike, spec: dict) -> I
     expected = (spec["in_features"], spec["out_features"], spec["bias"])
     if found != expected:
         raise ValueError(f"model has (in_features, out_features, bias) = {found}, {str(path)!r} stores {expected}")
-    layer = Int8Linear(*expected, symmetric_activations=spec["symmetric_activations"], device=model.weight.device,
-                       **{flag: spec.get(flag, False) for flag in _MODE_FLAGS})
+    layer = Int8Linear(*expected, scheme=spec["scheme"], device=model.weight.device)
     load_model(layer, str(path), strict=True)
     return layer
-# Int8Linear's optional modes (qtriton.calibration); absent in a header: off.
-_MODE_FLAGS = ("weight_only", "input_scale", "static_activations")
-
-
-def _mode_flags(module: Int8Linear) -> dict:
-    flags = {
-        "weight_only": module.weight_only,
-        "input_scale": module.input_scale is not None,
-        "static_activations": module.activation_scale is not None,
-    }
-    return {name: value for name, value in flags.items() if value}
-
-
 def _swap(model: nn.Module, name: str, module: nn.Module) -> nn.Module:
     """Put module at the qualified name; returns the module it replaces."""
     parent_name, _, attr = name.rpartition(".")

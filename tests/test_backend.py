@@ -74,3 +74,22 @@ def test_set_backend_and_use_backend_restore(monkeypatch):
         set_backend(None)
     assert get_backend() == "torch"
     assert np.isfinite(qtriton.quantize_symmetric(np.ones(3, np.float32))[1])
+
+
+def test_get_backend_is_marked_as_torch_compiler_would_mark_it():
+    """backend.py marks get_backend without importing torch._dynamo (seconds of `import
+    qtriton`): the mark must be the one torch.compiler.assume_constant_result sets."""
+    def probe():
+        return "x"
+
+    marked = torch.compiler.assume_constant_result(probe)
+    assert vars(marked) and vars(marked).items() <= vars(get_backend).items()
+
+
+def test_import_qtriton_leaves_dynamo_transformers_and_triton_unimported():
+    import subprocess
+    import sys
+
+    code = "import sys, qtriton; print(sorted(m for m in ('torch._dynamo', 'transformers', 'triton') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

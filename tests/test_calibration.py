@@ -95,8 +95,9 @@ def test_folds_into_prenorms_and_keeps_function(block):
     assert _relative_error(block, reference, _batches(2)) < 1e-5  # the float function is kept
     # The layers without a norm before them get 1/s as input_scale, the folded ones none.
     options = {n: calibration.layer_options(getattr(block, n), n) for n in ("q", "attn_out", "down")}
-    assert "input_scale" not in options["q"]
-    assert options["attn_out"]["input_scale"].shape == (D,) and options["down"]["input_scale"].shape == (HIDDEN,)
+    assert "input_scale" not in options["q"][1] and options["q"][0].name == "w8a8"
+    assert options["attn_out"][1]["input_scale"].shape == (D,) and options["down"][1]["input_scale"].shape == (HIDDEN,)
+    assert options["attn_out"][0].name == options["down"][0].name == "w8a8+smooth"
 
 
 def test_smoothing_cuts_w8a8_error_on_outliers(block):
@@ -179,7 +180,7 @@ def test_modes_round_trip(tmp_path, block):
     """input_scale, static and weight-only layers save and load bit-identically."""
     skeleton = copy.deepcopy(block)
     quantize_model(block, calibration=calibrate(block, _batches(1), alpha=0.5, static=True), exclude="down")
-    block.down = Int8Linear.from_float(skeleton.down, weight_only=True)
+    block.down = Int8Linear.from_float(skeleton.down, "w8a16")
     path = tmp_path / "smooth.safetensors"
     save_quantized(block, path)
     loaded = load_quantized(skeleton, path)

@@ -57,6 +57,7 @@ def test_bogus_backend_variable_is_named():
         (["report", "missing.safetensors"], "does not exist"),
         (["report", "x.safetensors", "--bits", "1"], "bits must be an int in 2..8"),
         ([], "the following arguments are required: command"),
+        (["bogus"], "invalid choice: 'bogus'"),
     ],
 )
 def test_bad_options_are_one_line(capsys, tmp_path, argv, fragment):
@@ -98,3 +99,17 @@ def test_pytest_device_cuda_without_a_gpu_stops_at_collection():
     assert result.returncode != 0
     output = (result.stdout + result.stderr).strip().splitlines()
     assert output == ["ERROR: --device cuda: no CUDA GPU is visible to torch (torch.cuda.is_available() is False)"]
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--version"]], ids=["help", "version"])
+def test_help_and_version_import_no_torch(argv):
+    """The first thing a user types answers at once: no torch, numpy or triton import."""
+    code = (
+        "import sys\nfrom qtriton.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('torch', 'numpy', 'triton') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, cwd=ROOT)
+    lines = result.stdout.strip().splitlines()
+    assert lines[-1] == "[]", result.stdout + result.stderr
+    expected = "qtriton 0.1.0" if argv == ["--version"] else "{demo,report}"
+    assert expected in result.stdout

@@ -249,11 +249,11 @@ def test_int8_linear_keeps_weight_column_sums(rng, device, tmp_path):
     from qtriton.nn import Int8Linear
 
     linear = torch.nn.Linear(40, 24).to(device)
-    layer = Int8Linear.from_float(linear, symmetric_activations=False)
+    layer = Int8Linear.from_float(linear, "w8a8-asym")
     assert torch.equal(layer.weight_colsum, layer.weight.sum(1, dtype=torch.int32))
     assert "weight_colsum" not in layer.state_dict()
 
-    loaded = Int8Linear(40, 24, symmetric_activations=False, device=device)
+    loaded = Int8Linear(40, 24, scheme="w8a8-asym", device=device)
     loaded.load_state_dict(layer.state_dict())
     assert torch.equal(loaded.weight_colsum, layer.weight_colsum)
     restored = pickle.loads(pickle.dumps(loaded))  # the load hook must not stop torch.save(model)

@@ -13,6 +13,7 @@ from torch import nn
 from qtriton import reference
 from qtriton.backend import use_backend
 from qtriton.nn import Int8Linear, QuantizationSummary, quantize_model
+from qtriton.scheme import QuantScheme
 from qtriton.serialization import load_quantized, save_quantized
 from qtriton.testing import assert_close, assert_exact
 
@@ -57,7 +58,7 @@ SHAPES = [  # (leading shape of x, in_features, out_features)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
 def test_matches_the_oracle(rng, leading, in_features, out_features, symmetric, dtype):
     linear = _linear(rng, in_features, out_features, bias=out_features != 5)
-    layer = Int8Linear.from_float(linear, symmetric_activations=symmetric)
+    layer = Int8Linear.from_float(linear, QuantScheme(activation_symmetric=symmetric))
     x = torch.from_numpy(rng.standard_normal((*leading, in_features), dtype=np.float32)).to(dtype)
     x_before = x.clone()
 
@@ -80,7 +81,7 @@ def test_within_quantization_error_of_linear(rng, symmetric):
     half step at the top of the range)."""
     linear = _linear(rng, 96, 40)
     x = torch.from_numpy(rng.standard_normal((4, 6, 96), dtype=np.float32) * 3)
-    layer = Int8Linear.from_float(linear, symmetric_activations=symmetric)
+    layer = Int8Linear.from_float(linear, QuantScheme(activation_symmetric=symmetric))
     y = layer(x).double().reshape(-1, 40).numpy()
 
     rows = x.reshape(-1, 96).double().numpy()
@@ -101,7 +102,7 @@ def test_triton_backend_matches_the_oracle(rng, device, m, in_features, out_feat
     linear = _linear(rng, in_features, out_features)
     x = torch.from_numpy(rng.standard_normal((m, in_features), dtype=np.float32))
     with use_backend("triton"):
-        layer = Int8Linear.from_float(linear.to(device), symmetric_activations=symmetric)
+        layer = Int8Linear.from_float(linear.to(device), QuantScheme(activation_symmetric=symmetric))
         y = layer(x.to(device))
     assert y.device.type == device and y.dtype == torch.float32
     expected = _oracle(linear.cpu(), x, symmetric)
@@ -127,7 +128,13 @@ def test_calibrated_modes_match_the_oracle(rng, device, backend, smoothed, stati
     x[1, 2, :2] = np.array([5.0, -5.0], np.float32) * first_absmax / input_scale[:2]
     static_scale = np.float32(first_absmax / 127) if static else None
     input_scale = input_scale if smoothed else None
-    layer = Int8Linear.from_float(linear, symmetric_activations=symmetric,
+    if static and not symmetric:  # one per-tensor scale has no zero point
+        with pytest.raises(ValueError, match="static activations are symmetric"):
+            QuantScheme(activations="static", activation_symmetric=False)
+        return
+    scheme = QuantScheme(activations="static" if static else "dynamic", activation_symmetric=symmetric,
+                         smoothed=smoothed)
+    layer = Int8Linear.from_float(linear, scheme,
                                   input_scale=None if input_scale is None else torch.from_numpy(input_scale),
                                   activation_scale=None if static_scale is None else float(static_scale))
     on = device if backend == "triton" else "cpu"
@@ -160,8 +167,8 @@ def test_cuda_forward_never_syncs_and_replays_in_a_cuda_graph(rng, device, mode)
         pytest.skip("CUDA only: the interpreter has no stream to wait for")
     options = {
         "sym": {},
-        "asym": {"symmetric_activations": False},
-        "smoothed static": {"input_scale": torch.full((256,), 0.5), "activation_scale": 0.05},
+        "asym": {"scheme": "w8a8-asym"},
+        "smoothed static": {"scheme": "w8a8-static+smooth", "input_scale": torch.full((256,), 0.5), "activation_scale": 0.05},
     }[mode]
     layer = Int8Linear.from_float(_linear(rng, 256, 512).cuda(), **options)
     x = torch.from_numpy(rng.standard_normal((4, 256), dtype=np.float32)).to("cuda", torch.bfloat16)
@@ -201,7 +208,7 @@ def test_buffers_state_dict_and_repr(rng):
     x = torch.from_numpy(rng.standard_normal((5, 48), dtype=np.float32))
     assert torch.equal(fresh(x), layer(x))
 
-    no_bias = Int8Linear.from_float(_linear(rng, 48, 20, bias=False), symmetric_activations=False)
+    no_bias = Int8Linear.from_float(_linear(rng, 48, 20, bias=False), "w8a8-asym")
     assert "bias" not in no_bias.state_dict()
     assert repr(no_bias) == (
         "Int8Linear(in_features=48, out_features=20, bias=False, "
@@ -408,6 +415,46 @@ def test_quantize_model_untied_head_is_not_tied():
     assert quantize_model(model, exclude="1").tied == []  # the kept layer shares the storage only
 
 
+@pytest.mark.parametrize("scheme", ["w8a8", "w8a8-asym", "w8a16"])
+def test_quantize_model_gives_every_layer_the_scheme(rng, scheme):
+    model = nn.Sequential(nn.Linear(32, 48), nn.ReLU(), nn.Linear(48, 16))
+    reference = nn.Sequential(*(Int8Linear.from_float(m, scheme) if isinstance(m, nn.Linear) else m for m in model))
+    quantize_model(model, scheme=QuantScheme.parse(scheme))
+    assert [m.scheme.name for m in model if isinstance(m, Int8Linear)] == [scheme, scheme]
+    assert f"activations={QuantScheme.parse(scheme).describe()}" in repr(model[0])
+    x = torch.from_numpy(rng.standard_normal((3, 32), dtype=np.float32))
+    assert torch.equal(model(x), reference(x))
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"scheme": "w8a8-asym", "symmetric_activations": False}, TypeError, "not both"),
+        ({"weight_only": True, "symmetric_activations": False}, ValueError, "has no activation zero points"),
+        ({"scheme": "w8a8-static"}, ValueError, r"'w8a8-static' needs a calibration made with .*static=True"),
+        ({"scheme": "w8a8+smooth"}, ValueError, "smoothing comes from a calibration"),
+        ({"scheme": "int4"}, ValueError, "unknown scheme 'int4'"),
+        ({"scheme": 8}, TypeError, "scheme must be a QuantScheme or a preset name"),
+    ],
+    ids=["both", "w8a16-asym", "static-uncalibrated", "smooth-uncalibrated", "unknown", "int"],
+)
+def test_quantize_model_refuses_schemes_it_cannot_give(kwargs, error, message):
+    model = nn.Sequential(nn.Linear(32, 32))
+    with pytest.raises(error, match=message):
+        quantize_model(model, **kwargs)
+    assert type(model[0]) is nn.Linear
+
+
+def test_from_float_scales_must_fit_the_scheme():
+    linear = nn.Linear(32, 16)
+    with pytest.raises(ValueError, match="scheme 'w8a8\\+smooth' needs input_scale"):
+        Int8Linear.from_float(linear, "w8a8+smooth")
+    with pytest.raises(ValueError, match="activation_scale was given but scheme 'w8a8' has no use for it"):
+        Int8Linear.from_float(linear, activation_scale=0.1)
+    layer = Int8Linear.from_float(linear, "w8a8-static", activation_scale=0.1)
+    assert layer.scheme.static and float(layer.activation_scale) == pytest.approx(0.1)
+
+
 def test_quantize_model_twice_says_already_quantized():
     model = nn.Sequential(nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 32))
     quantize_model(model)
@@ -415,8 +462,8 @@ def test_quantize_model_twice_says_already_quantized():
         quantize_model(model)
 
 
-@pytest.mark.parametrize("flag", ["symmetric_activations", "keep_output_head"])
-@pytest.mark.parametrize("value", ["no", 0, None])
+@pytest.mark.parametrize("flag", ["symmetric_activations", "weight_only", "keep_output_head"])
+@pytest.mark.parametrize("value", ["no", 0, 1.0])
 def test_quantize_model_flags_must_be_bool(flag, value):
     model = nn.Sequential(nn.Linear(32, 32))
     with pytest.raises(TypeError, match=f"{flag} must be True or False, got {value!r}"):
@@ -532,3 +579,14 @@ def test_shared_layer_saves_and_loads_as_one_layer(tmp_path, rng):
     tied.add_module("alias", tied[0])
     with pytest.raises(ValueError, match=r"model\.0 is also model\.alias, but .* does not store them as one layer"):
         load_quantized(tied, tmp_path / "plain.safetensors")
+
+
+@pytest.mark.parametrize("block", [1, 100, 2**16], ids=["row-by-row", "partial-blocks", "one-block"])
+def test_weight_colsum_by_blocks_is_the_row_sums(rng, monkeypatch, block):
+    """On CPU the row sums are taken by blocks of rows (torch widens the operand to int32
+    first); every blocking gives the same sums, including a last partial block."""
+    import qtriton.nn as qnn
+
+    monkeypatch.setattr(qnn, "_COLSUM_BLOCK", block)
+    layer = Int8Linear.from_float(_linear(rng, 48, 37), "w8a8-asym")
+    assert_exact(layer.weight_colsum, layer.weight.to(torch.int64).sum(1).to(torch.int32), name="colsum")

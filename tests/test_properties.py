@@ -197,7 +197,7 @@ def test_asymmetric_int8_linear_keeps_a_constant_token(device, backend, in_featu
 
     torch.manual_seed(in_features)
     linear = torch.nn.Linear(in_features, 3).to(device)
-    layer = Int8Linear.from_float(linear, symmetric_activations=False).to(device)
+    layer = Int8Linear.from_float(linear, "w8a8-asym").to(device)
     x = torch.full((2, in_features), 0.3, device=device)
     x[1] = -2.5
     x_q, x_scale, x_zp = ref.quantize_per_token(x.cpu().numpy(), 8, False, include_zero=True)

@@ -269,7 +269,7 @@ def test_quantized_checkpoint_against_the_original(lm_files, capsys):
     float_path, int8_path, _ = lm_files
     rep = report_checkpoint(int8_path, original=float_path)
     assert [layer.name for layer in rep.layers] == ["up", "down"]
-    assert {layer.scheme for layer in rep.layers} == {"w int8/channel sym, x int8/token asym"}
+    assert {layer.scheme for layer in rep.layers} == {"w8a8-asym"}
     original = load_file(str(float_path))
     for layer in rep.layers:
         w = original[f"{layer.name}.weight"].numpy()
@@ -288,7 +288,7 @@ def test_quantized_checkpoint_against_the_original(lm_files, capsys):
     table = capsys.readouterr().out
     assert max(len(line) for line in table.splitlines()) <= 100
     up = next(line for line in table.splitlines() if line.startswith("up "))
-    assert "64x32" in up and " asym " in up and "~" not in up and f"{rep.layers[0].snr_db:.2f}" in up
+    assert "64x32" in up and " w8a8-asym " in up and "~" not in up and f"{rep.layers[0].snr_db:.2f}" in up
     assert "original" in table.splitlines()[-1]
 
 
@@ -332,9 +332,9 @@ def test_quantized_checkpoint_with_the_wrong_original(lm_files, tmp_path):
     save_file({"up.weight": torch.ones(8, 8)}, str(tmp_path / "other.safetensors"))
     with pytest.raises(ValueError, match=r"has no \(64, 32\) weight for layer 'up'"):
         report_checkpoint(int8_path, original=tmp_path / "other.safetensors")
-    with pytest.raises(ValueError, match="is itself a qtriton checkpoint"):
+    with pytest.raises(ValueError, match="is itself a quantized checkpoint"):
         report_checkpoint(int8_path, original=int8_path)
-    with pytest.raises(ValueError, match="original is for qtriton checkpoints"):
+    with pytest.raises(ValueError, match="original is for quantized checkpoints"):
         report_checkpoint(tmp_path / "other.safetensors", original=tmp_path / "other.safetensors")
 
 
@@ -357,3 +357,39 @@ def test_original_of_a_wrapped_model_matches_by_name_suffix(lm_files, tmp_path):
     # Same weights, same codes: the same SNR as the unwrapped model's, measured, not estimated.
     assert [layer.snr_db for layer in rep.layers] == [layer.snr_db for layer in plain.layers]
     assert not any(layer.estimated for layer in rep.layers)
+
+
+def _numbered_state(rng) -> dict:
+    return {f"layers.{i}.proj.weight": torch.from_numpy(rng.standard_normal((24, 32), dtype=np.float32))
+            for i in (10, 2, 1)}
+
+
+def test_layers_are_in_numeric_order(tmp_path, rng):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "float.safetensors"
+    save_file(_numbered_state(rng), str(path))  # the file itself sorts names as strings: 1, 10, 2
+    names = [t.name for t in report_checkpoint(path).tensors]
+    assert names == ["layers.1.proj.weight", "layers.2.proj.weight", "layers.10.proj.weight"]
+
+
+def test_a_sharded_folder_and_its_index_are_read(tmp_path, rng):
+    from safetensors.torch import save_file
+
+    state = _numbered_state(rng)
+    folder = tmp_path / "sharded"
+    folder.mkdir()
+    weight_map = {}
+    for i, (name, tensor) in enumerate(state.items(), 1):
+        save_file({name: tensor}, str(folder / f"model-{i:05d}-of-00003.safetensors"))
+        weight_map[name] = f"model-{i:05d}-of-00003.safetensors"
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    expected = ["layers.1.proj.weight", "layers.2.proj.weight", "layers.10.proj.weight"]
+    for path in (folder, folder / "model.safetensors.index.json"):
+        assert [t.name for t in report_checkpoint(path).tensors] == expected
+    (folder / "model-00002-of-00003.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="model-00002-of-00003.safetensors"):
+        report_checkpoint(folder)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="holds no .safetensors file"):
+        report_checkpoint(tmp_path / "empty")

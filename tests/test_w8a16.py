@@ -104,7 +104,7 @@ def test_int8linear_weight_only(rng, device, dtype):
     formula on the layer's int8 weight, and stay close to the float layer."""
     torch.manual_seed(int(rng.integers(2**31)))
     linear = torch.nn.Linear(96, 40)
-    layer = Int8Linear.from_float(linear, weight_only=True)
+    layer = Int8Linear.from_float(linear, "w8a16")
     assert layer.weight.dtype == torch.int8 and "weight-only" in repr(layer)
     x = torch.randn(3, 5, 96).to(dtype)
     with use_backend("torch"):

@@ -1,0 +1,462 @@
+"""Hugging Face folders in compressed-tensors' `int-quantized` format: the checkpoints vLLM,
+transformers and llm-compressor load and serve.
+
+    qtriton.save_pretrained(model, "smollm2-w8a8", tokenizer)   # after quantize_model(model)
+    model = qtriton.from_pretrained("smollm2-w8a8")            # Int8Linear layers, int8 weights
+    # vllm serve smollm2-w8a8                                   # the same folder, served
+
+A folder holds `config.json` (the model's config and a `quantization_config`),
+`model.safetensors` (or shards of at most `max_shard_size` with `model.safetensors.index.json`)
+and, when given, the tokenizer's files and `generation_config.json`. The
+`quantization_config` is compressed-tensors' (`quant_method: compressed-tensors`, format
+`int-quantized`, status `compressed`): one config group per distinct `QuantScheme` of the
+model's `Int8Linear` layers (targets `["Linear"]` when there is one, else the layers' names),
+the weights int8 symmetric per channel, the input activations int8 per token (dynamic,
+symmetric or not) or per tensor (static), and `ignore` listing the `nn.Linear` layers kept
+in float. Per quantized layer the folder stores
+
+    <layer>.weight        I8  (out_features, in_features)
+    <layer>.weight_scale  F32 (out_features, 1)
+    <layer>.bias          F32 (out_features,)            if the layer has one
+    <layer>.input_scale   F32 (1,)                       static activations only
+
+and every other tensor of the model as it is (a weight tied to another, `lm_head` to the
+embedding, is stored once, as transformers does). W8A16 layers (float activations) form
+`naive-quantized` groups (the global format is then `mixed-precision` if int-quantized ones exist).
+
+A smoothed layer (`input_scale`, SmoothQuant's 1/s multiplied into x) has no form in that
+format: qtriton folds what calibration can into the norms, and save_pretrained refuses the
+others with their names rather than write a folder that would serve wrong.
+
+`from_pretrained` builds the model from `config.json` with empty (meta) weights, puts an
+`Int8Linear` at each quantized layer and loads the tensors straight in: the float weights of
+quantized layers never exist in memory. It reads qtriton's folders and those of other
+compressed-tensors writers (llm-compressor's W8A8 int8) whose schemes `Int8Linear` runs; a
+layer of any other scheme (4-bit, group-wise, float8, asymmetric weights) is refused by name.
+Both directions check every quantized layer's tensors as `load_quantized` does.
+
+transformers (and accelerate, for the empty weights) are imported only here, when called.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from qtriton.nn import Int8Linear
+from qtriton.scheme import QuantScheme
+from qtriton.serialization import check_scale
+
+QUANT_METHOD = "compressed-tensors"
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+INDEX_NAME = "model.safetensors.index.json"
+#: compressed-tensors' formats qtriton writes and reads (int8 weights stored as int8).
+FORMATS = ("int-quantized", "naive-quantized", "mixed-precision")
+
+
+# --------------------------------------------------------------------------------- export
+def quantization_config(model: nn.Module) -> dict:
+    """The compressed-tensors `quantization_config` describing model's Int8Linear layers.
+
+    ValueError naming the layers a scheme cannot express (smoothed: an `input_scale` that was
+    not folded into a norm), or if model has no Int8Linear layer."""
+    layers = _int8_layers(model)
+    if not layers:
+        raise ValueError("model has no Int8Linear layers: quantize it with qtriton.quantize_model before exporting")
+    smoothed = [name for name, layer in layers.items() if layer.scheme.smoothed]
+    if smoothed:
+        raise ValueError(
+            f"{len(smoothed)} layers multiply a SmoothQuant input_scale into x, which compressed-tensors cannot "
+            f"express (vLLM would serve them without it, wrongly): {', '.join(smoothed)}; calibrate so that "
+            "the smoothing folds into norms, or exclude these layers from quantization"
+        )
+    by_scheme: dict[QuantScheme, list[str]] = {}
+    for name, layer in layers.items():
+        by_scheme.setdefault(layer.scheme, []).append(name)
+    groups = {}
+    for index, (scheme, names) in enumerate(by_scheme.items()):
+        args = scheme.to_compressed_tensors()
+        groups[f"group_{index}"] = {
+            "targets": ["Linear"] if len(by_scheme) == 1 else names,
+            "weights": args["weights"],
+            "input_activations": args["input_activations"],
+            "output_activations": None,
+            "format": "naive-quantized" if scheme.weight_only else "int-quantized",
+        }
+    formats = {group["format"] for group in groups.values()}
+    return {
+        "quant_method": QUANT_METHOD,
+        "format": formats.pop() if len(formats) == 1 else "mixed-precision",
+        "quantization_status": "compressed",
+        "config_groups": groups,
+        "ignore": [name for name, module in _named_linears(model) if not isinstance(module, Int8Linear)],
+        "kv_cache_scheme": None,
+    }
+
+
+def save_pretrained(
+    model: nn.Module,
+    folder: str | os.PathLike,
+    tokenizer=None,
+    *,
+    max_shard_size: int | str = "5GB",
+) -> Path:
+    """Write a quantized transformers model (after `quantize_model`) as a Hugging Face folder
+    in compressed-tensors format (see the module docstring); returns the folder.
+
+    Every quantized layer is checked before anything is written (ValueError naming the
+    tensor): int8 weight, float32 scales positive and finite (a model moved with
+    `.to(torch.bfloat16)` gets its scales back in float32 if they survive the round trip, and
+    is refused if they became 0 or inf), finite bias. tokenizer: saved beside the model.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    config = getattr(model, "config", None)
+    if config is None or not hasattr(config, "to_dict"):
+        raise TypeError(
+            f"model ({type(model).__name__}) has no transformers config: save_pretrained writes Hugging Face "
+            "folders of transformers models; use qtriton.save_quantized for other modules"
+        )
+    limit = _parse_size(max_shard_size)
+    quant_config = quantization_config(model)
+    state = export_state_dict(model)
+    _check_tied_output_head(model, config)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_shards(state, folder, limit)
+    config_dict = config.to_dict()
+    config_dict["quantization_config"] = quant_config
+    floats = [p.dtype for p in model.parameters() if p.is_floating_point()]
+    if floats:  # the model's dtype now, as transformers records it (m.to(torch.bfloat16) leaves config alone)
+        config_dict["torch_dtype" if "torch_dtype" in config_dict else "dtype"] = str(floats[0]).removeprefix("torch.")
+    (folder / CONFIG_NAME).write_text(json.dumps(config_dict, indent=2, sort_keys=True) + "\n")
+    generation = getattr(model, "generation_config", None)
+    if generation is not None and hasattr(generation, "save_pretrained"):
+        generation.save_pretrained(folder)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(folder)
+    return folder
+
+
+def export_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """model's tensors under compressed-tensors' names and layouts, each stored once (the
+    first name of a tensor shared by several modules wins, as in transformers' folders)."""
+    layers = _int8_layers(model)
+    for name, layer in layers.items():
+        check_layer_tensors(name, _layer_tensors(layer), layer.in_features, layer.out_features, layer.scheme)
+    state, seen = {}, set()
+    for name, tensor in model.state_dict(keep_vars=False).items():
+        layer_name, _, part = name.rpartition(".")
+        layer = layers.get(layer_name)
+        if layer is not None:
+            if part == "weight_scale":
+                tensor = tensor.to(torch.float32).reshape(-1, 1)
+            elif part == "activation_scale":
+                name, tensor = f"{layer_name}.input_scale", tensor.to(torch.float32).reshape(1)
+            elif part == "bias":
+                tensor = tensor.to(torch.float32)
+        key = (tensor.device, tensor.data_ptr(), tuple(tensor.shape)) if tensor.numel() else ("empty", name)
+        if key in seen:
+            continue
+        seen.add(key)
+        state[name] = tensor.detach().contiguous().cpu()
+    return state
+
+
+def _check_tied_output_head(model: nn.Module, config) -> None:
+    """A config that ties lm_head to the embedding makes loaders tie them again: a
+    quantized lm_head would be thrown away for the float embedding."""
+    if isinstance(getattr(model, "lm_head", None), Int8Linear) and getattr(config, "tie_word_embeddings", False):
+        raise ValueError(
+            "lm_head is quantized but the config ties it to the input embedding (tie_word_embeddings=True): "
+            "loaders would tie it back to the float embedding; keep the output head float (keep_output_head=True)"
+        )
+
+
+def _write_shards(state: dict[str, torch.Tensor], folder: Path, limit: int) -> None:
+    from safetensors.torch import save_file
+
+    shards, current, size = [], {}, 0
+    for name, tensor in state.items():
+        nbytes = tensor.numel() * tensor.element_size()
+        if current and size + nbytes > limit:
+            shards.append(current)
+            current, size = {}, 0
+        current[name] = tensor
+        size += nbytes
+    shards.append(current)
+    for stale in [*folder.glob("model*.safetensors"), folder / INDEX_NAME]:
+        stale.unlink(missing_ok=True)  # a previous export's shards would be read with the new index
+    if len(shards) == 1:
+        save_file(shards[0], str(folder / WEIGHTS_NAME), metadata={"format": "pt"})
+        return
+    weight_map = {}
+    for index, shard in enumerate(shards, 1):
+        file = f"model-{index:05d}-of-{len(shards):05d}.safetensors"
+        save_file(shard, str(folder / file), metadata={"format": "pt"})
+        weight_map.update((name, file) for name in shard)
+    total = sum(t.numel() * t.element_size() for t in state.values())
+    (folder / INDEX_NAME).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+
+
+def _parse_size(value: int | str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    match = re.fullmatch(r"\s*(\d+)\s*([KMG]?B)\s*", str(value).upper())
+    if match is None or int(match[1]) < 1:
+        raise ValueError(f"max_shard_size must be a positive int of bytes or a size like '5GB', got {value!r}")
+    return int(match[1]) * {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9}[match[2]]
+
+
+# --------------------------------------------------------------------------------- checks
+def _layer_tensors(layer: Int8Linear) -> dict[str, torch.Tensor]:
+    tensors = {"weight": layer.weight, "weight_scale": layer.weight_scale}
+    if layer.bias is not None:
+        tensors["bias"] = layer.bias
+    if layer.activation_scale is not None:
+        tensors["input_scale"] = layer.activation_scale
+    return tensors
+
+
+def check_layer_tensors(name: str, tensors: dict, in_features: int, out_features: int, scheme: QuantScheme,
+                        where: str = "") -> None:
+    """ValueError naming the tensor unless a quantized layer's tensors (compressed-tensors
+    names, any of the shapes below) are what Int8Linear runs: weight int8 (out, in);
+    weight_scale float (out,) or (out, 1), positive, finite and normal; bias float (out,)
+    finite; input_scale (static) float (), (1,) positive, finite and normal."""
+    prefix = f"{where}{name}."
+    expected = {"weight": [(out_features, in_features)], "weight_scale": [(out_features,), (out_features, 1)]}
+    if "bias" in tensors:
+        expected["bias"] = [(out_features,)]
+    if scheme.static:
+        expected["input_scale"] = [(), (1,)]
+    for part, shapes in expected.items():
+        tensor = tensors.get(part)
+        if tensor is None:
+            raise ValueError(f"{prefix}{part} is missing: a {scheme.name} layer needs it")
+        dtype_ok = tensor.dtype == torch.int8 if part == "weight" else tensor.is_floating_point()
+        if not dtype_ok or tuple(tensor.shape) not in shapes:
+            want = "int8" if part == "weight" else "float"
+            raise ValueError(
+                f"{prefix}{part} is {str(tensor.dtype).removeprefix('torch.')} {list(tensor.shape)}, "
+                f"an Int8Linear({in_features}, {out_features}) needs {want} {' or '.join(str(list(s)) for s in shapes)}"
+            )
+    for part in ("weight_scale", "input_scale"):
+        if part in expected:
+            check_scale(f"{prefix}{part}", tensors[part])
+    if "bias" in expected and not bool(torch.isfinite(tensors["bias"]).all()):
+        raise ValueError(f"{prefix}bias holds NaN or Inf")
+    if extra := sorted(tensors.keys() - expected.keys()):
+        raise ValueError(f"{prefix}{extra[0]} is stored, but a {scheme.name} layer has no such tensor")
+
+
+# --------------------------------------------------------------------------------- import
+def from_pretrained(
+    folder: str | os.PathLike,
+    *,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str = "cpu",
+    model_class=None,
+) -> nn.Module:
+    """A transformers model with Int8Linear layers from a compressed-tensors folder (see the
+    module docstring), in eval mode on device. dtype: of the float tensors (embeddings, norms,
+    layers kept float) and so of the activations; default: the folder's (config `dtype`),
+    float32 if it names none. model_class: default AutoModelForCausalLM.
+
+    Raises FileNotFoundError for a folder without config.json or weights, ValueError naming
+    the layers of schemes Int8Linear cannot run, and ValueError naming a tensor whose dtype,
+    shape or values do not fit (see check_layer_tensors); a float tensor stored as an integer
+    dtype is refused too.
+    """
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    folder = Path(folder)
+    if not (folder / CONFIG_NAME).is_file():
+        raise FileNotFoundError(f"{str(folder)!r} has no {CONFIG_NAME}: not a Hugging Face model folder")
+    raw = json.loads((folder / CONFIG_NAME).read_text())
+    quant = raw.get("quantization_config")
+    if not isinstance(quant, dict):
+        raise ValueError(
+            f"{str(folder)!r}: its config.json has no quantization_config (a float model): load it with transformers "
+            "and quantize it with qtriton.quantize_model"
+        )
+    config = AutoConfig.from_pretrained(folder)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config  # built float and empty; qtriton swaps its own layers in
+    if dtype is None:
+        dtype = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or torch.float32
+        dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    model_class = AutoModelForCausalLM if model_class is None else model_class
+    with init_empty_weights():  # parameters on meta, buffers (rotary tables) real
+        try:
+            model = model_class.from_config(config, dtype=dtype)
+        except TypeError:  # transformers before 4.56 names it torch_dtype
+            model = model_class.from_config(config, torch_dtype=dtype)
+    schemes = layer_schemes(model, quant, where=f"{str(folder)!r}: ")
+    for name, scheme in schemes.items():
+        linear = model.get_submodule(name)
+        layer = Int8Linear(linear.in_features, linear.out_features, linear.bias is not None, scheme=scheme,
+                           device="meta")
+        parent_name, _, attr = name.rpartition(".")
+        setattr(model.get_submodule(parent_name), attr, layer)
+    _load_tensors(model, folder, schemes)
+    return model.to(device).eval()
+
+
+def layer_schemes(model: nn.Module, quant: dict, where: str = "") -> dict[str, QuantScheme]:
+    """The QuantScheme of each nn.Linear that quant (a compressed-tensors quantization_config)
+    quantizes, by name; ValueError naming every layer Int8Linear cannot run."""
+    method = quant.get("quant_method")
+    if method != QUANT_METHOD:
+        raise ValueError(f"{where}quant_method {method!r}: qtriton reads {QUANT_METHOD!r} folders")
+    if quant.get("format", "int-quantized") not in FORMATS:
+        raise ValueError(f"{where}format {quant.get('format')!r}: Int8Linear runs int8 weights stored as "
+                         f"int8, one of {FORMATS}")
+    if quant.get("quantization_status", "compressed") != "compressed":
+        raise ValueError(f"{where}quantization_status {quant.get('quantization_status')!r}: qtriton reads "
+                         "'compressed' folders (int8 weights), not float ones")
+    for key in ("kv_cache_scheme", "sparsity_config", "transform_config"):
+        if quant.get(key):
+            raise ValueError(f"{where}{key} is set: Int8Linear runs neither quantized KV caches, sparsity nor "
+                             "transforms")
+    groups = quant.get("config_groups")
+    if not isinstance(groups, dict) or not groups:
+        raise ValueError(f"{where}quantization_config has no config_groups")
+    ignore = quant.get("ignore") or []
+    schemes, refused = {}, []
+    for name, module in _named_linears(model):
+        if _matches(name, module, ignore):
+            continue
+        group_name = next((g for g, group in groups.items() if _matches(name, module, group.get("targets", []))), None)
+        if group_name is None:
+            continue  # no group targets it: float, as compressed-tensors leaves it
+        group = groups[group_name]
+        try:
+            if group.get("output_activations"):
+                raise ValueError("output activations are quantized")
+            if group.get("format") not in (None, *FORMATS):
+                raise ValueError(f"format {group['format']!r}")
+            schemes[name] = QuantScheme.from_compressed_tensors(group.get("weights"), group.get("input_activations"))
+        except ValueError as err:
+            refused.append(f"{name} ({group_name}: {err})")
+    if refused:
+        raise ValueError(f"{where}{len(refused)} layers have schemes Int8Linear cannot run: {'; '.join(refused[:8])}"
+                         + (f"; ... and {len(refused) - 8} more" if len(refused) > 8 else ""))
+    if not schemes:
+        raise ValueError(f"{where}its quantization_config quantizes no nn.Linear layer of the model")
+    return schemes
+
+
+def scheme_for_name(quant: dict, name: str, where: str = "") -> QuantScheme:
+    """The scheme quant (a compressed-tensors quantization_config) gives the nn.Linear named
+    name, for a reader with tensors and no model (qtriton report); ValueError if none does or
+    Int8Linear cannot run it."""
+    linear = nn.Linear(1, 1, device="meta")
+    group = next((g for g in (quant.get("config_groups") or {}).values() if _matches(name, linear, g.get("targets", []))),
+                 None)
+    if group is None or _matches(name, linear, quant.get("ignore") or []):
+        raise ValueError(f"{where}{name} stores int8 weights, but no config group of its quantization_config quantizes it")
+    try:
+        return QuantScheme.from_compressed_tensors(group.get("weights"), group.get("input_activations"))
+    except ValueError as err:
+        raise ValueError(f"{where}{name}: {err}") from None
+
+
+def _matches(name: str, module: nn.Module, targets: Iterable[str]) -> bool:
+    """compressed-tensors' rule: a target is a layer name, "re:" and a regex matched at the
+    start of the name, or the name of the module's class or one of its bases."""
+    for target in targets:
+        if target.startswith("re:"):
+            if re.match(target[3:], name):
+                return True
+        elif target == name or any(cls.__name__ == target for cls in type(module).__mro__):
+            return True
+    return False
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    index = folder / INDEX_NAME
+    if index.is_file():
+        weight_map = json.loads(index.read_text()).get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise ValueError(f"{str(index)!r} has no weight_map")
+        return [folder / name for name in dict.fromkeys(weight_map.values())]
+    if (folder / WEIGHTS_NAME).is_file():
+        return [folder / WEIGHTS_NAME]
+    raise FileNotFoundError(f"{str(folder)!r} has neither {WEIGHTS_NAME} nor {INDEX_NAME}")
+
+
+@torch.no_grad()
+def _load_tensors(model: nn.Module, folder: Path, schemes: dict[str, QuantScheme]) -> None:
+    """Read each file once, check every quantized layer's tensors, assign every tensor into
+    the meta model; ValueError naming whatever is missing, unexpected or ill-typed."""
+    from safetensors import safe_open
+
+    stored: dict[str, torch.Tensor] = {}
+    for file in _weight_files(folder):
+        with safe_open(str(file), framework="pt") as f:
+            for key in f.keys():
+                stored[key] = f.get_tensor(key)
+    where = f"{str(folder)!r}: "
+    for name, scheme in schemes.items():
+        layer = model.get_submodule(name)
+        prefix = f"{name}."
+        tensors = {key[len(prefix):]: stored.pop(key) for key in [k for k in stored if k.startswith(prefix)]
+                   if "." not in key[len(prefix):]}
+        if "bias" not in tensors and layer.bias is not None:
+            raise ValueError(f"{where}{name}.bias is missing: the model's layer has a bias")
+        check_layer_tensors(name, tensors, layer.in_features, layer.out_features, scheme, where)
+        layer.weight = tensors["weight"].contiguous()
+        layer.weight_scale = tensors["weight_scale"].to(torch.float32).reshape(-1).contiguous()
+        if layer.bias is not None:
+            layer.bias = tensors["bias"].to(torch.float32).contiguous()
+        if scheme.static:
+            layer.activation_scale = tensors["input_scale"].to(torch.float32).reshape(())
+        layer.weight_colsum = torch.empty(layer.out_features, dtype=torch.int32)
+        layer.refresh_weight_colsum()
+    expected = model.state_dict(keep_vars=True)
+    for key, tensor in stored.items():
+        target = expected.get(key)
+        if target is None:
+            raise ValueError(f"{where}stores {key}, which the model ({type(model).__name__}) does not have")
+        if tuple(tensor.shape) != tuple(target.shape):
+            raise ValueError(f"{where}{key} is {list(tensor.shape)}, the model's is {list(target.shape)}")
+        if target.is_floating_point() and not tensor.is_floating_point():
+            raise ValueError(f"{where}{key} is {str(tensor.dtype).removeprefix('torch.')}, the model's "
+                             f"{str(target.dtype).removeprefix('torch.')}: a float tensor stored as integers")
+        if tensor.is_floating_point() and not _all_finite(tensor):
+            raise ValueError(f"{where}{key} holds NaN or Inf")
+        module_name, _, attr = key.rpartition(".")
+        module = model.get_submodule(module_name)
+        value = tensor.to(target.dtype)
+        if attr in module._parameters:
+            module._parameters[attr] = nn.Parameter(value, requires_grad=False)
+        else:
+            module._buffers[attr] = value
+    if hasattr(model, "tie_weights"):
+        model.tie_weights()  # lm_head stored once, as the embedding
+    if missing := [name for name, tensor in model.state_dict(keep_vars=True).items() if tensor.is_meta]:
+        raise ValueError(f"{where}stores no {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+
+
+# ------------------------------------------------------------------------------- helpers
+def _all_finite(tensor: torch.Tensor, block: int = 2**20) -> bool:
+    """torch.isfinite(tensor).all(), by blocks: isfinite makes a full-size temporary (an
+    embedding's worth of memory at the peak of a load)."""
+    return all(bool(torch.isfinite(part).all()) for part in tensor.reshape(-1).split(block))
+
+
+def _int8_layers(model: nn.Module) -> dict[str, Int8Linear]:
+    return {name: m for name, m in model.named_modules() if isinstance(m, Int8Linear)}
+
+
+def _named_linears(model: nn.Module):
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, (nn.Linear, Int8Linear)) and name]
