@@ -29,7 +29,6 @@ from qtriton.backend import device_problem, get_backend, resolve
 if TYPE_CHECKING:
     from qtriton.calibration import Calibration
 
-ACTIVATION_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def _refresh_weight_colsum_after_load(module: Int8Linear, incompatible_keys) -> None:
@@ -98,6 +97,17 @@ class Int8Linear(nn.Module):
         static = torch.ones((), dtype=torch.float32, device=device) if static_activations else None
         self.register_buffer("activation_scale", static)
 
+    def _apply(self, fn, recurse=True):
+        """`.to()`, `.half()`, `.cuda()` ...: the float32 buffers (scales, bias) move with the
+        module but stay float32, so `.half()` cannot underflow a small weight scale to 0."""
+        kept = {name: b for name, b in self._buffers.items() if b is not None and b.dtype == torch.float32}
+        super()._apply(fn, recurse)
+        for name, before in kept.items():
+            after = self._buffers[name]
+            if after is not None and after.dtype != torch.float32:
+                self._buffers[name] = before.to(after.device)
+        return self
+
     @torch.no_grad()
     def refresh_weight_colsum(self) -> None:
         """Recompute weight_colsum from weight (one reduction, no host sync)."""
@@ -135,8 +145,8 @@ class Int8Linear(nn.Module):
         # One host sync per layer at conversion time (not in forward): on CUDA the quantize
         # kernel would otherwise hand back a NaN scale silently.
         for part, tensor in (("weight", weight), ("bias", linear.bias)):
-            if tensor is not None and not bool(torch.isfinite(tensor).all()):
-                raise ValueError(f"{name}.{part} contains NaN or Inf: it cannot be quantized")
+            if tensor is not None:
+                checks.finite_float32(tensor.detach(), f"{name}.{part}")
 
         layer = cls(
             linear.in_features,
@@ -152,6 +162,8 @@ class Int8Linear(nn.Module):
         if input_scale is not None:
             layer.input_scale.copy_(_positive_vector(input_scale, linear.in_features, f"{name} input_scale"))
             weight = weight / layer.input_scale
+            if not bool(torch.isfinite(weight).all()):
+                raise ValueError(f"{name}.weight / input_scale overflows float32: input_scale is too small for it")
         if activation_scale is not None:
             layer.activation_scale.copy_(_positive_vector(activation_scale, None, f"{name} activation_scale"))
         weight_q, weight_scale = api.quantize_per_channel(weight, axis=0)
@@ -165,9 +177,7 @@ class Int8Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # The one check of this call: the layer's own buffers were checked when it was built
         # (from_float / load_quantized), so the backend runs them unchecked below.
-        checks.torch_tensor(x, "input")
-        if x.dtype not in ACTIVATION_DTYPES:
-            raise TypeError(f"input must be float32, float16 or bfloat16, got {x.dtype}")
+        checks.kernel_float_dtype(checks.torch_tensor(x, "input"), "input")
         if x.ndim == 0 or x.shape[-1] != self.in_features:
             raise ValueError(f"input must have shape (..., {self.in_features}), got {tuple(x.shape)}")
         if x.device != self.weight.device:
@@ -186,7 +196,7 @@ class Int8Linear(nn.Module):
                 rows = rows.to(torch.float32) * self.input_scale
             out = _weight_only_matmul(rows, self.weight, self.weight_scale, self.bias, x.dtype)
             return out.reshape(*leading, self.out_features)
-        # float32 scales and bias whatever the module's dtype (m.bfloat16() makes them bf16).
+        # float32 scales and bias (_apply keeps them float32 through m.half() / m.bfloat16()).
         weight_scale = self.weight_scale.to(torch.float32)
         bias = None if self.bias is None else self.bias.to(torch.float32)
         input_scale = None if self.input_scale is None else self.input_scale.to(torch.float32)
@@ -202,7 +212,7 @@ class Int8Linear(nn.Module):
             # asymmetric ones moved down by 128, so that the GEMM runs its plain int8 K loop).
             x_q, x_scale, x_zero_point = backend.quantize_activations(rows, self.symmetric_activations, input_scale,
                                                                       static_scale)
-            checks.quantize_result(x_scale, "input")
+            checks.activations_result(x_scale, self.symmetric_activations, input_scale, static_scale)
             # The weight's kept column sums: the activations' zero points need them, and
             # computing them per call is a pass over the weight.
             colsum = None if x_zero_point is None else self.weight_colsum
@@ -228,13 +238,13 @@ class Int8Linear(nn.Module):
 
 
 def _positive_vector(value, length: int | None, name: str) -> torch.Tensor:
-    """value as float32, checked finite and positive, of shape (length,) or () when length is None."""
+    """value as float32, checked positive, finite and normal (checks' scale rule), of shape
+    (length,) or () when length is None."""
     tensor = torch.as_tensor(value, dtype=torch.float32).detach()
     shape = () if length is None else (length,)
     if tuple(tensor.shape) != shape:
         raise ValueError(f"{name} must have shape {shape}, got {tuple(tensor.shape)}")
-    if not bool(torch.isfinite(tensor).all()) or not bool((tensor > 0).all()):
-        raise ValueError(f"{name} must be finite and positive")
+    checks.scale_values(tensor.cpu(), name)  # a scale the layer computes with: a normal float32
     return tensor
 
 

@@ -150,6 +150,21 @@ def dequantize_asymmetric(q, scale, zero_point, keep_axis: int | None = None) ->
     return (q.astype(np.int64) - zp).astype(np.float32) * scale
 
 
+def fake_quantize(x, num_bits: int = 8, symmetric: bool = True, out_max=None) -> np.ndarray:
+    """Per-tensor quantize, then dequantize, in float32, saturated at +-out_max: the largest
+    finite value of the dtype the caller gets the result in (float32's by default; the
+    backends pass x's). The grid can put x's min or max up to half a step past it
+    ([-65504, 65504] as float16, asymmetric: (0 - 128) * 513.76 = -65761), and the nearest
+    value that dtype holds is then +-out_max, not inf: finite in, finite out. A NaN scale
+    (a slice that cannot be quantized) stays NaN."""
+    if symmetric:
+        y = dequantize_symmetric(*quantize_symmetric(x, num_bits))
+    else:
+        y = dequantize_asymmetric(*quantize_asymmetric(x, num_bits))
+    limit = np.float32(np.finfo(np.float32).max if out_max is None else out_max)
+    return np.clip(y, -limit, limit)
+
+
 def _expand(v: np.ndarray, ndim: int, keep_axis: int | None) -> np.ndarray:
     """Shape a per-index vector along keep_axis so it broadcasts against an ndim array."""
     if keep_axis is None or v.ndim == 0:

@@ -33,6 +33,7 @@ import json
 import math
 import pickle
 import sys
+import warnings
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -242,8 +243,15 @@ def _load_torch(path: Path) -> dict:
     import torch
 
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a plain pickle: torch warns of its protocol, then fails (below)
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        if "unsupported operand" in str(err).lower():  # a byte no torch.save pickle holds
+            raise ValueError(
+                f"checkpoint {str(path)!r} was not written by torch.save (text, a git-lfs pointer, a plain "
+                "pickle?): qtriton report reads state dicts saved with torch.save, safetensors or .npz"
+            ) from None
         if "weights only" not in str(err).lower():
             raise _unreadable(path, "PyTorch", err) from err
         raise ValueError(

@@ -22,13 +22,13 @@ layer (absent or empty: none are). safetensors stores a shared layer's tensors o
 
 Loading checks the file before touching the model: the header's types (`symmetric_activations`
 a JSON bool, features positive ints), and each layer's tensors: `weight` int8 (out, in),
-`weight_scale` float32 (out,) positive and finite, `bias` float32 (out,) finite.
+`weight_scale` (and `input_scale`, `activation_scale`) float32 positive, finite and normal
+(checks' scale rule: a 0 or denormal scale is refused), `bias` float32 (out,) finite.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 from pathlib import Path
@@ -37,6 +37,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model, save_model
 from torch import nn
 
+from qtriton import checks
 from qtriton.nn import Int8Linear
 
 METADATA_KEY = "qtriton"
@@ -177,9 +178,9 @@ def _check_layer_tensors(path: Path, header: dict) -> None:
                         f"{str(path)!r}: {key} is {found.get_dtype()} {list(found.get_shape())}, "
                         f"an Int8Linear({in_features}, {out_features}) holds {dtype} {shape}"
                     )
-            scale = f.get_tensor(prefix + "weight_scale")
-            if not bool(((scale > 0) & (scale < math.inf)).all()):
-                raise ValueError(f"{str(path)!r}: {prefix}weight_scale holds values that are not positive and finite")
+            for tensor in ("weight_scale", "input_scale", "activation_scale"):  # what the layer computes with
+                if tensor in expected:
+                    checks.scale_values(f.get_tensor(prefix + tensor), f"{str(path)!r}: {prefix}{tensor}")
             if spec["bias"] and not bool(f.get_tensor(prefix + "bias").isfinite().all()):
                 raise ValueError(f"{str(path)!r}: {prefix}bias holds NaN or Inf")
 
@@ -269,7 +270,10 @@ def _load_bare_layer(model: nn.Module, path: str | os.PathLike, spec: dict) -> I
         raise ValueError(f"model has (in_features, out_features, bias) = {found}, {str(path)!r} stores {expected}")
     layer = Int8Linear(*expected, symmetric_activations=spec["symmetric_activations"], device=model.weight.device,
                        **{flag: spec.get(flag, False) for flag in _MODE_FLAGS})
-    load_model(layer, str(path), strict=True)
+    try:
+        load_model(layer, str(path), strict=True)
+    except RuntimeError as err:  # as load_quantized's module path: missing / unexpected keys
+        raise ValueError(f"{str(path)!r} does not fit the model: {err}") from err
     return layer
 # Int8Linear's optional modes (qtriton.calibration); absent in a header: off.
 _MODE_FLAGS = ("weight_only", "input_scale", "static_activations")

@@ -277,6 +277,7 @@ def _launch_tensor_quantize(x2, out, scale, zero_point, num_bits, symmetric, fak
             m, k,
             x2.stride(0), x2.stride(1),
             NUM_BITS=num_bits, SYMMETRIC=symmetric, FAKE=fake,
+            OUT_MAX=torch.finfo(out.dtype).max if fake else 0.0,  # fake: saturate at out's dtype
             BLOCK_SIZE_M=block_m, BLOCK_SIZE_K=block_k,
             num_warps=_num_warps(block_m * block_k),
         )
@@ -298,8 +299,9 @@ def _quantize_per_tensor(x: torch.Tensor, num_bits: int = 8, symmetric: bool = T
 
 def _fake_quantize(x: torch.Tensor, num_bits: int = 8, symmetric: bool = True, *,
                    tile: int = TILE_ELEMENTS) -> torch.Tensor:
-    """dequantize(quantize_per_tensor(x)) in x's dtype, the last two steps fused into one
-    elementwise pass (no integer tensor is written)."""
+    """reference.fake_quantize: dequantize(quantize_per_tensor(x)) saturated at x's dtype's
+    largest finite value, in x's dtype, the last two steps fused into one elementwise pass
+    (no integer tensor is written)."""
     out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     if x.numel() == 0:
         return out
@@ -421,6 +423,8 @@ def dequantize(q: torch.Tensor, scale, zero_point=None, *, granularity: str, axi
         checks.tensor_or_number(value, name, integer)
         if granularity == "token" and checks.is_tensor(value):
             checks.rows(value, name, tuple(q.shape[:-1]), None, integer)
+            if integer:
+                checks.zero_point_range(value, name, checks.INT32_MAX, read_values=False)
         elif integer:
             zero_point = checks.zero_point(value, name, lengths, None, checks.INT32_MAX, read_values=False)
         else:
