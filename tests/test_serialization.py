@@ -94,15 +94,32 @@ def test_changed_shape_is_refused(tmp_path):
         load_quantized(_model(), path)
 
 
-@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), float("inf")])
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), float("inf"), 1e-40])
 def test_scales_must_be_positive_and_finite(tmp_path, bad):
+    """1e-40, a float32 denormal, was loaded (#22): the torch / triton paths then computed
+    with it where the NumPy one refused it."""
     model = _model()
     quantize_model(model)
     model[0].weight_scale[5] = bad
     path = tmp_path / "scale.safetensors"
     save_quantized(model, path)
-    with pytest.raises(ValueError, match=r"0\.weight_scale holds values that are not positive and finite"):
+    with pytest.raises(ValueError, match=r"0\.weight_scale must be positive, finite and a normal float32"):
         load_quantized(_model(), path)
+
+
+@pytest.mark.parametrize("bad", [0.0, 1e-40])
+@pytest.mark.parametrize("buffer", ["activation_scale", "input_scale"])
+def test_activation_scales_must_be_normal(tmp_path, buffer, bad):
+    """A static activation scale or SmoothQuant input scale of 0 or a denormal was loaded
+    unchecked (#22); the layer then computed with it."""
+    linear = nn.Linear(8, 4)
+    options = {"activation_scale": 1.0} if buffer == "activation_scale" else {"input_scale": torch.ones(8)}
+    layer = Int8Linear.from_float(linear, **options)
+    getattr(layer, buffer).fill_(bad)
+    path = tmp_path / "layer.safetensors"
+    save_quantized(layer, path)
+    with pytest.raises(ValueError, match=rf"{buffer} must be positive, finite and a normal float32"):
+        load_quantized(nn.Linear(8, 4), path)
 
 
 def test_bias_must_be_finite(tmp_path):
@@ -166,3 +183,30 @@ def test_save_error_names_the_path_not_a_temporary_file(saved, tmp_path):
     with pytest.raises(OSError, match="is_a_dir.safetensors") as info:
         save_quantized(model, target)
     assert ".tmp" not in str(info.value) and not isinstance(info.value, SafetensorError)
+
+
+def _with_extra_key(path):
+    """path rewritten with one tensor more than its layers hold, its header kept."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(path), framework="pt") as f:
+        tensors = {key: f.get_tensor(key) for key in f.keys()}
+        metadata = f.metadata()
+    save_file({**tensors, "stray": torch.zeros(2)}, str(path), metadata=metadata)
+
+
+@pytest.mark.parametrize("bare", [True, False], ids=["bare-layer", "module"])
+def test_extra_key_is_the_same_value_error_on_both_paths(tmp_path, bare):
+    """A bare layer's file with an extra tensor raised load_state_dict's raw RuntimeError,
+    the module path a ValueError naming the file (#22): now both the latter."""
+    path = tmp_path / "extra.safetensors"
+    if bare:
+        save_quantized(Int8Linear.from_float(nn.Linear(8, 4)), path)
+    else:
+        model = _model()
+        quantize_model(model)
+        save_quantized(model, path)
+    _with_extra_key(path)
+    with pytest.raises(ValueError, match=r"(?s)extra\.safetensors' does not fit the model: .*stray"):
+        load_quantized(nn.Linear(8, 4) if bare else _model(), path)

@@ -93,7 +93,7 @@ def _check(a, b_q, b_scale, bias, out_dtype) -> torch.dtype:
             raise TypeError(f"{name} must be a floating tensor, got {v.dtype}")
         checks.no_float8(v, name)
         if tuple(v.shape) != (n,):
-            raise ValueError(f"{name} must have shape (N,) = ({n},), got {tuple(v.shape)}")
+            raise ValueError(f"{name} must be of shape (N,) = ({n},), got {tuple(v.shape)}")
     for name, v in (("b_q", b_q), ("b_scale", b_scale), ("bias", bias)):
         if v is not None and v.device != a.device:
             raise ValueError(f"{name} is on {v.device} but a is on {a.device}")
