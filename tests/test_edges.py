@@ -372,3 +372,28 @@ def test_ops_fake_quantize_and_dequantize_at_the_extremes(device, data, dtype, s
     got = ops.dequantize(q.to(device), 0.25, zp, granularity="tensor", out_dtype=dtype)
     expected = reference.dequantize_asymmetric(q.numpy(), np.float32(0.25), _value(zp))
     assert_exact(got, torch.from_numpy(expected).to(dtype), "ops.dequantize")
+
+
+# ------------------------------------------------- torch.compile of a bf16 chain (docs/models.md)
+def test_compiled_bf16_chain_equals_eager(device):
+    """docs/models.md: with emulate_precision_casts=True, Inductor keeps the bf16 rounding
+    between Int8Linear layers and the compiled chain equals eager bit for bit. One small
+    compile (tens of seconds on a cold CPU cache); skipped where Inductor cannot compile."""
+    inductor_config = pytest.importorskip("torch._inductor.config")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 8))
+    qtriton.quantize_model(model, min_features=1, keep_output_head=False)
+    model.to(device)
+    x = torch.randn(10, 8, device=device).bfloat16()
+    torch._dynamo.reset()
+    with use_backend("torch" if device == "cpu" else "auto"), \
+            inductor_config.patch(emulate_precision_casts=True, compile_threads=1):
+        eager = model(x)
+        try:
+            compiled = torch.compile(model, fullgraph=True)(x)
+        except Exception as err:  # no C++ compiler, no Triton for the device: nothing to test here
+            if "compil" not in str(err).lower() and "cxx" not in str(err).lower():
+                raise
+            pytest.skip(f"Inductor cannot compile here: {str(err).splitlines()[0]}")
+    assert compiled.dtype == torch.bfloat16
+    assert_exact(compiled, eager, "compiled chain")
