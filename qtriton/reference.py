@@ -27,6 +27,10 @@ Special cases:
   float32 cannot resolve the grid: past 2^24, float32 no longer holds every integer). The API raises ValueError on such input off CUDA;
   on CUDA, where checking would need a host sync, the NaN scale is what the user sees.
 
+Fake quantization (quantize, then dequantize) saturates at the largest finite value of the
+dtype the caller gets: the grid can put x's min or max up to half a step past it, which
+would be inf (float16 [-65504, 65504], asymmetric: -65761). Finite in, finite out.
+
 Matmul is exact integer arithmetic (int64, or Python integers where int64 could
 overflow), rounded once to float64, then float64 scaling. The API bounds matmul zero
 points by ZERO_POINT_LIMIT (|zp| <= 2^24) and K by 131071 (the Triton GEMM's int32
