@@ -267,9 +267,11 @@ def test_report_names_a_file_torch_save_did_not_write(tmp_path):
     from qtriton.report import report_checkpoint
 
     (tmp_path / "pointer.pt").write_text("version https://git-lfs.github.com/spec/v1\nsize 123\n")
+    (tmp_path / "notes.pt").write_text("c.f. the run of June 3\n")
+    (tmp_path / "hello.pt").write_text("hello\n")
     with open(tmp_path / "plain.pt", "wb") as f:
         pickle.dump({"w": [1, 2]}, f, protocol=4)
-    for name in ("pointer.pt", "plain.pt"):
+    for name in ("pointer.pt", "notes.pt", "hello.pt", "plain.pt"):
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             with pytest.raises(ValueError, match=rf"{name}' was not written by torch\.save"):
