@@ -36,6 +36,15 @@ def _refresh_weight_colsum_after_load(module: Int8Linear, incompatible_keys) -> 
     module.refresh_weight_colsum()
 
 
+def _check_scales_before_load(module: Int8Linear, state_dict, prefix, *args) -> None:
+    """load_state_dict pre hook: the scales the layer computes with follow checks' scale
+    rule (a 0 or denormal one would be used as is by torch and triton, refused by NumPy),
+    checked before any of this layer's tensors is copied."""
+    for name in ("weight_scale", "input_scale", "activation_scale"):
+        if getattr(module, name) is not None and (value := state_dict.get(prefix + name)) is not None:
+            checks.scale_values(value, prefix + name)
+
+
 class Int8Linear(nn.Module):
     """A drop-in for `nn.Linear` with int8 weights (per output channel, symmetric) and int8
     activations (per token, symmetric or asymmetric, quantized on the fly).
@@ -78,6 +87,7 @@ class Int8Linear(nn.Module):
         # Non-persistent: checkpoints keep their format; recomputed from the weight on load.
         self.register_buffer("weight_colsum", torch.zeros(out_features, dtype=torch.int32, device=device),
                              persistent=False)
+        self.register_load_state_dict_pre_hook(_check_scales_before_load)
         self.register_load_state_dict_post_hook(_refresh_weight_colsum_after_load)
         self._init_modes(weight_only, input_scale, static_activations, device)
 

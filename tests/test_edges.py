@@ -142,6 +142,22 @@ def test_half_keeps_the_scales_float32(backend, cast, rng):
     assert_close(out, expected, rtol=2e-3, atol=1e-7, name=f"{backend} after .{cast}()")
 
 
+@pytest.mark.parametrize("bad", [0.0, 1e-40])
+@pytest.mark.parametrize("buffer", ["weight_scale", "activation_scale"])
+def test_load_state_dict_refuses_an_underflowed_scale(buffer, bad):
+    """A 0 or denormal scale loaded through load_state_dict was taken (the file path checks
+    its scales): refused before the layer changes."""
+    layer = Int8Linear.from_float(nn.Linear(4, 3), activation_scale=0.5)
+    before = copy.deepcopy(layer.state_dict())
+    state = copy.deepcopy(before)
+    state[buffer].fill_(bad)
+    state["weight"].fill_(7)
+    with pytest.raises(ValueError, match=rf"{buffer} must be positive, finite and a normal float32"):
+        nn.Sequential(layer).load_state_dict({f"0.{key}": value for key, value in state.items()})
+    for key, value in layer.state_dict().items():
+        assert_exact(value, before[key], key)
+
+
 # -------------------------------------------------------------------------- 5. float8
 def _float8_calls():
     x8 = torch.tensor([[1.0, -2.0], [0.5, 4.0]]).to(FLOAT8)
