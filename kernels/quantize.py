@@ -361,13 +361,14 @@ def _quantize_tensor_kernel(
     x_ptr, out_ptr, scale_ptr, zero_point_ptr,
     M, K,
     stride_xm, stride_xk,
-    NUM_BITS: tl.constexpr, SYMMETRIC: tl.constexpr, FAKE: tl.constexpr,
+    NUM_BITS: tl.constexpr, SYMMETRIC: tl.constexpr, FAKE: tl.constexpr, OUT_MAX: tl.constexpr,
     BLOCK_SIZE_M: tl.constexpr, BLOCK_SIZE_K: tl.constexpr,
 ):
     """Elementwise quantization of x (M, K), any strides, with the scale (and zero point)
     read from device memory. One program per (BLOCK_SIZE_M, BLOCK_SIZE_K) tile writes
     out (M, K) contiguous: the codes q, or with FAKE the dequantized values
-    (q - zp) * scale cast to out's dtype (fake quantization, no integer tensor written).
+    (q - zp) * scale saturated at +-OUT_MAX (the largest finite value of out's dtype; NaN
+    kept) and cast to it (fake quantization, no integer tensor written).
     Tiles go in the reverse order of the partials pass, so the first ones read are those
     it read last, still in L2 (a tensor up to about L2's size is read from DRAM once)."""
     pid = tl.num_programs(0) - 1 - tl.program_id(0)
@@ -387,6 +388,7 @@ def _quantize_tensor_kernel(
         # int64 difference converted to float32. A code rounded from a small negative x is
         # -0.0 (the reference's integer 0 is +0.0): the where keeps the sign off.
         out = (tl.where(q == 0.0, 0.0, q) - zero_point) * scale
+        out = tl.where(out > OUT_MAX, OUT_MAX, tl.where(out < -OUT_MAX, -OUT_MAX, out))  # NaN compares false: kept
     else:
         out = q
     tl.store(out_ptr + rows[:, None] * K + cols[None, :], _cast_rne(out, out_ptr.dtype.element_ty), mask=mask)

@@ -66,7 +66,7 @@ def _quantize(x, num_bits: int, symmetric: bool, granularity: str, axis: int | N
     backend, device = resolve(x)
     out = backend.quantize(_to_backend(x, device), num_bits, symmetric, granularity, axis, include_zero)
     q, scale, zp = (_to_caller(v, x) for v in out)
-    checks.quantize_result(scale, "x")  # on the caller's side: off CUDA, whichever device computed it
+    checks.quantize_result(scale, "x", symmetric)  # on the caller's side: off CUDA, whichever device computed it
     return q, scale, zp
 
 
@@ -77,7 +77,7 @@ def _quantize_activations(rows, symmetric: bool, input_scale=None, static_scale=
     extras = (None if v is None else _to_backend(v, device) for v in (input_scale, static_scale))
     out = backend.quantize_activations(_to_backend(rows, device), symmetric, *extras)
     q, scale, zp = (_to_caller(v, rows) for v in out)
-    checks.quantize_result(scale, "input")
+    checks.activations_result(scale, symmetric, input_scale, static_scale)
     return q, scale, zp
 
 
@@ -189,7 +189,9 @@ def dequantize_per_token(q, scales, zero_points=None):
 
 
 def fake_quantize(x, num_bits: int = 8, symmetric: bool = True):
-    """Quantize then dequantize per tensor (fused on the triton backend): same dtype and shape."""
+    """Quantize then dequantize per tensor (fused on the triton backend): same dtype and shape.
+    A finite x gives a finite result: values the grid puts past the dtype's largest finite
+    value are saturated to it (reference.fake_quantize)."""
     num_bits = checks.num_bits(num_bits)
     original_dtype = x.dtype if _is_tensor(x) else np.asarray(x).dtype
     symmetric = checks.flag(symmetric, "symmetric")
@@ -197,9 +199,10 @@ def fake_quantize(x, num_bits: int = 8, symmetric: bool = True):
     backend, device = resolve(x)
     out = _to_caller(backend.fake_quantize(_to_backend(x, device), num_bits, symmetric), x)
     if not (_is_tensor(out) and out.is_cuda):  # x is finite: a NaN in out is a NaN scale, which quantize_asymmetric refuses
-        checks.quantize_result(out.float() if _is_tensor(out) else out, "x")
-    if _is_tensor(out):
-        return out.to(original_dtype)
+        checks.quantize_result(out.float() if _is_tensor(out) else out, "x", symmetric)
+    if _is_tensor(out):  # saturated at the caller's dtype too (a bf16 x ran as float32 on the numpy backend)
+        limit = torch.finfo(original_dtype).max
+        return out.clamp(-limit, limit).to(original_dtype)
     return out.astype(original_dtype if np.issubdtype(original_dtype, np.floating) else np.float32)
 
 

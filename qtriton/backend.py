@@ -118,9 +118,13 @@ def backend_module(name: str):
 
 def resolve(x) -> tuple[object, torch.device | None]:
     """(backend module, device) for a call whose main input is x: device is where its
-    tensors go, None for the numpy backend (which takes arrays)."""
+    tensors go, None for the numpy backend (which takes arrays). Meta tensors (no values,
+    shapes only: low-memory loaders, shape tracing) always go to the torch backend, whose
+    ops give meta results of the right shapes and dtypes."""
     backend = get_backend()
     is_tensor = isinstance(x, torch.Tensor)
+    if is_tensor and x.device.type == "meta":  # no values: the torch ops propagate shapes, whatever the setting
+        return backend_module("torch"), x.device
     if backend == "auto":
         backend = "numpy" if not is_tensor else "triton" if x.device.type == "cuda" else "torch"
     if backend == "numpy":

@@ -10,13 +10,22 @@ Limits (the same on every backend):
 - zero points of the matmul: |zp| <= 2**24 (`reference.ZERO_POINT_LIMIT`, the largest a
   quantize call produces): every backend's integer arithmetic is exact there;
 - zero points of dequantize: any int32 value but -2**31;
-- K of the GEMM: <= MAX_K = 131071 (the kernels' int32 accumulator holds 128 * 128 * K).
+- K of the GEMM: <= MAX_K = 131071 (the kernels' int32 accumulator holds 128 * 128 * K);
+- a bias is applied in float32: it must be finite after rounding to float32 (1e300 is not);
+- float8 tensors are refused as data, scales and bias at every entry point (FLOAT8_RULE).
 
 Checks of values held in tensors (finite data, scale and zero-point ranges) read the data:
 the API runs them off CUDA only (on CUDA they would sync with the host) and not while
 torch.compile traces (a data-dependent branch breaks the graph); the `ops` launchers never
 read tensor values (a NaN scale is the kernels' signal of an unquantizable slice, passed
-on). Python numbers and metadata (dtype, shape, device) are always checked.
+on). Python numbers and metadata (dtype, shape, device) are always checked, and what a
+dtype alone rules out is refused without reading: a zero-point tensor whose values go
+unread must be int32 or narrower (an int64 one could hold 2**40, which int32 wraps).
+What stays the caller's duty where values go unread (`ops`, CUDA, compiling): scales
+positive, finite and normal in float32; matmul zero points within +-2**24 and dequantize
+zero points not -2**31 (int32 tensors can hold more); data without NaN / Inf.
+
+Meta tensors have no values: value rules skip them (shapes propagate through the API).
 """
 
 from __future__ import annotations
@@ -43,6 +52,16 @@ OUT_DTYPES = {
 _KERNEL_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _QUANTIZED_DTYPES = (np.int8, np.uint8, torch.int8, torch.uint8)
 _SYMBOLIC = (torch.SymInt, torch.SymFloat)
+FLOAT8_RULE = (
+    "float8 is refused at every entry point (the API, qtriton.ops, Int8Linear): its codes come "
+    "with their own scales; dequantize it, or convert it with .float(), first"
+)
+
+
+def no_float8(v, name: str) -> None:
+    """The one rule for float8 tensors (data, scales, bias): a TypeError everywhere."""
+    if is_tensor(v) and v.is_floating_point() and v.dtype.itemsize == 1:
+        raise TypeError(f"{name} is {v.dtype}: {FLOAT8_RULE}")
 
 
 def is_tensor(v) -> bool:
@@ -51,7 +70,7 @@ def is_tensor(v) -> bool:
 
 def values_visible(v) -> bool:
     """Whether a rule may read v's values: not on CUDA (a host sync), not while compiling."""
-    if is_tensor(v) and v.device.type == "cuda":
+    if is_tensor(v) and v.device.type in ("cuda", "meta"):  # meta: there are no values
         return False
     return not torch.compiler.is_compiling()
 
@@ -147,6 +166,7 @@ def float_input(x, name: str):
     if is_tensor(x):
         if not x.is_floating_point():
             raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
+        no_float8(x, name)
         x = x.detach()
         if x.dtype == torch.float64:
             x = x.to(torch.float32)
@@ -167,11 +187,16 @@ def float_input(x, name: str):
 def kernel_float_input(x, name: str) -> torch.Tensor:
     """Data for a quantize kernel launcher: a float32 / float16 / bfloat16 tensor where the
     kernels run. Not checked for NaN / Inf: the kernels mark such slices with a NaN scale."""
-    torch_tensor(x, name)
-    if x.dtype not in _KERNEL_FLOAT_DTYPES:
-        raise TypeError(f"{name} must be float32, float16 or bfloat16, got {x.dtype}")
+    kernel_float_dtype(torch_tensor(x, name), name)
     kernel_device(x, name)
     return x
+
+
+def kernel_float_dtype(x: torch.Tensor, name: str) -> None:
+    """float32, float16 or bfloat16 (the kernels' and Int8Linear's input dtypes)."""
+    no_float8(x, name)
+    if x.dtype not in _KERNEL_FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float32, float16 or bfloat16, got {x.dtype}")
 
 
 def quantized(q, name: str, ndim: int | None = None):
@@ -183,18 +208,39 @@ def quantized(q, name: str, ndim: int | None = None):
     return q.detach() if is_tensor(q) else q
 
 
-def quantize_result(scale, name: str) -> None:
+def quantize_result(scale, name: str, symmetric: bool = False) -> None:
     """A NaN scale marks a slice the grid cannot represent (reference.py); say so where the
-    values are visible (off CUDA, not while compiling)."""
+    values are visible (off CUDA, not while compiling). A symmetric scale is NaN only for
+    values that are not finite in float32; an asymmetric one also for a range it cannot hold."""
     if not values_visible(scale):
         return
     values = scale.detach().cpu().numpy() if is_tensor(scale) else np.asarray(scale)
-    if np.isnan(values).any():
+    if not np.isnan(values).any():
+        return
+    if symmetric:
+        raise ValueError(f"{name} cannot be quantized: it holds values that are not finite in float32")
+    raise ValueError(
+        f"{name} cannot be quantized asymmetrically: its range (max - min) is too narrow for its distance "
+        f"from zero (zero point beyond +-2^24, finer than float32 resolves) or overflows float32; "
+        f"quantize it symmetrically or center it first"
+    )
+
+
+def activations_result(scale, symmetric: bool, input_scale, static_scale) -> None:
+    """Int8Linear's activation scales (reference.quantize_activations): a NaN one named by
+    its cause, where visible. The input was checked finite, so a NaN comes from the layer's
+    static scale, from input * input_scale overflowing, or from an asymmetric range."""
+    if not values_visible(scale) or not np.isnan(_host_values(scale, np.float32)).any():
+        return
+    if static_scale is not None and not np.isfinite(_host_values(static_scale, np.float32)).all():
+        raise ValueError(f"the layer's activation_scale is {float(static_scale)}: a static scale must be finite")
+    symmetric = symmetric or static_scale is not None
+    if input_scale is not None and symmetric:
         raise ValueError(
-            f"{name} cannot be quantized asymmetrically: its range (max - min) is too narrow for its distance "
-            f"from zero (zero point beyond +-2^24, finer than float32 resolves) or overflows float32; "
-            f"quantize it symmetrically or center it first"
+            "input * input_scale (the layer's SmoothQuant scale, applied before quantizing) overflows float32: "
+            "the scaled input cannot be quantized"
         )
+    quantize_result(scale, "input" if input_scale is None else "input * input_scale", symmetric)
 
 
 # ----------------------------------------------------------------- scales, zero points
@@ -217,6 +263,7 @@ def vector(v, name: str, lengths: tuple[int, ...], like, integer: bool, dim_name
         return int(v) if integer else scale_number(v, name)
     if not (is_tensor(v) or isinstance(v, np.ndarray)):
         v = np.asarray(v)
+    no_float8(v, name)
     kind = _kind(v)
     if kind not in "iuf":
         raise TypeError(f"{name} must hold real numbers, got dtype {v.dtype}")
@@ -274,15 +321,18 @@ def scale_values(v, name: str) -> None:
         raise _scale_error(name, values if values.ndim == 0 else values.ravel()[:8])
 
 
-def zero_point_range(v, name: str, limit: int) -> None:
+def zero_point_range(v, name: str, limit: int, read_values: bool = True) -> None:
     """The zero point within limit (where visible): any int32 for dequantize (limit
-    INT32_MAX), |zp| <= ZERO_POINT_LIMIT for the matmul."""
+    INT32_MAX), |zp| <= ZERO_POINT_LIMIT for the matmul. A tensor whose values go unread
+    (read_values=False: `ops`; on CUDA; while compiling) must have a dtype that holds no
+    value beyond int32; within that, the limit is the caller's duty."""
     if isinstance(v, _SYMBOLIC):
         return
     if isinstance(v, numbers.Integral):
         lo = hi = int(v)
     else:
-        if not values_visible(v):
+        if is_tensor(v) and not (read_values and values_visible(v)):
+            zero_point_dtype(v, name)
             return
         # min / max in the array's own dtype: a cast to int64 first would wrap uint64 values
         values = v.detach().cpu().numpy() if is_tensor(v) else np.asarray(v)
@@ -295,6 +345,17 @@ def zero_point_range(v, name: str, limit: int) -> None:
         raise ValueError(f"{name} must {bound}, got {hi if hi > limit else lo}")
 
 
+def zero_point_dtype(v: torch.Tensor, name: str) -> None:
+    """A zero-point tensor read by dtype only: int64 (or uint32, uint64) could hold values
+    that the int32 the kernels take wraps (2**40 -> 0), so it is refused without a look."""
+    info = torch.iinfo(v.dtype)
+    if info.max > INT32_MAX or info.min < -INT32_MAX - 1:
+        raise TypeError(
+            f"{name} is {v.dtype}, which can hold values beyond int32, and its values are not read here "
+            f"(no host sync): pass an int32 (or narrower) tensor, .to(torch.int32) once checked"
+        )
+
+
 def scale(v, name: str, lengths: tuple[int, ...], like, dim_name: str | None = None, read_values: bool = True):
     v = vector(v, name, lengths, like, integer=False, dim_name=dim_name)
     if read_values:
@@ -305,8 +366,7 @@ def scale(v, name: str, lengths: tuple[int, ...], like, dim_name: str | None = N
 def zero_point(v, name: str, lengths: tuple[int, ...], like, limit: int, dim_name: str | None = None,
                read_values: bool = True):
     v = vector(v, name, lengths, like, integer=True, dim_name=dim_name)
-    if read_values or not is_tensor(v):
-        zero_point_range(v, name, limit)
+    zero_point_range(v, name, limit, read_values)
     return v
 
 
@@ -333,11 +393,12 @@ def matmul_operands(a_q, b_q):
 
 
 def bias(v, n: int, like, read_values: bool = True):
-    """A bias of shape (N,), float (any float dtype of tensor; arrays as float32), finite
-    where visible."""
+    """A bias of shape (N,), float (any float dtype of tensor but float8; arrays as
+    float32), finite after rounding to float32 (what every backend adds) where visible."""
     if is_tensor(v):
         if not v.is_floating_point():
             raise TypeError(f"bias must be a floating tensor or array, got {v.dtype}")
+        no_float8(v, "bias")
     else:
         v = np.asarray(v)
         if v.dtype == np.bool_ or v.dtype.kind not in "iuf":
@@ -347,9 +408,18 @@ def bias(v, n: int, like, read_values: bool = True):
     if tuple(v.shape) != (n,):
         raise ValueError(f"bias must have shape (N,) = ({n},), got {tuple(v.shape)}")
     same_device(v, "bias", like, "the data")
-    if read_values and values_visible(v) and not np.isfinite(_host_values(v, np.float64)).all():
-        raise ValueError("bias contains NaN or Inf")
+    if read_values and values_visible(v):
+        finite_float32(v, "bias")
     return v.detach() if is_tensor(v) else v
+
+
+def finite_float32(v, name: str) -> None:
+    """v (a tensor or array) holds no NaN / Inf once rounded to float32, the precision the
+    kernels apply it in (a float64 1e300 becomes inf there)."""
+    with np.errstate(over="ignore"):
+        values = _host_values(v, np.float32)
+    if not np.isfinite(values).all():
+        raise ValueError(f"{name} contains NaN or Inf once rounded to float32 (|{name}| <= {FLT_MAX:.4g})")
 
 
 def matmul(a_q, b_q, a_scale, b_scale, a_zp, b_zp, bias_, out_dtype, read_values: bool = True):

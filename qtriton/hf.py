@@ -49,9 +49,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from qtriton import checks
 from qtriton.nn import Int8Linear
 from qtriton.scheme import QuantScheme
-from qtriton.serialization import check_scale
 
 QUANT_METHOD = "compressed-tensors"
 CONFIG_NAME = "config.json"
@@ -250,7 +250,7 @@ def check_layer_tensors(name: str, tensors: dict, in_features: int, out_features
             )
     for part in ("weight_scale", "input_scale"):
         if part in expected:
-            check_scale(f"{prefix}{part}", tensors[part])
+            checks.scale_values(tensors[part], f"{prefix}{part}")
     if "bias" in expected and not bool(torch.isfinite(tensors["bias"]).all()):
         raise ValueError(f"{prefix}bias holds NaN or Inf")
     if extra := sorted(tensors.keys() - expected.keys()):

@@ -30,13 +30,21 @@ from qtriton.scheme import W8A8, QuantScheme, as_scheme
 if TYPE_CHECKING:
     from qtriton.calibration import Calibration
 
-ACTIVATION_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _COLSUM_BLOCK = 2**18  #: weight elements per block of refresh_weight_colsum (a 1 MiB int32 temporary)
 
 
 def _refresh_weight_colsum_after_load(module: Int8Linear, incompatible_keys) -> None:
     """load_state_dict post hook (a module-level function, so the layer still pickles)."""
     module.refresh_weight_colsum()
+
+
+def _check_scales_before_load(module: Int8Linear, state_dict, prefix, *args) -> None:
+    """load_state_dict pre hook: the scales the layer computes with follow checks' scale
+    rule (a 0 or denormal one would be used as is by torch and triton, refused by NumPy),
+    checked before any of this layer's tensors is copied."""
+    for name in ("weight_scale", "input_scale", "activation_scale"):
+        if getattr(module, name) is not None and (value := state_dict.get(prefix + name)) is not None:
+            checks.scale_values(value, prefix + name)
 
 
 class Int8Linear(nn.Module):
@@ -77,6 +85,7 @@ class Int8Linear(nn.Module):
         # Non-persistent: checkpoints keep their format; recomputed from the weight on load.
         self.register_buffer("weight_colsum", torch.zeros(out_features, dtype=torch.int32, device=device),
                              persistent=False)
+        self.register_load_state_dict_pre_hook(_check_scales_before_load)
         self.register_load_state_dict_post_hook(_refresh_weight_colsum_after_load)
         self._init_scheme(as_scheme(scheme), device)
 
@@ -105,6 +114,17 @@ class Int8Linear(nn.Module):
     def weight_only(self) -> bool:
         """scheme.weight_only: W8A16, activations stay float."""
         return self._weight_only
+
+    def _apply(self, fn, recurse=True):
+        """`.to()`, `.half()`, `.cuda()` ...: the float32 buffers (scales, bias) move with the
+        module but stay float32, so `.half()` cannot underflow a small weight scale to 0."""
+        kept = {name: b for name, b in self._buffers.items() if b is not None and b.dtype == torch.float32}
+        super()._apply(fn, recurse)
+        for name, before in kept.items():
+            after = self._buffers[name]
+            if after is not None and after.dtype != torch.float32:
+                self._buffers[name] = before.to(after.device)
+        return self
 
     @torch.no_grad()
     def refresh_weight_colsum(self) -> None:
@@ -157,8 +177,8 @@ class Int8Linear(nn.Module):
         # One host sync per layer at conversion time (not in forward): on CUDA the quantize
         # kernel would otherwise hand back a NaN scale silently.
         for part, tensor in (("weight", weight), ("bias", linear.bias)):
-            if tensor is not None and not bool(torch.isfinite(tensor).all()):
-                raise ValueError(f"{name}.{part} contains NaN or Inf: it cannot be quantized")
+            if tensor is not None:
+                checks.finite_float32(tensor.detach(), f"{name}.{part}")
 
         layer = cls(
             linear.in_features,
@@ -171,6 +191,8 @@ class Int8Linear(nn.Module):
         if input_scale is not None:
             layer.input_scale.copy_(_positive_vector(input_scale, linear.in_features, f"{name} input_scale"))
             weight = weight / layer.input_scale
+            if not bool(torch.isfinite(weight).all()):
+                raise ValueError(f"{name}.weight / input_scale overflows float32: input_scale is too small for it")
         if activation_scale is not None:
             layer.activation_scale.copy_(_positive_vector(activation_scale, None, f"{name} activation_scale"))
         weight_q, weight_scale = api.quantize_per_channel(weight, axis=0)
@@ -184,9 +206,7 @@ class Int8Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # The one check of this call: the layer's own buffers were checked when it was built
         # (from_float / load_quantized), so the backend runs them unchecked below.
-        checks.torch_tensor(x, "input")
-        if x.dtype not in ACTIVATION_DTYPES:
-            raise TypeError(f"input must be float32, float16 or bfloat16, got {x.dtype}")
+        checks.kernel_float_dtype(checks.torch_tensor(x, "input"), "input")
         if x.ndim == 0 or x.shape[-1] != self.in_features:
             raise ValueError(f"input must have shape (..., {self.in_features}), got {tuple(x.shape)}")
         if x.device != self.weight.device:
@@ -205,7 +225,7 @@ class Int8Linear(nn.Module):
                 rows = rows.to(torch.float32) * self.input_scale
             out = _weight_only_matmul(rows, self.weight, self.weight_scale, self.bias, x.dtype)
             return out.reshape(*leading, self.out_features)
-        # float32 scales and bias whatever the module's dtype (m.bfloat16() makes them bf16).
+        # float32 scales and bias (_apply keeps them float32 through m.half() / m.bfloat16()).
         weight_scale = self.weight_scale.to(torch.float32)
         bias = None if self.bias is None else self.bias.to(torch.float32)
         input_scale = None if self.input_scale is None else self.input_scale.to(torch.float32)
@@ -221,7 +241,7 @@ class Int8Linear(nn.Module):
             # asymmetric ones moved down by 128, so that the GEMM runs its plain int8 K loop).
             x_q, x_scale, x_zero_point = backend.quantize_activations(rows, self._symmetric, input_scale,
                                                                       static_scale)
-            checks.quantize_result(x_scale, "input")
+            checks.activations_result(x_scale, self.symmetric_activations, input_scale, static_scale)
             # The weight's kept column sums: the activations' zero points need them, and
             # computing them per call is a pass over the weight.
             colsum = None if x_zero_point is None else self.weight_colsum
@@ -238,13 +258,13 @@ class Int8Linear(nn.Module):
 
 
 def _positive_vector(value, length: int | None, name: str) -> torch.Tensor:
-    """value as float32, checked finite and positive, of shape (length,) or () when length is None."""
+    """value as float32, checked positive, finite and normal (checks' scale rule), of shape
+    (length,) or () when length is None."""
     tensor = torch.as_tensor(value, dtype=torch.float32).detach()
     shape = () if length is None else (length,)
     if tuple(tensor.shape) != shape:
         raise ValueError(f"{name} must have shape {shape}, got {tuple(tensor.shape)}")
-    if not bool(torch.isfinite(tensor).all()) or not bool((tensor > 0).all()):
-        raise ValueError(f"{name} must be finite and positive")
+    checks.scale_values(tensor.cpu(), name)  # a scale the layer computes with: a normal float32
     return tensor
 
 

@@ -27,6 +27,10 @@ Special cases:
   float32 cannot resolve the grid: past 2^24, float32 no longer holds every integer). The API raises ValueError on such input off CUDA;
   on CUDA, where checking would need a host sync, the NaN scale is what the user sees.
 
+Fake quantization (quantize, then dequantize) saturates at the largest finite value of the
+dtype the caller gets: the grid can put x's min or max up to half a step past it, which
+would be inf (float16 [-65504, 65504], asymmetric: -65761). Finite in, finite out.
+
 Matmul is exact integer arithmetic (int64, or Python integers where int64 could
 overflow), rounded once to float64, then float64 scaling. The API bounds matmul zero
 points by ZERO_POINT_LIMIT (|zp| <= 2^24) and K by 131071 (the Triton GEMM's int32
@@ -148,6 +152,21 @@ def dequantize_asymmetric(q, scale, zero_point, keep_axis: int | None = None) ->
     scale = _expand(np.asarray(scale, dtype=np.float32), q.ndim, keep_axis)
     zp = _expand(np.asarray(zero_point, dtype=np.int64), q.ndim, keep_axis)
     return (q.astype(np.int64) - zp).astype(np.float32) * scale
+
+
+def fake_quantize(x, num_bits: int = 8, symmetric: bool = True, out_max=None) -> np.ndarray:
+    """Per-tensor quantize, then dequantize, in float32, saturated at +-out_max: the largest
+    finite value of the dtype the caller gets the result in (float32's by default; the
+    backends pass x's). The grid can put x's min or max up to half a step past it
+    ([-65504, 65504] as float16, asymmetric: (0 - 128) * 513.76 = -65761), and the nearest
+    value that dtype holds is then +-out_max, not inf: finite in, finite out. A NaN scale
+    (a slice that cannot be quantized) stays NaN."""
+    if symmetric:
+        y = dequantize_symmetric(*quantize_symmetric(x, num_bits))
+    else:
+        y = dequantize_asymmetric(*quantize_asymmetric(x, num_bits))
+    limit = np.float32(np.finfo(np.float32).max if out_max is None else out_max)
+    return np.clip(y, -limit, limit)
 
 
 def _expand(v: np.ndarray, ndim: int, keep_axis: int | None) -> np.ndarray:

@@ -35,6 +35,7 @@ import math
 import pickle
 import re
 import sys
+import warnings
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -274,12 +275,31 @@ def _load_npz(path: Path) -> dict:
         raise _unreadable(path, ".npz", err) from err
 
 
+def _starts_like_torch_save(path: Path) -> bool:
+    """torch.save writes a zip archive ("PK") or, the legacy format, a pickle (0x80)."""
+    with open(path, "rb") as f:
+        head = f.read(2)
+    return head == b"PK" or head[:1] == b"\x80"
+
+
+def _not_torch_save(path: Path) -> ValueError:
+    return ValueError(
+        f"checkpoint {str(path)!r} was not written by torch.save (text, a git-lfs pointer, a plain pickle?): "
+        "qtriton report reads state dicts saved with torch.save, safetensors files and .npz archives"
+    )
+
+
 def _load_torch(path: Path) -> dict:
     import torch
 
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a plain pickle: torch warns of its protocol, then fails (below)
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        # Text or a plain pickle (its opcodes are no torch.save pickle's): not "pickled objects".
+        if not _starts_like_torch_save(path) or "unsupported operand" in str(err).lower():
+            raise _not_torch_save(path) from None
         if "weights only" not in str(err).lower():
             raise _unreadable(path, "PyTorch", err) from err
         raise ValueError(
@@ -287,6 +307,8 @@ def _load_torch(path: Path) -> dict:
             "torch.save(model)?), which qtriton report does not unpickle: save model.state_dict() instead"
         ) from None
     except Exception as err:  # torch.load raises many types (OSError, KeyError, RuntimeError, UnpicklingError)
+        if not _starts_like_torch_save(path):
+            raise _not_torch_save(path) from None
         raise _unreadable(path, "PyTorch", err) from err
     if isinstance(obj, dict) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
         for key in _NESTED_STATE_DICT_KEYS:

@@ -23,16 +23,16 @@ several names (`m.b = m.a`) is listed under each; "shared" groups the names that
 layer (absent or empty: none are). safetensors stores a shared layer's tensors once. A bare
 `Int8Linear` saved on its own is the layer named "" (tensors `weight`, `weight_scale`, `bias`).
 
-Loading checks the file before touching the model: the header's types (a valid scheme,
-features positive ints), and each layer's tensors: `weight` int8 (out, in),
-`weight_scale` float32 (out,) positive and finite, `bias` float32 (out,) finite.
+Loading checks the file before touching the model: the header's types (a valid
+scheme, features positive ints), and each layer's tensors: `weight` int8 (out, in),
+`weight_scale` (and `input_scale`, `activation_scale`) float32 positive, finite and normal
+(checks' scale rule: a 0 or denormal scale is refused), `bias` float32 (out,) finite.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import re
 from pathlib import Path
@@ -42,6 +42,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import _remove_duplicate_names, load_model, save_file
 from torch import nn
 
+from qtriton import checks
 from qtriton.nn import Int8Linear
 from qtriton.scheme import QuantScheme
 
@@ -263,20 +264,11 @@ def _check_layer_tensors(path: Path, header: dict, source: _StateDict | None = N
                         f"{str(path)!r}: {key} is {found[0]} {found[1]}, "
                         f"an Int8Linear({in_features}, {out_features}) holds {dtype} {shape}"
                     )
-            for tensor in ("weight_scale", "input_scale", "activation_scale"):
+            for tensor in ("weight_scale", "input_scale", "activation_scale"):  # what the layer computes with
                 if tensor in expected:
-                    check_scale(f"{str(path)!r}: {prefix}{tensor}", f.get_tensor(prefix + tensor))
+                    checks.scale_values(f.get_tensor(prefix + tensor), f"{str(path)!r}: {prefix}{tensor}")
             if spec["bias"] and not bool(f.get_tensor(prefix + "bias").isfinite().all()):
                 raise ValueError(f"{str(path)!r}: {prefix}bias holds NaN or Inf")
-
-
-def check_scale(name: str, scale: torch.Tensor) -> None:
-    """ValueError unless every value of scale is a positive, finite, normal float32 number: 0,
-    negative, NaN, inf or a denormal (whose reciprocal overflows) would compute nonsense (or
-    nothing: an input_scale of 0) without an error."""
-    value = scale.detach().to(torch.float32)
-    if not bool(((value >= torch.finfo(torch.float32).tiny) & (value < math.inf)).all()):
-        raise ValueError(f"{name} holds values that are not positive, finite, normal float32 numbers")
 
 
 def _check_other_tensors(path: Path, model: nn.Module) -> None:
@@ -377,8 +369,13 @@ def _load_bare_layer(model: nn.Module, path: str | os.PathLike, spec: dict) -> I
     if found != expected:
         raise ValueError(f"model has (in_features, out_features, bias) = {found}, {str(path)!r} stores {expected}")
     layer = Int8Linear(*expected, scheme=spec["scheme"], device=model.weight.device)
-    load_model(layer, str(path), strict=True)
+    try:
+        load_model(layer, str(path), strict=True)
+    except RuntimeError as err:  # as load_quantized's module path: missing / unexpected keys
+        raise ValueError(f"{str(path)!r} does not fit the model: {err}") from err
     return layer
+
+
 def _swap(model: nn.Module, name: str, module: nn.Module) -> nn.Module:
     """Put module at the qualified name; returns the module it replaces."""
     parent_name, _, attr = name.rpartition(".")

@@ -136,8 +136,10 @@ def dequantize(q, scale, zero_point, granularity: str, axis: int | None, out_dty
 
 
 def fake_quantize(x: torch.Tensor, num_bits: int, symmetric: bool) -> torch.Tensor:
+    """reference.fake_quantize: float32, saturated at x's dtype's largest finite value."""
     q, scale, zp = quantize(x, num_bits, symmetric, "tensor", None)
-    return dequantize(q, scale, zp, "tensor", None, x.dtype)
+    limit = torch.finfo(x.dtype).max
+    return dequantize(q, scale, zp, "tensor", None).clamp(-limit, limit).to(x.dtype)
 
 
 def quantized_matmul(a_q, b_q, a_scale, b_scale, a_zp, b_zp, bias, out_dtype, b_colsum=None):

@@ -123,7 +123,7 @@ def test_scales_must_be_positive_finite_and_normal(tmp_path, bad, scheme, key):
     value = getattr(model[0], key).clone()
     value.view(-1)[-1] = bad
     _refused_on_save_and_on_load(model, f"0.{key}", value, tmp_path / "scale.safetensors",
-                                 rf"0\.{key} holds values that are not positive, finite, normal float32 numbers")
+                                 rf"0\.{key} must be positive, finite and a normal float32")
 
 
 def test_a_float_tensor_stored_as_integers_is_refused(tmp_path):
@@ -142,15 +142,15 @@ def test_a_float_tensor_stored_as_integers_is_refused(tmp_path):
 
 def test_a_bfloat16_model_saves_what_it_computes(tmp_path, rng):
     """quantize_model, then .to(torch.bfloat16): the scales and biases, which forward reads
-    in float32, are saved in float32, and the file loads."""
+    in float32, stay float32 (#22: bfloat16 could underflow them), and the file loads."""
     model = _model()
     quantize_model(model)
     model.to(torch.bfloat16)
-    assert model[0].weight_scale.dtype == torch.bfloat16
+    assert model[0].weight_scale.dtype == torch.float32 and model[0].bias.dtype == torch.float32
     path = tmp_path / "bf16.safetensors"
     save_quantized(model, path)
     loaded = load_quantized(_model().to(torch.bfloat16), path)
-    assert loaded[0].weight_scale.dtype == torch.float32 and model[0].weight_scale.dtype == torch.bfloat16
+    assert loaded[0].weight_scale.dtype == torch.float32
     x = torch.from_numpy(rng.standard_normal((3, 32), dtype=np.float32)).to(torch.bfloat16)
     assert torch.equal(loaded(x), model(x))
 
@@ -278,3 +278,30 @@ def test_save_error_names_the_path_not_a_temporary_file(saved, tmp_path):
     with pytest.raises(OSError, match="is_a_dir.safetensors") as info:
         save_quantized(model, target)
     assert ".tmp" not in str(info.value) and not isinstance(info.value, SafetensorError)
+
+
+def _with_extra_key(path):
+    """path rewritten with one tensor more than its layers hold, its header kept."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(path), framework="pt") as f:
+        tensors = {key: f.get_tensor(key) for key in f.keys()}
+        metadata = f.metadata()
+    save_file({**tensors, "stray": torch.zeros(2)}, str(path), metadata=metadata)
+
+
+@pytest.mark.parametrize("bare", [True, False], ids=["bare-layer", "module"])
+def test_extra_key_is_the_same_value_error_on_both_paths(tmp_path, bare):
+    """A bare layer's file with an extra tensor raised load_state_dict's raw RuntimeError,
+    the module path a ValueError naming the file (#22): now both the latter."""
+    path = tmp_path / "extra.safetensors"
+    if bare:
+        save_quantized(Int8Linear.from_float(nn.Linear(8, 4)), path)
+    else:
+        model = _model()
+        quantize_model(model)
+        save_quantized(model, path)
+    _with_extra_key(path)
+    with pytest.raises(ValueError, match=r"(?s)extra\.safetensors' does not fit the model: .*stray"):
+        load_quantized(nn.Linear(8, 4) if bare else _model(), path)

@@ -379,8 +379,11 @@ def scaled_matmul(
     The rules and messages are qtriton.checks' (as for qtriton.quantized_matmul): scales
     are float32 (a Python float is rounded to it; not positive, finite and normal there:
     ValueError), |zero points| <= 2**24, K <= MAX_K; tensors are checked through their
-    metadata only (nothing syncs with the host, a NaN scale passes). The scales apply
-    after an exact integer product (see kernels/matmul.py).
+    metadata only (nothing syncs with the host, a NaN scale passes): a zero-point tensor
+    must be int32 or narrower (int64: TypeError). The caller's duty, unread: scale
+    tensors positive, finite and normal in float32; zero-point tensors within +-2**24
+    (beyond it the result wraps); a bias finite in float32. The scales apply after an
+    exact integer product (see kernels/matmul.py).
     a_rowsum (M,) / b_colsum (N,): optional int32 sums of a_q's rows / b_q's columns (the
     stored codes, `b_q.sum(0, dtype=torch.int32)`), which the zero-point correction
     needs for a b_zp / an a_zp; computed once per call when not given. A constant

@@ -277,6 +277,7 @@ def _launch_tensor_quantize(x2, out, scale, zero_point, num_bits, symmetric, fak
             m, k,
             x2.stride(0), x2.stride(1),
             NUM_BITS=num_bits, SYMMETRIC=symmetric, FAKE=fake,
+            OUT_MAX=torch.finfo(out.dtype).max if fake else 0.0,  # fake: saturate at out's dtype
             BLOCK_SIZE_M=block_m, BLOCK_SIZE_K=block_k,
             num_warps=_num_warps(block_m * block_k),
         )
@@ -298,8 +299,9 @@ def _quantize_per_tensor(x: torch.Tensor, num_bits: int = 8, symmetric: bool = T
 
 def _fake_quantize(x: torch.Tensor, num_bits: int = 8, symmetric: bool = True, *,
                    tile: int = TILE_ELEMENTS) -> torch.Tensor:
-    """dequantize(quantize_per_tensor(x)) in x's dtype, the last two steps fused into one
-    elementwise pass (no integer tensor is written)."""
+    """reference.fake_quantize: dequantize(quantize_per_tensor(x)) saturated at x's dtype's
+    largest finite value, in x's dtype, the last two steps fused into one elementwise pass
+    (no integer tensor is written)."""
     out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     if x.numel() == 0:
         return out
@@ -393,8 +395,10 @@ def quantize_per_tensor(x: torch.Tensor, num_bits: int = 8, symmetric: bool = Tr
 
 
 def fake_quantize(x: torch.Tensor, num_bits: int = 8, symmetric: bool = True, **launch) -> torch.Tensor:
-    """dequantize(quantize_per_tensor(x)) in x's dtype, fused (no integer tensor written).
-    launch: tile (test hook)."""
+    """dequantize(quantize_per_tensor(x)) in x's dtype, fused (no integer tensor written),
+    saturated at x's dtype's largest finite value (reference.fake_quantize: finite in,
+    finite out; float16 [-65504, 65504] asymmetric would otherwise give -inf).
+    The caller's duty, unread: x without NaN / Inf (else a NaN result). launch: tile (test hook)."""
     num_bits, symmetric = _check_input(x, num_bits, symmetric)
     return _fake_quantize(x, num_bits, symmetric, **launch)
 
@@ -404,7 +408,10 @@ def dequantize(q: torch.Tensor, scale, zero_point=None, *, granularity: str, axi
     """(q - zero_point) * scale in float32, cast to out_dtype. granularity "tensor" (scale
     0-d), "channel" (scales (q.shape[axis],)) or "token" (scales q.shape[:-1]). scale and
     zero_point: tensors (any device, moved to q's) or Python numbers (a float scale rounded
-    to float32, refused unless positive, finite and normal there; any int32 zero point)."""
+    to float32, refused unless positive, finite and normal there; any int32 zero point).
+    A zero-point tensor must be int32 or narrower (int64 could hold 2**40, which the kernel's
+    int32 wraps: TypeError, unread). The caller's duty, unread: scale tensors positive,
+    finite and normal in float32; no zero point -2**31."""
     checks.torch_tensor(q, "q")
     checks.quantized(q, "q")
     checks.kernel_device(q, "q")
@@ -421,6 +428,8 @@ def dequantize(q: torch.Tensor, scale, zero_point=None, *, granularity: str, axi
         checks.tensor_or_number(value, name, integer)
         if granularity == "token" and checks.is_tensor(value):
             checks.rows(value, name, tuple(q.shape[:-1]), None, integer)
+            if integer:
+                checks.zero_point_range(value, name, checks.INT32_MAX, read_values=False)
         elif integer:
             zero_point = checks.zero_point(value, name, lengths, None, checks.INT32_MAX, read_values=False)
         else:

@@ -17,6 +17,7 @@ import functools
 import torch
 import triton
 
+from qtriton import checks
 from qtriton.backend import interpreter_enabled
 from qtriton.kernels import w8a16_matmul as kernels
 from qtriton.ops.configs import _config, clamped, m_bucket
@@ -76,6 +77,7 @@ def _autotuned_kernel():
 
 
 def _check(a, b_q, b_scale, bias, out_dtype) -> torch.dtype:
+    checks.no_float8(a, "a")
     if not isinstance(a, torch.Tensor) or a.ndim != 2 or a.dtype not in _FLOAT_TYPES:
         raise TypeError(f"a must be a 2-D float16, bfloat16 or float32 tensor, got {getattr(a, 'dtype', type(a))}")
     if not isinstance(b_q, torch.Tensor) or b_q.ndim != 2 or b_q.dtype != torch.int8:
@@ -86,8 +88,12 @@ def _check(a, b_q, b_scale, bias, out_dtype) -> torch.dtype:
     for name, v in (("b_scale", b_scale), ("bias", bias)):
         if v is None and name == "bias":
             continue
-        if not isinstance(v, torch.Tensor) or not v.is_floating_point() or tuple(v.shape) != (n,):
-            raise ValueError(f"{name} must be a float tensor of shape ({n},), got {getattr(v, 'shape', type(v))}")
+        checks.torch_tensor(v, name)
+        if not v.is_floating_point():
+            raise TypeError(f"{name} must be a floating tensor, got {v.dtype}")
+        checks.no_float8(v, name)
+        if tuple(v.shape) != (n,):
+            raise ValueError(f"{name} must be of shape (N,) = ({n},), got {tuple(v.shape)}")
     for name, v in (("b_q", b_q), ("b_scale", b_scale), ("bias", bias)):
         if v is not None and v.device != a.device:
             raise ValueError(f"{name} is on {v.device} but a is on {a.device}")
