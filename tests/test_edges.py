@@ -118,7 +118,7 @@ def test_activation_scale_must_be_a_normal_float32(backend):
     """from_float(activation_scale=1e-40) was taken; the layer then raised on the NumPy
     backend and returned only the bias on torch and triton."""
     with use_backend(backend), pytest.raises(ValueError, match="activation_scale must be positive, finite and a"):
-        Int8Linear.from_float(nn.Linear(4, 3), activation_scale=1e-40)
+        Int8Linear.from_float(nn.Linear(4, 3), "w8a8-static", activation_scale=1e-40)
 
 
 @pytest.mark.interpreter
@@ -147,7 +147,7 @@ def test_half_keeps_the_scales_float32(backend, cast, rng):
 def test_load_state_dict_refuses_an_underflowed_scale(buffer, bad):
     """A 0 or denormal scale loaded through load_state_dict was taken (the file path checks
     its scales): refused before the layer changes."""
-    layer = Int8Linear.from_float(nn.Linear(4, 3), activation_scale=0.5)
+    layer = Int8Linear.from_float(nn.Linear(4, 3), "w8a8-static", activation_scale=0.5)
     before = copy.deepcopy(layer.state_dict())
     state = copy.deepcopy(before)
     state[buffer].fill_(bad)
@@ -242,7 +242,7 @@ def test_int8linear_refuses_meta():
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_overflowing_input_scale_is_named(backend):
     """A symmetric layer was told its input "cannot be quantized asymmetrically"."""
-    layer = Int8Linear.from_float(nn.Linear(4, 3), input_scale=torch.full((4,), 1e4))
+    layer = Int8Linear.from_float(nn.Linear(4, 3), "w8a8+smooth", input_scale=torch.full((4,), 1e4))
     with use_backend(backend), pytest.raises(ValueError, match=r"input \* input_scale .* overflows float32") as err:
         layer(torch.full((2, 4), 1e35))
     assert "asymmetric" not in str(err.value)
@@ -251,7 +251,7 @@ def test_overflowing_input_scale_is_named(backend):
 @pytest.mark.interpreter
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_nan_static_scale_is_named(backend):
-    layer = Int8Linear.from_float(nn.Linear(4, 3), activation_scale=1.0)
+    layer = Int8Linear.from_float(nn.Linear(4, 3), "w8a8-static", activation_scale=1.0)
     layer.activation_scale.fill_(float("nan"))
     with use_backend(backend), pytest.raises(ValueError, match="activation_scale is nan"):
         layer(torch.ones(2, 4))
@@ -260,12 +260,12 @@ def test_nan_static_scale_is_named(backend):
 def test_from_float_names_its_input_scale():
     """from_float(input_scale=1e-40) said "x contains NaN or Inf"."""
     with pytest.raises(ValueError, match="input_scale must be positive, finite and a normal float32"):
-        Int8Linear.from_float(nn.Linear(4, 3), input_scale=torch.full((4,), 1e-40))
+        Int8Linear.from_float(nn.Linear(4, 3), "w8a8+smooth", input_scale=torch.full((4,), 1e-40))
     linear = nn.Linear(4, 3)
     with torch.no_grad():
         linear.weight.fill_(1e10)
     with pytest.raises(ValueError, match=r"linear\.weight / input_scale overflows float32"):
-        Int8Linear.from_float(linear, input_scale=torch.full((4,), 1e-30))
+        Int8Linear.from_float(linear, "w8a8+smooth", input_scale=torch.full((4,), 1e-30))
 
 
 @pytest.mark.interpreter
