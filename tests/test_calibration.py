@@ -88,7 +88,7 @@ def test_folds_into_prenorms_and_keeps_function(block):
     reference = copy.deepcopy(block)
     calibration = calibrate(block, _batches(1), alpha=0.5)
     assert all(p.equal(q) for p, q in zip(block.state_dict().values(), reference.state_dict().values()))
-    calibration.fold_into_norms(block)
+    calibration.smooth(block)
     folded = {calibration.stats[k].name: norm for k, norm in calibration.folded.items()}
     assert folded == {"q": "norm", "k": "norm", "up": "norm2"}
     assert not block.norm.weight.equal(reference.norm.weight)
@@ -120,14 +120,26 @@ def test_static_scales(block):
     assert _relative_error(block, reference, _batches(2)) < 0.05
 
 
-def test_post_norm_and_one_plus_norm_are_not_folded():
+def test_post_norm_is_not_folded():
     torch.manual_seed(1)
-    for model in (PostNormBlock().eval(), PreNormBlock(norm=OnePlusRMSNorm).eval()):
-        reference = copy.deepcopy(model)
-        calibration = calibrate(model, _batches(3), alpha=0.5)
-        calibration.fold_into_norms(model)
-        assert not any(norm == "norm" for norm in calibration.folded.values())
-        assert _relative_error(model, reference, _batches(4)) < 1e-5
+    model = PostNormBlock().eval()
+    reference = copy.deepcopy(model)
+    calibration = calibrate(model, _batches(3), alpha=0.5)
+    calibration.smooth(model)
+    assert not calibration.folded and model.norm.weight.equal(reference.norm.weight)
+    assert _relative_error(model, reference, _batches(4)) < 1e-5
+
+
+def test_one_plus_weight_norm_is_folded():
+    """Gemma's x * (1 + weight): weight' = (1 + weight) / s - 1 divides the output by s."""
+    torch.manual_seed(1)
+    model = PreNormBlock(norm=OnePlusRMSNorm).eval()
+    reference = copy.deepcopy(model)
+    calibration = calibrate(model, _batches(3), alpha=0.5)
+    calibration.smooth(model)
+    folded = {calibration.stats[k].name: norm for k, norm in calibration.folded.items()}
+    assert folded == {"q": "norm", "k": "norm", "up": "norm2"}
+    assert _relative_error(model, reference, _batches(4)) < 1e-5
 
 
 def test_tied_weight_is_not_scaled():
@@ -145,7 +157,7 @@ def test_tied_weight_is_not_scaled():
     model = Tied().eval()
     embedding = model.embed.weight.detach().clone()
     calibration = calibrate(model, [torch.arange(50).reshape(5, 10)], alpha=0.5)
-    calibration.fold_into_norms(model)
+    calibration.smooth(model)
     assert not calibration.folded and model.embed.weight.equal(embedding)
 
 
