@@ -54,3 +54,8 @@ __all__ = [
 from qtriton.calibration import Calibration, calibrate, layer_report  # noqa: E402
 
 __all__ += ["Calibration", "calibrate", "layer_report"]
+
+# End-to-end sensitivity and per-layer plans (qtriton.sensitivity).
+from qtriton.sensitivity import Plan, Sensitivity, plan, sensitivity  # noqa: E402
+
+__all__ += ["Plan", "Sensitivity", "plan", "sensitivity"]
