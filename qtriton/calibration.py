@@ -63,6 +63,8 @@ def _first_tensor(output) -> torch.Tensor:
     dict, or the first element of a tuple."""
     if isinstance(output, torch.Tensor):
         return output
+    if isinstance(getattr(output, "logits", None), torch.Tensor):
+        return output.logits
     if isinstance(output, dict):
         output = list(output.values())
     if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):

@@ -1,4 +1,4 @@
-"""The `qtriton` command: `qtriton demo` and `qtriton report CHECKPOINT`.
+"""The `qtriton` command: `qtriton demo`, `qtriton report CHECKPOINT` and `qtriton eval MODEL`.
 
 Every error a user can cause (a bad option, a bad checkpoint, a backend the machine cannot
 run, a bad QTRITON_BACKEND) ends the same way: one line `qtriton ...: error: ...` on
@@ -33,14 +33,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = _Parser(prog="qtriton", description="INT8 quantization kernels in Triton")
     commands = parser.add_subparsers(dest="command", required=True)  # subparsers are _Parser too
 
-    from qtriton import demo, report
+    from qtriton import demo, evaluate, report
 
     demo.add_arguments(commands.add_parser("demo", help="the lab walkthrough: errors per method, matmul, memory"))
     report.add_arguments(
         commands.add_parser("report", help="per-layer int8 error and size for a float or qtriton checkpoint")
     )
+    evaluate.add_arguments(commands.add_parser("eval", help="perplexity, top-1 and KL of quantized recipes vs float"))
     args = parser.parse_args(argv)
-    command = demo.run if args.command == "demo" else report.run
+    command = {"demo": demo.run, "report": report.run, "eval": evaluate.run}[args.command]
     try:
         return command(args)
     except BrokenPipeError:
