@@ -276,6 +276,7 @@ def plan(
     groups: str | Sequence[str] = "type",
     alpha: float = 0.5,
     progress: bool = True,
+    report: Sensitivity | None = None,
 ) -> Plan:
     """A per-layer plan that meets target_kl (mean KL from float per token) and/or target_top1
     (top-1 agreement) on batches with the most layers in W8A8, then W8A16, then float.
@@ -283,6 +284,7 @@ def plan(
     Greedy on the `sensitivity` ranking: each group starts at its lowest-KL W8A8 scheme; while
     the whole quantized model (a copy, measured end to end) misses the target, the group
     with the largest KL moves to W8A16, and a W8A16 group to float. The model is not changed.
+    report: a `sensitivity` of this model on these batches, groups and schemes, to reuse.
     """
     if target_kl is None and target_top1 is None:
         raise ValueError("plan needs target_kl or target_top1 (or both)")
@@ -294,7 +296,8 @@ def plan(
     candidates = _schemes(schemes)
     if W8A16 not in candidates:
         candidates.append(W8A16)
-    report = sensitivity(model, batches, schemes=candidates, groups=groups, alpha=alpha, progress=progress)
+    if report is None:
+        report = sensitivity(model, batches, schemes=candidates, groups=groups, alpha=alpha, progress=progress)
     layout = layer_groups(model, groups)
     reference = _Reference(model, batches)
 
