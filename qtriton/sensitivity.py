@@ -14,7 +14,7 @@ time with each candidate scheme, by swapping Int8Linear modules in and out of th
 copy per group), and compares the model's output distribution with the float one it kept
 from a single float pass. `plan` starts every group at its most accurate W8A8 scheme and,
 while the whole quantized model misses the target, moves the group that costs the most KL to
-W8A16, then to float (memory first, then int8 compute, is what it gives up last).
+W8A16 and, only once every group is W8A16, to float (memory first, then int8 compute).
 """
 
 from __future__ import annotations
@@ -282,8 +282,9 @@ def plan(
     (top-1 agreement) on batches with the most layers in W8A8, then W8A16, then float.
 
     Greedy on the `sensitivity` ranking: each group starts at its lowest-KL W8A8 scheme; while
-    the whole quantized model (a copy, measured end to end) misses the target, the group
-    with the largest KL moves to W8A16, and a W8A16 group to float. The model is not changed.
+    the whole quantized model (a copy, measured end to end) misses the target, the W8A8 group
+    whose KL drops the most moves to W8A16, and once none is left, a W8A16 group to float
+    (least memory first, then the most int8 compute). The model is not changed.
     report: a `sensitivity` of this model on these batches, groups and schemes, to reuse.
     """
     if target_kl is None and target_top1 is None:
@@ -319,9 +320,11 @@ def plan(
     for _ in steps:
         kl, top1, result = _evaluate(model, batches, reference, choice, layout, alpha)
         result.target = target
-        movable = [g for g in layout if choice[g] != "float"]
-        if met(kl, top1) or not movable:
+        # Least memory first: every W8A8 -> W8A16 move before any move to float; among
+        # moves of one kind, the group whose KL would drop the most.
+        moves = [g for g in layout if _tier(choice[g]) == 0] or [g for g in layout if _tier(choice[g]) == 1]
+        if met(kl, top1) or not moves:
             return result
-        worst = max(movable, key=lambda g: cost(g, choice[g]))
+        worst = max(moves, key=lambda g: cost(g, choice[g]) - cost(g, best(g, _tier(choice[g]) + 1)))
         choice[worst] = best(worst, _tier(choice[worst]) + 1)
     return result
