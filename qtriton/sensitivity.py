@@ -231,6 +231,17 @@ class Plan:
         schemes = {n: None if s is None else QuantScheme.from_dict(s) for n, s in value["schemes"].items()}
         return cls(schemes, dict(value.get("groups", {})), value.get("kl"), value.get("top1"), value.get("target", ""))
 
+    @classmethod
+    def from_groups(cls, model: nn.Module, groups: dict[str, str]) -> Plan:
+        """A plan by hand: {glob pattern of layer names ("*.down_proj"): scheme name or "float"}; the first pattern that matches a layer decides."""
+        layout = layer_groups(model, list(groups))
+        schemes = {}
+        for pattern, name in groups.items():
+            scheme = None if name == "float" else QuantScheme.parse(name)
+            for layer in layout[pattern]:
+                schemes.setdefault(layer, scheme)
+        return cls(schemes, dict(groups))
+
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1)
 

@@ -124,6 +124,14 @@ def test_plan_meets_its_target_and_applies(model):
             assert layer.symmetric_activations == scheme.activation_symmetric
 
 
+def test_plan_by_hand(model):
+    plan = Plan.from_groups(model, {"*.down_proj": "float", "layers.0.*_proj": "w8a16", "layers.1.*_proj": "w8a8"})
+    assert plan.schemes["layers.0.down_proj"] is None and plan.schemes["layers.1.down_proj"] is None
+    assert plan.schemes["layers.0.q_proj"] == W8A16 and plan.schemes["layers.1.up_proj"] == W8A8
+    with pytest.raises(ValueError, match="unknown scheme"):
+        Plan.from_groups(model, {"*.q_proj": "w4a4"})
+
+
 def test_quantize_model_plan_checks(model):
     with pytest.raises(ValueError, match="does not have"):
         quantize_model(model, plan={"layers.9.q_proj": W8A8})
