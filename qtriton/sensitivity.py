@@ -32,8 +32,6 @@ from qtriton.calibration import _first_tensor, _run, calibrate
 from qtriton.scheme import W8A16, QuantScheme
 
 DEFAULT_SCHEMES = ("w8a8", "w8a8-asym", "w8a8-asym+smooth", "w8a16")
-# W8A8 first (int8 compute and int8 memory), then W8A16 (int8 memory), then float.
-_TIERS = ("w8a8", "w8a16", "float")
 
 
 def _progress(iterable, total: int, description: str, enabled: bool):
@@ -258,6 +256,7 @@ class Plan:
 
 
 def _tier(scheme_name: str) -> int:
+    """0: W8A8 (int8 compute and memory), 1: W8A16 (int8 memory), 2: float."""
     return 2 if scheme_name == "float" else 1 if scheme_name.startswith("w8a16") else 0
 
 

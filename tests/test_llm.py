@@ -51,8 +51,10 @@ PLANS = {
 # Loading Gemma 3 takes about 60 s on a 2-core machine (its 262k-token tokenizer and embedding):
 # its tests measure on the first 128 tokens of the test text to keep the rest to seconds.
 GEMMA_TOKENS = 128
+# Measured on those 128 tokens: the plan 97.7 % top-1, -0.06 % perplexity, KL 0.0035; the
+# default 93.8 %, +2.06 %, KL 0.0192 (one token is 0.8 points of top-1).
 GEMMA_PLAN_TOP1, GEMMA_PLAN_KL = 0.95, 0.005
-GEMMA_DEFAULT_TOP1, GEMMA_DEFAULT_KL = 0.9, 0.03
+GEMMA_DEFAULT_TOP1, GEMMA_DEFAULT_KL = 0.92, 0.025
 
 
 @pytest.fixture(scope="module")
