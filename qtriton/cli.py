@@ -1,4 +1,4 @@
-"""The `qtriton` command: `qtriton demo`, `qtriton report CHECKPOINT`, `qtriton --version`.
+"""The `qtriton` command: `qtriton demo`, `qtriton report CHECKPOINT`, `qtriton eval MODEL`, `qtriton --version`.
 
 Every error a user can cause (a bad option, a bad checkpoint, a backend the machine cannot
 run, a bad QTRITON_BACKEND) ends the same way: one line `qtriton ...: error: ...` on
@@ -35,6 +35,7 @@ class _Parser(argparse.ArgumentParser):
 COMMANDS = {
     "demo": ("qtriton.demo", "the lab walkthrough: errors per method, matmul, memory"),
     "report": ("qtriton.report", "per-layer int8 error and size for a float or qtriton checkpoint"),
+    "eval": ("qtriton.evaluate", "perplexity, top-1 and KL of quantized recipes vs float"),
 }
 
 

@@ -88,7 +88,7 @@ def test_folds_into_prenorms_and_keeps_function(block):
     reference = copy.deepcopy(block)
     calibration = calibrate(block, _batches(1), alpha=0.5)
     assert all(p.equal(q) for p, q in zip(block.state_dict().values(), reference.state_dict().values()))
-    calibration.fold_into_norms(block)
+    calibration.smooth(block)
     folded = {calibration.stats[k].name: norm for k, norm in calibration.folded.items()}
     assert folded == {"q": "norm", "k": "norm", "up": "norm2"}
     assert not block.norm.weight.equal(reference.norm.weight)
@@ -121,14 +121,26 @@ def test_static_scales(block):
     assert _relative_error(block, reference, _batches(2)) < 0.05
 
 
-def test_post_norm_and_one_plus_norm_are_not_folded():
+def test_post_norm_is_not_folded():
     torch.manual_seed(1)
-    for model in (PostNormBlock().eval(), PreNormBlock(norm=OnePlusRMSNorm).eval()):
-        reference = copy.deepcopy(model)
-        calibration = calibrate(model, _batches(3), alpha=0.5)
-        calibration.fold_into_norms(model)
-        assert not any(norm == "norm" for norm in calibration.folded.values())
-        assert _relative_error(model, reference, _batches(4)) < 1e-5
+    model = PostNormBlock().eval()
+    reference = copy.deepcopy(model)
+    calibration = calibrate(model, _batches(3), alpha=0.5)
+    calibration.smooth(model)
+    assert not calibration.folded and model.norm.weight.equal(reference.norm.weight)
+    assert _relative_error(model, reference, _batches(4)) < 1e-5
+
+
+def test_one_plus_weight_norm_is_folded():
+    """Gemma's x * (1 + weight): weight' = (1 + weight) / s - 1 divides the output by s."""
+    torch.manual_seed(1)
+    model = PreNormBlock(norm=OnePlusRMSNorm).eval()
+    reference = copy.deepcopy(model)
+    calibration = calibrate(model, _batches(3), alpha=0.5)
+    calibration.smooth(model)
+    folded = {calibration.stats[k].name: norm for k, norm in calibration.folded.items()}
+    assert folded == {"q": "norm", "k": "norm", "up": "norm2"}
+    assert _relative_error(model, reference, _batches(4)) < 1e-5
 
 
 def test_tied_weight_is_not_scaled():
@@ -146,7 +158,7 @@ def test_tied_weight_is_not_scaled():
     model = Tied().eval()
     embedding = model.embed.weight.detach().clone()
     calibration = calibrate(model, [torch.arange(50).reshape(5, 10)], alpha=0.5)
-    calibration.fold_into_norms(model)
+    calibration.smooth(model)
     assert not calibration.folded and model.embed.weight.equal(embedding)
 
 
@@ -189,3 +201,152 @@ def test_modes_round_trip(tmp_path, block):
         assert torch.equal(loaded(x), block(x))
     assert loaded.down.weight_only and loaded.attn_out.input_scale is not None
     assert loaded.q.activation_scale is not None and loaded.q.input_scale is None
+
+
+# ------------------------------------------------- folds into v_proj / up_proj, grouped heads
+HEADS, KV_HEADS, HEAD_DIM = 4, 2, 8
+
+
+class Attention(nn.Module):
+    """Causal attention with 4 query heads on 2 key/value heads (HF's repeat_kv layout)."""
+
+    def __init__(self, value_norm=False):
+        super().__init__()
+        self.head_dim = HEAD_DIM
+        self.q_proj = nn.Linear(D, HEADS * HEAD_DIM)
+        self.k_proj = nn.Linear(D, KV_HEADS * HEAD_DIM)
+        self.v_proj = nn.Linear(D, KV_HEADS * HEAD_DIM)
+        self.o_proj = nn.Linear(HEADS * HEAD_DIM, D)
+        self.v_norm = nn.RMSNorm(HEAD_DIM) if value_norm else nn.Identity()  # Gemma 3n's: not linear
+
+    def forward(self, x):
+        b, t, _ = x.shape
+        q = self.q_proj(x).view(b, t, HEADS, HEAD_DIM).transpose(1, 2)
+        k = self.k_proj(x).view(b, t, KV_HEADS, HEAD_DIM).transpose(1, 2)
+        v = self.v_norm(self.v_proj(x).view(b, t, KV_HEADS, HEAD_DIM)).transpose(1, 2)
+        k, v = (z.repeat_interleave(HEADS // KV_HEADS, dim=1) for z in (k, v))
+        out = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.o_proj(out.transpose(1, 2).reshape(b, t, HEADS * HEAD_DIM))
+
+
+class Mlp(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.gate_proj, self.up_proj = nn.Linear(D, HIDDEN), nn.Linear(D, HIDDEN)
+        self.down_proj = nn.Linear(HIDDEN, D)
+
+    def forward(self, x):
+        return self.down_proj(nn.functional.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class LlamaBlock(nn.Module):
+    def __init__(self, value_norm=False):
+        super().__init__()
+        self.input_layernorm, self.post_attention_layernorm = nn.RMSNorm(D), nn.RMSNorm(D)
+        self.self_attn, self.mlp = Attention(value_norm), Mlp()
+        with torch.no_grad():  # outlier channels at the inputs of o_proj and down_proj too
+            self.self_attn.v_proj.weight[:3] *= 40
+            self.mlp.up_proj.weight[[5, 70]] *= 40
+
+    def forward(self, x):
+        x = x + self.self_attn(self.input_layernorm(x))
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+def test_folds_into_v_proj_and_up_proj_with_grouped_heads():
+    torch.manual_seed(2)
+    model = LlamaBlock().eval()
+    reference = copy.deepcopy(model)
+    calibration = calibrate(model, _batches(1), alpha=0.5)
+    calibration.smooth(model)
+    folded = {calibration.stats[k].name: where for k, where in calibration.folded.items()}
+    assert folded["self_attn.o_proj"] == "self_attn.v_proj" and folded["mlp.down_proj"] == "mlp.up_proj"
+    # One s per value channel, shared by the two query heads that read it.
+    s = calibration.smoothing[id(model.self_attn.o_proj)].view(KV_HEADS, HEADS // KV_HEADS, HEAD_DIM)
+    assert torch.equal(s[:, 0], s[:, 1]) and not torch.equal(s[0, 0], s[1, 0])
+    assert _relative_error(model, reference, _batches(2)) < 1e-5
+    # Quantized: no layer is left with an input_scale multiply, and smoothing helps.
+    plain, smoothed = copy.deepcopy(reference), copy.deepcopy(reference)
+    quantize_model(plain, symmetric_activations=False)
+    quantize_model(smoothed, calibration=calibrate(smoothed, _batches(1)), symmetric_activations=False)
+    assert all(m.input_scale is None for m in smoothed.modules() if isinstance(m, Int8Linear))
+    held_out = _batches(2)
+    assert _relative_error(smoothed, reference, held_out) < _relative_error(plain, reference, held_out)
+
+
+def test_no_fold_through_a_value_norm():
+    """An RMSNorm on the values is not linear per channel: o_proj keeps an input_scale."""
+    torch.manual_seed(2)
+    model = LlamaBlock(value_norm=True).eval()
+    reference = copy.deepcopy(model)
+    calibration = calibrate(model, _batches(1), alpha=0.5)
+    calibration.smooth(model)
+    folded = {calibration.stats[k].name: where for k, where in calibration.folded.items()}
+    assert "self_attn.o_proj" not in folded and folded["mlp.down_proj"] == "mlp.up_proj"
+    assert _relative_error(model, reference, _batches(2)) < 1e-5
+    assert "input_scale" in calibration.layer_options(model.self_attn.o_proj, "self_attn.o_proj")[1]
+
+
+# ------------------------------------------------------ calibration that cannot go wrong silently
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_nonfinite_calibration_data_raises(block, bad):
+    batches = _batches(1)
+    batches[1][2, 5, 7] = bad
+    with pytest.raises(ValueError, match="calibration batch 1 contains NaN or Inf"):
+        calibrate(block, batches)
+    with torch.no_grad():
+        block.up.weight[0, 0] = bad  # data turned NaN inside the model
+    with pytest.raises(ValueError, match="calibration batch 0: the input of layer down holds NaN or Inf"):
+        calibrate(block, _batches(1))
+
+
+def test_all_zero_data_for_static_scales_raises(block):
+    reference = copy.deepcopy(block)
+    calibration = calibrate(block, [torch.zeros(2, 8, D)], alpha=0.5, static=True)
+    with pytest.raises(ValueError, match="layer q: its input was all zeros"):
+        quantize_model(block, calibration=calibration)
+    assert_same_model(block, reference)
+
+
+def assert_same_model(model, reference):
+    assert not any(isinstance(m, Int8Linear) for m in model.modules())
+    for (name, p), q in zip(model.state_dict().items(), reference.state_dict().values()):
+        assert p.equal(q), f"{name} changed"
+
+
+def test_failures_after_folding_leave_the_model_as_it_was(block):
+    """An unused Linear, weight_only with a static calibration, a raising predicate."""
+    reference = copy.deepcopy(block)
+    block.unused = nn.Linear(D, D)
+    reference.unused = copy.deepcopy(block.unused)
+    calibration = calibrate(block, _batches(1), alpha=0.5)
+    with pytest.raises(ValueError, match="layer unused was not seen"):
+        quantize_model(block, calibration=calibration)
+    assert_same_model(block, reference)
+    # The calibration is whole again: it applies once the stray layer is excluded.
+    quantize_model(block, calibration=calibration, exclude="unused")
+    assert sum(isinstance(m, Int8Linear) for m in block.modules()) == 5
+
+    model = copy.deepcopy(reference)
+    with pytest.raises(ValueError, match="weight_only"):
+        quantize_model(model, calibration=calibrate(model, _batches(1), static=True), weight_only=True)
+    assert_same_model(model, reference)
+
+    def predicate(name, layer):
+        if name == "down":
+            raise RuntimeError("predicate failed")
+        return True
+
+    with pytest.raises(RuntimeError, match="predicate failed"):
+        quantize_model(model, calibration=calibrate(model, _batches(1)), predicate=predicate)
+    assert_same_model(model, reference)
+
+
+def test_calibration_of_another_model_is_refused(block):
+    twin = copy.deepcopy(block)
+    reference = copy.deepcopy(block)
+    calibration = calibrate(block, _batches(1), alpha=0.5)
+    with pytest.raises(ValueError, match="made on another model: its layer q"):
+        quantize_model(twin, calibration=calibration)
+    assert_same_model(block, reference)
+    assert_same_model(twin, reference)

@@ -111,5 +111,5 @@ def test_help_and_version_import_no_torch(argv):
     result = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, cwd=ROOT)
     lines = result.stdout.strip().splitlines()
     assert lines[-1] == "[]", result.stdout + result.stderr
-    expected = "qtriton 0.1.0" if argv == ["--version"] else "{demo,report}"
+    expected = "qtriton 0.1.0" if argv == ["--version"] else "{demo,report,eval}"
     assert expected in result.stdout

@@ -1,0 +1,193 @@
+"""`qtriton eval`: how far a quantized model is from its float self on a text.
+
+    qtriton eval MODEL --text test.txt [--calibration calib.txt] [--recipe w8a8-asym+smooth,w8a16]
+                 [--alpha 0.3,0.5,0.7] [--plan plan.json] [--tokens 512] [--json]
+
+MODEL is a Hugging Face folder, a hub id already in the local cache, or a GGUF file. Each
+recipe (a scheme name for every layer but the output head, or a plan from `qtriton.plan`
+saved with `Plan.to_json`) quantizes a copy of the float model, calibrated on the calibration
+text when the recipe smooths (once per alpha); each row gives the perplexity change, the
+top-1 next-token agreement and the mean KL divergence per token from the float model on the
+text, on the torch backend (exact like the kernels). Keep the calibration text apart from the
+one measured on: a number on the calibration text says nothing about unseen text.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+
+DEFAULT_RECIPES = "w8a8,w8a8-asym,w8a8-asym+smooth,w8a16"
+
+
+def perplexity(logits: torch.Tensor, ids: torch.Tensor) -> float:
+    """exp(mean next-token cross entropy) of logits (T, vocab) on ids (T,)."""
+    return float(torch.exp(torch.nn.functional.cross_entropy(logits[:-1].float(), ids[1:])))
+
+
+def compare(logits: torch.Tensor, reference: torch.Tensor, ids: torch.Tensor) -> dict:
+    """perplexity_change, top1 (agreement) and kl (mean KL(float || quantized) per token) of
+    logits against the float model's reference logits, both (T, vocab), on ids (T,)."""
+    kl = torch.nn.functional.kl_div(logits.float().log_softmax(-1), reference.float().log_softmax(-1),
+                                    log_target=True, reduction="batchmean")
+    return {
+        "perplexity_change": perplexity(logits, ids) / perplexity(reference, ids) - 1,
+        "top1": float((logits.argmax(-1) == reference.argmax(-1)).float().mean()),
+        "kl": float(kl),
+    }
+
+
+def quantize_recipe(model, recipe, calibration_ids: torch.Tensor | None, alpha: float | None):
+    """A quantized copy of model: recipe is a scheme name (every layer but the output head) or
+    a Plan / {name: QuantScheme | None}; smoothed or static schemes calibrate on calibration_ids."""
+    from qtriton.calibration import calibrate
+    from qtriton.nn import quantize_model
+    from qtriton.scheme import QuantScheme
+    from qtriton.planning import layer_groups
+
+    if isinstance(recipe, str):
+        scheme = QuantScheme.parse(recipe)
+        recipe = {name: scheme for name in layer_groups(model, "layer")}
+    schemes = getattr(recipe, "schemes", recipe)
+    needs = any(s is not None and (s.smoothed or s.static) for s in schemes.values())
+    if needs and calibration_ids is None:
+        raise ValueError("a smoothed or static recipe needs a calibration text (--calibration)")
+    quantized = copy.deepcopy(model)
+    calibration = calibrate(quantized, [calibration_ids], alpha=alpha) if needs else None
+    quantize_model(quantized, plan=schemes, calibration=calibration)
+    return quantized
+
+
+def evaluate(model, ids: torch.Tensor, recipes: list, *, calibration_ids: torch.Tensor | None = None,
+             alphas: tuple[float, ...] = (0.5,), reference: torch.Tensor | None = None,
+             progress: bool = True) -> list[dict]:
+    """One row per recipe (and per alpha for recipes that smooth): recipe, alpha, float
+    perplexity, perplexity_change, top1, kl, seconds. ids: (1, T) token ids."""
+    from qtriton.backend import use_backend
+
+    if reference is None:
+        with torch.inference_mode():
+            reference = model(ids).logits[0]
+    work = []
+    for recipe in recipes:
+        label = recipe if isinstance(recipe, str) else getattr(recipe, "label", "plan")
+        smooths = any(s is not None and s.smoothed for s in _schemes_of(recipe))
+        work += [(label, recipe, a) for a in (alphas if smooths else (None,))]
+    if progress:
+        from tqdm.auto import tqdm
+
+        work = tqdm(work, desc="eval", leave=False)
+    rows = []
+    for label, recipe, alpha in work:
+        start = time.perf_counter()
+        quantized = quantize_recipe(model, recipe, calibration_ids, 0.5 if alpha is None else alpha)
+        with torch.inference_mode(), use_backend("torch"):
+            logits = quantized(ids).logits[0]
+        row = {"recipe": label, "alpha": alpha, "float_perplexity": perplexity(reference, ids[0])}
+        row.update(compare(logits, reference, ids[0]))
+        row["seconds"] = time.perf_counter() - start
+        rows.append(row)
+    return rows
+
+
+def _schemes_of(recipe) -> list:
+    from qtriton.scheme import QuantScheme
+
+    if isinstance(recipe, str):
+        return [QuantScheme.parse(recipe)]
+    return list(getattr(recipe, "schemes", recipe).values())
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| recipe | alpha | perplexity vs float | top-1 agreement | KL | seconds |", "|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        alpha = "-" if r["alpha"] is None else f"{r['alpha']:g}"
+        lines.append(f"| {r['recipe']} | {alpha} | {r['perplexity_change']:+.2%} | {r['top1']:.1%} | "
+                     f"{r['kl']:.4f} | {r['seconds']:.0f} |")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------- the command
+def load(source: str):
+    """(float32 causal LM, tokenizer) from a folder, a GGUF file or a cached hub id, offline."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+    except ImportError:
+        raise ValueError("qtriton eval needs transformers (and gguf, accelerate for GGUF files): "
+                         "pip install 'qtriton[models]'") from None
+    path = Path(source)
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise FileNotFoundError(f"no GGUF file {source}")
+        where, options = path.parent, {"gguf_file": path.name}
+    else:
+        where, options = source, {"local_files_only": True}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(where, **options)
+        model = AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32, **options).eval()
+    except (OSError, ValueError, ImportError) as err:
+        raise ValueError(f"cannot load {source} as a causal language model: {err}") from None
+    return model, tokenizer
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("model", help="a Hugging Face folder, a hub id in the local cache, or a .gguf file")
+    parser.add_argument("--text", required=True, help="the text to measure on (not the calibration text)")
+    parser.add_argument("--calibration", help="calibration text for smoothed or static recipes")
+    parser.add_argument("--recipe", default=DEFAULT_RECIPES,
+                        help="comma-separated scheme names for every layer (default: %(default)s)")
+    parser.add_argument("--plan", action="append", default=[], help="a plan JSON file (Plan.to_json); repeatable")
+    parser.add_argument("--alpha", default="0.5", help="comma-separated SmoothQuant alphas (default: %(default)s)")
+    parser.add_argument("--tokens", type=int, default=512, help="cut each text to this many tokens (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--json", action="store_true", help="print the rows as JSON")
+
+
+def _alphas(text: str) -> tuple[float, ...]:
+    try:
+        alphas = tuple(float(a) for a in text.split(","))
+    except ValueError:
+        raise ValueError(f"--alpha must be comma-separated numbers, got {text!r}") from None
+    if not alphas or not all(0 <= a <= 1 for a in alphas):
+        raise ValueError(f"--alpha values must be in [0, 1], got {text!r}")
+    return alphas
+
+
+def run(args) -> int:
+    from qtriton.scheme import QuantScheme
+    from qtriton.planning import Plan
+
+    if args.tokens < 2:
+        raise ValueError(f"--tokens must be at least 2, got {args.tokens}")
+    alphas = _alphas(args.alpha)
+    recipes: list = [r.strip() for r in args.recipe.split(",") if r.strip()]
+    for r in recipes:
+        QuantScheme.parse(r)  # a bad name fails before the model loads
+    for file in args.plan:
+        plan = Plan.from_dict(json.loads(Path(file).read_text()))
+        plan.label = f"plan {Path(file).name}"
+        recipes.append(plan)
+    texts = {"text": Path(args.text).read_text()}
+    if args.calibration:
+        texts["calibration"] = Path(args.calibration).read_text()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model, tokenizer = load(args.model)
+    ids = {k: tokenizer(v, return_tensors="pt").input_ids[:, : args.tokens] for k, v in texts.items()}
+    if ids["text"].shape[1] < 2:
+        raise ValueError(f"{args.text} has fewer than 2 tokens")
+    rows = evaluate(model, ids["text"], recipes, calibration_ids=ids.get("calibration"), alphas=alphas)
+    if args.json:
+        print(json.dumps({"model": args.model, "text": args.text, "tokens": int(ids["text"].shape[1]), "rows": rows},
+                         indent=1))
+    else:
+        print(f"# {args.model} on {args.text} ({ids['text'].shape[1]} tokens), float perplexity "
+              f"{rows[0]['float_perplexity']:.2f}" if rows else "")
+        print(table(rows))
+    return 0
