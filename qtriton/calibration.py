@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from qtriton.progress import progress as bar
 from qtriton.scheme import W8A8, QuantScheme, as_scheme
 
 # s is clamped so that neither 1/s nor s * W can overflow or vanish in float32 (a dead channel
@@ -388,11 +389,13 @@ def _check_alpha(alpha) -> float | None:
 
 
 @torch.no_grad()
-def calibrate(model: nn.Module, batches: Iterable, *, alpha: float | None = 0.5, static: bool = False) -> Calibration:
+def calibrate(model: nn.Module, batches: Iterable, *, alpha: float | None = 0.5, static: bool = False,
+              progress: bool | None = None) -> Calibration:
     """Run model on batches (each a tensor, a tuple of positional arguments or a dict of
     keyword arguments) and record, for every nn.Linear, the per-input-channel max |x| and which
     norm, if any, produced its input. The model is not changed; pass the result to
-    `quantize_model(model, calibration=...)`.
+    `quantize_model(model, calibration=...)`. progress: a bar over the batches (None: where
+    stderr is a terminal).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -445,7 +448,7 @@ def calibrate(model: nn.Module, batches: Iterable, *, alpha: float | None = 0.5,
                 handles.append(module.register_forward_hook(norm_hook))
             if module is not model and not isinstance(module, nn.Linear):
                 handles.append(module.register_forward_pre_hook(consumer_hook, with_kwargs=True))
-        for batch in batches:
+        for batch in bar(batches, desc="calibrate", unit="batch", enabled=progress):
             _check_finite(batch, seen)
             live.clear()
             output = _run(model, batch)

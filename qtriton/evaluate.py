@@ -22,6 +22,8 @@ from pathlib import Path
 
 import torch
 
+from qtriton.progress import progress as bar
+
 DEFAULT_RECIPES = "w8a8,w8a8-asym,w8a8-asym+smooth,w8a16"
 
 
@@ -78,10 +80,7 @@ def evaluate(model, ids: torch.Tensor, recipes: list, *, calibration_ids: torch.
         label = recipe if isinstance(recipe, str) else getattr(recipe, "label", "plan")
         smooths = any(s is not None and s.smoothed for s in _schemes_of(recipe))
         work += [(label, recipe, a) for a in (alphas if smooths else (None,))]
-    if progress:
-        from tqdm.auto import tqdm
-
-        work = tqdm(work, desc="eval", leave=False)
+    work = bar(work, desc="eval", enabled=progress)
     rows = []
     for label, recipe, alpha in work:
         start = time.perf_counter()

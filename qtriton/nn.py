@@ -25,6 +25,7 @@ from torch import nn
 
 from qtriton import api, checks
 from qtriton.backend import device_problem, get_backend, resolve
+from qtriton.progress import progress as bar
 from qtriton.scheme import W8A8, W8A8_ASYMMETRIC, W8A8_STATIC, QuantScheme, as_scheme
 
 if TYPE_CHECKING:
@@ -464,6 +465,7 @@ def quantize_model(
     plan: Mapping[str, QuantScheme | None] | None = None,
     symmetric_activations: bool | None = None,
     weight_only: bool | None = None,
+    progress: bool | None = None,
 ) -> QuantizationSummary:
     """Replace the `nn.Linear` layers of model with `Int8Linear`, in place; returns a summary.
 
@@ -487,6 +489,8 @@ def quantize_model(
     layer its own scheme (scheme and its shorthands are then not given): None and
     layers the plan does not name stay float; smoothed and static schemes take their scales
     from calibration.
+
+    progress: a bar over the layers (None: where stderr is a terminal).
 
     All layers are converted before any is swapped in, so an error (ValueError naming the
     layer for NaN/Inf weights, no calibration data, or a device the backend cannot run)
@@ -546,7 +550,7 @@ def quantize_model(
     summary = QuantizationSummary()
     replacements = []
     try:
-        for linear, slots, layer_scheme, reason in chosen:
+        for linear, slots, layer_scheme, reason in bar(chosen, desc="quantize", unit="layer", enabled=progress):
             name = slots[0][0]
             if reason is not None:
                 summary.skipped.append((name, reason))

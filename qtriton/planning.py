@@ -29,17 +29,10 @@ import torch
 from torch import nn
 
 from qtriton.calibration import _first_tensor, _run, calibrate
+from qtriton.progress import progress as bar
 from qtriton.scheme import W8A16, QuantScheme
 
 DEFAULT_SCHEMES = ("w8a8", "w8a8-asym", "w8a8-asym+smooth", "w8a16")
-
-
-def _progress(iterable, total: int, description: str, enabled: bool):
-    if not enabled:
-        return iterable
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, total=total, desc=description, leave=False)
 
 
 def _schemes(schemes) -> list[QuantScheme]:
@@ -199,7 +192,7 @@ def sensitivity(
     swappers = {False: _Swapper(model), True: None if smoothed is None else _Swapper(smoothed)}
     report = Sensitivity()
     work = [(g, s) for g in layout for s in candidates]
-    for group, scheme in _progress(work, len(work), "sensitivity", progress):
+    for group, scheme in bar(work, desc="sensitivity", total=len(work), enabled=progress):
         kl, top1 = swappers[scheme.smoothed].measure(layout[group], _quantizer(scheme, calibration), reference)
         report.rows.append(GroupSensitivity(group, scheme.name, len(layout[group]), kl, top1))
     return report
@@ -327,7 +320,7 @@ def plan(
         None if target_kl is None else f"KL <= {target_kl:g}",
         None if target_top1 is None else f"top-1 >= {target_top1:.1%}") if t)
     choice = {g: best(g, 0) for g in layout}
-    steps = _progress(range(2 * len(layout) + 1), 2 * len(layout) + 1, "plan", progress)
+    steps = bar(range(2 * len(layout) + 1), desc="plan", enabled=progress)
     for _ in steps:
         kl, top1, result = _evaluate(model, batches, reference, choice, layout, alpha)
         result.target = target

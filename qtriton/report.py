@@ -37,13 +37,13 @@ import re
 import sys
 import warnings
 import zipfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from qtriton import reference
+from qtriton.progress import progress as bar
 
 SAFETENSORS_SUFFIXES = (".safetensors",)
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
@@ -472,7 +472,7 @@ def report_checkpoint(
 
     tensors = []
     int8_biases = set()
-    for name, value, dtype in _progress(matrices, progress):
+    for name, value, dtype in bar(matrices, desc="measuring", unit="tensor", enabled=None if progress else False):
         w = _as_float32(value)
         report = measure_tensor(name, w, dtype, bits, group_size)
         report.bytes_before = report.bytes_after = _nbytes(value)
@@ -595,7 +595,8 @@ def _report_layers(path, stored: dict, layers: list, original, progress: bool) -
         raise ValueError(f"original {str(original)!r} is itself a quantized checkpoint: pass the float one")
     reference_state = load_checkpoint(original) if original is not None else None
     measured, used = [], set()
-    for name, names, holder, scheme in _progress(layers, progress):
+    layers = bar(layers, desc="measuring", unit="layer", enabled=None if progress else False)
+    for name, names, holder, scheme in layers:
         codes, scale = stored[_key(holder, "weight")], stored[_key(holder, "weight_scale")].reshape(-1)
         keys = [_key(holder, t) for t in ("weight", "weight_scale", "bias", "input_scale", "activation_scale")
                 if _key(holder, t) in stored]
@@ -633,15 +634,6 @@ def _report_layers(path, stored: dict, layers: list, original, progress: bool) -
     return QuantizedCheckpointReport(
         str(path), None if original is None else str(original), measured, float_tensors, bytes_stored, bytes_original
     )
-
-
-def _progress(items: list, enabled: bool) -> Iterator:
-    if not enabled:
-        return iter(items)
-    from tqdm import tqdm
-
-    # disable=None: tqdm turns itself off when stderr is not a terminal.
-    return iter(tqdm(items, desc="measuring", unit="tensor", disable=None, leave=False))
 
 
 # ---------------------------------------------------------------------------- rendering

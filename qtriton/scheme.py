@@ -52,7 +52,9 @@ class QuantScheme:
         if self.activations == "static" and not self.activation_symmetric:
             raise ValueError("static activations are symmetric (one per-tensor scale, no zero point)")
         if self.activations == "none" and not self.activation_symmetric:
-            raise ValueError("activations='none' (W8A16) has no activation zero points: activation_symmetric must be True")
+            raise ValueError(
+                "activations='none' (W8A16) has no activation zero points: activation_symmetric must be True"
+            )
 
     # ------------------------------------------------------------------ views
     @property
@@ -141,7 +143,8 @@ class QuantScheme:
         if not isinstance(weights, dict):
             raise ValueError(f"the config group has no weight quantization (weights: {weights!r})")
         w = _args(weights, "weights")
-        if (w["num_bits"], w["type"], w["symmetric"], w["strategy"], w["dynamic"]) != (8, "int", True, "channel", False):
+        found = (w["num_bits"], w["type"], w["symmetric"], w["strategy"], w["dynamic"])
+        if found != (8, "int", True, "channel", False):
             raise ValueError(
                 "Int8Linear runs int8 symmetric per-channel static weights, the group has "
                 f"num_bits={w['num_bits']}, type={w['type']!r}, symmetric={w['symmetric']}, "

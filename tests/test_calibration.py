@@ -350,3 +350,15 @@ def test_calibration_of_another_model_is_refused(block):
         quantize_model(twin, calibration=calibration)
     assert_same_model(block, reference)
     assert_same_model(twin, reference)
+
+
+# ------------------------------------------------------------------------------ progress
+@pytest.mark.parametrize("progress, shown", [(True, True), (False, False), (None, False)])
+def test_calibrate_and_quantize_model_show_progress_when_asked(capsys, progress, shown):
+    """A bar over the batches and one over the layers on stderr; None (the default) shows
+    them only where stderr is a terminal, which pytest's capture is not."""
+    block = PreNormBlock().eval()
+    calibration = calibrate(block, _batches(2), progress=progress)
+    quantize_model(block, calibration=calibration, progress=progress)
+    err = capsys.readouterr().err
+    assert ("calibrate" in err and "quantize" in err) == shown, err
