@@ -234,6 +234,21 @@ class Plan:
                 schemes.setdefault(layer, scheme)
         return cls(schemes, dict(groups))
 
+    @classmethod
+    def of_model(cls, model: nn.Module) -> Plan:
+        """The plan a quantized model carries: each Int8Linear's scheme, None for each
+        nn.Linear. Checkpoints store every layer's scheme (save_quantized's header,
+        save_pretrained's config groups), so a loaded model gives back the plan it was made with."""
+        from qtriton.nn import Int8Linear
+
+        schemes = {}
+        for name, module in model.named_modules():
+            if isinstance(module, Int8Linear):
+                schemes[name] = module.scheme
+            elif isinstance(module, nn.Linear) and name:
+                schemes[name] = None
+        return cls(schemes)
+
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1)
 

@@ -13,6 +13,7 @@ from torch import nn
 
 import qtriton
 from qtriton.nn import Int8Linear, quantize_model
+from qtriton.serialization import load_quantized, save_quantized
 from qtriton.scheme import W8A8, W8A16, QuantScheme
 from qtriton.planning import Plan, layer_groups
 
@@ -122,6 +123,17 @@ def test_plan_meets_its_target_and_applies(model):
         else:
             assert layer.weight_only == scheme.weight_only
             assert layer.symmetric_activations == scheme.activation_symmetric
+
+
+def test_plan_travels_with_the_checkpoint(model, tmp_path):
+    """A checkpoint stores every layer's scheme: the loaded model gives back the plan."""
+    plan = Plan.from_groups(model, {"*.down_proj": "float", "layers.0.*": "w8a16", "*": "w8a8-asym"})
+    quantize_model(model, plan=plan)
+    assert Plan.of_model(model).schemes == {**plan.schemes, "lm_head": None}
+    save_quantized(model, tmp_path / "planned.safetensors")
+    torch.manual_seed(1)
+    loaded = load_quantized(TinyLM().eval(), tmp_path / "planned.safetensors")
+    assert Plan.of_model(loaded).schemes == Plan.of_model(model).schemes
 
 
 def test_plan_by_hand(model):
