@@ -414,4 +414,21 @@ def test_compiled_bf16_chain_equals_eager(device):
                 raise
             pytest.skip(f"Inductor cannot compile here: {str(err).splitlines()[0]}")
     assert compiled.dtype == torch.bfloat16
+    if not torch.equal(compiled, eager) and device == "cpu" and not _inductor_keeps_bf16_casts(inductor_config):
+        pytest.xfail("this torch's Inductor drops bf16 casts on CPU even with emulate_precision_casts=True "
+                     "(a two-cast probe without qtriton differs too: torch 2.11 does, 2.15 does not)")
     assert_exact(compiled, eager, "compiled chain")
+
+
+def _inductor_keeps_bf16_casts(inductor_config) -> bool:
+    """Whether Inductor keeps an intermediate bf16 rounding with emulate_precision_casts=True,
+    on plain torch ops: the probe that tells qtriton's chain apart from torch's own behaviour."""
+
+    def two_casts(x):
+        y = (x.float() * 1.37).to(torch.bfloat16)  # a rounding eager keeps
+        return (y.float() * 3.11 + 0.5).to(torch.bfloat16)
+
+    x = torch.randn(64, 64, generator=torch.Generator().manual_seed(0)).bfloat16()
+    torch._dynamo.reset()
+    with inductor_config.patch(emulate_precision_casts=True, compile_threads=1):
+        return torch.equal(torch.compile(two_casts, fullgraph=True)(x), two_casts(x))
