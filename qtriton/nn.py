@@ -245,7 +245,7 @@ class Int8Linear(nn.Module):
             # asymmetric ones moved down by 128, so that the GEMM runs its plain int8 K loop).
             x_q, x_scale, x_zero_point = backend.quantize_activations(rows, self._symmetric, input_scale,
                                                                       static_scale)
-            checks.activations_result(x_scale, self.symmetric_activations, input_scale, static_scale)
+            checks.activations_result(x_scale, self._symmetric, input_scale, static_scale)
             # The weight's kept column sums: the activations' zero points need them, and
             # computing them per call is a pass over the weight.
             colsum = None if x_zero_point is None else self.weight_colsum
