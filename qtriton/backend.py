@@ -116,17 +116,25 @@ def backend_module(name: str):
     return module
 
 
+def chosen(device: torch.device | None) -> str:
+    """The backend the setting in force picks for data on device (None: NumPy arrays):
+    the setting itself, or under `auto` numpy for arrays, triton for CUDA tensors, torch
+    for the others."""
+    setting = get_backend()
+    if setting != "auto":
+        return setting
+    return "numpy" if device is None else "triton" if device.type == "cuda" else "torch"
+
+
 def resolve(x) -> tuple[object, torch.device | None]:
     """(backend module, device) for a call whose main input is x: device is where its
     tensors go, None for the numpy backend (which takes arrays). Meta tensors (no values,
     shapes only: low-memory loaders, shape tracing) always go to the torch backend, whose
     ops give meta results of the right shapes and dtypes."""
-    backend = get_backend()
     is_tensor = isinstance(x, torch.Tensor)
     if is_tensor and x.device.type == "meta":  # no values: the torch ops propagate shapes, whatever the setting
         return backend_module("torch"), x.device
-    if backend == "auto":
-        backend = "numpy" if not is_tensor else "triton" if x.device.type == "cuda" else "torch"
+    backend = chosen(x.device if is_tensor else None)
     if backend == "numpy":
         return backend_module(backend), None
     device = x.device if is_tensor else torch.device("cpu")
@@ -146,8 +154,7 @@ def triton_device(device: torch.device) -> torch.device:
 
 def device_problem(device: torch.device) -> str | None:
     """Why the backend in force cannot run a layer whose tensors are on device, or None."""
-    setting = get_backend()
-    if setting == "triton" or (setting == "auto" and device.type == "cuda"):
+    if chosen(device) == "triton":
         return triton_device_error(device.type)
     if device.type not in ("cpu", "cuda"):
         return f"qtriton runs on CPU and CUDA tensors, not on {device.type!r}"

@@ -51,7 +51,7 @@ from torch import nn
 
 from qtriton import checks
 from qtriton.nn import Int8Linear
-from qtriton.scheme import QuantScheme
+from qtriton.scheme import TRANSFORMS, QuantScheme
 
 QUANT_METHOD = "compressed-tensors"
 CONFIG_NAME = "config.json"
@@ -65,21 +65,15 @@ FORMATS = ("int-quantized", "naive-quantized", "mixed-precision")
 def quantization_config(model: nn.Module) -> dict:
     """The compressed-tensors `quantization_config` describing model's Int8Linear layers.
 
-    ValueError naming the layers a scheme cannot express (smoothed: an `input_scale` that was
-    not folded into a norm), or if model has no Int8Linear layer."""
+    ValueError naming the layers an input transform cannot be written for (smoothed: an
+    `input_scale` that was not folded into a norm), or if model has no Int8Linear layer."""
     layers = _int8_layers(model)
     if not layers:
         raise ValueError("model has no Int8Linear layers: quantize it with qtriton.quantize_model before exporting")
-    smoothed = [name for name, layer in layers.items() if layer.scheme.smoothed]
-    if smoothed:
-        raise ValueError(
-            f"{len(smoothed)} layers multiply a SmoothQuant input_scale into x, which compressed-tensors cannot "
-            f"express (vLLM would serve them without it, wrongly): {', '.join(smoothed)}; calibrate so that "
-            "the smoothing folds into norms, or exclude these layers from quantization"
-        )
+    transform_groups = _transform_groups(layers)
     by_scheme: dict[QuantScheme, list[str]] = {}
-    for name, layer in layers.items():
-        by_scheme.setdefault(layer.scheme, []).append(name)
+    for name, layer in layers.items():  # the transforms are transform_config's
+        by_scheme.setdefault(layer.scheme.replace(transforms=()), []).append(name)
     groups = {}
     for index, (scheme, names) in enumerate(by_scheme.items()):
         args = scheme.to_compressed_tensors()
@@ -88,10 +82,10 @@ def quantization_config(model: nn.Module) -> dict:
             "weights": args["weights"],
             "input_activations": args["input_activations"],
             "output_activations": None,
-            "format": "naive-quantized" if scheme.weight_only else "int-quantized",
+            "format": scheme.kind.compressed_tensors_format,
         }
     formats = {group["format"] for group in groups.values()}
-    return {
+    config = {
         "quant_method": QUANT_METHOD,
         "format": formats.pop() if len(formats) == 1 else "mixed-precision",
         "quantization_status": "compressed",
@@ -99,6 +93,20 @@ def quantization_config(model: nn.Module) -> dict:
         "ignore": [name for name, module in _named_linears(model) if not isinstance(module, Int8Linear)],
         "kv_cache_scheme": None,
     }
+    if transform_groups:
+        config["transform_config"] = {"config_groups": transform_groups}
+    return config
+
+
+def _transform_groups(layers: dict[str, Int8Linear]) -> dict:
+    """transform_config's config groups for the layers' input transforms; ValueError naming
+    the layers of a transform kind the format cannot express."""
+    groups = {}
+    for kind in TRANSFORMS:
+        having = {name: t for name, layer in layers.items() if (t := layer.scheme.transform(kind)) is not None}
+        if having:
+            groups.update(kind.to_compressed_tensors(having))
+    return groups
 
 
 def save_pretrained(
@@ -149,19 +157,19 @@ def export_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """model's tensors under compressed-tensors' names and layouts, each stored once (the
     first name of a tensor shared by several modules wins, as in transformers' folders)."""
     layers = _int8_layers(model)
+    _transform_groups(layers)
+    slots = {}  # layer name -> {buffer name: its slot}
     for name, layer in layers.items():
-        check_layer_tensors(name, _layer_tensors(layer), layer.in_features, layer.out_features, layer.scheme)
+        slots[name] = {s.name: s for s in layer.scheme.tensors(layer.in_features, layer.out_features,
+                                                                layer.bias is not None)}
+        tensors = {slot.ct_name: getattr(layer, slot.name) for slot in slots[name].values()}
+        check_layer_tensors(name, tensors, layer.in_features, layer.out_features, layer.scheme)
     state, seen = {}, set()
     for name, tensor in model.state_dict(keep_vars=False).items():
         layer_name, _, part = name.rpartition(".")
-        layer = layers.get(layer_name)
-        if layer is not None:
-            if part == "weight_scale":
-                tensor = tensor.to(torch.float32).reshape(-1, 1)
-            elif part == "activation_scale":
-                name, tensor = f"{layer_name}.input_scale", tensor.to(torch.float32).reshape(1)
-            elif part == "bias":
-                tensor = tensor.to(torch.float32)
+        slot = slots.get(layer_name, {}).get(part)
+        if slot is not None:
+            name, tensor = f"{layer_name}.{slot.ct_name}", slot.to_file(tensor)
         key = (tensor.device, tensor.data_ptr(), tuple(tensor.shape)) if tensor.numel() else ("empty", name)
         if key in seen:
             continue
@@ -216,44 +224,33 @@ def _parse_size(value: int | str) -> int:
 
 
 # --------------------------------------------------------------------------------- checks
-def _layer_tensors(layer: Int8Linear) -> dict[str, torch.Tensor]:
-    tensors = {"weight": layer.weight, "weight_scale": layer.weight_scale}
-    if layer.bias is not None:
-        tensors["bias"] = layer.bias
-    if layer.activation_scale is not None:
-        tensors["input_scale"] = layer.activation_scale
-    return tensors
-
-
 def check_layer_tensors(name: str, tensors: dict, in_features: int, out_features: int, scheme: QuantScheme,
                         where: str = "") -> None:
     """ValueError naming the tensor unless a quantized layer's tensors (compressed-tensors
-    names, any of the shapes below) are what Int8Linear runs: weight int8 (out, in);
-    weight_scale float (out,) or (out, 1), positive, finite and normal; bias float (out,)
-    finite; input_scale (static) float (), (1,) positive, finite and normal."""
+    names, any of the shapes its slots admit: `scheme.tensors`) are what Int8Linear runs:
+    weight int8 (out, in); weight_scale float (out,) or (out, 1), positive, finite and
+    normal; bias float (out,) finite; input_scale (static) float (), (1,) positive, finite
+    and normal."""
     prefix = f"{where}{name}."
-    expected = {"weight": [(out_features, in_features)], "weight_scale": [(out_features,), (out_features, 1)]}
-    if "bias" in tensors:
-        expected["bias"] = [(out_features,)]
-    if scheme.static:
-        expected["input_scale"] = [(), (1,)]
-    for part, shapes in expected.items():
-        tensor = tensors.get(part)
+    slots = [slot for slot in scheme.tensors(in_features, out_features, "bias" in tensors)]
+    for slot in slots:
+        tensor = tensors.get(slot.ct_name)
         if tensor is None:
-            raise ValueError(f"{prefix}{part} is missing: a {scheme.name} layer needs it")
-        dtype_ok = tensor.dtype == torch.int8 if part == "weight" else tensor.is_floating_point()
-        if not dtype_ok or tuple(tensor.shape) not in shapes:
-            want = "int8" if part == "weight" else "float"
+            raise ValueError(f"{prefix}{slot.ct_name} is missing: a {scheme.name} layer needs it")
+        dtype_ok = tensor.dtype == torch.int8 if slot.role == "codes" else tensor.is_floating_point()
+        if not dtype_ok or tuple(tensor.shape) not in slot.ct_shapes:
+            want = "int8" if slot.role == "codes" else "float"
             raise ValueError(
-                f"{prefix}{part} is {str(tensor.dtype).removeprefix('torch.')} {list(tensor.shape)}, "
-                f"an Int8Linear({in_features}, {out_features}) needs {want} {' or '.join(str(list(s)) for s in shapes)}"
+                f"{prefix}{slot.ct_name} is {str(tensor.dtype).removeprefix('torch.')} {list(tensor.shape)}, "
+                f"an Int8Linear({in_features}, {out_features}) needs {want} "
+                f"{' or '.join(str(list(s)) for s in slot.ct_shapes)}"
             )
-    for part in ("weight_scale", "input_scale"):
-        if part in expected:
-            checks.scale_values(tensors[part], f"{prefix}{part}")
-    if "bias" in expected and not bool(torch.isfinite(tensors["bias"]).all()):
-        raise ValueError(f"{prefix}bias holds NaN or Inf")
-    if extra := sorted(tensors.keys() - expected.keys()):
+    for slot in slots:
+        if slot.role == "scale":
+            checks.scale_values(tensors[slot.ct_name], f"{prefix}{slot.ct_name}")
+        elif slot.role == "bias" and not bool(torch.isfinite(tensors[slot.ct_name]).all()):
+            raise ValueError(f"{prefix}{slot.ct_name} holds NaN or Inf")
+    if extra := sorted(tensors.keys() - {slot.ct_name for slot in slots}):
         raise ValueError(f"{prefix}{extra[0]} is stored, but a {scheme.name} layer has no such tensor")
 
 
@@ -323,10 +320,10 @@ def layer_schemes(model: nn.Module, quant: dict, where: str = "") -> dict[str, Q
     if quant.get("quantization_status", "compressed") != "compressed":
         raise ValueError(f"{where}quantization_status {quant.get('quantization_status')!r}: qtriton reads "
                          "'compressed' folders (int8 weights), not float ones")
-    for key in ("kv_cache_scheme", "sparsity_config", "transform_config"):
+    for key in ("kv_cache_scheme", "sparsity_config"):
         if quant.get(key):
-            raise ValueError(f"{where}{key} is set: Int8Linear runs neither quantized KV caches, sparsity nor "
-                             "transforms")
+            raise ValueError(f"{where}{key} is set: Int8Linear runs neither quantized KV caches nor sparsity")
+    transforms = _layer_transforms(model, quant.get("transform_config"), where)
     groups = quant.get("config_groups")
     if not isinstance(groups, dict) or not groups:
         raise ValueError(f"{where}quantization_config has no config_groups")
@@ -344,7 +341,8 @@ def layer_schemes(model: nn.Module, quant: dict, where: str = "") -> dict[str, Q
                 raise ValueError("output activations are quantized")
             if group.get("format") not in (None, *FORMATS):
                 raise ValueError(f"format {group['format']!r}")
-            schemes[name] = QuantScheme.from_compressed_tensors(group.get("weights"), group.get("input_activations"))
+            scheme = QuantScheme.from_compressed_tensors(group.get("weights"), group.get("input_activations"))
+            schemes[name] = scheme.replace(transforms=transforms.get(name, ()))
         except ValueError as err:
             refused.append(f"{name} ({group_name}: {err})")
     if refused:
@@ -353,6 +351,36 @@ def layer_schemes(model: nn.Module, quant: dict, where: str = "") -> dict[str, Q
     if not schemes:
         raise ValueError(f"{where}its quantization_config quantizes no nn.Linear layer of the model")
     return schemes
+
+
+def _layer_transforms(model: nn.Module, config, where: str) -> dict[str, tuple]:
+    """{layer name: its input transforms} from a compressed-tensors `transform_config`: each
+    group's `type` read by the TRANSFORMS kind that claims it, applied to the layers its
+    `input` application targets; ValueError for a group no kind reads."""
+    if not config:
+        return {}
+    groups = config.get("config_groups") if isinstance(config, dict) else None
+    if not isinstance(groups, dict):
+        raise ValueError(f"{where}transform_config has no config_groups")
+    found: dict[str, list] = {}
+    for group_name, group in groups.items():
+        kind = next((k for k in TRANSFORMS if isinstance(group, dict) and group.get("type") in k.compressed_tensors_types),
+                    None)
+        if kind is None:
+            kind_type = group.get("type") if isinstance(group, dict) else group
+            raise ValueError(f"{where}transform_config group {group_name!r} of type {kind_type!r}: Int8Linear runs no "
+                             "such transform")
+        try:
+            transform = kind.from_compressed_tensors(group)
+        except ValueError as err:
+            raise ValueError(f"{where}transform_config group {group_name!r}: {err}") from None
+        for apply in group.get("apply") or []:
+            if apply.get("location") != "input":
+                continue
+            for name, module in _named_linears(model):
+                if _matches(name, module, apply.get("targets", [])) and not _matches(name, module, apply.get("ignore") or []):
+                    found.setdefault(name, []).append(transform)
+    return {name: tuple(ts) for name, ts in found.items()}
 
 
 def scheme_for_name(quant: dict, name: str, where: str = "") -> QuantScheme:
@@ -414,13 +442,8 @@ def _load_tensors(model: nn.Module, folder: Path, schemes: dict[str, QuantScheme
         if "bias" not in tensors and layer.bias is not None:
             raise ValueError(f"{where}{name}.bias is missing: the model's layer has a bias")
         check_layer_tensors(name, tensors, layer.in_features, layer.out_features, scheme, where)
-        layer.weight = tensors["weight"].contiguous()
-        layer.weight_scale = tensors["weight_scale"].to(torch.float32).reshape(-1).contiguous()
-        if layer.bias is not None:
-            layer.bias = tensors["bias"].to(torch.float32).contiguous()
-        if scheme.static:
-            layer.activation_scale = tensors["input_scale"].to(torch.float32).reshape(())
-        layer.weight_colsum = torch.empty(layer.out_features, dtype=torch.int32)
+        for slot in scheme.tensors(layer.in_features, layer.out_features, layer.bias is not None):
+            setattr(layer, slot.name, slot.from_file(tensors[slot.ct_name]))
         layer.refresh_weight_colsum()
     expected = model.state_dict(keep_vars=True)
     for key, tensor in stored.items():
