@@ -51,7 +51,8 @@ from torch import nn
 
 from qtriton import checks
 from qtriton.nn import Int8Linear
-from qtriton.scheme import TRANSFORMS, QuantScheme
+from qtriton import scheme as schemes
+from qtriton.scheme import QuantScheme
 
 QUANT_METHOD = "compressed-tensors"
 CONFIG_NAME = "config.json"
@@ -102,7 +103,7 @@ def _transform_groups(layers: dict[str, Int8Linear]) -> dict:
     """transform_config's config groups for the layers' input transforms; ValueError naming
     the layers of a transform kind the format cannot express."""
     groups = {}
-    for kind in TRANSFORMS:
+    for kind in schemes.TRANSFORMS:
         having = {name: t for name, layer in layers.items() if (t := layer.scheme.transform(kind)) is not None}
         if having:
             groups.update(kind.to_compressed_tensors(having))
@@ -364,7 +365,7 @@ def _layer_transforms(model: nn.Module, config, where: str) -> dict[str, tuple]:
         raise ValueError(f"{where}transform_config has no config_groups")
     found: dict[str, list] = {}
     for group_name, group in groups.items():
-        kind = next((k for k in TRANSFORMS if isinstance(group, dict) and group.get("type") in k.compressed_tensors_types),
+        kind = next((k for k in schemes.TRANSFORMS if isinstance(group, dict) and group.get("type") in k.compressed_tensors_types),
                     None)
         if kind is None:
             kind_type = group.get("type") if isinstance(group, dict) else group
