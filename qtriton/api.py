@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from qtriton import checks, reference
-from qtriton.backend import resolve
+from qtriton.dispatch import resolve
 from qtriton.tensors import device_tensor
 
 # ------------------------------------------------------------------------ dispatch helpers

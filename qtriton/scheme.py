@@ -43,7 +43,8 @@ from typing import ClassVar, NamedTuple
 import torch
 
 from qtriton import api, checks
-from qtriton.backend import backend_module, chosen, resolve
+from qtriton.backend import chosen
+from qtriton.dispatch import backend_module, resolve
 
 
 # --------------------------------------------------------------------- the backend contract
@@ -276,7 +277,11 @@ class Smooth(InputTransform):
 
 #: The input transforms, in the order a scheme applies them to x.
 TRANSFORMS: tuple[type[InputTransform], ...] = (Smooth,)
-_BY_KEYWORD = {kind.keyword: kind for kind in TRANSFORMS}
+
+
+def _transform_kind(keyword: str) -> type[InputTransform] | None:
+    """The registered input transform kind with this keyword."""
+    return next((kind for kind in TRANSFORMS if kind.keyword == keyword), None)
 
 
 # ------------------------------------------------------------------------- scheme kinds
@@ -555,7 +560,7 @@ class QuantScheme:
         if len(chosen_transforms) != len(transforms):
             raise ValueError(f"QuantScheme.transforms has two transforms of one kind: {transforms!r}")
         for keyword, value in keywords.items():
-            kind = _BY_KEYWORD.get(keyword)
+            kind = _transform_kind(keyword)
             if kind is None:
                 raise TypeError(f"QuantScheme() got an unexpected keyword argument {keyword!r}")
             transform = kind.from_keyword(value)
@@ -587,7 +592,7 @@ class QuantScheme:
 
     def __getattr__(self, name: str):
         """An input transform's keyword (`smoothed`): its value on this scheme."""
-        kind = _BY_KEYWORD.get(name)
+        kind = _transform_kind(name)
         if kind is None:
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
         transform = self.transform(kind)
@@ -686,7 +691,7 @@ class QuantScheme:
         """Inverse of to_dict; ValueError naming the key for anything else."""
         if not isinstance(value, dict):
             raise ValueError(f"a scheme must be an object, got {value!r}")
-        if unknown := sorted(value.keys() - {*_FIELDS, *_BY_KEYWORD}):
+        if unknown := sorted(value.keys() - {*_FIELDS, *(kind.keyword for kind in TRANSFORMS)}):
             raise ValueError(f"a scheme has unknown keys {unknown}")
         try:
             return cls(**value)
