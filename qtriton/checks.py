@@ -1,6 +1,7 @@
 """Argument rules and their messages, one place for every entry point: the lab API
-(`qtriton.api`), the kernel launchers' public functions (`qtriton.ops`) and
-`Int8Linear.forward`. Every rule raises TypeError (wrong kind or dtype) or ValueError
+(`qtriton.api`), the kernel launchers' public functions (`qtriton.ops`), `Int8Linear`
+(its input, the layer it is built from, its calibrated scales) and `quantize_model`'s
+arguments. Every rule raises TypeError (wrong kind or dtype) or ValueError
 (wrong shape, range or device) naming the argument.
 
 Limits (the same on every backend):
@@ -31,6 +32,7 @@ Meta tensors have no values: value rules skip them (shapes propagate through the
 from __future__ import annotations
 
 import numbers
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -441,12 +443,30 @@ def matmul(a_q, b_q, a_scale, b_scale, a_zp, b_zp, bias_, out_dtype, read_values
     return a_q, b_q, a_scale, b_scale, a_zp, b_zp, bias_, out_dtype_name(out_dtype)
 
 
-# ------------------------------------------------------------------------ Int8Linear
+# ------------------------------------------------------------ Int8Linear, quantize_model
 def positive_int(value, name: str) -> int:
-    """A positive int (not a bool): a layer's in_features / out_features."""
+    """A positive int (not a bool): a layer's in_features / out_features, min_features."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
     return value
+
+
+def true_or_false(value, name: str, optional: bool = False) -> bool | None:
+    """A Python bool (or None where optional: the default decides)."""
+    if not isinstance(value, bool) and not (optional and value is None):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def glob_patterns(value, name: str) -> tuple[str, ...]:
+    """None, a glob pattern or a sequence of them (layer names: include=, exclude=) as a tuple."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    if not isinstance(value, Sequence) or not all(isinstance(p, str) for p in value):
+        raise TypeError(f"{name} must be a glob pattern or a sequence of them, got {value!r}")
+    return tuple(value)
 
 
 def calibrated_scale(value, length: int | None, name: str) -> torch.Tensor:

@@ -10,7 +10,9 @@ quantizes its input per token on every call, so one forward is
 dispatched by backend: the Triton kernels for CUDA tensors, torch ops for CPU tensors (see
 `qtriton.backend`). `reference.quantize_activations` says what the activation codes are in
 each mode (per token, symmetric or asymmetric; SmoothQuant's input scale; a static scale).
-Inference only: no gradients flow through it.
+The layer's scheme (`qtriton.scheme`) says which buffers it holds and how it runs: its
+kind's `forward` (W8A8 as above, or W8A16's float x with the int8 weight) after its input
+transforms. Inference only: no gradients flow through it.
 """
 
 from __future__ import annotations
@@ -259,16 +261,6 @@ def _tied_tensors(model: nn.Module, replaced: set[int]) -> dict[tuple, str]:
     return kept
 
 
-def _patterns(value, name: str) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        return (value,)
-    if not isinstance(value, Sequence) or not all(isinstance(p, str) for p in value):
-        raise TypeError(f"{name} must be a glob pattern or a sequence of them, got {value!r}")
-    return tuple(value)
-
-
 def _linear_slots(model: nn.Module) -> dict[int, tuple[nn.Linear, list[tuple[str, nn.Module, str]]]]:
     """Every nn.Linear by identity, with each (qualified name, parent, attribute) it sits at:
     a layer shared by two parents must be replaced in both."""
@@ -409,22 +401,20 @@ def quantize_model(
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if isinstance(model, nn.Linear):
         raise TypeError("model is itself an nn.Linear and cannot be replaced in place: use Int8Linear.from_float")
-    if isinstance(min_features, bool) or not isinstance(min_features, int) or min_features < 1:
-        raise ValueError(f"min_features must be a positive int, got {min_features!r}")
+    checks.positive_int(min_features, "min_features")
     if predicate is not None and not callable(predicate):
         raise TypeError(f"predicate must be callable, got {type(predicate).__name__}")
-    for flag, value in (("keep_output_head", keep_output_head), ("symmetric_activations", symmetric_activations),
-                        ("weight_only", weight_only)):
-        if not isinstance(value, bool) and (value is not None or flag == "keep_output_head"):
-            raise TypeError(f"{flag} must be True or False, got {value!r}")
+    checks.true_or_false(keep_output_head, "keep_output_head")
+    checks.true_or_false(symmetric_activations, "symmetric_activations", optional=True)
+    checks.true_or_false(weight_only, "weight_only", optional=True)
     if plan is not None and (scheme, symmetric_activations, weight_only) != (None, None, None):
         raise TypeError("plan gives each layer its scheme: scheme=, symmetric_activations= and weight_only= "
                         "cannot be given with it")
     if plan is None:
         scheme = _entry_scheme(None if scheme is None else as_scheme(scheme), symmetric_activations, weight_only,
                                calibration)
-    include_patterns = _patterns(include, "include")
-    exclude_patterns = _patterns(exclude, "exclude")
+    include_patterns = checks.glob_patterns(include, "include")
+    exclude_patterns = checks.glob_patterns(exclude, "exclude")
 
     layers = _linear_slots(model)
     if not layers:
