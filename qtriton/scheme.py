@@ -389,16 +389,18 @@ class _Int8Activations(_Int8ChannelWeights):
     tier = 0
     compressed_tensors_format = "int-quantized"
 
-    def activation_quant(self, layer) -> ActivationQuant:
+    def activation_options(self, layer) -> dict:
+        """The `ActivationQuant` fields of this kind, read from layer."""
         raise NotImplementedError
 
     def forward(self, layer, rows, out_dtype):
         # float32 scales and bias (Int8Linear keeps them float32 through m.half() / m.bfloat16()).
         weight_scale = layer.weight_scale.to(torch.float32)
         bias = None if layer.bias is None else layer.bias.to(torch.float32)
-        spec = self.activation_quant(layer)
+        options = self.activation_options(layer)
         for transform in layer.scheme.transforms:
-            spec = spec._replace(**transform.activation_options(layer))
+            options.update(transform.activation_options(layer))
+        spec = ActivationQuant(**options)
         backend, device = resolve(rows)
         if device is None:  # the NumPy oracle takes arrays: the API converts both ways
             x_q, x_scale, x_zero_point = api.quantize_activations(rows, spec)
@@ -432,8 +434,8 @@ class DynamicW8A8(_Int8Activations):
     def describe(self, scheme):
         return "int8 per-token " + ("symmetric" if scheme.activation_symmetric else "asymmetric")
 
-    def activation_quant(self, layer):
-        return ActivationQuant(layer.scheme.activation_symmetric)
+    def activation_options(self, layer):
+        return {"symmetric": layer.scheme.activation_symmetric}
 
     def to_compressed_tensors(self, scheme):
         return {"weights": dict(self._CT_WEIGHTS), "input_activations": {
@@ -473,8 +475,8 @@ class StaticW8A8(_Int8Activations):
         layer.activation_scale.copy_(checks.calibrated_scale(data["activation_scale"], None, f"{name} activation_scale"))
         super().build(layer, weight, data, name)
 
-    def activation_quant(self, layer):
-        return ActivationQuant(True, static_scale=layer.activation_scale.to(torch.float32))
+    def activation_options(self, layer):
+        return {"symmetric": True, "static_scale": layer.activation_scale.to(torch.float32)}
 
     def to_compressed_tensors(self, scheme):
         return {"weights": dict(self._CT_WEIGHTS), "input_activations": {

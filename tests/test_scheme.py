@@ -238,3 +238,18 @@ def test_a_layer_holds_its_schemes_tensors(scheme):
     for name in scheme_module.LAYER_TENSORS:
         if name not in {slot.name for slot in slots}:
             assert getattr(layer, name) is None
+
+
+@pytest.mark.parametrize("name", ["w8a8", "w8a8-asym+smooth", "w8a8-static+smooth", "w8a16+smooth"])
+def test_every_kind_and_transform_compiles_in_one_graph(rng, name):
+    """A kind's forward and its transforms' activation options trace with fullgraph=True (a
+    graph break would fail here), and the compiled layer computes what the eager one does."""
+    linear = torch.nn.Linear(32, 16)
+    scheme = QuantScheme.parse(name)
+    data = {"input_scale": torch.from_numpy(rng.uniform(0.5, 2.0, 32).astype(np.float32)),
+            "activation_scale": 0.05}
+    layer = Int8Linear.from_float(linear, scheme, **{k: v for k, v in data.items() if k in scheme.calibrated_tensors()})
+    x = torch.from_numpy(rng.standard_normal((4, 32), dtype=np.float32))
+    torch._dynamo.reset()
+    with use_backend("torch"):
+        assert_exact(torch.compile(layer, fullgraph=True, backend="eager")(x), layer(x), "compiled")
