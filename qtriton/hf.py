@@ -425,8 +425,9 @@ def _weight_files(folder: Path) -> list[Path]:
 
 @torch.no_grad()
 def _load_tensors(model: nn.Module, folder: Path, schemes: dict[str, QuantScheme]) -> None:
-    """Read each file once, check every quantized layer's tensors, assign every tensor into
-    the meta model; ValueError naming whatever is missing, unexpected or ill-typed."""
+    """Read each file once, check every quantized layer's tensors (as the layer's scheme
+    says), assign every tensor into the meta model; ValueError naming whatever is missing,
+    unexpected or ill-typed."""
     from safetensors import safe_open
 
     stored: dict[str, torch.Tensor] = {}
@@ -435,15 +436,15 @@ def _load_tensors(model: nn.Module, folder: Path, schemes: dict[str, QuantScheme
             for key in f.keys():
                 stored[key] = f.get_tensor(key)
     where = f"{str(folder)!r}: "
-    for name, scheme in schemes.items():
+    for name in schemes:
         layer = model.get_submodule(name)
         prefix = f"{name}."
         tensors = {key[len(prefix):]: stored.pop(key) for key in [k for k in stored if k.startswith(prefix)]
                    if "." not in key[len(prefix):]}
         if "bias" not in tensors and layer.bias is not None:
             raise ValueError(f"{where}{name}.bias is missing: the model's layer has a bias")
-        check_layer_tensors(name, tensors, layer.in_features, layer.out_features, scheme, where)
-        for slot in scheme.tensors(layer.in_features, layer.out_features, layer.bias is not None):
+        check_layer_tensors(name, tensors, layer.in_features, layer.out_features, layer.scheme, where)
+        for slot in layer.scheme.tensors(layer.in_features, layer.out_features, layer.bias is not None):
             setattr(layer, slot.name, slot.from_file(tensors[slot.ct_name]))
         layer.refresh_weight_colsum()
     expected = model.state_dict(keep_vars=True)

@@ -81,7 +81,7 @@ class Int8Linear(nn.Module):
         super().__init__()
         self.in_features = checks.positive_int(in_features, "in_features")
         self.out_features = checks.positive_int(out_features, "out_features")
-        self.scheme = as_scheme(scheme)
+        self.scheme = as_scheme(scheme).for_layer(in_features)
         # The handler forward runs, as a plain attribute (no lookup per call).
         self._kind = self.scheme.kind
         for slot in self.scheme.tensors(in_features, out_features, bias):
@@ -168,9 +168,9 @@ class Int8Linear(nn.Module):
             device=linear.weight.device,
         )
         weight = linear.weight.detach().to(torch.float32)
-        for transform in scheme.transforms:
+        for transform in layer.scheme.transforms:
             weight = transform.build(layer, weight, data, name)
-        scheme.kind.build(layer, weight, data, name)
+        layer.scheme.kind.build(layer, weight, data, name)
         if linear.bias is not None:
             layer.bias.copy_(linear.bias.detach())
         return layer

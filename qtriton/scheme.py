@@ -173,6 +173,13 @@ class InputTransform:
         raise NotImplementedError
 
     # ------------------------------------------------------------------- the layer
+    def for_layer(self, in_features: int) -> InputTransform:
+        """The transform as a layer of in_features inputs has it: a parameter the scheme
+        leaves to the layer (a block size chosen from in_features) made concrete, so that
+        the layer's scheme, header and config say what it runs; ValueError if the layer
+        cannot take it. Int8Linear calls it when it is built."""
+        return self
+
     def tensors(self, in_features: int, out_features: int) -> list[TensorSlot]:
         """The tensors it adds to a layer."""
         return []
@@ -647,6 +654,11 @@ class QuantScheme:
         return dataclasses.replace(self, **changes)
 
     # ------------------------------------------------------------------ the layer
+    def for_layer(self, in_features: int) -> QuantScheme:
+        """The scheme as a layer of in_features inputs runs it (`InputTransform.for_layer`)."""
+        transforms = tuple(t.for_layer(in_features) for t in self.transforms)
+        return self if transforms == self.transforms else self.replace(transforms=transforms)
+
     def tensors(self, in_features: int, out_features: int, bias: bool) -> list[TensorSlot]:
         """The tensors an Int8Linear(in_features, out_features, bias) of this scheme holds,
         in the order it registers them: the weight's, the input transforms', the activations'."""

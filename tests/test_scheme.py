@@ -253,3 +253,42 @@ def test_every_kind_and_transform_compiles_in_one_graph(rng, name):
     torch._dynamo.reset()
     with use_backend("torch"):
         assert_exact(torch.compile(layer, fullgraph=True, backend="eager")(x), layer(x), "compiled")
+
+
+@dataclasses.dataclass(frozen=True)
+class NegateInBlocks(Negate):
+    """Negate with a parameter the layer decides (as a rotation's block size): None in the
+    scheme a plan names, the largest power of two dividing in_features once built."""
+
+    block: int | None = None
+    keyword: ClassVar[str] = "negated_block"
+    suffix_forms: ClassVar[str] = "'+negb' or '+negb<block>'"
+
+    @classmethod
+    def from_keyword(cls, value):
+        return None if value is None else cls(None if value == "auto" else value)
+
+    def keyword_value(self):
+        return "auto" if self.block is None else self.block
+
+    def suffix(self):
+        return "negb" if self.block is None else f"negb{self.block}"
+
+    @classmethod
+    def parse(cls, suffix):
+        if not suffix.startswith("negb"):
+            return None
+        return cls(int(suffix[4:]) if suffix[4:] else None)
+
+    def for_layer(self, in_features):
+        return self if self.block is not None else dataclasses.replace(self, block=in_features & -in_features)
+
+
+def test_a_transform_made_concrete_for_its_layer(monkeypatch, rng, tmp_path):
+    monkeypatch.setattr(scheme_module, "TRANSFORMS", (*scheme_module.TRANSFORMS, NegateInBlocks))
+    linear = torch.nn.Linear(48, 8)
+    layer = Int8Linear.from_float(linear, "w8a8+negb")
+    assert layer.scheme == QuantScheme.parse("w8a8+negb16") and layer.scheme.negated_block == 16
+    assert Int8Linear(40, 8, scheme="w8a8+negb").scheme.name == "w8a8+negb8"
+    save_quantized(layer, tmp_path / "layer.safetensors")
+    assert load_quantized(linear, tmp_path / "layer.safetensors").scheme == layer.scheme
