@@ -43,6 +43,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import tempfile
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -111,10 +114,16 @@ def save_pretrained(
     """Write a quantized transformers model (after `quantize_model`) as a Hugging Face folder
     in compressed-tensors format (see the module docstring); returns the folder.
 
-    Every quantized layer is checked before anything is written (ValueError naming the
-    tensor): int8 weight, float32 scales positive and finite (a model moved with
-    `.to(torch.bfloat16)` gets its scales back in float32 if they survive the round trip, and
-    is refused if they became 0 or inf), finite bias. tokenizer: saved beside the model.
+    Everything is checked and serialised before the folder is touched (ValueError naming the
+    tensor or config attribute): every quantized layer (int8 weight, float32 scales positive
+    and finite (a model moved with `.to(torch.bfloat16)` gets its scales back in float32 if
+    they survive the round trip, and is refused if they became 0 or inf), finite bias), every
+    other float tensor finite, the config JSON. The files are written to a temporary folder
+    beside folder, which then takes folder's place whole: an error or an interrupt leaves
+    folder as it was. Over an existing folder, its files other than a previous export's
+    weights (`model.safetensors`, `model-NNNNN-of-NNNNN.safetensors`, the index) and the
+    files written now stay (a README, a tokenizer, `model.int8.safetensors`). Files get the
+    modes a plain write gets (0644 under umask 022). tokenizer: saved beside the model.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -125,29 +134,151 @@ def save_pretrained(
             "folders of transformers models; use qtriton.save_quantized for other modules"
         )
     limit = _parse_size(max_shard_size)
-    quant_config = quantization_config(model)
-    state = export_state_dict(model)
-    _check_tied_output_head(model, config, _int8_layers(model))
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    _write_shards(state, folder, limit)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{str(folder)!r} exists and is not a folder")
+    quant_config = quantization_config(model)
+    _check_tied_output_head(model, config, _int8_layers(model))
+    state = export_state_dict(model)
+    config_text = _config_json(model, config, quant_config, where=f"{str(folder / CONFIG_NAME)!r}: ")
+    target = folder.resolve()
+    staging, swap = _staging_folder(target)
+    try:
+        (staging / CONFIG_NAME).write_text(config_text)
+        generation = getattr(model, "generation_config", None)
+        if generation is not None and hasattr(generation, "save_pretrained"):
+            generation.save_pretrained(staging)  # validates, raising before any weight is written
+        if tokenizer is not None:
+            tokenizer.save_pretrained(staging)
+        _write_shards(state, staging, limit)
+        _set_modes(staging, like=target if target.is_dir() else None)
+        if swap:
+            _replace_folder(staging, target)
+        else:
+            _replace_files(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return folder
+
+
+def _config_json(model: nn.Module, config, quant_config: dict, where: str) -> str:
+    """config.json's text: the model's config with quant_config, the model's dtype and class
+    (a model loaded from a GGUF file has no architectures, and a server would guess the class
+    from model_type), without _name_or_path (where it was loaded from, a path on this
+    machine; transformers' own save leaves it out too)."""
     config_dict = config.to_dict()
     config_dict["quantization_config"] = quant_config
+    config_dict["architectures"] = [type(model).__name__]
+    config_dict.pop("_name_or_path", None)
     floats = [p.dtype for p in model.parameters() if p.is_floating_point()]
     if floats:  # the model's dtype now, as transformers records it (m.to(torch.bfloat16) leaves config alone)
         config_dict["torch_dtype" if "torch_dtype" in config_dict else "dtype"] = str(floats[0]).removeprefix("torch.")
-    (folder / CONFIG_NAME).write_text(json.dumps(config_dict, indent=2, sort_keys=True) + "\n")
-    generation = getattr(model, "generation_config", None)
-    if generation is not None and hasattr(generation, "save_pretrained"):
-        generation.save_pretrained(folder)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(folder)
-    return folder
+    try:
+        return json.dumps(config_dict, indent=2, sort_keys=True) + "\n"
+    except (TypeError, ValueError) as err:
+        bad = next((key for key, value in config_dict.items() if not _json_writable(value)), None)
+        raise ValueError(f"{where}the model's config attribute {bad!r} cannot be written as JSON: {err}") from None
+
+
+def _json_writable(value) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+#: The names of a previous export's weights, replaced by the new ones (as transformers does).
+_WEIGHT_FILES = re.compile(rf"{re.escape(WEIGHTS_NAME)}|{re.escape(INDEX_NAME)}|model-\d{{5}}-of-\d{{5}}\.safetensors")
+
+
+def _staging_folder(folder: Path) -> tuple[Path, bool]:
+    """A new empty folder to write the export to, and whether it can then swap places with
+    folder: beside it, in the same parent; inside it where the parent is not writable or
+    folder is a mount point (which no rename moves)."""
+    if folder.is_dir() and os.path.ismount(folder):
+        return Path(tempfile.mkdtemp(prefix=".", suffix=".partial", dir=folder)), False
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".partial", dir=folder.parent)), True
+    except PermissionError:
+        if not folder.is_dir():
+            raise
+        return Path(tempfile.mkdtemp(prefix=".", suffix=".partial", dir=folder)), False
+
+
+def _replace_files(staging: Path, folder: Path) -> None:
+    """Move staging's files (staging inside folder) over folder's, each by a rename, and drop
+    a previous export's weights. config.json goes first and comes back last: cut short, the
+    folder has none, which every loader refuses, rather than new weights under the old config."""
+    (folder / CONFIG_NAME).unlink(missing_ok=True)
+    for item in folder.iterdir():
+        if _WEIGHT_FILES.fullmatch(item.name) and not (staging / item.name).exists():
+            item.unlink()
+    for item in sorted(staging.iterdir(), key=lambda p: p.name == CONFIG_NAME):
+        if (folder / item.name).is_dir() and not (folder / item.name).is_symlink():
+            shutil.rmtree(folder / item.name)
+        os.replace(item, folder / item.name)
+    staging.rmdir()
+
+
+def _replace_folder(staging: Path, folder: Path) -> None:
+    """Put staging (complete) at folder. A new folder: one rename. Over an existing one, its
+    files that the export neither writes nor replaces are linked into staging, then the two
+    swap by two renames: folder is at every moment the old one or the new one, whole (or,
+    between the renames, absent, with both beside it)."""
+    if not folder.exists():
+        os.rename(staging, folder)
+        return
+    for item in folder.iterdir():
+        if not (staging / item.name).exists() and not _WEIGHT_FILES.fullmatch(item.name):
+            _link(item, staging / item.name)
+    old = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:12]}.old")
+    os.rename(folder, old)
+    try:
+        os.rename(staging, folder)
+    except BaseException:
+        os.rename(old, folder)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _link(source: Path, target: Path) -> None:
+    """source at target without copying its bytes (a hard link; a copy where links fail)."""
+    if source.is_symlink():
+        os.symlink(os.readlink(source), target)
+    elif source.is_dir():
+        shutil.copytree(source, target, symlinks=True, copy_function=_link_file)
+    else:
+        _link_file(source, target)
+
+
+def _link_file(source, target) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def _set_modes(staging: Path, like: Path | None) -> None:
+    """The modes a plain write gives (safetensors writes 0600, which a server running as
+    another user cannot read; mkdtemp makes 0700), or for the folder those of the one it replaces."""
+    probe = staging / ".mode"
+    probe.mkdir()
+    folder_mode = (like if like is not None else probe).stat().st_mode & 0o7777
+    probe.rmdir()
+    file_mode = (staging / CONFIG_NAME).stat().st_mode & 0o777  # written by write_text: 0666 less the umask
+    for file in staging.glob("*.safetensors"):
+        file.chmod(file_mode)
+    staging.chmod(folder_mode)
 
 
 def export_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """model's tensors under compressed-tensors' names and layouts, each stored once (the
-    first name of a tensor shared by several modules wins, as in transformers' folders)."""
+    first name of a tensor shared by several modules wins, as in transformers' folders);
+    ValueError naming a quantized layer's tensor that Int8Linear cannot hold or a float
+    tensor holding NaN or Inf (a folder that from_pretrained would refuse)."""
     layers = _int8_layers(model)
     for name, layer in layers.items():
         check_layer_tensors(name, _layer_tensors(layer), layer.in_features, layer.out_features, layer.scheme)
@@ -166,6 +297,8 @@ def export_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
         if key in seen:
             continue
         seen.add(key)
+        if tensor.is_floating_point():
+            checks.finite_tensor(tensor, name)
         state[name] = tensor.detach().contiguous().cpu()
     return state
 
@@ -184,6 +317,7 @@ def _check_tied_output_head(model: nn.Module, config, quantized: Iterable[str], 
 
 
 def _write_shards(state: dict[str, torch.Tensor], folder: Path, limit: int) -> None:
+    """state in folder (an empty one) as model.safetensors, or shards of at most limit bytes and their index."""
     from safetensors.torch import save_file
 
     shards, current, size = [], {}, 0
@@ -195,8 +329,6 @@ def _write_shards(state: dict[str, torch.Tensor], folder: Path, limit: int) -> N
         current[name] = tensor
         size += nbytes
     shards.append(current)
-    for stale in [*folder.glob("model*.safetensors"), folder / INDEX_NAME]:
-        stale.unlink(missing_ok=True)  # a previous export's shards would be read with the new index
     if len(shards) == 1:
         save_file(shards[0], str(folder / WEIGHTS_NAME), metadata={"format": "pt"})
         return

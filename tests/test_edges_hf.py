@@ -183,6 +183,121 @@ def test_a_stored_bias_on_a_bias_free_layer_is_refused(exported):
         from_pretrained(exported)
 
 
+# ------------------------------------------------------ 3, 4, 21. what a save writes and keeps
+def test_save_keeps_files_it_did_not_write(quantized, tmp_path):
+    """model.int8.safetensors (save_quantized's name in the README) and a float backup stay;
+    a previous export's shards and index go (they would be read with the new config)."""
+    folder = tmp_path / "out"
+    save_pretrained(quantized, folder, max_shard_size="20KB")
+    assert (folder / "model.safetensors.index.json").is_file()
+    qtriton.save_quantized(quantized, folder / "model.int8.safetensors")
+    (folder / "model.float.safetensors").write_bytes(b"float backup")
+    (folder / "README.md").write_text("mine")
+    save_pretrained(quantized, folder)
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == ["README.md", "config.json", "generation_config.json", "model.float.safetensors",
+                     "model.int8.safetensors", "model.safetensors"]
+    assert (folder / "model.float.safetensors").read_bytes() == b"float backup"
+    qtriton.load_quantized(_tiny_llama(), folder / "model.int8.safetensors")
+    from_pretrained(folder)
+
+
+def test_a_config_json_cannot_write_leaves_the_folder_as_it_was(quantized, exported):
+    before = _files(exported)
+    quantized.config.custom_setting = {1, 2}  # a set: JSON has no such value
+    with pytest.raises(ValueError, match=r"config\.json': the model's config attribute 'custom_setting' cannot be "
+                                         r"written as JSON"):
+        save_pretrained(quantized, exported, max_shard_size="20KB")
+    assert _files(exported) == before
+    assert sorted(p.name for p in exported.parent.iterdir()) == ["out"]  # no temporary folder left
+
+
+def test_an_invalid_generation_config_leaves_the_folder_as_it_was(quantized, exported):
+    before = _files(exported)
+    quantized.generation_config.max_new_tokens = -1
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        save_pretrained(quantized, exported)
+    assert _files(exported) == before
+    assert sorted(p.name for p in exported.parent.iterdir()) == ["out"]
+
+
+@pytest.mark.parametrize("existing", [True, False], ids=["over-a-folder", "new-folder"])
+def test_an_interrupt_on_shard_3_of_6_leaves_the_old_folder_intact(quantized, tmp_path, monkeypatch, existing):
+    import safetensors.torch
+
+    folder = tmp_path / "out"
+    if existing:
+        old = _tiny_llama(seed=1)
+        quantize_model(old, scheme="w8a8-asym")
+        save_pretrained(old, folder)
+    before = _files(folder) if existing else None
+    written = []
+    real = safetensors.torch.save_file
+
+    def interrupted(tensors, filename, metadata=None):
+        written.append(filename)
+        if len(written) == 3:
+            raise KeyboardInterrupt
+        return real(tensors, filename, metadata=metadata)
+
+    monkeypatch.setattr(safetensors.torch, "save_file", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        save_pretrained(quantized, folder, max_shard_size="20KB")
+    assert written[-1].endswith("model-00003-of-00006.safetensors")
+    if existing:
+        assert _files(folder) == before
+    else:
+        assert not folder.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["out"] if existing else [])
+
+
+def test_a_folder_no_rename_can_move_gets_its_files_replaced(quantized, tmp_path, monkeypatch):
+    """A mount point (or a folder in a read-only parent) cannot swap places with a new one:
+    the export is written inside it, and only then replaces the files; an interrupt while
+    writing still leaves it as it was."""
+    import safetensors.torch
+
+    folder = tmp_path / "mounted"
+    old = _tiny_llama(seed=1)
+    quantize_model(old, scheme="w8a8-asym")
+    save_pretrained(old, folder, max_shard_size="20KB")
+    (folder / "README.md").write_text("mine")
+    real_ismount = os.path.ismount
+    monkeypatch.setattr(os.path, "ismount", lambda path: str(path) == str(folder) or real_ismount(path))
+    before = _files(folder)
+    real = safetensors.torch.save_file
+
+    def interrupted(tensors, filename, metadata=None):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(safetensors.torch, "save_file", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        save_pretrained(quantized, folder)
+    assert _files(folder) == before and sorted(tmp_path.iterdir()) == [folder]
+    monkeypatch.setattr(safetensors.torch, "save_file", real)
+    save_pretrained(quantized, folder)
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "generation_config.json",
+                                                       "model.safetensors"]
+    ids = torch.randint(0, 128, (1, 9), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(_logits(from_pretrained(folder, dtype=torch.float32), ids), _logits(quantized, ids))
+
+
+def test_every_file_and_the_folder_get_the_umask_modes(quantized, tmp_path):
+    """model.safetensors (safetensors writes 0600) and shards get the mode config.json gets,
+    and the folder that of a plain mkdir: a server running as another user reads them."""
+    old = os.umask(0o022)
+    try:
+        single = save_pretrained(quantized, tmp_path / "single")
+        sharded = save_pretrained(quantized, tmp_path / "sharded", max_shard_size="20KB")
+        (tmp_path / "plain").mkdir()
+    finally:
+        os.umask(old)
+    for folder in (single, sharded):
+        assert stat.S_IMODE(folder.stat().st_mode) == stat.S_IMODE((tmp_path / "plain").stat().st_mode) == 0o755
+        modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir()}
+        assert set(modes.values()) == {0o644}, modes
+
+
 # ------------------------------------------------------------ 5, 16. finite in the model's dtype
 def test_a_float64_bias_that_overflows_float32_is_refused_on_load(tmp_path):
     from safetensors.torch import load_file, save_file
@@ -213,6 +328,17 @@ def test_a_float_tensor_that_overflows_the_model_dtype_is_refused_on_load(export
     save_file(state, str(exported / "model.safetensors"), metadata={"format": "pt"})
     with pytest.raises(ValueError, match=r"model\.norm\.weight contains NaN or Inf once rounded to float32"):
         from_pretrained(exported, dtype=torch.float32)
+
+
+@pytest.mark.parametrize("tensor", ["model.norm.weight", "model.embed_tokens.weight", "lm_head.weight"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf")], ids=["nan", "inf"])
+def test_nan_or_inf_in_a_float_tensor_is_refused_on_save(quantized, exported, tensor, value):
+    before = _files(exported)
+    with torch.no_grad():
+        quantized.get_parameter(tensor).view(-1)[7] = value
+    with pytest.raises(ValueError, match=re.escape(tensor) + " contains NaN or Inf"):
+        save_pretrained(quantized, exported)
+    assert _files(exported) == before
 
 
 # ---------------------------------------------------------------------- 11. a tied quantized head
@@ -320,3 +446,19 @@ def test_a_corrupt_or_missing_shard_is_named(quantized, tmp_path, damage):
         message = r"model\.safetensors\.index\.json' names model-00002-of-00006\.safetensors, which does not exist"
     with pytest.raises((ValueError, FileNotFoundError), match=message):
         from_pretrained(folder)
+
+
+# --------------------------------------------------------- 22. what a server reads of the config
+def test_the_export_names_the_architecture_and_no_machine_path(quantized, tmp_path):
+    """What a model loaded from a GGUF file carries: no architectures, the local folder in
+    _name_or_path. The export says what the model is and leaves the path out, as
+    transformers' own save_pretrained does."""
+    quantized.config.architectures = None
+    quantized.config._name_or_path = str(tmp_path / "models" / "smollm2-gguf")
+    folder = save_pretrained(quantized, tmp_path / "out")
+    config = json.loads((folder / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForCausalLM"]
+    assert "_name_or_path" not in config and str(tmp_path) not in (folder / "config.json").read_text()
+    assert quantized.config.architectures is None  # the model is left as it was
+    assert type(transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.from_pretrained(folder))) \
+        is transformers.LlamaForCausalLM
