@@ -462,3 +462,15 @@ def test_the_export_names_the_architecture_and_no_machine_path(quantized, tmp_pa
     assert quantized.config.architectures is None  # the model is left as it was
     assert type(transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.from_pretrained(folder))) \
         is transformers.LlamaForCausalLM
+
+
+# ------------------------------------------------------------ 23. progress bars off a terminal
+@pytest.mark.parametrize("entry", ["sensitivity", "plan"])
+def test_sensitivity_and_plan_draw_no_bar_where_stderr_is_not_a_terminal(entry, capsys):
+    model = _tiny_llama()
+    batches = [torch.randint(0, 128, (1, 8), generator=torch.Generator().manual_seed(0))]
+    if entry == "sensitivity":
+        qtriton.sensitivity(model, batches, schemes=["w8a8"], groups="layer")
+    else:
+        qtriton.plan(model, batches, target_kl=1.0, schemes=["w8a8"])
+    assert capsys.readouterr().err == ""
