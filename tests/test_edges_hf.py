@@ -68,6 +68,14 @@ def exported(quantized, tmp_path):
     return save_pretrained(quantized, tmp_path / "out")
 
 
+@pytest.fixture
+def other_export(tmp_path):
+    """A folder of another model (other weights and schemes), for a save over it to change."""
+    model = _tiny_llama(seed=1)
+    quantize_model(model, scheme="w8a8-asym")
+    return save_pretrained(model, tmp_path / "out", max_shard_size="20KB")
+
+
 # ------------------------------------------------------- 1. which group quantizes a layer
 def _compressed_tensors_folder(folder, groups: dict, seed: int = 3):
     """A folder as compressed-tensors' ModelCompressor writes it for config_groups (in this
@@ -202,23 +210,23 @@ def test_save_keeps_files_it_did_not_write(quantized, tmp_path):
     from_pretrained(folder)
 
 
-def test_a_config_json_cannot_write_leaves_the_folder_as_it_was(quantized, exported):
-    before = _files(exported)
+def test_a_config_json_cannot_write_leaves_the_folder_as_it_was(quantized, other_export):
+    before = _files(other_export)
     quantized.config.custom_setting = {1, 2}  # a set: JSON has no such value
     with pytest.raises(ValueError, match=r"config\.json': the model's config attribute 'custom_setting' cannot be "
                                          r"written as JSON"):
-        save_pretrained(quantized, exported, max_shard_size="20KB")
-    assert _files(exported) == before
-    assert sorted(p.name for p in exported.parent.iterdir()) == ["out"]  # no temporary folder left
+        save_pretrained(quantized, other_export)
+    assert _files(other_export) == before
+    assert sorted(p.name for p in other_export.parent.iterdir()) == ["out"]  # no temporary folder left
 
 
-def test_an_invalid_generation_config_leaves_the_folder_as_it_was(quantized, exported):
-    before = _files(exported)
+def test_an_invalid_generation_config_leaves_the_folder_as_it_was(quantized, other_export):
+    before = _files(other_export)
     quantized.generation_config.max_new_tokens = -1
     with pytest.raises(ValueError, match="max_new_tokens"):
-        save_pretrained(quantized, exported)
-    assert _files(exported) == before
-    assert sorted(p.name for p in exported.parent.iterdir()) == ["out"]
+        save_pretrained(quantized, other_export)
+    assert _files(other_export) == before
+    assert sorted(p.name for p in other_export.parent.iterdir()) == ["out"]
 
 
 @pytest.mark.parametrize("existing", [True, False], ids=["over-a-folder", "new-folder"])
@@ -231,6 +239,7 @@ def test_an_interrupt_on_shard_3_of_6_leaves_the_old_folder_intact(quantized, tm
         quantize_model(old, scheme="w8a8-asym")
         save_pretrained(old, folder)
     before = _files(folder) if existing else None
+    assert existing == folder.exists()
     written = []
     real = safetensors.torch.save_file
 
@@ -332,13 +341,13 @@ def test_a_float_tensor_that_overflows_the_model_dtype_is_refused_on_load(export
 
 @pytest.mark.parametrize("tensor", ["model.norm.weight", "model.embed_tokens.weight", "lm_head.weight"])
 @pytest.mark.parametrize("value", [float("nan"), float("inf")], ids=["nan", "inf"])
-def test_nan_or_inf_in_a_float_tensor_is_refused_on_save(quantized, exported, tensor, value):
-    before = _files(exported)
+def test_nan_or_inf_in_a_float_tensor_is_refused_on_save(quantized, other_export, tensor, value):
+    before = _files(other_export)
     with torch.no_grad():
         quantized.get_parameter(tensor).view(-1)[7] = value
     with pytest.raises(ValueError, match=re.escape(tensor) + " contains NaN or Inf"):
-        save_pretrained(quantized, exported)
-    assert _files(exported) == before
+        save_pretrained(quantized, other_export)
+    assert _files(other_export) == before
 
 
 # ---------------------------------------------------------------------- 11. a tied quantized head
