@@ -50,8 +50,13 @@ import torch
 from bench.smoothquant import load_smollm2, text_ids
 
 PROMPT = "The capital of France is"
-#: the folder kinds qtriton writes, each a quantize_model recipe
-KINDS = ("w8a8", "w8a8-asym")
+#: the folder kinds qtriton writes: a quantize_model scheme for every layer but the output
+#: head, or "mixed" (MIXED_PLAN)
+KINDS = ("w8a8", "w8a8-asym", "w8a16", "mixed")
+#: W8A8 (both activation forms), W8A16 and float groups in one folder, by layer type (vLLM
+#: fuses q/k/v and gate/up: a plan gives each fused layer's parts one scheme)
+MIXED_PLAN = {"*.q_proj": "w8a8-asym", "*.k_proj": "w8a8-asym", "*.v_proj": "w8a8-asym", "*.o_proj": "w8a8",
+              "*.gate_proj": "w8a16", "*.up_proj": "w8a16", "*.down_proj": None}
 #: share of input embedding entries moved by one float32 ulp for the noise floor
 NOISE_SHARE = 0.01
 
@@ -112,7 +117,9 @@ def make_folder(model, tokenizer, kind: str, folder: Path) -> Path:
     from qtriton.nn import quantize_model
 
     quantized = copy.deepcopy(model)
-    quantize_model(quantized, scheme=kind, progress=False)
+    for pattern, scheme in (MIXED_PLAN if kind == "mixed" else {None: kind}).items():
+        if scheme is not None:
+            quantize_model(quantized, scheme=scheme, include=pattern, progress=False)
     qtriton.save_pretrained(quantized, folder, tokenizer)
     del quantized
     return folder
@@ -190,9 +197,51 @@ def exact_int8_gemm():
         ops.create_onednn_scaled_mm, ops.onednn_scaled_mm = saved
 
 
+@contextlib.contextmanager
+def reference_wna16_kernel():
+    """vLLM's CPU build has no kernel for 8-bit weight-only layers (CPUWNA16, Zentorch and
+    Dynamic4bit take 4-bit types; on a GPU Marlin or Machete run uint8b128). This registers
+    one for CPU, last in vLLM's list, so that vLLM's own CompressedTensorsWNA16 scheme, its
+    packed-parameter loading and its fused-layer sharding run: it unpacks the loaded int32
+    words with vLLM's own unpack_quantized_values_into_int32, dequantizes with the loaded
+    scales and multiplies in the activations' dtype."""
+    from vllm.model_executor.kernels import linear as kernels
+    from vllm.model_executor.kernels.linear.mixed_precision.MPLinearKernel import MPLinearKernel
+    from vllm.model_executor.layers.quantization.utils.quant_utils import unpack_quantized_values_into_int32
+    from vllm.platforms import PlatformEnum
+    from vllm.scalar_type import scalar_types
+
+    class ReferenceW8A16LinearKernel(MPLinearKernel):
+        @classmethod
+        def get_min_capability(cls) -> int:
+            return -1
+
+        @classmethod
+        def can_implement(cls, c):
+            if c.weight_type != scalar_types.uint8b128 or c.zero_points or c.group_size != -1:
+                return False, "the reference kernel runs 8-bit symmetric per-channel weights"
+            return True, None
+
+        def process_weights_after_loading(self, layer):
+            packed, scale = getattr(layer, self.w_q_name), getattr(layer, self.w_s_name)
+            codes = unpack_quantized_values_into_int32(packed.data, scalar_types.uint8b128, packed_dim=1) - 128
+            weight = codes.to(torch.float32) * scale.data.to(torch.float32).reshape(-1, 1)
+            layer.reference_weight = torch.nn.Parameter(weight.to(self.config.act_type), requires_grad=False)
+
+        def apply_weights(self, layer, x, bias=None):
+            return torch.nn.functional.linear(x, layer.reference_weight, bias)
+
+    cpu = kernels._POSSIBLE_KERNELS[PlatformEnum.CPU]
+    cpu.append(ReferenceW8A16LinearKernel)
+    try:
+        yield
+    finally:
+        cpu.remove(ReferenceW8A16LinearKernel)
+
+
 # ------------------------------------------------------------------------------ vLLM's engine
 def vllm_run(folder: Path, ids: list[int], dtype: str, *, tensor_parallel_size: int = 1,
-             exact_gemm: bool = False) -> dict:
+             exact_gemm: bool = False, reference_wna16: bool = True) -> dict:
     """vLLM's engine on folder: {"logprobs": (T-1, V) prompt log-probabilities, "greedy": text
     after PROMPT, "seconds": {"startup", "prompt_logprobs", "greedy"}, "schemes": vLLM's
     compressed-tensors schemes for the layers (class names)}."""
@@ -200,7 +249,11 @@ def vllm_run(folder: Path, ids: list[int], dtype: str, *, tensor_parallel_size: 
     from vllm.distributed.parallel_state import destroy_distributed_environment, destroy_model_parallel
 
     seconds = {}
-    with exact_int8_gemm() if exact_gemm else contextlib.nullcontext():
+    with contextlib.ExitStack() as stack:
+        if exact_gemm:
+            stack.enter_context(exact_int8_gemm())
+        if reference_wna16:
+            stack.enter_context(reference_wna16_kernel())
         start = time.perf_counter()
         llm = LLM(model=str(folder), dtype=dtype, tensor_parallel_size=tensor_parallel_size, seed=0,
                   max_model_len=1024, max_num_seqs=4, max_logprobs=-1, enforce_eager=True,

