@@ -395,6 +395,18 @@ def test_report_reads_an_exported_sharded_folder(tmp_path):
     assert not any(layer.estimated for layer in against.layers) and min(l.snr_db for l in against.layers) > 30
 
 
+def test_report_reads_pack_quantized_layers_of_a_mixed_folder(tmp_path):
+    from qtriton.report import report_checkpoint
+
+    model = _tiny_llama()
+    quantize_model(model, scheme="w8a16", include="*.mlp.*")
+    quantize_model(model, scheme="w8a8", include="*.self_attn.*")
+    rep = report_checkpoint(save_pretrained(model, tmp_path / "mixed"))
+    schemes = {layer.name: layer.scheme for layer in rep.layers}
+    assert len(schemes) == 14 and schemes["model.layers.1.mlp.up_proj"] == "w8a16"
+    assert schemes["model.layers.0.self_attn.k_proj"] == "w8a8"
+
+
 # ------------------------------------------------------------------- the real libraries
 def test_compressed_tensors_reads_qtritons_export(quantized, tmp_path):
     """compressed-tensors' own config model parses the export, and its decompressor turns
