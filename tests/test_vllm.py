@@ -15,6 +15,8 @@ and float32, are judged by KL to the float model and perplexity against qtriton'
 of the folder in the same dtype, with a margin of NOISE_MARGIN times the noise floor measured
 here: the spread of qtriton's own KL to float when 1 % of its input embeddings move by one
 float32 ulp (per-token int8 rounding makes two correct implementations differ by about that).
+In bfloat16 the margin also holds how far bfloat16 moves qtriton's own numbers from float32's:
+two bfloat16 implementations round differently (operation order, fusion), by up to about that.
 """
 
 from __future__ import annotations
@@ -113,6 +115,9 @@ def test_vllm_serves_the_folder_as_accurately_as_qtriton(measured, kind, dtype):
     noisy = [measured["qtriton"][kind, seed] for seed in range(SEEDS)]
     kl_floor = max(MIN_KL_FLOOR, *(abs(n["kl"] - base["kl"]) for n in noisy))
     ppl_floor = max(MIN_PPL_FLOOR, *(abs(n["perplexity"] / base["perplexity"] - 1) for n in noisy))
+    if dtype != "float32":  # two bfloat16 implementations round differently: allow what bfloat16 moves ours by
+        kl_floor += abs(ours["kl"] - base["kl"]) / NOISE_MARGIN
+        ppl_floor += abs(ours["perplexity"] / base["perplexity"] - 1) / NOISE_MARGIN
     run = measured["vllm"][kind, dtype]
     theirs = run["metrics"]
     print(f"{kind} {dtype}: vLLM KL {theirs['kl']:.4f} ppl {theirs['perplexity']:.3f} top-1 {theirs['top1']:.1%}; "
