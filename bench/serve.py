@@ -344,7 +344,8 @@ def measure(kinds=KINDS, dtypes=("bfloat16", "float32"), seeds: int = 3, gemm: s
             kind = kinds[0]
             # SmolLM2's 9 attention heads (3 key/value heads) split over 3 ranks, not 2; the
             # ranks share this machine's cores unbound; apply_model's function is pickled to them.
-            os.environ.update(VLLM_CPU_OMP_THREADS_BIND="nobind", VLLM_ALLOW_INSECURE_SERIALIZATION="1")
+            os.environ.update(VLLM_CPU_OMP_THREADS_BIND="nobind", VLLM_ALLOW_INSECURE_SERIALIZATION="1",
+                              VLLM_HOST_IP="127.0.0.1")  # the ranks talk over loopback only
             for size in (1, 3):
                 os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1" if size > 1 else "0"
                 result = vllm_run(folders[kind], ids_np.tolist(), "bfloat16", tensor_parallel_size=size)
