@@ -93,7 +93,9 @@ class TensorSlot:
         calibrated  its value comes from a calibration: `Int8Linear.from_float`'s keyword of
                     the same name
         ct_name     its name in a compressed-tensors folder; None: the format has none
-        ct_shapes   the shapes a folder may hold it in (read), ct_shape the one written"""
+        ct_shapes   the shapes a folder may hold it in (read), ct_shape the one written
+        ct_packed   codes written pack-quantized (<ct_name>_packed, four to an int32, and
+                    <ct_name>_shape); read packed or as int8 <ct_name>"""
 
     name: str
     shape: tuple[int, ...]
@@ -102,6 +104,7 @@ class TensorSlot:
     ct_name: str | None = None
     ct_shapes: tuple[tuple[int, ...], ...] = ()
     ct_shape: tuple[int, ...] | None = None
+    ct_packed: bool = False
 
     @property
     def dtype(self) -> torch.dtype:
@@ -504,7 +507,9 @@ class W8A16Kind(_Int8ChannelWeights):
     activations = "none"
     int8_compute = False
     tier = 1
-    compressed_tensors_format = "naive-quantized"
+    # The form vLLM serves weight-only integer layers in (CompressedTensorsWNA16) and
+    # llm-compressor's W8A16 preset writes; naive-quantized folders (int8 weight) load too.
+    compressed_tensors_format = "pack-quantized"
     presets = {"w8a16": {}}
     candidates = ("w8a16",)
 
@@ -519,6 +524,10 @@ class W8A16Kind(_Int8ChannelWeights):
 
     def describe(self, scheme):
         return "float (weight-only int8)"
+
+    def weight_tensors(self, scheme, in_features, out_features, bias):
+        weight, *rest = super().weight_tensors(scheme, in_features, out_features, bias)
+        return [dataclasses.replace(weight, ct_packed=True), *rest]
 
     def forward(self, layer, rows, out_dtype):
         for transform in layer.scheme.transforms:

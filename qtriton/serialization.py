@@ -158,7 +158,7 @@ def read_header(path: str | os.PathLike) -> dict:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
     except SafetensorError as err:
-        raise ValueError(f"{str(path)!r} is not a readable safetensors file (truncated or corrupt?): {err}") from err
+        raise checks.unreadable_safetensors(path, err) from err
     if METADATA_KEY not in metadata:
         raise ValueError(f"{str(path)!r} has no {METADATA_KEY!r} header: it was not written by qtriton.save_quantized")
     try:
@@ -265,8 +265,9 @@ def check_layer_tensors(path: str | os.PathLike, header: dict, source: _StateDic
             for slot in slots:  # the values the layer computes with
                 if slot.role == "scale":
                     checks.scale_values(f.get_tensor(prefix + slot.name), f"{str(path)!r}: {prefix}{slot.name}")
-                elif slot.role == "bias" and not bool(f.get_tensor(prefix + slot.name).isfinite().all()):
-                    raise ValueError(f"{str(path)!r}: {prefix}{slot.name} holds NaN or Inf")
+                elif slot.role == "bias":
+                    checks.finite_tensor(f.get_tensor(prefix + slot.name), f"{prefix}{slot.name}",
+                                         where=f"{str(path)!r}: ")
 
 
 def _check_other_tensors(path: Path, model: nn.Module) -> None:
