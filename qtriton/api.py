@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from qtriton import checks, reference
-from qtriton.backend import resolve
+from qtriton.dispatch import resolve
 from qtriton.tensors import device_tensor
 
 # ------------------------------------------------------------------------ dispatch helpers
@@ -70,14 +70,14 @@ def _quantize(x, num_bits: int, symmetric: bool, granularity: str, axis: int | N
     return q, scale, zp
 
 
-def _quantize_activations(rows, symmetric: bool, input_scale=None, static_scale=None):
-    """Int8Linear's activation codes (reference.quantize_activations) on the backend in
-    force, in the caller's kind; the arguments come from the layer, already checked."""
+def quantize_activations(rows, spec):
+    """Int8Linear's activation codes (`reference.quantize_activations`) as spec (a
+    `qtriton.scheme.ActivationQuant`) says, on the backend in force, in the caller's kind.
+    Not a lab function: rows and spec come from an Int8Linear, already checked."""
     backend, device = resolve(rows)
-    extras = (None if v is None else _to_backend(v, device) for v in (input_scale, static_scale))
-    out = backend.quantize_activations(_to_backend(rows, device), symmetric, *extras)
+    out = backend.quantize_activations(_to_backend(rows, device), spec.convert(lambda v: _to_backend(v, device)))
     q, scale, zp = (_to_caller(v, rows) for v in out)
-    checks.activations_result(scale, symmetric, input_scale, static_scale)
+    checks.activations_result(scale, spec)
     return q, scale, zp
 
 

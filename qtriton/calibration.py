@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from qtriton.nn import Int8Linear
 from qtriton.progress import progress as bar
 from qtriton.scheme import W8A8, QuantScheme, as_scheme
 
@@ -53,7 +54,8 @@ def _is_norm(module: nn.Module) -> bool:
     return isinstance(module, (nn.LayerNorm, nn.RMSNorm)) or type(module).__name__.endswith(("RMSNorm", "LayerNorm"))
 
 
-def _run(model: nn.Module, batch):
+def run_batch(model: nn.Module, batch):
+    """model on one batch: a tensor, a tuple of positional arguments or a dict of keyword arguments."""
     if isinstance(batch, dict):
         return model(**batch)
     if isinstance(batch, (tuple, list)):
@@ -61,7 +63,7 @@ def _run(model: nn.Module, batch):
     return model(batch)
 
 
-def _first_tensor(output) -> torch.Tensor:
+def output_tensor(output) -> torch.Tensor:
     """The main tensor of a model's output: itself, .logits / first field of a ModelOutput or
     dict, or the first element of a tuple."""
     if isinstance(output, torch.Tensor):
@@ -266,7 +268,7 @@ class Calibration:
         handles = [self.modules[key].register_forward_pre_hook(restore) for key in scales]
         handles += [self.modules[key].register_forward_hook(divide) for key in rows]
         try:
-            after = _first_tensor(_run(model, self.sample)).float()
+            after = output_tensor(run_batch(model, self.sample)).float()
         finally:
             for handle in handles:
                 handle.remove()
@@ -451,9 +453,9 @@ def calibrate(model: nn.Module, batches: Iterable, *, alpha: float | None = 0.5,
         for batch in bar(batches, desc="calibrate", unit="batch", enabled=progress):
             _check_finite(batch, seen)
             live.clear()
-            output = _run(model, batch)
+            output = run_batch(model, batch)
             if seen == 0:
-                calibration.sample, calibration.sample_output = batch, _first_tensor(output).detach().float()
+                calibration.sample, calibration.sample_output = batch, output_tensor(output).detach().float()
             seen += 1
     finally:
         for handle in handles:
@@ -496,12 +498,10 @@ class LayerReport:
 def layer_report(model: nn.Module, batches: Iterable, *, scheme: QuantScheme | str = W8A8) -> LayerReport:
     """Per nn.Linear of a float model: the SNR of its W8A8 output against float on its own
     (float) inputs, and its input's outlier ratio max|x| / mean|x|. The model is not changed."""
-    from qtriton.nn import Int8Linear  # nn imports this module's type for annotations only
-
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     scheme = as_scheme(scheme)
-    if scheme.smoothed or scheme.static:
+    if scheme.needs_calibration:
         raise ValueError(f"layer_report measures uncalibrated layers: scheme {scheme.name!r} needs a calibration")
     names = {id(m): n for n, m in model.named_modules()}
     quantized: dict[int, Int8Linear] = {}
@@ -528,7 +528,7 @@ def layer_report(model: nn.Module, batches: Iterable, *, scheme: QuantScheme | s
         raise ValueError(f"model ({type(model).__name__}) has no torch.nn.Linear layers")
     try:
         for batch in batches:
-            _run(model, batch)
+            run_batch(model, batch)
     finally:
         for handle in handles:
             handle.remove()

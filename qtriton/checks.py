@@ -1,6 +1,7 @@
 """Argument rules and their messages, one place for every entry point: the lab API
-(`qtriton.api`), the kernel launchers' public functions (`qtriton.ops`) and
-`Int8Linear.forward`. Every rule raises TypeError (wrong kind or dtype) or ValueError
+(`qtriton.api`), the kernel launchers' public functions (`qtriton.ops`), `Int8Linear`
+(its input, the layer it is built from, its calibrated scales) and `quantize_model`'s
+arguments. Every rule raises TypeError (wrong kind or dtype) or ValueError
 (wrong shape, range or device) naming the argument.
 
 Limits (the same on every backend):
@@ -31,12 +32,13 @@ Meta tensors have no values: value rules skip them (shapes propagate through the
 from __future__ import annotations
 
 import numbers
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 from qtriton import reference
-from qtriton.backend import triton_device_error
+from qtriton.backend import device_problem, triton_device_error
 
 ZERO_POINT_LIMIT = reference.ZERO_POINT_LIMIT
 INT32_MAX = 2**31 - 1
@@ -226,12 +228,14 @@ def quantize_result(scale, name: str, symmetric: bool = False) -> None:
     )
 
 
-def activations_result(scale, symmetric: bool, input_scale, static_scale) -> None:
-    """Int8Linear's activation scales (reference.quantize_activations): a NaN one named by
-    its cause, where visible. The input was checked finite, so a NaN comes from the layer's
-    static scale, from input * input_scale overflowing, or from an asymmetric range."""
+def activations_result(scale, spec) -> None:
+    """Int8Linear's activation scales (reference.quantize_activations as spec, a
+    `qtriton.scheme.ActivationQuant`, says): a NaN one named by its cause, where visible.
+    The input was checked finite, so a NaN comes from the layer's static scale, from
+    input * input_scale overflowing, or from an asymmetric range."""
     if not values_visible(scale) or not np.isnan(_host_values(scale, np.float32)).any():
         return
+    symmetric, input_scale, static_scale = spec.symmetric, spec.input_scale, spec.static_scale
     if static_scale is not None and not np.isfinite(_host_values(static_scale, np.float32)).all():
         raise ValueError(f"the layer's activation_scale is {float(static_scale)}: a static scale must be finite")
     symmetric = symmetric or static_scale is not None
@@ -494,3 +498,74 @@ def matmul(a_q, b_q, a_scale, b_scale, a_zp, b_zp, bias_, out_dtype, read_values
     if bias_ is not None:
         bias_ = bias(bias_, n, a_q, read_values)
     return a_q, b_q, a_scale, b_scale, a_zp, b_zp, bias_, out_dtype_name(out_dtype)
+
+
+# ------------------------------------------------------------ Int8Linear, quantize_model
+def positive_int(value, name: str) -> int:
+    """A positive int (not a bool): a layer's in_features / out_features, min_features."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+def true_or_false(value, name: str, optional: bool = False) -> bool | None:
+    """A Python bool (or None where optional: the default decides)."""
+    if not isinstance(value, bool) and not (optional and value is None):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def glob_patterns(value, name: str) -> tuple[str, ...]:
+    """None, a glob pattern or a sequence of them (layer names: include=, exclude=) as a tuple."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    if not isinstance(value, Sequence) or not all(isinstance(p, str) for p in value):
+        raise TypeError(f"{name} must be a glob pattern or a sequence of them, got {value!r}")
+    return tuple(value)
+
+
+def calibrated_scale(value, length: int | None, name: str) -> torch.Tensor:
+    """A calibrated scale a layer computes with (SmoothQuant's input_scale, a static
+    activation scale) as float32, of shape (length,) or () when length is None, positive,
+    finite and normal (the scale rule: a 0 or denormal one would be used as is by torch
+    and triton, refused by NumPy)."""
+    tensor = torch.as_tensor(value, dtype=torch.float32).detach()
+    shape = () if length is None else (length,)
+    if tuple(tensor.shape) != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {tuple(tensor.shape)}")
+    scale_values(tensor.cpu(), name)
+    return tensor
+
+
+def float_layer(linear, name: str) -> None:
+    """What Int8Linear.from_float quantizes: an nn.Linear with a floating weight, on a device
+    the backend in force can run, weight and
+    bias finite (read once per layer at conversion, not in forward: on CUDA the quantize
+    kernel would otherwise hand back a NaN scale silently)."""
+    if not isinstance(linear, torch.nn.Linear):
+        raise TypeError(f"{name} must be a torch.nn.Linear, got {type(linear).__name__}")
+    weight = linear.weight
+    problem = device_problem(weight.device)
+    if problem is not None:
+        raise ValueError(f"{name} is on {weight.device}: {problem}")
+    if not weight.is_floating_point():
+        raise TypeError(f"{name}.weight must be floating point, got {weight.dtype}")
+    for part, tensor in (("weight", weight), ("bias", linear.bias)):
+        if tensor is not None:
+            finite_float32(tensor.detach(), f"{name}.{part}")
+
+
+def layer_input(x, in_features: int, weight_device: torch.device) -> None:
+    """An Int8Linear's input: a float32 / float16 / bfloat16 tensor of shape (..., in_features)
+    on the layer's device, which the backend in force can run. Its values are checked by
+    float_input on the rows."""
+    kernel_float_dtype(torch_tensor(x, "input"), "input")
+    if x.ndim == 0 or x.shape[-1] != in_features:
+        raise ValueError(f"input must have shape (..., {in_features}), got {tuple(x.shape)}")
+    if x.device != weight_device:
+        raise ValueError(f"input is on {x.device} but the layer's weight is on {weight_device}")
+    problem = device_problem(x.device)
+    if problem is not None:
+        raise ValueError(f"input is on {x.device}: {problem}")

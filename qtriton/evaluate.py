@@ -23,8 +23,9 @@ from pathlib import Path
 import torch
 
 from qtriton.progress import progress as bar
+from qtriton.scheme import CANDIDATES, QuantScheme
 
-DEFAULT_RECIPES = "w8a8,w8a8-asym,w8a8-asym+smooth,w8a16"
+DEFAULT_RECIPES = ",".join(CANDIDATES)
 
 
 def perplexity(logits: torch.Tensor, ids: torch.Tensor) -> float:
@@ -49,14 +50,13 @@ def quantize_recipe(model, recipe, calibration_ids: torch.Tensor | None, alpha: 
     a Plan / {name: QuantScheme | None}; smoothed or static schemes calibrate on calibration_ids."""
     from qtriton.calibration import calibrate
     from qtriton.nn import quantize_model
-    from qtriton.scheme import QuantScheme
     from qtriton.planning import layer_groups
 
     if isinstance(recipe, str):
         scheme = QuantScheme.parse(recipe)
         recipe = {name: scheme for name in layer_groups(model, "layer")}
     schemes = getattr(recipe, "schemes", recipe)
-    needs = any(s is not None and (s.smoothed or s.static) for s in schemes.values())
+    needs = any(s is not None and s.needs_calibration for s in schemes.values())
     if needs and calibration_ids is None:
         raise ValueError("a smoothed or static recipe needs a calibration text (--calibration)")
     quantized = copy.deepcopy(model)
@@ -95,8 +95,6 @@ def evaluate(model, ids: torch.Tensor, recipes: list, *, calibration_ids: torch.
 
 
 def _schemes_of(recipe) -> list:
-    from qtriton.scheme import QuantScheme
-
     if isinstance(recipe, str):
         return [QuantScheme.parse(recipe)]
     return list(getattr(recipe, "schemes", recipe).values())
@@ -159,7 +157,6 @@ def _alphas(text: str) -> tuple[float, ...]:
 
 
 def run(args) -> int:
-    from qtriton.scheme import QuantScheme
     from qtriton.planning import Plan
 
     if args.tokens < 2:

@@ -20,8 +20,8 @@ def quantize(x: np.ndarray, num_bits: int, symmetric: bool, granularity: str, ax
     return reference.quantize_asymmetric(x, num_bits, keep_axis, include_zero)
 
 
-def quantize_activations(rows: np.ndarray, symmetric: bool, input_scale=None, static_scale=None):
-    return reference.quantize_activations(rows, symmetric, input_scale, static_scale)
+def quantize_activations(rows: np.ndarray, spec):
+    return reference.quantize_activations(rows, **spec.arguments())
 
 
 def dequantize(q, scale, zero_point, granularity: str, axis: int | None, out_dtype=np.float32):

@@ -28,11 +28,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from qtriton.calibration import _first_tensor, _run, calibrate
+from qtriton.calibration import calibrate, output_tensor, run_batch
+from qtriton.nn import Int8Linear, quantize_model
 from qtriton.progress import progress as bar
-from qtriton.scheme import W8A16, QuantScheme
+from qtriton.scheme import CANDIDATES, W8A16, QuantScheme
 
-DEFAULT_SCHEMES = ("w8a8", "w8a8-asym", "w8a8-asym+smooth", "w8a16")
+DEFAULT_SCHEMES = CANDIDATES
 
 
 def _schemes(schemes) -> list[QuantScheme]:
@@ -78,7 +79,7 @@ class _Reference:
         if not batches:
             raise ValueError("batches is empty: the measurement needs at least one batch")
         with torch.inference_mode():
-            self.log_probs = [_first_tensor(_run(model, b)).float().log_softmax(-1) for b in batches]
+            self.log_probs = [output_tensor(run_batch(model, b)).float().log_softmax(-1) for b in batches]
         self.batches = batches
 
     def compare(self, model: nn.Module) -> tuple[float, float]:
@@ -86,7 +87,7 @@ class _Reference:
         kl = agree = tokens = 0.0
         with torch.inference_mode():
             for batch, reference in zip(self.batches, self.log_probs):
-                log_q = _first_tensor(_run(model, batch)).float().log_softmax(-1)
+                log_q = output_tensor(run_batch(model, batch)).float().log_softmax(-1)
                 n = reference.numel() // reference.shape[-1]
                 kl += float(nn.functional.kl_div(log_q, reference, log_target=True, reduction="sum"))
                 agree += float((log_q.argmax(-1) == reference.argmax(-1)).sum())
@@ -152,8 +153,6 @@ class _Swapper:
 
 
 def _quantizer(scheme: QuantScheme, calibration):
-    from qtriton.nn import Int8Linear
-
     def make(name, linear):
         if not scheme.smoothed:
             return Int8Linear.from_float(linear, scheme, name=name)
@@ -240,8 +239,6 @@ class Plan:
         """The plan a quantized model carries: each Int8Linear's scheme, None for each
         nn.Linear. Checkpoints store every layer's scheme (save_quantized's header,
         save_pretrained's config groups), so a loaded model gives back the plan it was made with."""
-        from qtriton.nn import Int8Linear
-
         schemes = {}
         for name, module in model.named_modules():
             if isinstance(module, Int8Linear):
@@ -266,13 +263,11 @@ class Plan:
 
 
 def _tier(scheme_name: str) -> int:
-    """0: W8A8 (int8 compute and memory), 1: W8A16 (int8 memory), 2: float."""
-    return 2 if scheme_name == "float" else 1 if scheme_name.startswith("w8a16") else 0
+    """The scheme's tier (0: int8 compute and memory, 1: int8 memory only), 2 for float."""
+    return 2 if scheme_name == "float" else QuantScheme.parse(scheme_name).tier
 
 
 def _evaluate(model, batches, reference, groups_choice, layout, alpha) -> tuple[float, float, Plan]:
-    from qtriton.nn import quantize_model
-
     schemes = {}
     for group, name in groups_choice.items():
         for layer in layout[group]:

@@ -34,7 +34,6 @@ import json
 import math
 import pickle
 import re
-import sys
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -535,10 +534,10 @@ def report_quantized(
 ) -> QuantizedCheckpointReport:
     """Per Int8Linear of a save_quantized file: scheme, SNR of codes * scales (against the
     original float weights when given, else estimated from the rounding step), bytes."""
-    from qtriton.serialization import _check_layer_tensors, read_header
+    from qtriton.serialization import check_layer_tensors, read_header
 
     header = read_header(path)
-    _check_layer_tensors(Path(path), header)  # dtypes, shapes and scales as Int8Linear holds them
+    check_layer_tensors(path, header)  # dtypes, shapes and scales as Int8Linear holds them
     stored = _load_safetensors(Path(path))
     aliases = {names[0]: names for names in header["shared"]}
     in_a_group = {name for names in header["shared"] for name in names}
@@ -548,7 +547,8 @@ def report_quantized(
         names = aliases.get(name, [name])
         # safetensors stores a shared layer's tensors under one of its names (checked above).
         holder = next(n for n in names if _key(n, "weight") in stored)
-        layers.append((name, names, holder, spec["scheme"].name))
+        parts = [slot.name for slot in spec["scheme"].tensors(spec["in_features"], spec["out_features"], spec["bias"])]
+        layers.append((name, names, holder, spec["scheme"].name, parts))
     return _report_layers(path, stored, layers, original, progress)
 
 
@@ -581,7 +581,7 @@ def report_compressed_folder(
             parts = {k.removeprefix(f"{name}."): v for k, v in stored.items()
                      if k.startswith(f"{name}.") and "." not in k.removeprefix(f"{name}.")}
             check_layer_tensors(name, parts, tensor.shape[1], tensor.shape[0], scheme, where=f"{str(path)!r}: ")
-            layers.append((name, [name], name, scheme.name))
+            layers.append((name, [name], name, scheme.name, list(parts)))
     if not layers:
         raise ValueError(f"{str(path)!r}: its config says compressed-tensors, but it stores no int8 layer")
     return _report_layers(path, stored, layers, original, progress)
@@ -589,7 +589,7 @@ def report_compressed_folder(
 
 def _report_layers(path, stored: dict, layers: list, original, progress: bool) -> QuantizedCheckpointReport:
     """The report on stored's quantized layers, each (name, all its names, the name its
-    tensors are stored under, scheme name), in the order given."""
+    tensors are stored under, scheme name, the names of its tensors), in the order given."""
     import torch
 
     if original is not None and (is_quantized_checkpoint(original) or is_compressed_folder(original)):
@@ -597,10 +597,9 @@ def _report_layers(path, stored: dict, layers: list, original, progress: bool) -
     reference_state = load_checkpoint(original) if original is not None else None
     measured, used = [], set()
     layers = bar(layers, desc="measuring", unit="layer", enabled=None if progress else False)
-    for name, names, holder, scheme in layers:
+    for name, names, holder, scheme, parts in layers:
         codes, scale = stored[_key(holder, "weight")], stored[_key(holder, "weight_scale")].reshape(-1)
-        keys = [_key(holder, t) for t in ("weight", "weight_scale", "bias", "input_scale", "activation_scale")
-                if _key(holder, t) in stored]
+        keys = [_key(holder, part) for part in parts]
         used.update(keys)
         weights = (codes.to(torch.float32) * scale.to(torch.float32)[:, None]).numpy()  # what the GEMM multiplies by
         size = sum(stored[k].numel() * stored[k].element_size() for k in keys)
@@ -829,16 +828,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run `qtriton report`; 0 on success, 2 (message on stderr) for a bad checkpoint or option."""
-    try:
-        rep = report_checkpoint(
-            args.path, args.bits, args.group_size, progress=not args.no_progress, original=args.original
-        )
-    except (FileNotFoundError, ValueError) as err:
-        from qtriton.cli import one_line
-
-        print(f"qtriton report: error: {one_line(str(err))}", file=sys.stderr)
-        return 2
+    """Run `qtriton report`; 0 on success. A bad checkpoint or option raises ValueError or
+    FileNotFoundError, which the `qtriton` command prints as one line (exit status 2)."""
+    rep = report_checkpoint(
+        args.path, args.bits, args.group_size, progress=not args.no_progress, original=args.original
+    )
     if args.json:
         print(json.dumps(rep.to_dict(), indent=2))
     else:

@@ -80,7 +80,7 @@ def save_quantized(model: nn.Module, path: str | os.PathLike) -> None:
         raise FileNotFoundError(f"cannot save to {str(path)!r}: directory {str(path.parent)!r} does not exist")
     state, aliases = _state_to_save(model, layers)
     # The checks load_quantized makes, with its messages, before a byte is written.
-    _check_layer_tensors(path, _parse_header(path, header), _StateDict(state))
+    check_layer_tensors(path, _parse_header(path, header), _StateDict(state))
     try:
         save_file(state, str(path), metadata={"format": "pt", METADATA_KEY: json.dumps(header), **aliases})
     except SafetensorError as err:
@@ -100,21 +100,24 @@ def _state_to_save(model: nn.Module, layers: dict) -> tuple[dict, dict]:
         for name in dropped:
             aliases[name] = kept
             del state[name]
+    float32 = {f"{name}.{slot.name}".lstrip(".") for name, spec in layers.items() for slot in _slots(spec)
+               if slot.dtype == torch.float32}
     for key, tensor in state.items():
-        layer, _, part = key.rpartition(".")
-        if layer in layers and part in _FLOAT32_PARTS:
+        if key in float32:  # an Int8Linear's float buffers: float32 in the file, whatever the module's dtype
             state[key] = tensor.to(torch.float32)
     return {key: tensor.contiguous() for key, tensor in state.items()}, aliases
 
 
-#: An Int8Linear's float buffers: float32 in the file, whatever the module's dtype.
-_FLOAT32_PARTS = ("weight_scale", "bias", "input_scale", "activation_scale")
+def _slots(spec: dict) -> list:
+    """The tensors of a header's layer entry (its scheme a QuantScheme or its dict)."""
+    scheme = spec["scheme"] if isinstance(spec["scheme"], QuantScheme) else QuantScheme.from_dict(spec["scheme"])
+    return scheme.tensors(spec["in_features"], spec["out_features"], spec["bias"])
 
 
 class _StateDict:
     """A state dict read like safetensors' safe_open, so save and load check alike."""
 
-    _NAMES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
+    NAMES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
               torch.int8: "I8", torch.uint8: "U8", torch.int16: "I16", torch.int32: "I32", torch.int64: "I64",
               torch.bool: "BOOL"}
 
@@ -132,7 +135,7 @@ class _StateDict:
 
     def dtype_and_shape(self, key: str) -> tuple[str, list[int]]:
         tensor = self.state[key]
-        return self._NAMES.get(tensor.dtype, str(tensor.dtype)), list(tensor.shape)
+        return self.NAMES.get(tensor.dtype, str(tensor.dtype)), list(tensor.shape)
 
 
 def _dtype_and_shape(f, key: str) -> tuple[str, list[int]]:
@@ -228,7 +231,7 @@ def _check_layer_spec(path: Path, name: str, spec, version: int) -> None:
         raise ValueError(f"{where}: {err}") from None
 
 
-def _check_layer_tensors(path: Path, header: dict, source: _StateDict | None = None) -> None:
+def check_layer_tensors(path: str | os.PathLike, header: dict, source: _StateDict | None = None) -> None:
     """ValueError naming the file and tensor unless every layer's tensors have the dtype and
     shape Int8Linear holds and sane values (the state dict loader would cast a float32 weight
     to int8, or take an int32 scale, without a word): scales positive, finite and normal
@@ -247,28 +250,24 @@ def _check_layer_tensors(path: Path, header: dict, source: _StateDict | None = N
             if prefix is None:
                 raise ValueError(f"{str(path)!r} has no tensor {prefixes[0]}weight for its layer {name!r}")
             out_features, in_features = spec["out_features"], spec["in_features"]
-            expected = {"weight": ("I8", [out_features, in_features]), "weight_scale": ("F32", [out_features])}
-            if spec["bias"]:
-                expected["bias"] = ("F32", [out_features])
-            if spec["scheme"].smoothed:
-                expected["input_scale"] = ("F32", [in_features])
-            if spec["scheme"].static:
-                expected["activation_scale"] = ("F32", [])
-            for tensor, (dtype, shape) in expected.items():
-                key = prefix + tensor
+            slots = _slots(spec)
+            for slot in slots:
+                key = prefix + slot.name
                 if key not in keys:
                     raise ValueError(f"{str(path)!r} has no tensor {key!r} for its layer {name!r}")
                 found = _dtype_and_shape(f, key)
-                if found != (dtype, shape):
+                expected = (_StateDict.NAMES[slot.dtype], list(slot.shape))
+                if found != expected:
                     raise ValueError(
                         f"{str(path)!r}: {key} is {found[0]} {found[1]}, "
-                        f"an Int8Linear({in_features}, {out_features}) holds {dtype} {shape}"
+                        f"an Int8Linear({in_features}, {out_features}) holds {expected[0]} {expected[1]}"
                     )
-            for tensor in ("weight_scale", "input_scale", "activation_scale"):  # what the layer computes with
-                if tensor in expected:
-                    checks.scale_values(f.get_tensor(prefix + tensor), f"{str(path)!r}: {prefix}{tensor}")
-            if spec["bias"]:
-                checks.finite_tensor(f.get_tensor(prefix + "bias"), f"{prefix}bias", where=f"{str(path)!r}: ")
+            for slot in slots:  # the values the layer computes with
+                if slot.role == "scale":
+                    checks.scale_values(f.get_tensor(prefix + slot.name), f"{str(path)!r}: {prefix}{slot.name}")
+                elif slot.role == "bias":
+                    checks.finite_tensor(f.get_tensor(prefix + slot.name), f"{prefix}{slot.name}",
+                                         where=f"{str(path)!r}: ")
 
 
 def _check_other_tensors(path: Path, model: nn.Module) -> None:
@@ -305,7 +304,7 @@ def load_quantized(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     header = read_header(path)
-    _check_layer_tensors(path, header)
+    check_layer_tensors(path, header)
     if "" in header["layers"]:
         return _load_bare_layer(model, path, header["layers"][""])
     # The names under which the file holds each layer, and those under which the skeleton

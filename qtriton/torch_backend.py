@@ -80,8 +80,13 @@ def quantize(x: torch.Tensor, num_bits: int, symmetric: bool, granularity: str, 
     return q, _squeeze(scale, granularity), _squeeze(zp, granularity).to(torch.int32)
 
 
-def quantize_activations(rows: torch.Tensor, symmetric: bool, input_scale=None, static_scale=None):
-    """Int8Linear's activations: reference.quantize_activations in torch ops."""
+def quantize_activations(rows: torch.Tensor, spec):
+    """Int8Linear's activations as spec (a `qtriton.scheme.ActivationQuant`) says."""
+    return _quantize_activations(rows, **spec.arguments())
+
+
+def _quantize_activations(rows: torch.Tensor, symmetric: bool, input_scale=None, static_scale=None):
+    """reference.quantize_activations in torch ops."""
     x = rows.to(torch.float32)
     if input_scale is not None:
         x = x * input_scale
@@ -140,6 +145,12 @@ def fake_quantize(x: torch.Tensor, num_bits: int, symmetric: bool) -> torch.Tens
     q, scale, zp = quantize(x, num_bits, symmetric, "tensor", None)
     limit = torch.finfo(x.dtype).max
     return dequantize(q, scale, zp, "tensor", None).clamp(-limit, limit).to(x.dtype)
+
+
+def weight_only_matmul(a, b_q, b_scale, bias, out_dtype):
+    """W8A16: (a @ b_q) * b_scale + bias with float a, in float32 torch ops."""
+    out = (a.to(torch.float32) @ b_q.to(torch.float32)) * b_scale
+    return (out if bias is None else out + bias).to(out_dtype)
 
 
 def quantized_matmul(a_q, b_q, a_scale, b_scale, a_zp, b_zp, bias, out_dtype, b_colsum=None):

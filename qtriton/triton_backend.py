@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from qtriton.ops import matmul as matmul_ops
 from qtriton.ops import quantize as quantize_ops
+from qtriton.ops import w8a16 as w8a16_ops
 
 
 def quantize(x, num_bits: int, symmetric: bool, granularity: str, axis: int | None, include_zero: bool = False):
@@ -23,9 +24,15 @@ def quantize(x, num_bits: int, symmetric: bool, granularity: str, axis: int | No
     return (*out, None) if symmetric else out
 
 
-def quantize_activations(rows, symmetric: bool, input_scale=None, static_scale=None):
-    """Int8Linear's activations (reference.quantize_activations) in one kernel launch."""
-    return quantize_ops._quantize_activations(rows, symmetric, input_scale, static_scale)
+def quantize_activations(rows, spec):
+    """Int8Linear's activations (reference.quantize_activations) in one kernel launch, as
+    spec (a `qtriton.scheme.ActivationQuant`) says."""
+    return quantize_ops._quantize_activations(rows, **spec.arguments())
+
+
+def weight_only_matmul(a, b_q, b_scale, bias, out_dtype):
+    """W8A16: (a @ b_q) * b_scale + bias, the weight dequantized tile by tile in the kernel."""
+    return w8a16_ops.w8a16_matmul_unchecked(a, b_q, b_scale, bias, out_dtype=out_dtype)
 
 
 def dequantize(q, scale, zero_point, granularity: str, axis: int | None, out_dtype):

@@ -191,6 +191,26 @@ def test_the_api_checks_the_matmul_once(rng, device, monkeypatch):
     assert len(calls) == 1  # the layer checks its input and calls the inner entries
 
 
+@pytest.mark.interpreter
+def test_a_w8a16_layer_checks_its_input_once(rng, device, monkeypatch):
+    """Int8Linear (W8A16) -> triton backend -> the launcher's unchecked entry: the launcher's
+    own argument checks run for its public entry only, not on every forward."""
+    from qtriton.ops import w8a16
+
+    calls = []
+    original = w8a16._check
+    monkeypatch.setattr(w8a16, "_check", lambda *a, **k: calls.append(1) or original(*a, **k))
+    layer = qtriton.Int8Linear.from_float(nn.Linear(16, 8).to(device), "w8a16")
+    x = torch.randn(3, 16, device=device)
+    with use_backend("triton"):
+        y = layer(x)
+    assert calls == []
+    w8a16.w8a16_matmul(x, layer.weight.t(), layer.weight_scale, layer.bias)
+    assert calls == [1]  # the public entry still checks
+    with use_backend("torch"):
+        torch.testing.assert_close(y.cpu(), layer.cpu()(x.cpu()), rtol=1e-5, atol=1e-5)
+
+
 # ---------------------------------------------------------------- ops explain themselves
 OPS_CALLS = {
     "quantize_per_token": lambda x, q: ops.quantize_per_token(x),

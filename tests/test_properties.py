@@ -14,6 +14,7 @@ from hypothesis.extra import numpy as hnp
 import qtriton
 from qtriton import numpy_backend, torch_backend, triton_backend
 from qtriton import reference as ref
+from qtriton.scheme import ActivationQuant
 from qtriton.testing import assert_exact
 
 SETTINGS = settings(max_examples=40, deadline=None)
@@ -119,12 +120,13 @@ def activation_cases(draw):
 
 def _check_activations(module, case, device):
     rows, symmetric, input_scale, static_scale = case
-    expected = numpy_backend.quantize_activations(rows, symmetric, input_scale, static_scale)
+    spec = ActivationQuant(symmetric, static_scale=static_scale, input_scale=input_scale)
+    expected = numpy_backend.quantize_activations(rows, spec)
 
     def on_device(v):
         return None if v is None else torch.from_numpy(np.asarray(v)).to(device)
 
-    got = module.quantize_activations(on_device(rows), symmetric, on_device(input_scale), on_device(static_scale))
+    got = module.quantize_activations(on_device(rows), spec.convert(on_device))
     _assert_same_results(got, expected)
 
 

@@ -14,9 +14,10 @@ import triton
 import triton.language as tl
 
 from qtriton import reference as ref
-from qtriton.backend import backend_module
+from qtriton.dispatch import backend_module
 from qtriton.kernels.quantize import _cast_rne, _round_half_even
 from qtriton.ops import quantize as qops
+from qtriton.scheme import ActivationQuant
 from qtriton.testing import assert_exact
 
 pytestmark = [
@@ -205,9 +206,11 @@ def test_activation_codes_match_the_oracle(device, rng, backend, layout, mode):
         launch = {"max_single_pass_k": 16} if layout == "two_pass" else {}
         q, scale, zero_point = qops._quantize_activations(xt, symmetric, *extras, **launch)
     elif backend == "torch":
-        q, scale, zero_point = backend_module("torch").quantize_activations(xt, symmetric, *extras)
+        spec = ActivationQuant(symmetric, static_scale=extras[1], input_scale=extras[0])
+        q, scale, zero_point = backend_module("torch").quantize_activations(xt, spec)
     else:
-        q, scale, zero_point = backend_module("numpy").quantize_activations(x, symmetric, input_scale, static_scale)
+        spec = ActivationQuant(symmetric, static_scale=static_scale, input_scale=input_scale)
+        q, scale, zero_point = backend_module("numpy").quantize_activations(x, spec)
     assert_exact(xt, before, "input after the call")
     q_ref, scale_ref, zp_ref = ref.quantize_activations(x, symmetric, input_scale, static_scale)
     assert q.dtype in (np.int8, torch.int8) and tuple(q.shape) == x.shape
