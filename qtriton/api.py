@@ -240,7 +240,8 @@ def quantized_matmul(a_q, a_scale, b_q, b_scale, a_zp=0, b_zp=0, *, bias=None, o
     Scales are float32 on every backend: Python floats and float64 / float16 / bfloat16
     scales are rounded or widened to float32, and a scale that is not then positive, finite
     and normal (1.175e-38 to 3.403e38) raises ValueError. Zero points: |zp| <= 2**24.
-    out_dtype: float32 (default), float16 or bfloat16 (tensors only). Value checks (scales,
+    out_dtype: float32 (default), float16 or bfloat16 (tensors only), as a torch or NumPy
+    dtype or a name; "fp32", "fp16", "half" and "bf16" are supported spellings too. Value checks (scales,
     zero points, bias) run off CUDA only, and not while torch.compile traces."""
     a_q, b_q, a_scale, b_scale, a_zp, b_zp, bias, out_dtype = checks.matmul(
         a_q, b_q, a_scale, b_scale, a_zp, b_zp, bias, out_dtype

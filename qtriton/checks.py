@@ -117,8 +117,13 @@ def axis(value, ndim: int, name: str = "axis") -> int:
     return int(value) % ndim
 
 
+#: Short spellings out_dtype takes besides the names (supported, as torch and NumPy users write them).
+OUT_DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16"}
+
+
 def out_dtype_name(out_dtype) -> str:
-    """float32, float16 or bfloat16 from None, a torch or NumPy dtype, or a name."""
+    """float32, float16 or bfloat16 from None, a torch or NumPy dtype, a name, or one of the
+    supported short spellings fp32, fp16, half and bf16 (OUT_DTYPE_ALIASES)."""
     if out_dtype is None:
         return "float32"
     if isinstance(out_dtype, torch.dtype):
@@ -128,9 +133,11 @@ def out_dtype_name(out_dtype) -> str:
             name = np.dtype(out_dtype).name
         except TypeError:
             name = str(out_dtype)
-    name = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16"}.get(name, name)
+    name = OUT_DTYPE_ALIASES.get(name, name)
     if name not in OUT_DTYPES:
-        raise ValueError(f"out_dtype must be float32, float16 or bfloat16, got {out_dtype!r}")
+        raise ValueError(
+            f"out_dtype must be float32, float16 or bfloat16 (or {', '.join(OUT_DTYPE_ALIASES)}), got {out_dtype!r}"
+        )
     return name
 
 

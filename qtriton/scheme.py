@@ -20,6 +20,7 @@ for `smoothed`, which that format cannot express (the smoothing must be folded f
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from dataclasses import dataclass
 
 ACTIVATIONS = ("none", "dynamic", "static")
@@ -37,6 +38,13 @@ class QuantScheme:
     smoothed: bool = False
 
     def __post_init__(self) -> None:
+        # A NumPy integer (np.int64(8)) is the int it holds: the header is JSON.
+        if isinstance(self.weight_bits, bool) or not isinstance(self.weight_bits, numbers.Integral):
+            raise TypeError(f"QuantScheme.weight_bits must be an int, got {self.weight_bits!r}")
+        object.__setattr__(self, "weight_bits", int(self.weight_bits))
+        for name in ("weight_strategy", "activations"):
+            if not isinstance(getattr(self, name), str):
+                raise TypeError(f"QuantScheme.{name} must be a str, got {getattr(self, name)!r}")
         for name in ("weight_symmetric", "activation_symmetric", "smoothed"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"QuantScheme.{name} must be True or False, got {getattr(self, name)!r}")
@@ -104,12 +112,15 @@ class QuantScheme:
 
     @classmethod
     def from_dict(cls, value) -> QuantScheme:
-        """Inverse of to_dict; ValueError naming the key for anything else."""
+        """Inverse of to_dict (every key, as it writes them); ValueError naming the key for
+        anything else: a scheme read from a file says what it is, no key is taken as a default."""
         if not isinstance(value, dict):
             raise ValueError(f"a scheme must be an object, got {value!r}")
         known = {f.name for f in dataclasses.fields(cls)}
         if unknown := sorted(value.keys() - known):
             raise ValueError(f"a scheme has unknown keys {unknown}")
+        if missing := sorted(known - value.keys()):
+            raise ValueError(f"a scheme lacks keys {missing}")
         try:
             return cls(**value)
         except TypeError as err:
@@ -147,14 +158,14 @@ class QuantScheme:
         if found != (8, "int", True, "channel", False):
             raise ValueError(
                 "Int8Linear runs int8 symmetric per-channel static weights, the group has "
-                f"num_bits={w['num_bits']}, type={w['type']!r}, symmetric={w['symmetric']}, "
-                f"strategy={w['strategy']!r}, dynamic={w['dynamic']}"
+                f"num_bits={w['num_bits']!r}, type={w['type']!r}, symmetric={w['symmetric']!r}, "
+                f"strategy={w['strategy']!r}, dynamic={w['dynamic']!r}"
             )
         if input_activations is None:
             return cls(activations="none")
         a = _args(input_activations, "input_activations")
         if (a["num_bits"], a["type"]) != (8, "int"):
-            raise ValueError(f"Int8Linear quantizes activations to int8, the group asks num_bits={a['num_bits']}, "
+            raise ValueError(f"Int8Linear quantizes activations to int8, the group asks num_bits={a['num_bits']!r}, "
                              f"type={a['type']!r}")
         if a["dynamic"] is True and a["strategy"] == "token":
             return cls(activations="dynamic", activation_symmetric=bool(a["symmetric"]))
@@ -162,7 +173,7 @@ class QuantScheme:
             return cls(activations="static")
         raise ValueError(
             "Int8Linear runs dynamic per-token or static per-tensor symmetric activations, the group has "
-            f"strategy={a['strategy']!r}, dynamic={a['dynamic']!r}, symmetric={a['symmetric']}"
+            f"strategy={a['strategy']!r}, dynamic={a['dynamic']!r}, symmetric={a['symmetric']!r}"
         )
 
 
@@ -174,13 +185,17 @@ def _args(value: dict, where: str) -> dict:
     for key in ("group_size", "block_structure", "actorder"):
         if value.get(key) not in (None, False):
             raise ValueError(f"{where}: {key}={value[key]!r} is not supported by Int8Linear")
-    return {
+    args = {
         "num_bits": value.get("num_bits", 8),
         "type": value.get("type", "int"),
         "symmetric": value.get("symmetric", True),
         "strategy": value.get("strategy", "tensor"),
         "dynamic": value.get("dynamic", False),
     }
+    # JSON types as compressed-tensors' QuantizationArgs has them: "8" is not 8.
+    if isinstance(args["num_bits"], bool) or not isinstance(args["num_bits"], int):
+        raise ValueError(f"{where}: num_bits must be an integer, got {args['num_bits']!r}")
+    return args
 
 
 def as_scheme(value, name: str = "scheme") -> QuantScheme:
