@@ -25,7 +25,8 @@ What stays the caller's duty where values go unread (`ops`, CUDA, compiling): sc
 positive, finite and normal in float32; matmul zero points within +-2**24 and dequantize
 zero points not -2**31 (int32 tensors can hold more); data without NaN / Inf.
 
-Meta tensors have no values: value rules skip them (shapes propagate through the API).
+Meta tensors have no values: value rules skip them (shapes propagate through the API);
+what measures values (quantization_error, compare_quantization_methods) refuses them.
 """
 
 from __future__ import annotations
@@ -62,6 +63,12 @@ def no_float8(v, name: str) -> None:
     """The one rule for float8 tensors (data, scales, bias): a TypeError everywhere."""
     if is_tensor(v) and v.is_floating_point() and v.dtype.itemsize == 1:
         raise TypeError(f"{name} is {v.dtype}: {FLOAT8_RULE}")
+
+
+def has_values(v, name: str) -> None:
+    """What reads values (error metrics) needs them: a meta tensor has shapes only."""
+    if is_tensor(v) and v.device.type == "meta":
+        raise ValueError(f"{name} is a meta tensor (a shape without data): it has no values to measure")
 
 
 def is_tensor(v) -> bool:

@@ -178,6 +178,8 @@ class Int8Linear(nn.Module):
             raise ValueError(f"{name} is on {weight.device}: {problem}")
         if not weight.is_floating_point():
             raise TypeError(f"{name}.weight must be floating point, got {weight.dtype}")
+        for part, tensor in (("weight", weight), ("bias", linear.bias)):
+            checks.no_float8(tensor, f"{name}.{part}")
         # One host sync per layer at conversion time (not in forward): on CUDA the quantize
         # kernel would otherwise hand back a NaN scale silently.
         for part, tensor in (("weight", weight), ("bias", linear.bias)):
