@@ -32,6 +32,7 @@ what measures values (quantization_error, compare_quantization_methods) refuses 
 from __future__ import annotations
 
 import numbers
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -451,3 +452,25 @@ def matmul(a_q, b_q, a_scale, b_scale, a_zp, b_zp, bias_, out_dtype, read_values
     if bias_ is not None:
         bias_ = bias(bias_, n, a_q, read_values)
     return a_q, b_q, a_scale, b_scale, a_zp, b_zp, bias_, out_dtype_name(out_dtype)
+
+
+# ------------------------------------------------------------------- model batches
+def model_batch(batch, index: int, what: str = "batch") -> None:
+    """A batch a model runs on (calibrate, sensitivity, plan, eval): a tensor of token ids, a
+    tuple or list of positional arguments, or a mapping of keyword arguments (a dict, or the
+    BatchEncoding a tokenizer returns), holding at least one tensor; no tensor of it empty (a
+    text without tokens), its floating tensors finite. TypeError or ValueError naming the batch."""
+    kinds = ("a batch is a tensor of token ids, a tuple of positional arguments or a dict of keyword arguments "
+             "(tokenize text first: tokenizer(text, return_tensors='pt'))")
+    if isinstance(batch, (str, bytes)):
+        raise TypeError(f"{what} {index} is a {type(batch).__name__}: {kinds}")
+    values = batch.values() if isinstance(batch, Mapping) else batch if isinstance(batch, (tuple, list)) else [batch]
+    tensors = [v for v in values if is_tensor(v)]
+    if not tensors:
+        raise TypeError(f"{what} {index} is a {type(batch).__name__} holding no tensor: {kinds}")
+    for value in tensors:
+        if value.numel() == 0:
+            raise ValueError(f"{what} {index} holds an empty tensor (shape {tuple(value.shape)}): "
+                             "the model needs at least one token")
+        if value.is_floating_point() and values_visible(value) and not bool(torch.isfinite(value).all()):
+            raise ValueError(f"{what} {index} contains NaN or Inf: the model needs finite data")

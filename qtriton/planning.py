@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from qtriton import checks
 from qtriton.calibration import _first_tensor, _run, calibrate
 from qtriton.progress import progress as bar
 from qtriton.scheme import W8A16, QuantScheme
@@ -77,6 +78,8 @@ class _Reference:
     def __init__(self, model: nn.Module, batches: list):
         if not batches:
             raise ValueError("batches is empty: the measurement needs at least one batch")
+        for index, batch in enumerate(batches):
+            checks.model_batch(batch, index)
         with torch.inference_mode():
             self.log_probs = [_first_tensor(_run(model, b)).float().log_softmax(-1) for b in batches]
         self.batches = batches
