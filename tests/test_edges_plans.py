@@ -117,7 +117,7 @@ def test_eval_refuses_an_already_quantized_folder(tmp_path, monkeypatch, capsys)
     quantize_model(model)
     folder = save_pretrained(model, tmp_path / "q")
     (tmp_path / "t.txt").write_text("some text to measure on")
-    assert main(["eval", str(folder), "--text", str(tmp_path / "t.txt")]) == 2
+    assert main(["eval", str(folder), "--text", str(tmp_path / "t.txt"), "--recipe", "w8a8"]) == 2
     _one_error_line(capsys, "already quantized", "compressed-tensors", "float model")
     with pytest.raises(ValueError, match="already quantized"):
         evaluate.evaluate(model, _batches()[0], ["w8a8"], progress=False)
