@@ -490,7 +490,8 @@ def quantize_model(
     plan ({qualified layer name: QuantScheme or None}, e.g. from `qtriton.plan`) gives each
     layer its own scheme (scheme and its shorthands are then not given): None and
     layers the plan does not name stay float; smoothed and static schemes take their scales
-    from calibration.
+    from calibration. A plan that quantizes the output head needs keep_output_head=False
+    (ValueError otherwise: the head would stay float against the plan's word).
 
     progress: a bar over the layers (None: where stderr is a terminal).
 
@@ -543,6 +544,9 @@ def quantize_model(
             name, linear, parent, include_patterns, exclude_patterns, predicate, min_features, keep_output_head
         )
         layer_scheme = scheme if schemes is None else schemes.get(name)
+        if schemes is not None and layer_scheme is not None and keep_output_head and name.rpartition(".")[2] == "lm_head":
+            raise ValueError(f"plan[{name!r}] is {layer_scheme.name}, but keep_output_head=True keeps the output head "
+                             "float: pass keep_output_head=False to quantize it as the plan says")
         if reason is None and schemes is not None and layer_scheme is None:
             reason = "kept float by the plan" if name in schemes else "not in the plan"
         chosen.append((linear, slots, layer_scheme, reason))

@@ -473,7 +473,7 @@ def test_plan_from_groups_can_name_the_output_head():
     ({"schemes": {}, "groups": {"*": 3}}, r"plan: groups\['\*'\] must be a scheme name or 'float'"),
     ({"schemes": {}, "target": 5}, r"plan: target must be a string"),
     ({"schemes": {"a": "w8a8"}}, r"plan: schemes\['a'\]: a scheme must be an object"),
-    ({"schemes": {}, "colour": 1}, r"plan has unknown keys \['colour'\]"),
+    ({"schemes": {}, "colour": 1}, r"plan: unknown keys \['colour'\]"),
 ])
 def test_plan_from_dict_is_checked(value, message):
     with pytest.raises(ValueError, match=message):
