@@ -16,7 +16,12 @@ The header (metadata key "qtriton") is JSON:
 
 Version 1 files (a "symmetric_activations" bool and optional "weight_only", "input_scale",
 "static_activations" flags instead of "scheme") keep loading: read_header turns their flags
-into the scheme they mean.
+into the scheme they mean, as the code that wrote them computed it: a weight_only layer is
+W8A16 whatever its symmetric_activations said (its activations were never quantized). A
+version 1 file with static_activations is refused: version 1 was written by code that
+clamped static activation codes to [-127, 127] and, later, by code that clamped them to
+[-128, 127], as this one does; the header does not say which, so inputs past the calibrated
+range could compute differently from what was saved.
 
 "layers" has every qualified name at which an Int8Linear sits, so a layer reachable under
 several names (`m.b = m.a`) is listed under each; "shared" groups the names that are one
@@ -221,8 +226,17 @@ def _check_layer_spec(path: Path, name: str, spec, version: int) -> None:
                 raise ValueError(f"{key} must be true or false, got {spec[key]!r}")
         if spec.get("weight_only") and spec.get("static_activations"):
             raise ValueError("weight_only keeps activations float: it cannot have static_activations")
-        activations = "none" if spec.get("weight_only") else "static" if spec.get("static_activations") else "dynamic"
-        spec["scheme"] = QuantScheme(activations=activations, activation_symmetric=spec["symmetric_activations"],
+        if spec.get("static_activations"):
+            raise ValueError(
+                "version 1 static activations are not loaded: qtriton wrote version 1 files first with static codes "
+                "clamped to [-127, 127], then to [-128, 127] (as now), and the header does not say which, so the "
+                "layer might not compute what was saved; quantize the float model again (calibrate(..., static=True)) "
+                "and save it"
+            )
+        weight_only = spec.get("weight_only", False)
+        spec["scheme"] = QuantScheme(activations="none" if weight_only else "dynamic",
+                                     # W8A16 never quantized its input: the flag changed nothing
+                                     activation_symmetric=weight_only or spec["symmetric_activations"],
                                      smoothed=spec.get("input_scale", False))
     except ValueError as err:
         raise ValueError(f"{where}: {err}") from None
