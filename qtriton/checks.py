@@ -31,8 +31,10 @@ what measures values (quantization_error, compare_quantization_methods) refuses 
 
 from __future__ import annotations
 
+import json
 import numbers
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -474,3 +476,17 @@ def model_batch(batch, index: int, what: str = "batch") -> None:
                              "the model needs at least one token")
         if value.is_floating_point() and values_visible(value) and not bool(torch.isfinite(value).all()):
             raise ValueError(f"{what} {index} contains NaN or Inf: the model needs finite data")
+
+
+# ------------------------------------------------------------------------ files
+def json_object(path) -> dict:
+    """The JSON object in a file a folder describes itself with (config.json, an index):
+    ValueError naming the file if it is not valid JSON or not an object."""
+    path = Path(path)
+    try:
+        value = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{str(path)!r} is not valid JSON: {err}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{str(path)!r} is not a JSON object: it holds a {type(value).__name__}")
+    return value

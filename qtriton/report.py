@@ -553,14 +553,15 @@ def report_quantized(
 
 
 def is_compressed_folder(path: str | Path) -> bool:
-    """True for a Hugging Face folder whose config.json has a compressed-tensors quantization_config."""
+    """True for a Hugging Face folder whose config.json has a compressed-tensors
+    quantization_config; ValueError naming config.json if it is not a JSON object (its
+    folder cannot be told float or quantized: its scales would be measured as weights)."""
+    from qtriton import checks
+
     config = Path(path) / "config.json"
     if not config.is_file():
         return False
-    try:
-        quant = json.loads(config.read_text()).get("quantization_config")
-    except (json.JSONDecodeError, AttributeError):
-        return False
+    quant = checks.json_object(config).get("quantization_config")
     return isinstance(quant, dict) and quant.get("quant_method") == "compressed-tensors"
 
 
@@ -571,7 +572,9 @@ def report_compressed_folder(
     another writer's): what report_quantized says of a save_quantized file."""
     from qtriton.hf import check_layer_tensors, scheme_for_name
 
-    quant = json.loads((Path(path) / "config.json").read_text())["quantization_config"]
+    from qtriton import checks
+
+    quant = checks.json_object(Path(path) / "config.json")["quantization_config"]
     layers = []
     for key, tensor in stored.items():  # in numeric order (see _load_safetensors)
         name = key.removesuffix(".weight")
