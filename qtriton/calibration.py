@@ -275,6 +275,10 @@ class Calibration:
         before = self.sample_output
         return after.shape == before.shape and float((after - before).abs().max()) <= 1e-3 * float(before.abs().max()) + 1e-6
 
+    def folded_into(self, linear: nn.Linear) -> str | None:
+        """The norm or layer that took linear's 1/s (fold_into_norms), or None."""
+        return self.folded.get(id(linear))
+
     def float_layer(self, linear: nn.Linear) -> nn.Linear:
         """The float layer to quantize: linear itself, or a copy (float32) whose weight carries
         the folds: input columns times s where 1/s went into a norm or a producer, output rows

@@ -490,3 +490,19 @@ def json_object(path) -> dict:
     if not isinstance(value, dict):
         raise ValueError(f"{str(path)!r} is not a JSON object: it holds a {type(value).__name__}")
     return value
+
+
+#: The key under which checkpoints record where SmoothQuant's 1/s went (save_pretrained's
+#: quantization_config; save_quantized's header has "smoothing_folds"), for Plan.of_model and report.
+SMOOTHING_RECORD = "qtriton_smoothing_folds"
+
+
+def smoothing_folds(value, where: str) -> dict[str, str]:
+    """A checkpoint's smoothing record: an object of int8 layer name -> the module (a norm or
+    a layer) that took the layer's SmoothQuant 1/s; None or absent is no record."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) and v for k, v in value.items()):
+        raise ValueError(f"{where}: its {SMOOTHING_RECORD} must be an object of layer name -> module name, "
+                         f"got {value!r}")
+    return dict(value)

@@ -23,6 +23,10 @@ in float. Per quantized layer the folder stores
 and every other tensor of the model as it is (a weight tied to another, `lm_head` to the
 embedding, is stored once, as transformers does). W8A16 layers (float activations) form
 `naive-quantized` groups (the global format is then `mixed-precision` if int-quantized ones exist).
+Where SmoothQuant's 1/s was folded into a norm or a preceding layer, `qtriton_smoothing_folds`
+beside the groups records it ({layer: the module that took 1/s}; readers of the format ignore
+it), so that `Plan.of_model` of the loaded model says "+smooth" and `qtriton report` does not
+compare those rescaled weights with the original ones.
 
 A smoothed layer (`input_scale`, SmoothQuant's 1/s multiplied into x) has no form in that
 format: qtriton folds what calibration can into the norms, and save_pretrained refuses the
@@ -50,7 +54,7 @@ import torch
 from torch import nn
 
 from qtriton import checks
-from qtriton.nn import Int8Linear
+from qtriton.nn import Int8Linear, apply_smoothing_folds, smoothing_folds
 from qtriton.scheme import QuantScheme
 
 QUANT_METHOD = "compressed-tensors"
@@ -91,7 +95,7 @@ def quantization_config(model: nn.Module) -> dict:
             "format": "naive-quantized" if scheme.weight_only else "int-quantized",
         }
     formats = {group["format"] for group in groups.values()}
-    return {
+    config = {
         "quant_method": QUANT_METHOD,
         "format": formats.pop() if len(formats) == 1 else "mixed-precision",
         "quantization_status": "compressed",
@@ -99,6 +103,9 @@ def quantization_config(model: nn.Module) -> dict:
         "ignore": [name for name, module in _named_linears(model) if not isinstance(module, Int8Linear)],
         "kv_cache_scheme": None,
     }
+    if folds := smoothing_folds(model):  # an extra key: compressed-tensors' config ignores extras
+        config[checks.SMOOTHING_RECORD] = folds
+    return config
 
 
 def save_pretrained(
@@ -308,6 +315,7 @@ def from_pretrained(
         parent_name, _, attr = name.rpartition(".")
         setattr(model.get_submodule(parent_name), attr, layer)
     _load_tensors(model, folder, schemes)
+    apply_smoothing_folds(model, quant.get(checks.SMOOTHING_RECORD), str(folder))
     return model.to(device).eval()
 
 

@@ -276,15 +276,24 @@ class Plan:
 
     @classmethod
     def of_model(cls, model: nn.Module) -> Plan:
-        """The plan a quantized model carries: each Int8Linear's scheme, None for each
-        nn.Linear. Checkpoints store every layer's scheme (save_quantized's header,
-        save_pretrained's config groups), so a loaded model gives back the plan it was made with."""
+        """The plan a quantized model carries: each Int8Linear's scheme, "+smooth" where
+        SmoothQuant's 1/s was folded into a norm or a preceding layer (the layer's own scheme
+        then has no input_scale; quantize_model records the fold), None for each nn.Linear.
+
+        qtriton's checkpoints keep all of it (save_quantized's header; save_pretrained's
+        config groups and, for the folds, a "qtriton_smoothing_folds" entry beside them, which
+        compressed-tensors, transformers and vLLM ignore), so a model loaded from them gives
+        back the schemes of the plan it was made with. Not kept: the alpha and calibration
+        data (a new `calibrate` applies the plan again), the groups and measurements of
+        `qtriton.plan`. A folder from another writer (llm-compressor's SmoothQuant) has no
+        fold record: its folded layers read as their plain scheme."""
         from qtriton.nn import Int8Linear
 
         schemes = {}
         for name, module in model.named_modules():
             if isinstance(module, Int8Linear):
-                schemes[name] = module.scheme
+                folded = module.smoothing_folded_into is not None
+                schemes[name] = module.scheme.replace(smoothed=True) if folded else module.scheme
             elif isinstance(module, nn.Linear) and name:
                 schemes[name] = None
         return cls(schemes)

@@ -12,7 +12,8 @@ The header (metadata key "qtriton") is JSON:
 
     {"format": "qtriton.int8-linear", "version": 2,
      "layers": {name: {"in_features", "out_features", "bias", "scheme": QuantScheme.to_dict()}},
-     "shared": [[name, name, ...], ...]}
+     "shared": [[name, name, ...], ...],
+     "smoothing_folds": {name: the module that took its SmoothQuant 1/s}}   (if any; see Int8Linear)
 
 Version 1 files (a "symmetric_activations" bool and optional "weight_only", "input_scale",
 "static_activations" flags instead of "scheme") keep loading: read_header turns their flags
@@ -48,7 +49,7 @@ from safetensors.torch import _remove_duplicate_names, load_model, save_file
 from torch import nn
 
 from qtriton import checks
-from qtriton.nn import Int8Linear
+from qtriton.nn import Int8Linear, apply_smoothing_folds, smoothing_folds
 from qtriton.scheme import QuantScheme
 
 METADATA_KEY = "qtriton"
@@ -80,6 +81,8 @@ def save_quantized(model: nn.Module, path: str | os.PathLike) -> None:
         raise ValueError("model has no Int8Linear layers: quantize it with qtriton.quantize_model before saving")
     shared = [names for names in names_of.values() if len(names) > 1]
     header = {"format": FORMAT, "version": FORMAT_VERSION, "layers": layers, "shared": shared}
+    if folds := smoothing_folds(model):
+        header["smoothing_folds"] = folds
     path = Path(path)
     if not path.parent.is_dir():
         raise FileNotFoundError(f"cannot save to {str(path)!r}: directory {str(path.parent)!r} does not exist")
@@ -192,6 +195,11 @@ def _parse_header(path: Path, header) -> dict:
     for names in shared:
         if any(header["layers"][name] != header["layers"][names[0]] for name in names):
             raise ValueError(f"{str(path)!r}: the shared layers {names} have different entries in its header")
+    folds = header.setdefault("smoothing_folds", {})
+    if not isinstance(folds, dict) or not set(folds) <= header["layers"].keys():
+        raise ValueError(f"{str(path)!r}: its {METADATA_KEY!r} header has a malformed 'smoothing_folds' entry: "
+                         f"{folds!r} (an object of its layers' names)")
+    checks.smoothing_folds(folds, str(path))
     return header
 
 
@@ -363,6 +371,7 @@ def load_quantized(model: nn.Module, path: str | os.PathLike) -> nn.Module:
         _check_other_tensors(Path(path), model)
         # Shared tensors (one layer in several slots) are stored once; load_model maps them back.
         load_model(model, str(path), strict=True)
+        apply_smoothing_folds(model, header["smoothing_folds"], str(path))
     except (RuntimeError, ValueError) as err:  # a mistyped tensor; load_state_dict's missing / unexpected / mis-shaped keys
         for name, original in reversed(originals):
             _swap(model, name, original)

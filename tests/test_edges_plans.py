@@ -159,7 +159,7 @@ def test_plan_of_a_loaded_smoothed_model_is_the_plan_it_was_made_with(tmp_path):
     assert _quantized_part(Plan.of_model(skeleton)) == plan.schemes
 
 
-def test_compressed_tensors_still_reads_a_folder_with_the_smoothing_record(tmp_path):
+def test_compressed_tensors_and_transformers_read_a_folder_with_the_smoothing_record(tmp_path):
     pytest.importorskip("compressed_tensors")
     from compressed_tensors.quantization import QuantizationConfig
 
@@ -169,6 +169,10 @@ def test_compressed_tensors_still_reads_a_folder_with_the_smoothing_record(tmp_p
     folder = save_pretrained(model, tmp_path / "smoothed")
     config = json.loads((folder / "config.json").read_text())["quantization_config"]
     assert QuantizationConfig.model_validate(config).config_groups
+    loaded = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    ids = _batches()[0]
+    expected, got = _logits(model, ids), _logits(loaded, ids)
+    assert float((got - expected).abs().max()) <= 1e-3 * float(expected.abs().max())
 
 
 def test_a_bad_smoothing_record_is_refused(tmp_path):
