@@ -212,6 +212,28 @@ def test_report_original_does_not_compare_folded_layers(tmp_path, capsys):
     assert json.loads(json.dumps(rep.to_dict()))["layers"][0]["smoothing"] is not None
 
 
+def test_report_original_measures_an_input_scale_layer_against_its_smoothed_weight(tmp_path):
+    """No norm to fold into: the layers keep 1/s as input_scale and quantize W / input_scale,
+    which is what the report compares with (the original W itself differs by s per column)."""
+    from safetensors.torch import save_file
+
+    from qtriton.report import format_table, report_checkpoint
+
+    model = _mlp()
+    with torch.no_grad():
+        model[0].weight[:, 3] *= 0.01
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "float.safetensors"))
+    x = torch.randn(64, 32)
+    x[:, 3] *= 100  # an outlier channel: s far from 1 there
+    quantize_model(model, calibration=qtriton.calibrate(model, [x]), min_features=8)
+    save_quantized(model, tmp_path / "q.safetensors")
+    rep = report_checkpoint(tmp_path / "q.safetensors", original=tmp_path / "float.safetensors")
+    assert [layer.scheme for layer in rep.layers] == ["w8a8-asym+smooth"] * 2
+    for layer in rep.layers:
+        assert not layer.estimated and layer.snr_db > 40 and layer.smoothing.startswith("input_scale"), layer
+    assert "compared with the original weight / input_scale" in format_table(rep)
+
+
 def test_report_original_warns_when_float_tensors_differ(tmp_path):
     """A folder without qtriton's record (another writer's SmoothQuant): the norms it stores
     differ from the original's, and the report says so."""
