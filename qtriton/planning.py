@@ -391,9 +391,10 @@ def plan(
     else:
         _check_report(report, layout, candidates, groups)
     reference = _Reference(model, batches)
+    asked = {s.name for s in candidates}  # a reused report may hold more
 
     def best(group: str, tier: int) -> str | None:
-        options = [r for r in report.rows if r.group == group and _tier(r.scheme) == tier]
+        options = [r for r in report.rows if r.group == group and r.scheme in asked and _tier(r.scheme) == tier]
         return None if not options else min(options, key=lambda r: r.kl).scheme
 
     def following(group: str, name: str) -> str:

@@ -640,7 +640,7 @@ def _report_layers(path, stored: dict, layers: list, original, progress: bool,
                 raise ValueError(
                     f"original {str(original)!r} has no {tuple(codes.shape)} weight for layer {name!r} of {str(path)!r}"
                 )
-            if smoothing is None or input_scale is not None:  # a folded layer's is not the original's: estimated
+            if smoothing is None or input_scale is not None:  # a fold rescaled the others: estimated below
                 float_weights = _as_float32(reference_state[key])
             if input_scale is not None:  # the weight from_float quantized
                 float_weights = float_weights / input_scale.to(torch.float32).numpy()
