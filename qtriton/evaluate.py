@@ -69,13 +69,17 @@ def check_float_model(model) -> None:
     if layers:
         raise _already_quantized(f"model ({type(model).__name__})", f"{layers} Int8Linear layers")
     quant = getattr(getattr(model, "config", None), "quantization_config", None)
-    if quant is not None:
+    if quant is not None and _quant_method(quant) != "gguf":
         raise _already_quantized(f"model ({type(model).__name__})", f"its config has a quantization_config, "
                                  f"quant_method {_quant_method(quant)!r}")
 
 
 def _quant_method(quant) -> str | None:
-    return quant.get("quant_method") if isinstance(quant, dict) else getattr(quant, "quant_method", None)
+    """quant_method of a quantization_config (a dict, or transformers' object with an enum).
+    "gguf" is no quantized model: transformers dequantizes a GGUF file to float when it loads
+    it (the float models of this suite are GGUF files)."""
+    method = quant.get("quant_method") if isinstance(quant, dict) else getattr(quant, "quant_method", None)
+    return None if method is None else str(getattr(method, "value", method))
 
 
 def check_recipes(recipes: list) -> None:
@@ -183,7 +187,7 @@ def load(source: str):
             quant = getattr(AutoConfig.from_pretrained(where, **options), "quantization_config", None)
     except (OSError, ValueError, ImportError) as err:
         raise ValueError(f"cannot load {source} as a causal language model: {err}") from None
-    if quant is not None:
+    if quant is not None and _quant_method(quant) != "gguf":
         raise _already_quantized(source, f"its config.json has a quantization_config, quant_method "
                                          f"{_quant_method(quant)!r}")
     try:

@@ -123,6 +123,20 @@ def test_eval_refuses_an_already_quantized_folder(tmp_path, monkeypatch, capsys)
         evaluate.evaluate(model, _batches()[0], ["w8a8"], progress=False)
 
 
+def test_eval_takes_a_model_loaded_from_gguf():
+    """transformers dequantizes a GGUF file to float and keeps quant_method 'gguf' in the
+    config: that model is the float baseline (the suite's real models are GGUF files)."""
+    from transformers.utils.quantization_config import QuantizationMethod
+
+    model = _tiny_llama()
+    model.config.quantization_config = SimpleNamespace(quant_method=QuantizationMethod.GGUF)
+    rows = evaluate.evaluate(model, _batches()[0], ["w8a8"], progress=False)
+    assert rows[0]["recipe"] == "w8a8"
+    model.config.quantization_config = {"quant_method": "compressed-tensors"}
+    with pytest.raises(ValueError, match="already quantized .*'compressed-tensors'"):
+        evaluate.evaluate(model, _batches()[0], ["w8a8"], progress=False)
+
+
 # ------------------------------------------------------------------ 9: plans keep smoothing
 def _smoothed(plan_of=None):
     """A tiny Llama quantized with SmoothQuant (every layer "+smooth"), and its plan."""
