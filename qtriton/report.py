@@ -579,11 +579,12 @@ def report_compressed_folder(
 ) -> QuantizedCheckpointReport:
     """Per quantized layer of a compressed-tensors folder (qtriton.save_pretrained's, or
     another writer's): what report_quantized says of a save_quantized file."""
-    from qtriton.hf import check_layer_tensors, scheme_for_name
+    from qtriton.hf import check_layer_tensors, scheme_for_name, unpacked_state
 
     from qtriton import checks
 
     quant = checks.json_object(Path(path) / "config.json")["quantization_config"]
+    stored = unpacked_state(stored, where=f"{str(path)!r}: ")  # pack-quantized (W8A16) layers as int8 weights
     layers = []
     for key, tensor in stored.items():  # in numeric order (see _load_safetensors)
         name = key.removesuffix(".weight")
@@ -595,7 +596,7 @@ def report_compressed_folder(
             layers.append((name, [name], name, scheme.name))
     if not layers:
         raise ValueError(f"{str(path)!r}: its config says compressed-tensors, but it stores no int8 layer")
-    folds = checks.smoothing_folds(quant.get(checks.SMOOTHING_RECORD), str(path))
+    folds = checks.smoothing_folds(quant.get(checks.SMOOTHING_RECORD), repr(str(Path(path) / "config.json")))
     return _report_layers(path, stored, layers, original, progress, folds)
 
 

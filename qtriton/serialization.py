@@ -163,7 +163,7 @@ def read_header(path: str | os.PathLike) -> dict:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
     except SafetensorError as err:
-        raise ValueError(f"{str(path)!r} is not a readable safetensors file (truncated or corrupt?): {err}") from err
+        raise checks.unreadable_safetensors(path, err) from err
     if METADATA_KEY not in metadata:
         raise ValueError(f"{str(path)!r} has no {METADATA_KEY!r} header: it was not written by qtriton.save_quantized")
     try:
@@ -199,7 +199,7 @@ def _parse_header(path: Path, header) -> dict:
     if not isinstance(folds, dict) or not set(folds) <= header["layers"].keys():
         raise ValueError(f"{str(path)!r}: its {METADATA_KEY!r} header has a malformed 'smoothing_folds' entry: "
                          f"{folds!r} (an object of its layers' names)")
-    checks.smoothing_folds(folds, str(path))
+    checks.smoothing_folds(folds, repr(str(path)))
     return header
 
 
@@ -289,8 +289,8 @@ def _check_layer_tensors(path: Path, header: dict, source: _StateDict | None = N
             for tensor in ("weight_scale", "input_scale", "activation_scale"):  # what the layer computes with
                 if tensor in expected:
                     checks.scale_values(f.get_tensor(prefix + tensor), f"{str(path)!r}: {prefix}{tensor}")
-            if spec["bias"] and not bool(f.get_tensor(prefix + "bias").isfinite().all()):
-                raise ValueError(f"{str(path)!r}: {prefix}bias holds NaN or Inf")
+            if spec["bias"]:
+                checks.finite_tensor(f.get_tensor(prefix + "bias"), f"{prefix}bias", where=f"{str(path)!r}: ")
 
 
 def _check_other_tensors(path: Path, model: nn.Module) -> None:
@@ -371,7 +371,7 @@ def load_quantized(model: nn.Module, path: str | os.PathLike) -> nn.Module:
         _check_other_tensors(Path(path), model)
         # Shared tensors (one layer in several slots) are stored once; load_model maps them back.
         load_model(model, str(path), strict=True)
-        apply_smoothing_folds(model, header["smoothing_folds"], str(path))
+        apply_smoothing_folds(model, header["smoothing_folds"], repr(str(path)))
     except (RuntimeError, ValueError) as err:  # a mistyped tensor; load_state_dict's missing / unexpected / mis-shaped keys
         for name, original in reversed(originals):
             _swap(model, name, original)
