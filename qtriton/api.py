@@ -223,8 +223,11 @@ def quantization_error(original, quantized, dequantized) -> dict[str, float]:
 
 
 def reference_array(v, name: str) -> np.ndarray:
-    """Any array or tensor as float64 NumPy (a host copy; metrics are not a hot path)."""
+    """Any array or tensor as float64 NumPy (a host copy; metrics are not a hot path); float8
+    refused as everywhere (checks.FLOAT8_RULE), meta tensors too (no values)."""
     if _is_tensor(v):
+        checks.no_float8(v, name)
+        checks.has_values(v, name)
         return v.detach().to(torch.float64).cpu().numpy()
     arr = np.asarray(v)
     if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)) or arr.dtype == np.bool_:
@@ -240,7 +243,8 @@ def quantized_matmul(a_q, a_scale, b_q, b_scale, a_zp=0, b_zp=0, *, bias=None, o
     Scales are float32 on every backend: Python floats and float64 / float16 / bfloat16
     scales are rounded or widened to float32, and a scale that is not then positive, finite
     and normal (1.175e-38 to 3.403e38) raises ValueError. Zero points: |zp| <= 2**24.
-    out_dtype: float32 (default), float16 or bfloat16 (tensors only). Value checks (scales,
+    out_dtype: float32 (default), float16 or bfloat16 (tensors only), as a torch or NumPy
+    dtype or a name; "fp32", "fp16", "half" and "bf16" are supported spellings too. Value checks (scales,
     zero points, bias) run off CUDA only, and not while torch.compile traces."""
     a_q, b_q, a_scale, b_scale, a_zp, b_zp, bias, out_dtype = checks.matmul(
         a_q, b_q, a_scale, b_scale, a_zp, b_zp, bias, out_dtype
@@ -267,6 +271,7 @@ def compare_quantization_methods(x, num_bits: int = 8) -> dict[str, dict[str, fl
     channel (axis 0), and symmetric group-wise (128 along the last axis) where it divides."""
     num_bits = checks.num_bits(num_bits)
     x = checks.float_input(x, "x")
+    checks.has_values(x, "x")
     if x.ndim == 0 or x.shape[0] == 0 or 0 in tuple(x.shape):
         raise ValueError("x must be a non-empty array with at least one dimension")
     results = {}

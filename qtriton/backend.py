@@ -1,7 +1,8 @@
 """Which implementation runs a call: the NumPy oracle, torch ops, or the Triton kernels.
 
 `auto` (the default) picks by input: NumPy arrays -> numpy (the oracle), CPU tensors ->
-torch, CUDA tensors -> triton. `QTRITON_BACKEND` sets the default for a process;
+torch, CUDA tensors -> triton. `QTRITON_BACKEND` sets the default for a process (checked,
+with `QTRITON_GEMM`, the GEMM's main loop, whenever the setting is read, on every backend);
 `set_backend` and the `use_backend` context manager override it in code, for the current
 thread or asyncio task only (a `contextvars.ContextVar`): another thread's setting never
 leaks into this one. A new thread starts from $QTRITON_BACKEND / auto, not from its
@@ -23,6 +24,8 @@ from collections.abc import Iterator
 import torch
 
 BACKENDS = ("auto", "numpy", "torch", "triton")
+#: The GEMM's main loops (qtriton/ops/configs.py picks one; $QTRITON_GEMM or use_gemm asks).
+GEMM_LOOPS = ("tl", "gluon")
 
 _override: contextvars.ContextVar[str | None] = contextvars.ContextVar("qtriton_backend", default=None)
 
@@ -54,7 +57,20 @@ def get_backend() -> str:
     setting = os.environ.get("QTRITON_BACKEND", "auto").strip().lower() or "auto"
     if setting not in BACKENDS:
         raise ValueError(f"environment variable QTRITON_BACKEND={setting!r}: backend must be one of {BACKENDS}")
+    gemm_environment()  # checked with QTRITON_BACKEND, whichever backend runs: a typo never goes unseen
     return setting
+
+
+def check_gemm(loop, name: str) -> str:
+    if loop not in GEMM_LOOPS:
+        raise ValueError(f"{name} must be one of {', '.join(GEMM_LOOPS)}, got {loop!r}")
+    return loop
+
+
+def gemm_environment() -> str | None:
+    """$QTRITON_GEMM checked (a main loop of GEMM_LOOPS, any case and spaces), None if unset."""
+    env = os.environ.get("QTRITON_GEMM", "").strip().lower()
+    return check_gemm(env, "QTRITON_GEMM") if env else None
 
 
 def set_backend(name: str | None) -> None:

@@ -26,13 +26,14 @@ What stays the caller's duty where values go unread (`ops`, CUDA, compiling): sc
 positive, finite and normal in float32; matmul zero points within +-2**24 and dequantize
 zero points not -2**31 (int32 tensors can hold more); data without NaN / Inf.
 
-Meta tensors have no values: value rules skip them (shapes propagate through the API).
+Meta tensors have no values: value rules skip them (shapes propagate through the API);
+what measures values (quantization_error, compare_quantization_methods) refuses them.
 """
 
 from __future__ import annotations
 
 import numbers
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -64,6 +65,12 @@ def no_float8(v, name: str) -> None:
     """The one rule for float8 tensors (data, scales, bias): a TypeError everywhere."""
     if is_tensor(v) and v.is_floating_point() and v.dtype.itemsize == 1:
         raise TypeError(f"{name} is {v.dtype}: {FLOAT8_RULE}")
+
+
+def has_values(v, name: str) -> None:
+    """What reads values (error metrics) needs them: a meta tensor has shapes only."""
+    if is_tensor(v) and v.device.type == "meta":
+        raise ValueError(f"{name} is a meta tensor (a shape without data): it has no values to measure")
 
 
 def is_tensor(v) -> bool:
@@ -119,8 +126,13 @@ def axis(value, ndim: int, name: str = "axis") -> int:
     return int(value) % ndim
 
 
+#: Short spellings out_dtype takes besides the names (supported, as torch and NumPy users write them).
+OUT_DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16"}
+
+
 def out_dtype_name(out_dtype) -> str:
-    """float32, float16 or bfloat16 from None, a torch or NumPy dtype, or a name."""
+    """float32, float16 or bfloat16 from None, a torch or NumPy dtype, a name, or one of the
+    supported short spellings fp32, fp16, half and bf16 (OUT_DTYPE_ALIASES)."""
     if out_dtype is None:
         return "float32"
     if isinstance(out_dtype, torch.dtype):
@@ -130,9 +142,11 @@ def out_dtype_name(out_dtype) -> str:
             name = np.dtype(out_dtype).name
         except TypeError:
             name = str(out_dtype)
-    name = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16"}.get(name, name)
+    name = OUT_DTYPE_ALIASES.get(name, name)
     if name not in OUT_DTYPES:
-        raise ValueError(f"out_dtype must be float32, float16 or bfloat16, got {out_dtype!r}")
+        raise ValueError(
+            f"out_dtype must be float32, float16 or bfloat16 (or {', '.join(OUT_DTYPE_ALIASES)}), got {out_dtype!r}"
+        )
     return name
 
 
@@ -553,6 +567,8 @@ def float_layer(linear, name: str) -> None:
     if not weight.is_floating_point():
         raise TypeError(f"{name}.weight must be floating point, got {weight.dtype}")
     for part, tensor in (("weight", weight), ("bias", linear.bias)):
+        no_float8(tensor, f"{name}.{part}")
+    for part, tensor in (("weight", weight), ("bias", linear.bias)):
         if tensor is not None:
             finite_float32(tensor.detach(), f"{name}.{part}")
 
@@ -569,3 +585,41 @@ def layer_input(x, in_features: int, weight_device: torch.device) -> None:
     problem = device_problem(x.device)
     if problem is not None:
         raise ValueError(f"input is on {x.device}: {problem}")
+
+
+# ------------------------------------------------------------------- model batches
+def model_batch(batch, index: int, what: str = "batch") -> None:
+    """A batch a model runs on (calibrate, sensitivity, plan, eval): a tensor of token ids, a
+    tuple or list of positional arguments, or a mapping of keyword arguments (a dict, or the
+    BatchEncoding a tokenizer returns), holding at least one tensor; no tensor of it empty (a
+    text without tokens), its floating tensors finite. TypeError or ValueError naming the batch."""
+    kinds = ("a batch is a tensor of token ids, a tuple of positional arguments or a dict of keyword arguments "
+             "(tokenize text first: tokenizer(text, return_tensors='pt'))")
+    if isinstance(batch, (str, bytes)):
+        raise TypeError(f"{what} {index} is a {type(batch).__name__}: {kinds}")
+    values = batch.values() if isinstance(batch, Mapping) else batch if isinstance(batch, (tuple, list)) else [batch]
+    tensors = [v for v in values if is_tensor(v)]
+    if not tensors:
+        raise TypeError(f"{what} {index} is a {type(batch).__name__} holding no tensor: {kinds}")
+    for value in tensors:
+        if value.numel() == 0:
+            raise ValueError(f"{what} {index} holds an empty tensor (shape {tuple(value.shape)}): "
+                             "the model needs at least one token")
+        if value.is_floating_point() and values_visible(value) and not bool(torch.isfinite(value).all()):
+            raise ValueError(f"{what} {index} contains NaN or Inf: the model needs finite data")
+
+
+#: The key under which checkpoints record where SmoothQuant's 1/s went (save_pretrained's
+#: quantization_config; save_quantized's header has "smoothing_folds"), for Plan.of_model and report.
+SMOOTHING_RECORD = "qtriton_smoothing_folds"
+
+
+def smoothing_folds(value, where: str) -> dict[str, str]:
+    """A checkpoint's smoothing record: an object of int8 layer name -> the module (a norm or
+    a layer) that took the layer's SmoothQuant 1/s; None or absent is no record."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) and v for k, v in value.items()):
+        raise ValueError(f"{where}: its {SMOOTHING_RECORD} must be an object of layer name -> module name, "
+                         f"got {value!r}")
+    return dict(value)

@@ -42,6 +42,11 @@ save_pretrained refuses, naming the layers, a model vLLM could not serve: vLLM r
 and gate/up projections as one fused layer each and needs one scheme (or float) for all of
 a fused layer's parts.
 
+Where SmoothQuant's 1/s was folded into a norm or a preceding layer, `qtriton_smoothing_folds`
+beside the groups records it ({layer: the module that took 1/s}; readers of the format ignore
+it), so that `Plan.of_model` of the loaded model says "+smooth" and `qtriton report` does not
+compare those rescaled weights with the original ones.
+
 A smoothed layer (`input_scale`, SmoothQuant's 1/s multiplied into x) has no form in that
 format: qtriton folds what calibration can into the norms, and save_pretrained refuses the
 others with their names rather than write a folder that would serve wrong.
@@ -72,7 +77,7 @@ from torch import nn
 
 from qtriton import checks
 from qtriton import scheme as schemes
-from qtriton.nn import Int8Linear
+from qtriton.nn import Int8Linear, apply_smoothing_folds, smoothing_folds
 from qtriton.scheme import W8A8, W8A16, QuantScheme
 
 QUANT_METHOD = "compressed-tensors"
@@ -125,6 +130,8 @@ def quantization_config(model: nn.Module) -> dict:
     }
     if transform_groups:
         config["transform_config"] = {"config_groups": transform_groups}
+    if folds := smoothing_folds(model):  # an extra key: compressed-tensors' config ignores extras
+        config[checks.SMOOTHING_RECORD] = folds
     return config
 
 
@@ -574,6 +581,7 @@ def from_pretrained(
         parent_name, _, attr = name.rpartition(".")
         setattr(model.get_submodule(parent_name), attr, layer)
     _load_tensors(model, folder, schemes)
+    apply_smoothing_folds(model, quant.get(checks.SMOOTHING_RECORD), repr(str(config_file)))
     return model.to(device).eval()
 
 

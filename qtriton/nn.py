@@ -94,6 +94,11 @@ class Int8Linear(nn.Module):
                 self.register_buffer(name, None)
         self.register_load_state_dict_pre_hook(_check_scales_before_load)
         self.register_load_state_dict_post_hook(_refresh_weight_colsum_after_load)
+        # Where SmoothQuant's 1/s for this layer went (a norm or a preceding layer), its weight's
+        # columns then carrying s; None when the layer was not smoothed, or keeps 1/s itself
+        # (input_scale). Set by quantize_model, recorded by both checkpoint formats
+        # (smoothing_folds), read by Plan.of_model ("+smooth") and qtriton report.
+        self.smoothing_folded_into: str | None = None
 
     @property
     def symmetric_activations(self) -> bool:
@@ -387,7 +392,8 @@ def quantize_model(
     plan ({qualified layer name: QuantScheme or None}, e.g. from `qtriton.plan`) gives each
     layer its own scheme (scheme and its shorthands are then not given): None and
     layers the plan does not name stay float; smoothed and static schemes take their scales
-    from calibration.
+    from calibration. A plan that quantizes the output head needs keep_output_head=False
+    (ValueError otherwise: the head would stay float against the plan's word).
 
     progress: a bar over the layers (None: where stderr is a terminal).
 
@@ -438,6 +444,9 @@ def quantize_model(
             name, linear, parent, include_patterns, exclude_patterns, predicate, min_features, keep_output_head
         )
         layer_scheme = scheme if schemes is None else schemes.get(name)
+        if schemes is not None and layer_scheme is not None and keep_output_head and name.rpartition(".")[2] == "lm_head":
+            raise ValueError(f"plan[{name!r}] is {layer_scheme.name}, but keep_output_head=True keeps the output head "
+                             "float: pass keep_output_head=False to quantize it as the plan says")
         if reason is None and schemes is not None and layer_scheme is None:
             reason = "kept float by the plan" if name in schemes else "not in the plan"
         chosen.append((linear, slots, layer_scheme, reason))
@@ -457,6 +466,8 @@ def quantize_model(
                 layer_scheme, options = calibration.layer_options(linear, name, layer_scheme)
                 source = calibration.float_layer(linear)
             quantized = Int8Linear.from_float(source, layer_scheme, name=name, **options)
+            if calibration is not None:
+                quantized.smoothing_folded_into = calibration.folded_into(linear)
             replacements.append((linear, quantized, slots))
             before, after = _layer_bytes(linear)
             summary.replaced.append(name)
@@ -483,3 +494,31 @@ def quantize_model(
         for _, parent, attr in slots:
             setattr(parent, attr, quantized)
     return summary
+
+
+# ------------------------------------------------------------------ the smoothing record
+def smoothing_folds(model: nn.Module) -> dict[str, str]:
+    """{Int8Linear name: the norm or layer that took its SmoothQuant 1/s}: what a checkpoint
+    records so that a loaded model still says it was smoothed (see Int8Linear)."""
+    return {name: m.smoothing_folded_into for name, m in model.named_modules()
+            if isinstance(m, Int8Linear) and m.smoothing_folded_into is not None}
+
+
+def apply_smoothing_folds(model: nn.Module, folds, where: str) -> None:
+    """Set each named layer's smoothing_folded_into from a checkpoint's record (checks'
+    smoothing_folds rule); ValueError naming the entry if a layer is not an Int8Linear of model
+    or the module that took 1/s is not part of it."""
+    folds = checks.smoothing_folds(folds, where)
+    layers = {}
+    for name, holder in folds.items():
+        try:
+            layer = model.get_submodule(name)
+            model.get_submodule(holder)
+        except AttributeError:
+            layer = None
+        if not isinstance(layer, Int8Linear) or layer.scheme.smoothed:
+            raise ValueError(f"{where}: its record {checks.SMOOTHING_RECORD}[{name!r}] = {holder!r} does not fit the "
+                             "model: no such int8 layer without input_scale, or no such module")
+        layers[name] = layer
+    for name, layer in layers.items():
+        layer.smoothing_folded_into = folds[name]

@@ -37,6 +37,7 @@ docs/design.md ("Schemes") says how to add a kind or an input transform.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from dataclasses import dataclass
 from typing import ClassVar, NamedTuple
 
@@ -593,6 +594,13 @@ class QuantScheme:
         self._check()
 
     def _check(self) -> None:
+        # A NumPy integer (np.int64(8)) is the int it holds: the header is JSON.
+        if isinstance(self.weight_bits, bool) or not isinstance(self.weight_bits, numbers.Integral):
+            raise TypeError(f"QuantScheme.weight_bits must be an int, got {self.weight_bits!r}")
+        object.__setattr__(self, "weight_bits", int(self.weight_bits))
+        for name in ("weight_strategy", "activations"):
+            if not isinstance(getattr(self, name), str):
+                raise TypeError(f"QuantScheme.{name} must be a str, got {getattr(self, name)!r}")
         for name in ("weight_symmetric", "activation_symmetric"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"QuantScheme.{name} must be True or False, got {getattr(self, name)!r}")
@@ -711,11 +719,15 @@ class QuantScheme:
 
     @classmethod
     def from_dict(cls, value) -> QuantScheme:
-        """Inverse of to_dict; ValueError naming the key for anything else."""
+        """Inverse of to_dict (every key, as it writes them); ValueError naming the key for
+        anything else: a scheme read from a file says what it is, no key is taken as a default."""
         if not isinstance(value, dict):
             raise ValueError(f"a scheme must be an object, got {value!r}")
         if unknown := sorted(value.keys() - {*_FIELDS, *(kind.keyword for kind in TRANSFORMS)}):
             raise ValueError(f"a scheme has unknown keys {unknown}")
+        written = {*_FIELDS, *(kind.keyword for kind in TRANSFORMS if kind.in_every_header)}
+        if missing := sorted(written - value.keys()):
+            raise ValueError(f"a scheme lacks keys {missing}")
         try:
             return cls(**value)
         except TypeError as err:
@@ -744,12 +756,12 @@ class QuantScheme:
             runs = " or ".join(dict.fromkeys(kind.compressed_tensors_weights for kind in KINDS))
             raise ValueError(
                 f"Int8Linear runs {runs} weights, the group has "
-                f"num_bits={w['num_bits']}, type={w['type']!r}, symmetric={w['symmetric']}, "
-                f"strategy={w['strategy']!r}, dynamic={w['dynamic']}"
+                f"num_bits={w['num_bits']!r}, type={w['type']!r}, symmetric={w['symmetric']!r}, "
+                f"strategy={w['strategy']!r}, dynamic={w['dynamic']!r}"
             )
         a = None if input_activations is None else _args(input_activations, "input_activations")
         if a is not None and (a["num_bits"], a["type"]) != (8, "int"):
-            raise ValueError(f"Int8Linear quantizes activations to int8, the group asks num_bits={a['num_bits']}, "
+            raise ValueError(f"Int8Linear quantizes activations to int8, the group asks num_bits={a['num_bits']!r}, "
                              f"type={a['type']!r}")
         for kind in kinds:
             scheme = kind.from_compressed_tensors(w, a)
@@ -758,7 +770,7 @@ class QuantScheme:
         runs = " or ".join(k.compressed_tensors_activations for k in kinds if k.compressed_tensors_activations)
         raise ValueError(
             f"Int8Linear runs {runs} activations, the group has "
-            f"strategy={a['strategy']!r}, dynamic={a['dynamic']!r}, symmetric={a['symmetric']}"
+            f"strategy={a['strategy']!r}, dynamic={a['dynamic']!r}, symmetric={a['symmetric']!r}"
         )
 
 
@@ -770,13 +782,17 @@ def _args(value: dict, where: str) -> dict:
     for key in ("group_size", "block_structure", "actorder"):
         if value.get(key) not in (None, False):
             raise ValueError(f"{where}: {key}={value[key]!r} is not supported by Int8Linear")
-    return {
+    args = {
         "num_bits": value.get("num_bits", 8),
         "type": value.get("type", "int"),
         "symmetric": value.get("symmetric", True),
         "strategy": value.get("strategy", "tensor"),
         "dynamic": value.get("dynamic", False),
     }
+    # JSON types as compressed-tensors' QuantizationArgs has them: "8" is not 8.
+    if isinstance(args["num_bits"], bool) or not isinstance(args["num_bits"], int):
+        raise ValueError(f"{where}: num_bits must be an integer, got {args['num_bits']!r}")
+    return args
 
 
 def as_scheme(value, name: str = "scheme") -> QuantScheme:

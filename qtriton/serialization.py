@@ -12,11 +12,17 @@ The header (metadata key "qtriton") is JSON:
 
     {"format": "qtriton.int8-linear", "version": 2,
      "layers": {name: {"in_features", "out_features", "bias", "scheme": QuantScheme.to_dict()}},
-     "shared": [[name, name, ...], ...]}
+     "shared": [[name, name, ...], ...],
+     "smoothing_folds": {name: the module that took its SmoothQuant 1/s}}   (if any; see Int8Linear)
 
 Version 1 files (a "symmetric_activations" bool and optional "weight_only", "input_scale",
 "static_activations" flags instead of "scheme") keep loading: read_header turns their flags
-into the scheme they mean.
+into the scheme they mean, as the code that wrote them computed it: a weight_only layer is
+W8A16 whatever its symmetric_activations said (its activations were never quantized). A
+version 1 file with static_activations is refused: version 1 was written by code that
+clamped static activation codes to [-127, 127] and, later, by code that clamped them to
+[-128, 127], as this one does; the header does not say which, so inputs past the calibrated
+range could compute differently from what was saved.
 
 "layers" has every qualified name at which an Int8Linear sits, so a layer reachable under
 several names (`m.b = m.a`) is listed under each; "shared" groups the names that are one
@@ -43,7 +49,7 @@ from safetensors.torch import _remove_duplicate_names, load_model, save_file
 from torch import nn
 
 from qtriton import checks
-from qtriton.nn import Int8Linear
+from qtriton.nn import Int8Linear, apply_smoothing_folds, smoothing_folds
 from qtriton.scheme import QuantScheme
 
 METADATA_KEY = "qtriton"
@@ -75,6 +81,8 @@ def save_quantized(model: nn.Module, path: str | os.PathLike) -> None:
         raise ValueError("model has no Int8Linear layers: quantize it with qtriton.quantize_model before saving")
     shared = [names for names in names_of.values() if len(names) > 1]
     header = {"format": FORMAT, "version": FORMAT_VERSION, "layers": layers, "shared": shared}
+    if folds := smoothing_folds(model):
+        header["smoothing_folds"] = folds
     path = Path(path)
     if not path.parent.is_dir():
         raise FileNotFoundError(f"cannot save to {str(path)!r}: directory {str(path.parent)!r} does not exist")
@@ -190,6 +198,11 @@ def _parse_header(path: Path, header) -> dict:
     for names in shared:
         if any(header["layers"][name] != header["layers"][names[0]] for name in names):
             raise ValueError(f"{str(path)!r}: the shared layers {names} have different entries in its header")
+    folds = header.setdefault("smoothing_folds", {})
+    if not isinstance(folds, dict) or not set(folds) <= header["layers"].keys():
+        raise ValueError(f"{str(path)!r}: its {METADATA_KEY!r} header has a malformed 'smoothing_folds' entry: "
+                         f"{folds!r} (an object of its layers' names)")
+    checks.smoothing_folds(folds, repr(str(path)))
     return header
 
 
@@ -224,8 +237,17 @@ def _check_layer_spec(path: Path, name: str, spec, version: int) -> None:
                 raise ValueError(f"{key} must be true or false, got {spec[key]!r}")
         if spec.get("weight_only") and spec.get("static_activations"):
             raise ValueError("weight_only keeps activations float: it cannot have static_activations")
-        activations = "none" if spec.get("weight_only") else "static" if spec.get("static_activations") else "dynamic"
-        spec["scheme"] = QuantScheme(activations=activations, activation_symmetric=spec["symmetric_activations"],
+        if spec.get("static_activations"):
+            raise ValueError(
+                "version 1 static activations are not loaded: qtriton wrote version 1 files first with static codes "
+                "clamped to [-127, 127], then to [-128, 127] (as now), and the header does not say which, so the "
+                "layer might not compute what was saved; quantize the float model again (calibrate(..., static=True)) "
+                "and save it"
+            )
+        weight_only = spec.get("weight_only", False)
+        spec["scheme"] = QuantScheme(activations="none" if weight_only else "dynamic",
+                                     # W8A16 never quantized its input: the flag changed nothing
+                                     activation_symmetric=weight_only or spec["symmetric_activations"],
                                      smoothed=spec.get("input_scale", False))
     except ValueError as err:
         raise ValueError(f"{where}: {err}") from None
@@ -348,6 +370,7 @@ def load_quantized(model: nn.Module, path: str | os.PathLike) -> nn.Module:
         _check_other_tensors(Path(path), model)
         # Shared tensors (one layer in several slots) are stored once; load_model maps them back.
         load_model(model, str(path), strict=True)
+        apply_smoothing_folds(model, header["smoothing_folds"], repr(str(path)))
     except (RuntimeError, ValueError) as err:  # a mistyped tensor; load_state_dict's missing / unexpected / mis-shaped keys
         for name, original in reversed(originals):
             _swap(model, name, original)
