@@ -185,9 +185,9 @@ def _expand(v: np.ndarray, ndim: int, keep_axis: int | None) -> np.ndarray:
 
 # --------------------------------------------------------------------- Hadamard rotation
 def hadamard_scale(block: int, dtype=np.float32) -> np.floating:
-    """The normalization 1 / sqrt(block): computed in float64, rounded to dtype. A power of
-    two, exact, when log2(block) is even."""
-    return dtype(1.0 / np.sqrt(np.float64(block)))
+    """The normalization 1 / sqrt(block), correctly rounded to dtype (IEEE sqrt of the exact
+    1 / block); a power of two, exact, when log2(block) is even."""
+    return np.sqrt(dtype(1.0) / dtype(block))
 
 
 def hadamard_rotate(x, block: int) -> np.ndarray:
