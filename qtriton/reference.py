@@ -224,11 +224,12 @@ def hadamard_rotate(x, block: int) -> np.ndarray:
     shape, k = x.shape, x.shape[-1]
     y = x.astype(dtype).reshape(int(np.prod(shape[:-1])), k)  # not -1: a last axis may be 0
     h = 1
-    while h < block:
-        pairs = y.reshape(len(y), k // (2 * h), 2, h)  # pairs[:, :, 0] holds each a, [:, :, 1] its c
-        a, c = pairs[:, :, 0], pairs[:, :, 1]
-        y = np.stack([a + c, a - c], axis=2).reshape(len(y), k)
-        h *= 2
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow, Inf - Inf: see above
+        while h < block:
+            pairs = y.reshape(len(y), k // (2 * h), 2, h)  # pairs[:, :, 0] holds each a, [:, :, 1] its c
+            a, c = pairs[:, :, 0], pairs[:, :, 1]
+            y = np.stack([a + c, a - c], axis=2).reshape(len(y), k)
+            h *= 2
     return (y * hadamard_scale(block, dtype)).reshape(shape)
 
 
