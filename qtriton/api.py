@@ -65,8 +65,7 @@ def _quantize(x, num_bits: int, symmetric: bool, granularity: str, axis: int | N
               hadamard_block: int | None = None):
     """Validated x -> (q, scale, zero_point or None) in the caller's kind."""
     backend, device = resolve(x)
-    extras = () if hadamard_block is None else (hadamard_block,)  # (the contract's keyword, only when used)
-    out = backend.quantize(_to_backend(x, device), num_bits, symmetric, granularity, axis, include_zero, *extras)
+    out = backend.quantize(_to_backend(x, device), num_bits, symmetric, granularity, axis, include_zero, hadamard_block)
     q, scale, zp = (_to_caller(v, x) for v in out)
     # On the caller's side: off CUDA, whichever device computed it.
     checks.quantize_result(scale, "x" if hadamard_block is None else f"x rotated in blocks of {hadamard_block}",
@@ -79,10 +78,8 @@ def _quantize_activations(rows, symmetric: bool, input_scale=None, static_scale=
     force, in the caller's kind; the arguments come from the layer, already checked
     (hadamard_block: a power of two dividing K, or None)."""
     backend, device = resolve(rows)
-    extras = [None if v is None else _to_backend(v, device) for v in (input_scale, static_scale)]
-    if hadamard_block is not None:
-        extras.append(hadamard_block)
-    out = backend.quantize_activations(_to_backend(rows, device), symmetric, *extras)
+    extras = (None if v is None else _to_backend(v, device) for v in (input_scale, static_scale))
+    out = backend.quantize_activations(_to_backend(rows, device), symmetric, *extras, hadamard_block)
     q, scale, zp = (_to_caller(v, rows) for v in out)
     checks.activations_result(scale, symmetric, input_scale, static_scale, hadamard_block)
     return q, scale, zp

@@ -173,9 +173,10 @@ def _quantize_activations(rows: torch.Tensor, symmetric: bool, input_scale: torc
     """Int8Linear's activations in one pass: `reference.quantize_activations`. rows (M, K)
     float; input_scale (K,) float32 or None; static_scale 0-d float32 or None (symmetric
     codes with it); hadamard_block (a power of two dividing K) or None: rows * input_scale
-    rotated in the kernel before the rest. Returns (q (M, K) int8, scale (M,) float32, zero point (M,) int32 or
-    None). Asymmetric codes come as int8 q - 128 with zero point - 128: q - zero point is
-    unchanged, and int8 is what the GEMM's plain K loop reads (uint8 it shifts per tile)."""
+    rotated in the kernel before the rest. Returns (q (M, K) int8, scale (M,) float32, zero
+    point (M,) int32 or None). Asymmetric codes come as int8 q - 128 with zero point - 128:
+    q - zero point is unchanged, and int8 is what the GEMM's plain K loop reads (uint8 it
+    shifts per tile)."""
     symmetric = symmetric or static_scale is not None
     m, k = rows.shape
     q = torch.empty((m, k), dtype=torch.int8, device=rows.device)
