@@ -151,6 +151,14 @@ def test_every_block_size(device, rng, block, dtype):
 
 
 @pytest.mark.interpreter
+@pytest.mark.parametrize("block", [4096, 8192, 16384])
+def test_the_largest_blocks(device, rng, block):
+    """Up to checks.MAX_HADAMARD_BLOCK: a row of 16384, one pass over one tile of it."""
+    x = _tensor(rng.standard_normal((2, 16384)) * 3, device, torch.bfloat16)
+    _check_per_token(x, block, symmetric=False)
+
+
+@pytest.mark.interpreter
 @pytest.mark.parametrize("block, k, limit", [(8, 96, 16), (64, 192, 16), (512, 1536, 1024), (4, 36, 8)])
 @pytest.mark.parametrize("symmetric", [True, False], ids=["sym", "asym"])
 def test_rows_longer_than_a_tile(device, rng, block, k, limit, symmetric):
