@@ -12,6 +12,8 @@ Limits (the same on every backend):
   quantize call produces): every backend's integer arithmetic is exact there;
 - zero points of dequantize: any int32 value but -2**31;
 - K of the GEMM: <= MAX_K = 131071 (the kernels' int32 accumulator holds 128 * 128 * K);
+- a Hadamard rotation's block: a power of two from 2 to MAX_HADAMARD_BLOCK = 16384 that
+  divides the rotated (last) axis;
 - a bias is applied in float32: it must be finite after rounding to float32 (1e300 is not);
 - float8 tensors are refused as data, scales and bias at every entry point (FLOAT8_RULE).
 
@@ -45,6 +47,9 @@ ZERO_POINT_LIMIT = reference.ZERO_POINT_LIMIT
 INT32_MAX = 2**31 - 1
 # |(a - 128) @ (b - 128)| <= 128 * 128 * K on the kernels' int8-shifted operands.
 MAX_K = INT32_MAX // (128 * 128)
+# The largest Hadamard rotation block: the quantize kernel rotates a tile of whole blocks in
+# registers (the single-pass row limit, qtriton.ops.quantize.MAX_SINGLE_PASS_K).
+MAX_HADAMARD_BLOCK = 2**14
 FLT_MIN = float(reference.FLT_MIN)
 FLT_MAX = float(np.finfo(np.float32).max)
 OUT_DTYPES = {
@@ -118,6 +123,21 @@ def flag(value, name: str) -> bool:
     return bool(value)
 
 
+def hadamard_block(value, k: int | None = None, name: str = "hadamard_block") -> int | None:
+    """The block of a Hadamard rotation (reference.hadamard_rotate): None (no rotation) or a
+    power of two from 2 to MAX_HADAMARD_BLOCK that divides k, the length of the rotated
+    axis, when given."""
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int (a power of two) or None, got {type(value).__name__}")
+    if not 2 <= value <= MAX_HADAMARD_BLOCK or value & (value - 1):
+        raise ValueError(f"{name} must be a power of two from 2 to {MAX_HADAMARD_BLOCK}, got {value}")
+    if k is not None and k % value:
+        raise ValueError(f"{name}={value} does not divide the rotated axis: its length is {k} (the last axis)")
+    return int(value)
+
+
 def axis(value, ndim: int, name: str = "axis") -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
@@ -176,15 +196,16 @@ def same_device(v, name: str, like, like_name: str) -> None:
         raise ValueError(f"{name} is on {v.device} but {like_name} is on {like.device}")
 
 
-def float_input(x, name: str):
-    """Data to quantize: a float tensor (float64 narrowed to float32), or anything NumPy
-    reads as real numbers (as float32; float16 kept). NaN / Inf refused where visible."""
+def float_input(x, name: str, keep_float64: bool = False):
+    """Data to quantize: a float tensor (float64 narrowed to float32 unless keep_float64), or
+    anything NumPy reads as real numbers (as float32; float16 kept, float64 too with
+    keep_float64). NaN / Inf refused where visible."""
     if is_tensor(x):
         if not x.is_floating_point():
             raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
         no_float8(x, name)
         x = x.detach()
-        if x.dtype == torch.float64:
+        if x.dtype == torch.float64 and not keep_float64:
             x = x.to(torch.float32)
         if values_visible(x) and x.numel() and not bool(torch.isfinite(x).all()):
             raise ValueError(f"{name} contains NaN or Inf: quantization needs finite data")
@@ -192,7 +213,7 @@ def float_input(x, name: str):
     arr = np.asarray(x)
     if arr.dtype == np.bool_ or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
         raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
-    if arr.dtype != np.float16:
+    if arr.dtype != np.float16 and not (keep_float64 and arr.dtype == np.float64):
         with np.errstate(over="ignore"):
             arr = arr.astype(np.float32, copy=False)
     if arr.size and not np.isfinite(arr).all():
@@ -242,23 +263,38 @@ def quantize_result(scale, name: str, symmetric: bool = False) -> None:
     )
 
 
+def finite_result(v, name: str) -> None:
+    """A float result of finite input (a rotation) is finite, where visible: else it overflowed."""
+    if not values_visible(v):
+        return
+    if not bool(torch.isfinite(v).all() if is_tensor(v) else np.isfinite(v).all()):
+        raise ValueError(f"{name} overflows: it holds values that are not finite in {v.dtype}")
+
+
 def activations_result(scale, spec) -> None:
     """Int8Linear's activation scales (reference.quantize_activations as spec, a
     `qtriton.scheme.ActivationQuant`, says): a NaN one named by its cause, where visible.
     The input was checked finite, so a NaN comes from the layer's static scale, from
-    input * input_scale overflowing, or from an asymmetric range."""
+    input * input_scale or its Hadamard rotation overflowing, or from an asymmetric range."""
     if not values_visible(scale) or not np.isnan(_host_values(scale, np.float32)).any():
         return
     symmetric, input_scale, static_scale = spec.symmetric, spec.input_scale, spec.static_scale
+    hadamard_block = spec.hadamard_block
     if static_scale is not None and not np.isfinite(_host_values(static_scale, np.float32)).all():
         raise ValueError(f"the layer's activation_scale is {float(static_scale)}: a static scale must be finite")
     symmetric = symmetric or static_scale is not None
+    name = "input" if input_scale is None else "input * input_scale"
+    if hadamard_block is not None and symmetric:
+        raise ValueError(
+            f"the Hadamard rotation of the {name} (blocks of {hadamard_block}) overflows float32: values beyond "
+            f"{FLT_MAX / hadamard_block:.3g} can make a block's butterfly sums infinite; it cannot be quantized"
+        )
     if input_scale is not None and symmetric:
         raise ValueError(
             "input * input_scale (the layer's SmoothQuant scale, applied before quantizing) overflows float32: "
             "the scaled input cannot be quantized"
         )
-    quantize_result(scale, "input" if input_scale is None else "input * input_scale", symmetric)
+    quantize_result(scale, name if hadamard_block is None else f"rotated {name}", symmetric)
 
 
 # ----------------------------------------------------------------- scales, zero points

@@ -57,7 +57,7 @@ class ActivationQuant(NamedTuple):
         static_scale    0-d float32: symmetric codes with this one calibrated scale instead
         input_scale     (K,) float32: x * input_scale first (SmoothQuant's 1/s)
         hadamard_block  the block size of a block-diagonal Hadamard rotation of x (after
-                        input_scale, before the scale): the rotation's slot, None here
+                        input_scale, before the scale; the Hadamard transform sets it)
 
     A tuple, so torch.compile traces it as it traces a tuple of tensors. An implementation
     takes the fields as keywords of the same names (`spec.arguments()`); the optional fields

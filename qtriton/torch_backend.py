@@ -7,9 +7,12 @@ baseline). Inputs are validated by the API.
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 
-from qtriton.reference import FLT_MIN, ZERO_POINT_LIMIT, qrange
+from qtriton.reference import FLT_MIN, ZERO_POINT_LIMIT, hadamard_scale, qrange
 from qtriton.tensors import device_tensor
 
 # A Python float, not the NumPy scalar: torch.compile guards on NumPy scalars and fails
@@ -66,11 +69,31 @@ def _round_half_up(v: torch.Tensor) -> torch.Tensor:
     return torch.where(r - v == -0.5, r + 1, r)
 
 
+def hadamard_rotate(x: torch.Tensor, block: int) -> torch.Tensor:
+    """reference.hadamard_rotate in torch ops: x R over the last axis, butterfly by butterfly
+    in the oracle's order, float32 (float64 for a float64 x); a new tensor, x left as it was.
+    For a weight W (out, in), hadamard_rotate(W, b) is W R."""
+    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    shape, k = x.shape, x.shape[-1]
+    rows = math.prod(shape[:-1])  # not -1: a last axis may be 0
+    y = x.to(dtype)
+    h = 1
+    while h < block:
+        pairs = y.reshape(rows, k // (2 * h), 2, h)
+        a, c = pairs[:, :, 0], pairs[:, :, 1]
+        y = torch.stack((a + c, a - c), dim=2)
+        h *= 2
+    return y.reshape(shape) * float(hadamard_scale(block, np.float64 if dtype == torch.float64 else np.float32))
+
+
 def quantize(x: torch.Tensor, num_bits: int, symmetric: bool, granularity: str, axis: int | None,
-             include_zero: bool = False):
+             include_zero: bool = False, hadamard_block: int | None = None):
     """(q, scale, zero_point or None); scale shaped () / (C,) / x.shape[:-1] by granularity.
-    include_zero (asymmetric): each slice's range includes 0."""
+    include_zero (asymmetric): each slice's range includes 0. hadamard_block (per token):
+    the codes of hadamard_rotate(x, hadamard_block)."""
     x = x.to(torch.float32)
+    if hadamard_block is not None:
+        x = hadamard_rotate(x, hadamard_block)
     if symmetric:
         scale = symmetric_params(x, num_bits, granularity, axis)
         q = _codes(x / scale, num_bits, True)
@@ -85,11 +108,14 @@ def quantize_activations(rows: torch.Tensor, spec):
     return _quantize_activations(rows, **spec.arguments())
 
 
-def _quantize_activations(rows: torch.Tensor, symmetric: bool, input_scale=None, static_scale=None):
+def _quantize_activations(rows: torch.Tensor, symmetric: bool, input_scale=None, static_scale=None,
+                          hadamard_block: int | None = None):
     """reference.quantize_activations in torch ops."""
     x = rows.to(torch.float32)
     if input_scale is not None:
         x = x * input_scale
+    if hadamard_block is not None:
+        x = hadamard_rotate(x, hadamard_block)
     if static_scale is None and symmetric:
         return quantize(x, 8, True, "token", None)
     if static_scale is None:  # codes and zero points moved down by 128, to int8

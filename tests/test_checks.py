@@ -255,6 +255,31 @@ def test_ops_quantize_entries_check_their_arguments(call, error, message):
         call()
 
 
+@pytest.mark.parametrize("block, error, message", [
+    (3, ValueError, "must be a power of two from 2 to 16384, got 3"),
+    (1, ValueError, "must be a power of two from 2 to 16384, got 1"),
+    (0, ValueError, "must be a power of two"),
+    (-4, ValueError, "must be a power of two"),
+    (2**15, ValueError, "must be a power of two from 2 to 16384, got 32768"),
+    (16, ValueError, "=16 does not divide the rotated axis: its length is 24"),
+    (True, TypeError, "must be an int .a power of two. or None, got bool"),
+    (8.0, TypeError, "must be an int .a power of two. or None, got float"),
+    ("8", TypeError, "must be an int .*, got str"),
+])
+def test_hadamard_block_rule_is_the_same_everywhere(block, error, message):
+    """The lab API, qtriton.ops and the rotation alone refuse the same blocks, with the same words."""
+    x = torch.ones(4, 24)
+    calls = [lambda: qtriton.quantize_per_token(x, hadamard_block=block),
+             lambda: qtriton.quantize_per_token(x.numpy(), symmetric=False, hadamard_block=block),
+             lambda: ops.quantize_per_token(x, hadamard_block=block)]
+    for call in calls:
+        with pytest.raises(error, match="hadamard_block" + ("" if message.startswith("=") else " ") + message):
+            call()
+    if block is not None:
+        with pytest.raises(error, match="block" + ("" if message.startswith("=") else " ") + message):
+            qtriton.hadamard_rotate(x, block)
+
+
 @pytest.mark.parametrize("call", [
     lambda x: qtriton.quantize_per_token(x, symmetric="no"),
     lambda x: qtriton.fake_quantize(x, symmetric="no"),

@@ -243,6 +243,41 @@ def test_per_token_two_pass(device, rng, shape, symmetric):
     _check_quantize(x, "token", num_bits=8, symmetric=symmetric, max_single_pass_k=32)
 
 
+def test_absent_zero_points_are_none_pointers(device, rng, monkeypatch):
+    """Symmetric launches pass None for the zero-point operand (and the per-tensor lower
+    partials), as the matmul kernels pass absent operands: no tensor stands in for it (#27)."""
+    seen = {}
+
+    def spy(name):
+        original = getattr(qops._kernels, name)
+
+        class Launch:
+            def __getitem__(self, grid):
+                def launch(*args, **kwargs):
+                    seen.setdefault(name, []).append(dict(zip(original.arg_names, args)))
+                    return original[grid](*args, **kwargs)
+                return launch
+        monkeypatch.setattr(qops._kernels, name, Launch())
+
+    for name in ("_quantize_rows_kernel", "_quantize_channels_kernel", "_tensor_range_partials_kernel",
+                 "_tensor_params_kernel", "_quantize_tensor_kernel", "_dequantize_kernel"):
+        spy(name)
+    x = _tensor(_random(rng, (6, 40)), device)
+    qops.quantize_per_token(x)
+    qops.quantize_per_token(x.t())  # transposed rows: the channel kernel
+    qops.quantize_per_channel(x, 1)
+    q, scale = qops.quantize_per_tensor(x)
+    qops.dequantize(q, scale, granularity="tensor")
+    assert len(seen) == 6
+    for name, launches in seen.items():
+        for args in launches:
+            assert args.get("zero_point_ptr") is None and (name == "_tensor_range_partials_kernel"
+                                                           or "zero_point_ptr" in args), name
+    assert all(args["partial_lo_ptr"] is None for args in seen["_tensor_range_partials_kernel"])
+    qops.quantize_per_token(x, symmetric=False)  # and an asymmetric launch gets its tensor
+    assert isinstance(seen["_quantize_rows_kernel"][-1]["zero_point_ptr"], torch.Tensor)
+
+
 # ----------------------------------------------------------------------------- per channel
 CHANNEL_CASES = [((33,), a) for a in (0, -1)] + [
     (shape, axis)
