@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from qtriton import reference as ref
-from qtriton.backend import backend_module
+from qtriton.dispatch import backend_module
+from qtriton.scheme import ActivationQuant
 from qtriton.ops import quantize as qops
 from qtriton.testing import assert_close, assert_exact
 
@@ -279,10 +280,11 @@ def test_rotated_activation_codes_match_the_oracle(device, rng, backend, layout,
         launch = {"max_single_pass_k": 64} if layout == "two_pass" else {}
         q, scale, zero_point = qops._quantize_activations(xt, symmetric, *extras, block, **launch)
     elif backend == "torch":
-        q, scale, zero_point = backend_module("torch").quantize_activations(xt, symmetric, *extras, block)
+        spec = ActivationQuant(symmetric, static_scale=extras[1], input_scale=extras[0], hadamard_block=block)
+        q, scale, zero_point = backend_module("torch").quantize_activations(xt, spec)
     else:
-        q, scale, zero_point = backend_module("numpy").quantize_activations(x, symmetric, input_scale, static_scale,
-                                                                             block)
+        spec = ActivationQuant(symmetric, static_scale=static_scale, input_scale=input_scale, hadamard_block=block)
+        q, scale, zero_point = backend_module("numpy").quantize_activations(x, spec)
     assert_exact(xt, before, "input after the call")
     q_ref, scale_ref, zp_ref = ref.quantize_activations(x, symmetric, input_scale, static_scale, block)
     assert q.dtype in (np.int8, torch.int8) and tuple(q.shape) == x.shape
