@@ -25,6 +25,7 @@ from torch import nn
 
 from qtriton import api, checks
 from qtriton.backend import device_problem, get_backend, resolve
+from qtriton.operands import MatmulOperands
 from qtriton.progress import progress as bar
 from qtriton.scheme import W8A8, W8A8_ASYMMETRIC, W8A8_STATIC, QuantScheme, as_scheme
 
@@ -249,9 +250,9 @@ class Int8Linear(nn.Module):
             # The weight's kept column sums: the activations' zero points need them, and
             # computing them per call is a pass over the weight.
             colsum = None if x_zero_point is None else self.weight_colsum
-            out = backend.quantized_matmul(x_q, self.weight.t(), x_scale, weight_scale,
-                                           0 if x_zero_point is None else x_zero_point, 0, bias, x.dtype,
-                                           b_colsum=colsum)
+            operands = MatmulOperands(a_scale=x_scale, b_scale=weight_scale,
+                                      a_zp=0 if x_zero_point is None else x_zero_point, bias=bias, b_colsum=colsum)
+            out = backend.quantized_matmul(x_q, self.weight.t(), operands, x.dtype)
         return out.reshape(*leading, self.out_features)
 
     def extra_repr(self) -> str:

@@ -244,10 +244,16 @@ def test_gluon_autotuner_sets_descriptor_blocks_per_config():
         config.pre_hook({"a_desc": a_desc, "b_desc": b_desc, **config.all_kwargs()})
         assert a_desc.block_shape == [config.kwargs["BLOCK_SIZE_M"], config.kwargs["BLOCK_SIZE_K"]]
         assert b_desc.block_shape == [config.kwargs["BLOCK_SIZE_N"], config.kwargs["BLOCK_SIZE_K"]]
-    assert matmul_gluon._prune(kernel.configs, {}, HAS_A_ZP=False, HAS_B_ZP=False) == kernel.configs
-    kept = matmul_gluon._prune(kernel.configs, {}, HAS_A_ZP=True, HAS_B_ZP=False)
-    assert 0 < len(kept) < len(kernel.configs)
+    shape = {"M_BUCKET": 4096, "N": 4096, "K": 4096}
+    assert kernel.early_config_prune(kernel.configs, shape, HAS_A_ZP=False, HAS_B_ZP=False) == kernel.configs
+    kept = kernel.early_config_prune(kernel.configs, shape, HAS_A_ZP=True, HAS_B_ZP=False)
+    assert 0 < len(kept) < len(kernel.configs) and all(c.pre_hook is not None for c in kept)
     assert all(c.kwargs["BLOCK_SIZE_M"] * c.kwargs["BLOCK_SIZE_N"] <= 64 * 32 * c.num_warps for c in kept)
+    # Clamped to the problem, the pre_hook and STAGES kept: what tests/test_static.py compiles.
+    small = kernel.early_config_prune(kernel.configs, {"M_BUCKET": 128, "N": 40, "K": 48})
+    assert [(c.kwargs["BLOCK_SIZE_N"], c.kwargs["BLOCK_SIZE_K"], c.kwargs["STAGES"]) for c in small] == [
+        (c.kwargs["BLOCK_SIZE_N"], c.kwargs["BLOCK_SIZE_K"], c.num_stages) for c in mcfg.gluon_configs_for(128, 40, 48)]
+    assert all(c.pre_hook is not None for c in small)
     assert matmul_gluon.tma_ready(a_q) and matmul_gluon.tma_ready(b_q.t())
     assert not matmul_gluon.tma_ready(a_q[:, 1:])  # a base 1 byte off the 16-byte alignment
     assert not matmul_gluon.tma_ready(torch.zeros((4, 40), dtype=torch.int8))  # 40-byte rows

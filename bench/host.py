@@ -1,0 +1,108 @@
+"""python -m bench host: the Python cost of one int8 GEMM call on the host, without a GPU.
+
+On a GPU a call costs its host-side Python (checks, the launch plan, TMA descriptors, the
+autotuner's lookup and pre_hook) plus Triton's own launch; at 4096^3 the GPU needs about
+100 us, so a host cost of that size would show in the timings. This times the first part
+on the CPU: the real `qtriton.ops.scaled_matmul` on CPU tensors, with each Triton kernel
+launch replaced by a no-op (nothing compiles, nothing runs) and, for the Gluon loop, the
+launcher's sm_90 test answering yes. Triton's own launch cost (argument binding, the
+driver call) is not in these numbers.
+
+Rows: the Gluon loop autotuned (a cache hit of the autotuner, the pre_hook run), the Gluon
+loop with a forced config, the tl.dot loop autotuned, each a median over many calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import statistics
+import sys
+import time
+from collections.abc import Iterator
+
+
+@contextlib.contextmanager
+def _no_launches() -> Iterator[None]:
+    """Every Triton kernel launch returns at once; an autotuner "benchmarks" each config as
+    1 ms (its first call per key), so that later calls hit its cache as on a GPU."""
+    from triton.runtime.autotuner import Autotuner
+    from triton.runtime.jit import JITFunction
+
+    from qtriton.ops import configs
+
+    run, bench, sm90, tuned = JITFunction.run, Autotuner._bench, configs.sm90, configs._tuned_config
+    JITFunction.run = lambda self, *args, grid, warmup, **kwargs: None
+    Autotuner._bench = lambda self, *args, config, **kwargs: [1.0, 1.0, 1.0]
+    configs.sm90 = lambda device: True
+    configs._tuned_config = lambda *args, **kwargs: None  # no card to name a tuned file
+    try:
+        yield
+    finally:
+        JITFunction.run, Autotuner._bench, configs.sm90, configs._tuned_config = run, bench, sm90, tuned
+
+
+def _median_us(fn, calls: int) -> float:
+    fn()  # the autotuner's first call per key, caches
+    samples = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - start) * 1e6)
+    return statistics.median(samples)
+
+
+def measure(M: int = 4096, N: int = 4096, K: int = 4096, calls: int = 2000) -> dict[str, float]:
+    """Median microseconds of host Python per scaled_matmul call (see the module docstring)."""
+    import torch
+
+    from qtriton import ops
+    from qtriton.ops import configs, matmul_gluon
+
+    a = torch.zeros((M, K), dtype=torch.int8)
+    b = torch.zeros((N, K), dtype=torch.int8).t()
+    a_scale, b_scale = torch.ones(M), torch.ones(N)
+
+    def call():
+        return ops.scaled_matmul(a, b, a_scale, b_scale, out_dtype=torch.bfloat16)
+
+    forced = configs.config_dict(configs.GLUON_CONFIGS[0])
+    results = {}
+    # The launchers take CPU tensors only under the interpreter (read at call time); the
+    # kernels were decorated without it. The launch rules must not take the interpreter's
+    # shortcuts (the pool's first config instead of the autotuner): they answer "no" here.
+    os.environ["TRITON_INTERPRET"] = "1"
+    interpreter = (configs.interpreter_enabled, matmul_gluon.interpreter_enabled)
+    configs.interpreter_enabled = matmul_gluon.interpreter_enabled = lambda: False
+    try:
+        with _no_launches():
+            with ops.use_gemm("gluon"):
+                results["gluon loop, autotuned"] = _median_us(call, calls)
+                with ops.use_config(forced):
+                    results["gluon loop, forced config"] = _median_us(call, calls)
+            with ops.use_gemm("tl"):
+                results["tl.dot loop, autotuned"] = _median_us(call, calls)
+    finally:
+        configs.interpreter_enabled, matmul_gluon.interpreter_enabled = interpreter
+        os.environ.pop("TRITON_INTERPRET", None)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench host", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calls", type=int, default=2000)
+    args = parser.parse_args(argv)
+    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        raise SystemExit("python -m bench host needs the kernels decorated as compiled: unset TRITON_INTERPRET")
+    import triton
+
+    print(f"# host Python per scaled_matmul call, 4096^3 int8 -> bf16, CPU tensors, launches stubbed; "
+          f"triton {triton.__version__}, python {sys.version.split()[0]}")
+    for name, us in measure(calls=args.calls).items():
+        print(f"{name:28} {us:8.1f} us")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
