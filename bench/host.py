@@ -24,23 +24,40 @@ from collections.abc import Iterator
 
 
 @contextlib.contextmanager
-def _no_launches() -> Iterator[None]:
-    """Every Triton kernel launch returns at once; an autotuner "benchmarks" each config as
-    1 ms (its first call per key), so that later calls hit its cache as on a GPU."""
-    from triton.runtime.autotuner import Autotuner
-    from triton.runtime.jit import JITFunction
-
-    from qtriton.ops import configs
-
-    run, bench, sm90, tuned = JITFunction.run, Autotuner._bench, configs.sm90, configs._tuned_config
-    JITFunction.run = lambda self, *args, grid, warmup, **kwargs: None
-    Autotuner._bench = lambda self, *args, config, **kwargs: [1.0, 1.0, 1.0]
-    configs.sm90 = lambda device: True
-    configs._tuned_config = lambda *args, **kwargs: None  # no card to name a tuned file
+def _patched(*changes) -> Iterator[None]:
+    """(object, attribute name, value) set for the block, where the object has the attribute."""
+    saved = [(obj, name, getattr(obj, name)) for obj, name, _ in changes if hasattr(obj, name)]
+    for obj, name, value in changes:
+        if hasattr(obj, name):
+            setattr(obj, name, value)
     try:
         yield
     finally:
-        JITFunction.run, Autotuner._bench, configs.sm90, configs._tuned_config = run, bench, sm90, tuned
+        for obj, name, value in saved:
+            setattr(obj, name, value)
+
+
+def _no_launches():
+    """Every Triton kernel launch returns at once; an autotuner "benchmarks" each config as
+    1 ms (its first call per key), so that later calls hit its cache as on a GPU. The
+    launchers take CPU tensors only under the interpreter (read at call time; the kernels
+    were decorated without it), and the launch rules must not take its shortcuts (the pool's
+    first config instead of the autotuner): they are told "no interpreter", "sm_90", "no
+    tuned file" (no card to name one)."""
+    from triton.runtime.autotuner import Autotuner
+    from triton.runtime.jit import JITFunction
+
+    from qtriton.ops import configs, matmul_gluon
+
+    no = lambda *args, **kwargs: False  # noqa: E731
+    return _patched(
+        (JITFunction, "run", lambda self, *args, grid, warmup, **kwargs: None),
+        (Autotuner, "_bench", lambda self, *args, config, **kwargs: [1.0, 1.0, 1.0]),
+        (configs, "sm90", lambda device: True),
+        (configs, "_tuned_config", lambda *args, **kwargs: None),
+        (configs, "interpreter_enabled", no),
+        (matmul_gluon, "interpreter_enabled", no),
+    )
 
 
 def _median_us(fn, calls: int) -> float:
@@ -58,7 +75,7 @@ def measure(M: int = 4096, N: int = 4096, K: int = 4096, calls: int = 2000) -> d
     import torch
 
     from qtriton import ops
-    from qtriton.ops import configs, matmul_gluon
+    from qtriton.ops import configs
 
     a = torch.zeros((M, K), dtype=torch.int8)
     b = torch.zeros((N, K), dtype=torch.int8).t()
@@ -67,24 +84,42 @@ def measure(M: int = 4096, N: int = 4096, K: int = 4096, calls: int = 2000) -> d
     def call():
         return ops.scaled_matmul(a, b, a_scale, b_scale, out_dtype=torch.bfloat16)
 
+    from qtriton.ops import matmul as matmul_ops
+    from qtriton.ops import matmul_gluon
+
+    if hasattr(matmul_ops, "scaled_matmul_unchecked"):  # Int8Linear's path: checked once, before
+        from qtriton.operands import MatmulOperands
+
+        operands = MatmulOperands(a_scale, b_scale)
+
+        def unchecked():
+            return matmul_ops.scaled_matmul_unchecked(a, b, operands, torch.bfloat16)
+    else:
+        def unchecked():
+            return matmul_ops._scaled_matmul_checked(a, b, a_scale, b_scale, None, None, None, torch.bfloat16)
+
+    a_desc, b_desc = matmul_gluon._descriptors(a, b, 128, 256, 128)
+    blocks = {"a_desc": a_desc, "b_desc": b_desc, "BLOCK_SIZE_M": 128, "BLOCK_SIZE_N": 128, "BLOCK_SIZE_K": 128}
     forced = configs.config_dict(configs.GLUON_CONFIGS[0])
     results = {}
-    # The launchers take CPU tensors only under the interpreter (read at call time); the
-    # kernels were decorated without it. The launch rules must not take the interpreter's
-    # shortcuts (the pool's first config instead of the autotuner): they answer "no" here.
     os.environ["TRITON_INTERPRET"] = "1"
-    interpreter = (configs.interpreter_enabled, matmul_gluon.interpreter_enabled)
-    configs.interpreter_enabled = matmul_gluon.interpreter_enabled = lambda: False
     try:
         with _no_launches():
             with ops.use_gemm("gluon"):
                 results["gluon loop, autotuned"] = _median_us(call, calls)
+                results["gluon loop, autotuned, unchecked entry"] = _median_us(unchecked, calls)
                 with ops.use_config(forced):
                     results["gluon loop, forced config"] = _median_us(call, calls)
             with ops.use_gemm("tl"):
                 results["tl.dot loop, autotuned"] = _median_us(call, calls)
+                results["tl.dot loop, autotuned, unchecked entry"] = _median_us(unchecked, calls)
+            # The Gluon launcher's parts the issue (#30) measured at ~64, ~59 and ~35 us.
+            results["part: gluon_configs_for"] = _median_us(lambda: configs.gluon_configs_for(M, N, K), calls)
+            results["part: two TMA descriptors"] = _median_us(lambda: matmul_gluon._descriptors(a, b, 128, 256, 128),
+                                                              calls)
+            results["part: the autotuner's pre_hook"] = _median_us(lambda: matmul_gluon._descriptor_blocks(blocks),
+                                                                    calls)
     finally:
-        configs.interpreter_enabled, matmul_gluon.interpreter_enabled = interpreter
         os.environ.pop("TRITON_INTERPRET", None)
     return results
 
@@ -100,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# host Python per scaled_matmul call, 4096^3 int8 -> bf16, CPU tensors, launches stubbed; "
           f"triton {triton.__version__}, python {sys.version.split()[0]}")
     for name, us in measure(calls=args.calls).items():
-        print(f"{name:28} {us:8.1f} us")
+        print(f"{name:40} {us:8.1f} us")
     return 0
 
 

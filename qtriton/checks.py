@@ -456,3 +456,38 @@ def matmul_sums(sums, name: str, length: int, dim_name: str, like) -> None:
         raise ValueError(f"{name} must have shape ({dim_name},) = ({length},), got {tuple(sums.shape)}")
     if not is_tensor(like) or sums.device != like.device:
         raise ValueError(f"{name} is on {sums.device}, a_q on {getattr(like, 'device', 'the host (NumPy)')}")
+
+
+# ------------------------------------------------------------------ weight-only GEMM
+WEIGHT_ONLY_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def weight_only_matmul(a, b_q, b_scale, bias_, out_dtype) -> torch.dtype:
+    """The W8A16 GEMM's arguments ((a @ b_q) * b_scale + bias, qtriton.ops.w8a16): a (M, K)
+    float16 / bfloat16 / float32; b_q (K, N) int8; b_scale and bias (N,) floating tensors
+    (bias may be None), all on a's device. Returns the output dtype (None: a's)."""
+    no_float8(a, "a")
+    if not is_tensor(a) or a.ndim != 2 or a.dtype not in WEIGHT_ONLY_DTYPES:
+        raise TypeError(f"a must be a 2-D float16, bfloat16 or float32 tensor, got {getattr(a, 'dtype', type(a))}")
+    if not is_tensor(b_q) or b_q.ndim != 2 or b_q.dtype != torch.int8:
+        raise TypeError(f"b_q must be a 2-D int8 tensor, got {getattr(b_q, 'dtype', type(b_q))}")
+    (_, k), (k_b, n) = a.shape, b_q.shape
+    if k != k_b:
+        raise ValueError(f"a has shape {tuple(a.shape)} and b_q has shape {tuple(b_q.shape)}: inner dimensions "
+                         f"{k} != {k_b}")
+    for name, v in (("b_scale", b_scale), ("bias", bias_)):
+        if v is None and name == "bias":
+            continue
+        torch_tensor(v, name)
+        if not v.is_floating_point():
+            raise TypeError(f"{name} must be a floating tensor, got {v.dtype}")
+        no_float8(v, name)
+        if tuple(v.shape) != (n,):
+            raise ValueError(f"{name} must be of shape (N,) = ({n},), got {tuple(v.shape)}")
+    for name, v in (("b_q", b_q), ("b_scale", b_scale), ("bias", bias_)):
+        if v is not None and v.device != a.device:
+            raise ValueError(f"{name} is on {v.device} but a is on {a.device}")
+    out_dtype = a.dtype if out_dtype is None else out_dtype
+    if out_dtype not in WEIGHT_ONLY_DTYPES:
+        raise ValueError(f"out_dtype must be float16, bfloat16 or float32, got {out_dtype}")
+    return out_dtype

@@ -278,9 +278,10 @@ def _weight_only_matmul(rows, weight, weight_scale, bias, out_dtype) -> torch.Te
     dequantizes the weight tile by tile) where the triton backend runs, else float32 torch ops."""
     backend = get_backend()
     if backend == "triton" or (backend == "auto" and rows.device.type == "cuda"):
-        from qtriton.ops.w8a16 import w8a16_matmul  # imports the kernels: only when they run
+        from qtriton.ops.w8a16 import w8a16_matmul_unchecked  # imports the kernels: only when they run
 
-        return w8a16_matmul(rows, weight.t(), weight_scale, bias, out_dtype=out_dtype)
+        # The layer checked its input; its buffers were checked when it was built.
+        return w8a16_matmul_unchecked(rows, weight.t(), MatmulOperands(b_scale=weight_scale, bias=bias), out_dtype)
     out = (rows.to(torch.float32) @ weight.t().to(torch.float32)) * weight_scale
     return (out if bias is None else out + bias).to(out_dtype)
 
