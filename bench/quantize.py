@@ -3,16 +3,23 @@ against the same formulas in torch ops (qtriton.torch_backend).
 
 Bytes counted are the fewest any implementation must move: the input read once, the
 codes and the scales written once. A two-pass kernel (per-tensor: reduce, then quantize)
-reads the input twice, and pays for it in this number."""
+reads the input twice, and pays for it in this number.
+
+Per-token quantization is timed with and without the rotation (a `hadamard_block` keyword of
+qtriton.ops.quantize_per_token, when the installed qtriton has it: feature-tested, so the
+rotated kernel is timed from the commit that adds it on): the same bytes, a block Hadamard
+applied in registers; its check compares with torch ops on the input rotated in float64."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator
 
 import torch
 
 from bench.common import (
     Context,
+    check_close,
     check_exact,
     checked,
     goal,
@@ -33,19 +40,35 @@ FULL_CASES = tuple(
 QUICK_CASES = tuple((shape, torch.bfloat16) for shape in ((16, 4096), (4096, 4096), (8192, 14336)))
 SMOKE_CASES = (((16, 96), torch.bfloat16), ((37, 130), torch.float32))
 
-GOAL_OF_COPY = 0.85  # per-tensor and per-token, from 16M elements up
+GOAL_OF_COPY = 0.85  # per-tensor and per-token (rotated or not), from 16M elements up
 GOAL_MIN_ELEMENTS = 16 * 2**20
+# The rotation's block: a power of two dividing every benchmarked row length (4096, 14336).
+HADAMARD_BLOCK = 128
+SMOKE_HADAMARD_BLOCK = 32  # divides the smoke case's 96
 
 
-def _ops(full: bool):
-    """(name, granularity, axis, is_dequantize) of each benchmarked operation."""
-    ops = [("quantize_per_token", "token", None, False), ("quantize_per_tensor", "tensor", None, False)]
-    if full:
-        ops += [("quantize_per_channel(axis=1)", "channel", 1, False), ("dequantize_per_token", "token", None, True)]
+def hadamard_available() -> bool:
+    """Whether qtriton.ops.quantize_per_token takes a `hadamard_block` (the rotated kernel)."""
+    from qtriton.ops import quantize as ops
+
+    return "hadamard_block" in inspect.signature(ops.quantize_per_token).parameters
+
+
+def _ops(full: bool, quick: bool = False):
+    """(name, granularity, axis, is_dequantize, hadamard block or None) of each benchmarked
+    operation: every quantize kernel (per token, rotated where available, per tensor, per
+    channel, dequantize); in quick mode the last two on the largest case only."""
+    ops = [("quantize_per_token", "token", None, False, None)]
+    if hadamard_available():
+        ops.append((f"quantize_per_token(hadamard_block={HADAMARD_BLOCK})", "token", None, False, HADAMARD_BLOCK))
+    ops += [("quantize_per_tensor", "tensor", None, False, None)]
+    if full or quick:
+        ops += [("quantize_per_channel(axis=1)", "channel", 1, False, None),
+                ("dequantize_per_token", "token", None, True, None)]
     return ops
 
 
-def _qtriton_fn(granularity: str, axis: int | None, dequantize: bool, dtype: torch.dtype):
+def _qtriton_fn(granularity: str, axis: int | None, dequantize: bool, dtype: torch.dtype, **rotation):
     from qtriton.ops import quantize as ops
 
     if dequantize:
@@ -54,14 +77,26 @@ def _qtriton_fn(granularity: str, axis: int | None, dequantize: bool, dtype: tor
         return lambda x: ops.quantize_per_tensor(x)
     if granularity == "channel":
         return lambda x: ops.quantize_per_channel(x, axis)
-    return lambda x: ops.quantize_per_token(x)
+    return lambda x: ops.quantize_per_token(x, **rotation)
 
 
-def _torch_fn(granularity: str, axis: int | None, dequantize: bool, dtype: torch.dtype):
+def _rotated(x: torch.Tensor, block: int) -> torch.Tensor:
+    """x @ blockdiag(H_block) / sqrt(block) along the last axis, in float64 (Sylvester H)."""
+    h = torch.ones((1, 1), dtype=torch.float64, device=x.device)
+    while h.shape[0] < block:
+        h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)], 0)
+    rows = x.to(torch.float64).reshape(*x.shape[:-1], x.shape[-1] // block, block)
+    return (rows @ h / block**0.5).reshape(x.shape)
+
+
+def _torch_fn(granularity: str, axis: int | None, dequantize: bool, dtype: torch.dtype, **rotation):
     from qtriton import torch_backend
 
     if dequantize:
         return lambda q, scale: torch_backend.dequantize(q, scale, None, granularity, axis, dtype)
+    block = rotation.get("hadamard_block")
+    if block:
+        return lambda x: torch_backend.quantize(_rotated(x, block).to(torch.float32), 8, True, granularity, axis)[:2]
     return lambda x: torch_backend.quantize(x, 8, True, granularity, axis)[:2]
 
 
@@ -76,19 +111,24 @@ def _copy(src: torch.Tensor) -> torch.Tensor:
 def run(ctx: Context) -> Iterator[list[dict]]:
     """The rows of each case in turn (nothing for a case whose check failed)."""
     cases = SMOKE_CASES if ctx.smoke else QUICK_CASES if ctx.quick else FULL_CASES
-    for name, granularity, axis, dequantize in _ops(full=not ctx.quick):
-        for shape, dtype in cases:
-            yield _bench_case(ctx, name, granularity, axis, dequantize, shape, dtype)
+    for name, granularity, axis, dequantize, block in _ops(full=not ctx.quick, quick=ctx.quick):
+        quick_only_largest = ctx.quick and (granularity == "channel" or dequantize)
+        for shape, dtype in cases[-1:] if quick_only_largest else cases:
+            block = SMOKE_HADAMARD_BLOCK if block and ctx.smoke else block
+            if block and shape[-1] % block:
+                continue  # the rotation needs whole blocks
+            yield _bench_case(ctx, name, granularity, axis, dequantize, shape, dtype, block)
 
 
-def _bench_case(ctx, name, granularity, axis, dequantize, shape, dtype) -> list[dict]:
+def _bench_case(ctx, name, granularity, axis, dequantize, shape, dtype, hadamard_block=None) -> list[dict]:
     numel = shape[0] * shape[1]
     elem = torch.finfo(dtype).bits // 8
     traffic = numel * elem + numel + 4 * _scale_count(shape, granularity, axis)
     dtype_name = str(dtype).removeprefix("torch.")
     label = f"{name} {shape[0]}x{shape[1]} {dtype_name}"
-    ours = _qtriton_fn(granularity, axis, dequantize, dtype)
-    theirs = _torch_fn(granularity, axis, dequantize, dtype)
+    rotation = {"hadamard_block": hadamard_block} if hadamard_block else {}
+    ours = _qtriton_fn(granularity, axis, dequantize, dtype, **rotation)
+    theirs = _torch_fn(granularity, axis, dequantize, dtype, **rotation)
     copies = input_copies(ctx, traffic)
 
     def make() -> tuple:
@@ -102,6 +142,10 @@ def _bench_case(ctx, name, granularity, axis, dequantize, shape, dtype) -> list[
         got, want = ours(*inputs[0]), theirs(*inputs[0])
         if dequantize:
             check_exact(got, want, f"{label}: values")
+        elif hadamard_block:  # the kernel rotates in float32: a code may sit across a rounding tie
+            check_close(got[1], want[1], 1e-5, 0.0, f"{label}: scales")
+            check_close(got[0], want[0], 0.0, 1.0, f"{label}: codes")
+            return "scales within 1e-5, codes within 1 of torch ops on the float64-rotated input"
         else:
             check_exact(got[0], want[0], f"{label}: codes")
             check_exact(got[1], want[1], f"{label}: scales")
