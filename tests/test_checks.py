@@ -191,6 +191,19 @@ def test_the_api_checks_the_matmul_once(rng, device, monkeypatch):
     assert len(calls) == 1  # the layer checks its input and calls the inner entries
 
 
+def test_ops_scaled_matmul_checks_its_operands_once(rng, device, monkeypatch):
+    """ops.scaled_matmul ran checks.matmul_operands twice (its own pre-check, then
+    checks.matmul's); ops.int8_matmul runs it once too."""
+    calls = []
+    original = checks.matmul_operands
+    monkeypatch.setattr(checks, "matmul_operands", lambda *a, **k: calls.append(1) or original(*a, **k))
+    a_q, b_q = _operands(rng, device=device)
+    ops.scaled_matmul(a_q, b_q, 0.5, 1.0, config={"BLOCK_SIZE_M": 16, "BLOCK_SIZE_N": 16, "BLOCK_SIZE_K": 32})
+    assert len(calls) == 1
+    ops.int8_matmul(a_q, b_q, config={"BLOCK_SIZE_M": 16, "BLOCK_SIZE_N": 16, "BLOCK_SIZE_K": 32})
+    assert len(calls) == 2
+
+
 # ---------------------------------------------------------------- ops explain themselves
 OPS_CALLS = {
     "quantize_per_token": lambda x, q: ops.quantize_per_token(x),
