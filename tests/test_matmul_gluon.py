@@ -447,6 +447,76 @@ def test_gluon_autotuner_sets_descriptor_blocks_per_config():
     assert not matmul_gluon.tma_ready(torch.zeros((4, 64), dtype=torch.uint8))
 
 
+def test_gluon_tile_refuses_what_cannot_fit(monkeypatch):
+    """A forced config whose ring passes sm_90a's shared memory, whose accumulator passes a
+    thread's registers (half of them with a zero-point epilogue) or whose K step passes one
+    swizzle row is no Gluon tile: the launch runs it in the tl.dot loop instead of failing."""
+    ok = {"BLOCK_SIZE_M": 128, "BLOCK_SIZE_N": 256, "BLOCK_SIZE_K": 128, "num_warps": 8, "num_stages": 4}
+    assert mcfg.gluon_tile(ok)
+    assert not mcfg.gluon_tile({**ok, "num_stages": 5})  # 5 x 48 KB of ring > 227 KB
+    assert not mcfg.gluon_tile({**ok, "num_warps": 4})  # 256 int32 accumulators a thread
+    assert not mcfg.gluon_tile(ok, zero_points=True)  # 128 a thread: its zero-point epilogue spills
+    assert not mcfg.gluon_tile({**ok, "BLOCK_SIZE_K": 256, "num_stages": 2})
+    assert not mcfg.gluon_tile({**ok, "BLOCK_SIZE_N": 512, "num_stages": 2})  # a TMA box is <= 256
+    assert all(mcfg.gluon_tile(mcfg.config_dict(c)) for c in mcfg.GLUON_CONFIGS)
+    assert all(mcfg.gluon_tile(mcfg.config_dict(c), zero_points=True)
+               for c in mcfg.gluon_configs_for(4096, 4096, 4096, zero_points=True))
+    monkeypatch.setattr(mcfg, "sm90", lambda device: True)
+    monkeypatch.setattr(mcfg, "gluon_available", lambda: True)
+    cuda = torch.device("cuda")
+    with mcfg.use_gemm("gluon"):
+        with mcfg.use_config(ok):
+            assert mcfg.main_loop(cuda, 4096, 4096, 4096, tl.int32) == "gluon"
+            assert mcfg.main_loop(cuda, 4096, 4096, 4096, tl.int32, zero_points=True) == "tl"
+        with mcfg.use_config({**ok, "num_stages": 5}):
+            assert mcfg.main_loop(cuda, 4096, 4096, 4096, tl.int32) == "tl"
+
+
+def test_tma_ready_refuses_rows_a_descriptor_cannot_describe():
+    """A zero row stride (an expanded row) or rows that overlap (a stride below the row's
+    length) cannot be a TMA descriptor's; the launcher copies them instead."""
+    x = torch.zeros((64, 64), dtype=torch.int8)
+    assert mcfg.tma_ready(x) and mcfg.tma_ready(x[:, :32]) and mcfg.tma_ready(x[16:])
+    assert not mcfg.tma_ready(x[:1].expand(64, 64))  # stride (0, 1)
+    assert not mcfg.tma_ready(x.view(-1).as_strided((64, 64), (16, 1)))  # rows 16 apart, 64 long
+    assert mcfg.tma_ready(x.view(-1).as_strided((64, 16), (16, 1)))  # 16 apart, 16 long: fine
+    assert not mcfg.tma_ready(x.t())
+
+
+def test_gluon_unavailable_when_triton_lacks_a_name(monkeypatch):
+    """A Triton whose Gluon has neither TMA load name (AttributeError while the kernel module
+    imports) or no host TensorDescriptor (ImportError) falls back to the tl.dot loop."""
+    if not mcfg.gluon_available():
+        pytest.skip("this Triton has no Gluon")
+    import sys
+
+    import qtriton.kernels
+    from triton.experimental.gluon.language.nvidia import hopper
+    from triton.experimental.gluon.nvidia import hopper as host
+
+    def forget_the_kernel_module():  # so that the next import runs it again
+        monkeypatch.delitem(sys.modules, "qtriton.kernels.matmul_gluon")
+        monkeypatch.delattr(qtriton.kernels, "matmul_gluon")
+
+    try:
+        forget_the_kernel_module()
+        monkeypatch.setattr(hopper, "tma", object())  # neither async_load nor async_copy_global_to_shared
+        mcfg._gluon_kernels.cache_clear()
+        assert not mcfg.gluon_available()
+        monkeypatch.undo()
+        forget_the_kernel_module()
+        monkeypatch.delattr(host, "TensorDescriptor")
+        mcfg._gluon_kernels.cache_clear()
+        assert not mcfg.gluon_available()
+        monkeypatch.setattr(mcfg, "sm90", lambda device: True)
+        with mcfg.use_gemm("gluon"):
+            assert mcfg.main_loop(torch.device("cuda"), 64, 64, 64, tl.int32) == "tl"
+    finally:
+        monkeypatch.undo()
+        mcfg._gluon_kernels.cache_clear()
+    assert mcfg.gluon_available()
+
+
 @pytest.mark.interpreter
 def test_asking_for_gluon_off_hopper_runs_the_tl_loop(rng, device, monkeypatch):
     """QTRITON_GEMM=gluon where the Gluon loop cannot run (the interpreter, another card):
