@@ -236,7 +236,8 @@ def test_refill_barriers_find_a_missing_barrier():
                                 f"/*{address}*/                   NOP ;")
         return text
 
-    assert static.refill_barriers(without(loop, "1b60", "1b80")) == (2, 0, 2)  # the one before load 2 guards it
+    assert static.refill_barriers(without(loop, "1b60")) == (2, 0, 3)  # the barrier before load 1 is after the wait
+    assert static.refill_barriers(without(loop, "1b60", "1b80")) == (2, 1, 2)  # load 1 unguarded, load 2 guarded
     assert static.refill_barriers(without(loop, "1b60", "1b80", "1ba0")) == (2, 2, 1)  # only one before the wait
     assert static.refill_barriers(loop.replace("WARPGROUP.DEPBAR.LE gsb0, 0x1", "NOP")) == (2, 2, 4)  # no wait
     named = loop.replace("BAR.SYNC.DEFER_BLOCKING 0x0 ;", "BAR.SYNC.DEFER_BLOCKING 0x1, 0x80 ;")
