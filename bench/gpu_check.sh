@@ -376,7 +376,7 @@ export -f preflight install gluon_first device_tests tune bench report note
 export py out repo summary site_dir scratch device scale
 
 note "gpu_check: commit $QTRITON_COMMIT, device $device, budget ${budget}s"
-plan >>"$summary"
+plan | tee -a "$summary"
 if ! step preflight "$out/tests.log" preflight "${NEEDS[*]}" "${INSTALL_NEEDS[*]}" "${OPTIONAL[*]}"; then
     [[ $steps == *",preflight,"* ]] && { note "preflight failed: nothing after it can run"; exit "$failed"; }
 fi
