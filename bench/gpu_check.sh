@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One command for a GPU machine lent for a few minutes: what the run needs, the Gluon loop's
-# first launch alone, the test suite on the GPU, GEMM tuning, the quick benchmarks (both GEMM
-# main loops, every quantize kernel, the rotated one where the package has it) and a report.
+# first launch alone, the test suite on the GPU, the quick benchmarks (both GEMM main loops,
+# every quantize kernel, the rotated one where the package has it), GEMM tuning and a report.
 #
 #   bash bench/gpu_check.sh [OUT_DIR]       from anywhere; OUT_DIR defaults to $OUT, else ./gpu-check-out
 #   bash bench/gpu_check.sh --needs         the Python modules the run imports (check them against the
@@ -20,8 +20,10 @@
 #   machine start                                   60-120 s
 #   this script, one call with timeout_s=300:       <= 270 s (steps capped at GPU_CHECK_BUDGET_S=255,
 #     preflight 20, install 15, gluon-first 40,       then the report in <= 15 s)
-#     tests 90, tune 30, bench 60 (limits; the
+#     tests 90, bench 75, tune 15 (limits; the
 #     budget cap squeezes the last steps), report 15
+#   (tune runs after the benchmarks: their autotuning compiled the kernels it times, so it
+#   only times them; the benchmarks autotune on first use what tune would have chosen)
 #   copying the tree there and OUT back             ~20 s
 #   one call: <= 120 + 300 + 20 = 440 s; a rerun on a fresh machine the same again: 880 s of 900.
 #   A rerun within 30 s of the first call's end finds the machine warm (no start, Triton's cache
@@ -31,12 +33,12 @@
 #   summary.txt  step results, the card and commit, the markdown tables of the results
 #   tests.log    preflight (nvidia-smi, versions, NEEDS), install, the Gluon first launch,
 #                pytest --device cuda -m on_device (sharded, the Gluon tests in their own shard)
-#   bench.log    GEMM autotuning, python -m bench all --quick, plot and table
+#   bench.log    python -m bench all --quick, GEMM autotuning, plot and table
 #   <card>.json  the tuned configs (commit to qtriton/configs/)
 #   <card>.jsonl the benchmark results, every row with its card and commit (commit to bench/results/)
 #   <card>.png   their plot
-# In the checkout: the tune step writes qtriton/configs/<card>.json (the benchmark step reads it
-# there; the copy in OUT_DIR is what comes back). Nothing in the Python installation: the
+# In the checkout: the tune step writes qtriton/configs/<card>.json (the copy in OUT_DIR is
+# what comes back). Nothing in the Python installation: the
 # install step puts an editable install in a temporary folder only this script's Pythons see.
 #
 # The commit: $QTRITON_COMMIT, else the file .gpu-check-commit at the repository root (a copy
@@ -47,7 +49,7 @@
 # Exit status: the number of steps that failed or timed out (0: all passed; skipped steps count
 # as passed). Step limits: GPU_CHECK_{PREFLIGHT,INSTALL,GLUON,TESTS,TUNE,BENCH}_S; the budget
 # GPU_CHECK_BUDGET_S caps the steps before the report, each getting at most what is left.
-# GPU_CHECK_STEPS: the steps to run (default preflight,install,gluon,tests,tune,bench).
+# GPU_CHECK_STEPS: the steps to run (default preflight,install,gluon,tests,bench,tune).
 # GPU_CHECK_SHARDS: pytest processes for the tests (16, one of them the Gluon tests'; the dry run 4);
 # GPU_CHECK_TESTS_PER_SHARD: at most this many tests per shard (the dry run's default: 2); the dry
 # run multiplies every limit by GPU_CHECK_DRY_SCALE (6).
@@ -58,10 +60,10 @@ set -u
 NEEDS=(torch triton numpy pytest hypothesis safetensors tqdm)
 INSTALL_NEEDS=(pip setuptools)
 OPTIONAL=(matplotlib pytest_timeout)  # the plot; a per-test limit in the Gluon shard
-STEP_NAMES=(preflight install gluon tests tune bench)
+STEP_NAMES=(preflight install gluon tests bench tune)
 declare -A LIMIT=(
     [preflight]=${GPU_CHECK_PREFLIGHT_S:-20} [install]=${GPU_CHECK_INSTALL_S:-15} [gluon]=${GPU_CHECK_GLUON_S:-40}
-    [tests]=${GPU_CHECK_TESTS_S:-90} [tune]=${GPU_CHECK_TUNE_S:-30} [bench]=${GPU_CHECK_BENCH_S:-60}
+    [tests]=${GPU_CHECK_TESTS_S:-90} [bench]=${GPU_CHECK_BENCH_S:-75} [tune]=${GPU_CHECK_TUNE_S:-15}
 )
 REPORT_S=15
 budget="${GPU_CHECK_BUDGET_S:-255}"
@@ -105,7 +107,7 @@ mkdir -p "$out" || exit 1
 out="$(cd "$out" && pwd)"
 py="${PYTHON:-python3}"
 device="${GPU_CHECK_DEVICE:-cuda}"
-steps=",${GPU_CHECK_STEPS:-preflight,install,gluon,tests,tune,bench},"
+steps=",${GPU_CHECK_STEPS:-preflight,install,gluon,tests,bench,tune},"
 # qtriton.kernels lives in the top-level kernels/ folder and is importable only once installed
 # (setuptools maps it). The install step puts an editable install in $site_dir; the
 # sitecustomize.py in $startup_dir makes every Python below read that folder's .pth files. It
@@ -386,8 +388,8 @@ rc=$?
 ((rc != 0 && rc != 3)) && [[ $steps == *",gluon,"* ]] && gluon_ok=0
 export gluon_ok
 step tests "$out/tests.log" device_tests
-step tune "$out/bench.log" tune
 step bench "$out/bench.log" bench
+step tune "$out/bench.log" tune
 budget=$(((SECONDS + 5) / scale + REPORT_S))  # the report runs whatever is left: it is what the run is for
 step report "$out/bench.log" report
 
