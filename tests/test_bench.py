@@ -206,6 +206,18 @@ def test_bench_help_lists_every_command(capsys):
         assert f"\n    {command} " in listing, command
 
 
+def test_bench_host_measures_a_call_without_a_gpu():
+    """python -m bench host: the host Python per GEMM call, launches stubbed, in a process
+    whose kernels are compiled JITFunctions (no TRITON_INTERPRET): every row gets a time."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run([sys.executable, "-m", "bench", "host", "--calls", "3"], check=False, cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    rows = dict(line.rsplit(maxsplit=2)[:2] for line in done.stdout.splitlines() if line.endswith(" us"))
+    assert {"gluon loop, autotuned", "tl.dot loop, autotuned, unchecked entry", "part: two TMA descriptors"} <= set(rows)
+    assert all(float(us) > 0 for us in rows.values())
+
+
 def test_cpu_bench_stops_on_a_wrong_layer(monkeypatch):
     import qtriton.torch_backend as torch_backend
 
