@@ -361,7 +361,7 @@ bench() {
 # Plot and tables, and the check that every results row names its card and commit.
 report() {
     "$py" -m bench plot --results "$out" || echo "plot failed (matplotlib missing?)"
-    "$py" - "$out" <<'EOF'
+    "$py" - "$out" <<'EOF' | tee -a "$summary"
 import json, pathlib, sys
 
 for path in sorted(pathlib.Path(sys.argv[1]).glob("*.jsonl")):
