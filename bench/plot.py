@@ -26,7 +26,8 @@ def plot_file(path: Path) -> Path | None:
     latest = max(row["run_id"] for row in rows)
     ours = [row for row in rows if row["run_id"] == latest and row.get("speedup") is not None]
     # Path rows as rows of ours, their one "baseline" the shape's reference path.
-    ours += [{**row, "bench": PATHS, "impl": f"{row['impl']} (vs {row['reference_path']})",
+    ours += [{**row, "bench": PATHS, "case": "", "dtype": "",
+              "impl": f"{row['impl'].removeprefix('qtriton: ')} vs {row['reference_path']}",
               "speedup": {"the shape's reference path": path_ratio(row)}}
              for row in rows if row["run_id"] == latest and row.get("ratio_vs") is not None
              and not row["impl"].endswith(f": {row['reference_path']}")]
@@ -40,8 +41,8 @@ def plot_file(path: Path) -> Path | None:
         baselines: list[str] = []
         for row in bench_rows:
             baselines += [name for name in row["speedup"] if name not in baselines]
-        labels = [f"{row['impl']} {row['case']} {'x'.join(map(str, row['shape']))} {row['dtype']}"
-                  for row in bench_rows]
+        labels = [" ".join(part for part in (row["impl"], row["case"], "x".join(map(str, row["shape"])), row["dtype"])
+                           if part) for row in bench_rows]
         width = 0.8 / len(baselines)
         for i, name in enumerate(baselines):
             ratios = [row["speedup"].get(name) for row in bench_rows]
