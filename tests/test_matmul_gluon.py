@@ -19,25 +19,12 @@ import triton.language as tl
 from qtriton import reference
 from qtriton.ops import configs as mcfg
 from qtriton.ops import matmul as mops
-from qtriton.testing import assert_close, assert_exact
+from qtriton.testing import assert_close, assert_exact, to_numpy
+from tests.gemm_cases import codes, exact_product, operand_b, scale, zero_point, zero_points_np
 
 # Ragged in every dimension (TMA's zero padding at the M, N and K edges), several tiles and
 # K steps, K a multiple of 16 (what the loop takes; other K go to the tl.dot loop).
 SHAPES = [(17, 33, 48), (100, 257, 272), (257, 100, 512), (300, 520, 1040)]
-CODE_RANGE = {"int8": (-128, 128), "uint8": (0, 256)}
-
-
-def _codes(rng, shape, dtype: str, device) -> torch.Tensor:
-    lo, hi = CODE_RANGE[dtype]
-    return torch.from_numpy(rng.integers(lo, hi, shape).astype(np.dtype(dtype))).to(device)
-
-
-def _operand_b(rng, K, N, dtype, layout, device):
-    return _codes(rng, (N, K), dtype, device).t() if layout == "nk" else _codes(rng, (K, N), dtype, device)
-
-
-def _np(v):
-    return v.cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)
 
 
 @pytest.fixture
@@ -66,12 +53,12 @@ def gluon_device(device, monkeypatch):
 @pytest.mark.parametrize("M,N,K", SHAPES)
 def test_gluon_int32_is_exact(M, N, K, config, rng, gluon_device):
     device, launches = gluon_device
-    a_q = _codes(rng, (M, K), "int8", device)
-    b_q = _operand_b(rng, K, N, "int8", "nk", device)
+    a_q = codes(rng, (M, K), "int8", device)
+    b_q = operand_b(rng, K, N, "int8", "nk", device)
     before = (a_q.clone(), b_q.clone())
     out = mops.int8_matmul(a_q, b_q, config=config)
     assert launches, "the Gluon kernel did not run"
-    assert_exact(out, reference.int_matmul(_np(a_q), _np(b_q)))
+    assert_exact(out, exact_product(a_q, b_q))
     assert torch.equal(a_q, before[0]) and torch.equal(b_q, before[1])
 
 
@@ -84,24 +71,11 @@ def test_gluon_int32_is_exact(M, N, K, config, rng, gluon_device):
 def test_gluon_operand_forms_are_exact(a_dtype, b_dtype, layout, strided, rng, gluon_device):
     device, launches = gluon_device
     M, N, K = 100, 257, 272
-    a_q = _codes(rng, (M, 2 * K if strided else K), a_dtype, device)
+    a_q = codes(rng, (M, 2 * K if strided else K), a_dtype, device)
     a_q = a_q[:, ::2] if strided else a_q
-    b_q = _operand_b(rng, K, N, b_dtype, layout, device)
-    assert_exact(mops.int8_matmul(a_q, b_q), reference.int_matmul(_np(a_q), _np(b_q)))
+    b_q = operand_b(rng, K, N, b_dtype, layout, device)
+    assert_exact(mops.int8_matmul(a_q, b_q), exact_product(a_q, b_q))
     assert launches, "the Gluon kernel did not run"
-
-
-def _scale(rng, kind, length, device):
-    values = rng.uniform(0.5, 1.5, length).astype(np.float32)
-    return float(values[0]) if kind == "float" else torch.from_numpy(values).to(device)
-
-
-def _zero_point(rng, kind, length, device):
-    if kind is None:
-        return None
-    if kind == "int":
-        return int(rng.integers(-200, 200))
-    return torch.from_numpy(rng.integers(-300, 301, length).astype(np.int32)).to(device)
 
 
 # (M, N, K), A dtype, a_scale, b_scale, a_zp, b_zp, bias, out dtype: every epilogue form
@@ -121,25 +95,25 @@ def test_gluon_scaled_matches_oracle(shape, a_dtype, a_scale_kind, b_scale_kind,
                                      out_dtype, rng, gluon_device):
     device, launches = gluon_device
     M, N, K = shape
-    a_q = _codes(rng, (M, K), a_dtype, device)
-    b_q = _operand_b(rng, K, N, "int8", "nk", device)
-    a_zp = _zero_point(rng, a_zp_kind, M, device)
-    b_zp = _zero_point(rng, b_zp_kind, N, device)
-    zps = (_np(0 if a_zp is None else a_zp), _np(0 if b_zp is None else b_zp))
-    exact = reference.int_matmul(_np(a_q), _np(b_q), *zps)
+    a_q = codes(rng, (M, K), a_dtype, device)
+    b_q = operand_b(rng, K, N, "int8", "nk", device)
+    a_zp = zero_point(rng, a_zp_kind, M, device)
+    b_zp = zero_point(rng, b_zp_kind, N, device)
+    zps = zero_points_np(a_zp, b_zp)
+    exact = exact_product(a_q, b_q, a_zp, b_zp)
     magnitude = 2.0 ** -np.ceil(np.log2(max(np.abs(exact).max(), 1))) * 64  # outputs near 1..100 (fp16)
-    a_scale = _scale(rng, a_scale_kind, M, device)
-    b_scale = _scale(rng, b_scale_kind, N, device) * magnitude
+    a_scale = scale(rng, a_scale_kind, M, device)
+    b_scale = scale(rng, b_scale_kind, N, device) * magnitude
     bias = torch.from_numpy(rng.normal(0, 16, N).astype(np.float32)).to(device) if with_bias else None
 
     out = mops.scaled_matmul(a_q, b_q, a_scale, b_scale, a_zp, b_zp, bias, out_dtype)
     assert launches, "the Gluon kernel did not run"
 
     def f64(v):
-        return _np(v).astype(np.float64)
+        return to_numpy(v).astype(np.float64)
 
-    product = reference.quantized_matmul(_np(a_q), f64(a_scale), _np(b_q), f64(b_scale), *zps)
-    expected = reference.quantized_matmul(_np(a_q), f64(a_scale), _np(b_q), f64(b_scale), *zps,
+    product = reference.quantized_matmul(to_numpy(a_q), f64(a_scale), to_numpy(b_q), f64(b_scale), *zps)
+    expected = reference.quantized_matmul(to_numpy(a_q), f64(a_scale), to_numpy(b_q), f64(b_scale), *zps,
                                           f64(bias) if with_bias else None)
     rtol = {torch.float32: 2.0**-22, torch.bfloat16: 2.0**-7, torch.float16: 2.0**-10}[out_dtype]
     assert_close(out, expected, rtol=rtol, atol=2.0**-21 * np.abs(product).max() + 2.0**-24)
@@ -148,11 +122,11 @@ def test_gluon_scaled_matches_oracle(shape, a_dtype, a_scale_kind, b_scale_kind,
 def test_gluon_bf16_rounds_to_nearest_even(rng, gluon_device):
     device, launches = gluon_device
     M, N, K = 64, 128, 256
-    a_q = _codes(rng, (M, K), "int8", device)
-    b_q = _operand_b(rng, K, N, "int8", "nk", device)
+    a_q = codes(rng, (M, K), "int8", device)
+    b_q = operand_b(rng, K, N, "int8", "nk", device)
     out = mops.scaled_matmul(a_q, b_q, 1.0, 1.0, out_dtype=torch.bfloat16)
     assert launches, "the Gluon kernel did not run"
-    exact = reference.int_matmul(_np(a_q), _np(b_q))
+    exact = exact_product(a_q, b_q)
     expected = torch.from_numpy(exact.astype(np.float32)).to(torch.bfloat16)  # torch rounds RNE
     truncated = (torch.from_numpy(exact.astype(np.float32)).view(torch.int32) & ~0xFFFF).view(torch.float32)
     assert not torch.equal(expected.float(), truncated), "the data must tell rounding from truncation"
@@ -163,11 +137,11 @@ def test_gluon_and_tl_loops_agree_bit_for_bit(rng, gluon_device):
     """The same epilogue code behind both loops: equal outputs, not merely close ones."""
     device, launches = gluon_device
     M, N, K = 257, 520, 1040
-    a_q = _codes(rng, (M, K), "int8", device)
-    b_q = _operand_b(rng, K, N, "int8", "nk", device)
-    a_scale = _scale(rng, "vec", M, device)
-    b_scale = _scale(rng, "vec", N, device) * 2.0**-14
-    a_zp = _zero_point(rng, "vec", M, device)
+    a_q = codes(rng, (M, K), "int8", device)
+    b_q = operand_b(rng, K, N, "int8", "nk", device)
+    a_scale = scale(rng, "vec", M, device)
+    b_scale = scale(rng, "vec", N, device) * 2.0**-14
+    a_zp = zero_point(rng, "vec", M, device)
     bias = torch.from_numpy(rng.normal(0, 1, N).astype(np.float32)).to(device)
     gluon = mops.scaled_matmul(a_q, b_q, a_scale, b_scale, a_zp, None, bias, torch.bfloat16)
     assert launches, "the Gluon kernel did not run"
@@ -192,8 +166,8 @@ def test_gluon_reads_tma_ready_views_in_place(view, rng, gluon_device, monkeypat
     stride other than K) go to the descriptors without a copy, and are read right."""
     device, launches = gluon_device
     M, N, K = 100, 72, 256
-    a_q = _codes(rng, (M + 16, K + 64), "int8", device)
-    weight = _codes(rng, (N, K + 32), "int8", device)
+    a_q = codes(rng, (M + 16, K + 64), "int8", device)
+    weight = codes(rng, (N, K + 32), "int8", device)
     a, b = a_q[:M, :K], weight[:, :K].t()
     if view == "a column slice":
         a = a_q[:M, 64:]
@@ -203,7 +177,7 @@ def test_gluon_reads_tma_ready_views_in_place(view, rng, gluon_device, monkeypat
         b = weight[:, 32:].t()
     assert mcfg.tma_ready(a) and mcfg.tma_ready(b.t()) and a.stride(0) != K
     copies = _copies(monkeypatch)
-    assert_exact(mops.int8_matmul(a, b), reference.int_matmul(_np(a), _np(b)))
+    assert_exact(mops.int8_matmul(a, b), exact_product(a, b))
     assert launches and copies == []
 
 
@@ -214,18 +188,18 @@ def test_gluon_copies_what_tma_cannot_read(form, rng, gluon_device, monkeypatch)
     (transposed) A, rows that overlap (stride 0): copied first, then exact."""
     device, launches = gluon_device
     M, N, K = 67, 40, 96
-    b = _operand_b(rng, K, N, "int8", "nk", device)
+    b = operand_b(rng, K, N, "int8", "nk", device)
     if form == "misaligned base":
-        a = _codes(rng, (M, K + 16), "int8", device)[:, 1:K + 1]
+        a = codes(rng, (M, K + 16), "int8", device)[:, 1:K + 1]
     elif form == "row stride % 16 != 0":
-        a = _codes(rng, (M, K + 8), "int8", device)[:, :K]
+        a = codes(rng, (M, K + 8), "int8", device)[:, :K]
     elif form == "fully transposed A":
-        a = _codes(rng, (K, M), "int8", device).t()
+        a = codes(rng, (K, M), "int8", device).t()
     else:
-        a = _codes(rng, (1, K), "int8", device).expand(M, K)
+        a = codes(rng, (1, K), "int8", device).expand(M, K)
     assert not mcfg.tma_ready(a)
     copies = _copies(monkeypatch)
-    assert_exact(mops.int8_matmul(a, b), reference.int_matmul(_np(a), _np(b)))
+    assert_exact(mops.int8_matmul(a, b), exact_product(a, b))
     assert launches and copies == [((M, K), False, False)]
 
 
@@ -235,12 +209,12 @@ def test_gluon_narrow_n(N, rng, gluon_device):
     store keep the result exact (N = 1 included)."""
     device, launches = gluon_device
     M, K = 70, 160
-    a_q = _codes(rng, (M, K), "int8", device)
-    b_q = _operand_b(rng, K, N, "int8", "nk", device)
-    a_scale = _scale(rng, "vec", M, device)
-    assert_exact(mops.int8_matmul(a_q, b_q), reference.int_matmul(_np(a_q), _np(b_q)))
+    a_q = codes(rng, (M, K), "int8", device)
+    b_q = operand_b(rng, K, N, "int8", "nk", device)
+    a_scale = scale(rng, "vec", M, device)
+    assert_exact(mops.int8_matmul(a_q, b_q), exact_product(a_q, b_q))
     out = mops.scaled_matmul(a_q, b_q, a_scale, 1.0, out_dtype=torch.float32)
-    expected = reference.quantized_matmul(_np(a_q), _np(a_scale).astype(np.float64), _np(b_q), 1.0)
+    expected = reference.quantized_matmul(to_numpy(a_q), to_numpy(a_scale).astype(np.float64), to_numpy(b_q), 1.0)
     assert_close(out, expected, rtol=2.0**-22, atol=0)
     assert launches
 
@@ -257,7 +231,7 @@ def test_gluon_int64_correction(gluon_device):
     b_zp = torch.full((N,), 2**24, dtype=torch.int32, device=device)
     assert mops.correction_dtype(K, a_q.dtype, b_q.dtype, a_zp, 0, b_zp, 0) == tl.int64
     out = mops.scaled_matmul(a_q, b_q, 1.0, 1.0, a_zp, b_zp)
-    expected = reference.int_matmul(_np(a_q), _np(b_q), _np(a_zp), _np(b_zp))
+    expected = exact_product(a_q, b_q, a_zp, b_zp)
     assert abs(int(expected[0, 0])) > 2**53
     assert_exact(out, expected.astype(np.float32))
     assert launches
@@ -268,16 +242,16 @@ def test_gluon_uint8_b_with_zero_points_scaled(rng, gluon_device, monkeypatch):
     point, scaled to bfloat16: the correction's -128 * K shift of the sums is right."""
     device, launches = gluon_device
     M, N, K = 100, 130, 272
-    a_q = _codes(rng, (M, K), "int8", device)
-    b_q = _operand_b(rng, K, N, "uint8", "nk", device)
-    a_zp = _zero_point(rng, "vec", M, device)
+    a_q = codes(rng, (M, K), "int8", device)
+    b_q = operand_b(rng, K, N, "uint8", "nk", device)
+    a_zp = zero_point(rng, "vec", M, device)
     b_zp = torch.from_numpy(rng.integers(0, 256, N).astype(np.int32)).to(device)
-    a_scale, b_scale = _scale(rng, "vec", M, device), _scale(rng, "vec", N, device) * 2.0**-16
+    a_scale, b_scale = scale(rng, "vec", M, device), scale(rng, "vec", N, device) * 2.0**-16
     copies = _copies(monkeypatch)
     out = mops.scaled_matmul(a_q, b_q, a_scale, b_scale, a_zp, b_zp, out_dtype=torch.float32)
     assert launches and copies == [((K, N), True, True)]
-    expected = reference.quantized_matmul(_np(a_q), _np(a_scale).astype(np.float64), _np(b_q),
-                                          _np(b_scale).astype(np.float64), _np(a_zp), _np(b_zp))
+    expected = reference.quantized_matmul(to_numpy(a_q), to_numpy(a_scale).astype(np.float64), to_numpy(b_q),
+                                          to_numpy(b_scale).astype(np.float64), to_numpy(a_zp), to_numpy(b_zp))
     assert_close(out, expected, rtol=2.0**-22, atol=2.0**-30)
 
 
@@ -288,20 +262,20 @@ def test_gluon_uses_caller_sums(a_dtype, rng, gluon_device):
     its row sums by -128 * K; the result must still be the exact product."""
     device, launches = gluon_device
     M, N, K = 65, 48, 160
-    a_q = _codes(rng, (M, K), a_dtype, device)
-    b_q = _operand_b(rng, K, N, "int8", "nk", device)
+    a_q = codes(rng, (M, K), a_dtype, device)
+    b_q = operand_b(rng, K, N, "int8", "nk", device)
     a_zp = torch.from_numpy(rng.integers(-100, 100, M).astype(np.int32)).to(device)
     b_zp = torch.from_numpy(rng.integers(-100, 100, N).astype(np.int32)).to(device)
     rowsum, colsum = a_q.sum(1, dtype=torch.int32), b_q.sum(0, dtype=torch.int32)
-    exact = reference.int_matmul(_np(a_q), _np(b_q), _np(a_zp), _np(b_zp))
+    exact = exact_product(a_q, b_q, a_zp, b_zp)
     out = mops.scaled_matmul(a_q, b_q, 1.0, 1.0, a_zp, b_zp, a_rowsum=rowsum, b_colsum=colsum)
     assert_exact(out, exact.astype(np.float32))
     error = torch.zeros_like(colsum)
     error[5] = 1
     out = mops.scaled_matmul(a_q, b_q, 1.0, 1.0, a_zp, b_zp, a_rowsum=rowsum, b_colsum=colsum + error)
     # The kernel's A zero point: a uint8 A is shifted to int8 codes, its zero point with it.
-    kernel_a_zp = _np(a_zp) - (128 if a_dtype == "uint8" else 0)
-    assert_exact(out, (exact - np.outer(kernel_a_zp, _np(error))).astype(np.float32))
+    kernel_a_zp = to_numpy(a_zp) - (128 if a_dtype == "uint8" else 0)
+    assert_exact(out, (exact - np.outer(kernel_a_zp, to_numpy(error))).astype(np.float32))
     assert len(launches) == 2
 
 
@@ -329,23 +303,21 @@ def test_gluon_second_call_hits_the_autotuner_cache(rng, gluon_device):
     kernel = matmul_gluon.autotuned_kernel()
     results, keys = [], []
     for _ in range(2):
-        a_q = _codes(rng, (M, K), "int8", device)
-        b_q = _operand_b(rng, K, N, "int8", "nk", device)
-        results.append((mops.int8_matmul(a_q, b_q), reference.int_matmul(_np(a_q), _np(b_q))))
+        a_q = codes(rng, (M, K), "int8", device)
+        b_q = operand_b(rng, K, N, "int8", "nk", device)
+        results.append((mops.int8_matmul(a_q, b_q), exact_product(a_q, b_q)))
         keys.append(dict(kernel.cache))
     for out, expected in results:
         assert_exact(out, expected)
     assert len(launches) == 2 and keys[0] and keys[1] == keys[0]  # no new key: a cache hit
-
-
 def test_gluon_cuda_graph_capture(rng, gluon_device):
     """The Gluon launch captured in a CUDA graph (after a warm-up that compiles and tunes)
     and replayed on new inputs copied into the captured ones: exact each time."""
     device, launches = gluon_device
     M, N, K = 128, 256, 512
-    a_q = _codes(rng, (M, K), "int8", device)
-    weight = _codes(rng, (N, K), "int8", device)
-    a_scale = _scale(rng, "vec", M, device)
+    a_q = codes(rng, (M, K), "int8", device)
+    weight = codes(rng, (N, K), "int8", device)
+    a_scale = scale(rng, "vec", M, device)
     mops.scaled_matmul(a_q, weight.t(), a_scale, 1.0, out_dtype=torch.float32)  # compile, tune
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
@@ -354,11 +326,11 @@ def test_gluon_cuda_graph_capture(rng, gluon_device):
         out = mops.scaled_matmul(a_q, weight.t(), a_scale, 1.0, out_dtype=torch.float32)
     torch.cuda.current_stream().wait_stream(stream)
     for _ in range(2):
-        a_q.copy_(_codes(rng, (M, K), "int8", device))
-        weight.copy_(_codes(rng, (N, K), "int8", device))
+        a_q.copy_(codes(rng, (M, K), "int8", device))
+        weight.copy_(codes(rng, (N, K), "int8", device))
         graph.replay()
         torch.cuda.synchronize()
-        expected = reference.quantized_matmul(_np(a_q), _np(a_scale).astype(np.float64), _np(weight).T, 1.0)
+        expected = reference.quantized_matmul(to_numpy(a_q), to_numpy(a_scale).astype(np.float64), to_numpy(weight).T, 1.0)
         assert_close(out, expected, rtol=2.0**-22, atol=0)
     assert len(launches) >= 2
 
@@ -525,7 +497,7 @@ def test_asking_for_gluon_off_hopper_runs_the_tl_loop(rng, device, monkeypatch):
         pytest.skip("an sm_90 card runs the Gluon loop here (the tests above)")
     monkeypatch.setenv("QTRITON_GEMM", "gluon")
     M, N, K = 33, 40, 64
-    a_q = _codes(rng, (M, K), "int8", device)
-    b_q = _operand_b(rng, K, N, "int8", "nk", device)
+    a_q = codes(rng, (M, K), "int8", device)
+    b_q = operand_b(rng, K, N, "int8", "nk", device)
     config = {"BLOCK_SIZE_M": 64, "BLOCK_SIZE_N": 64, "BLOCK_SIZE_K": 64}
-    assert_exact(mops.int8_matmul(a_q, b_q, config=config), reference.int_matmul(_np(a_q), _np(b_q)))
+    assert_exact(mops.int8_matmul(a_q, b_q, config=config), exact_product(a_q, b_q))

@@ -16,7 +16,8 @@ import torch
 from qtriton import reference
 from qtriton.ops import configs as mcfg
 from qtriton.ops import matmul as mops
-from qtriton.testing import assert_close, assert_exact
+from qtriton.testing import assert_close, assert_exact, to_numpy
+from tests.gemm_cases import codes, exact_product, operand_b, scale, zero_point, zero_points_np
 
 # Few programs per launch in the interpreter; still several tiles and K steps at 257.
 BLOCKS = {"BLOCK_SIZE_M": 64, "BLOCK_SIZE_N": 64, "BLOCK_SIZE_K": 64}
@@ -40,24 +41,6 @@ def _shared_memory_bytes(config) -> int:
 # A covering subset of {1, 7, 33, 100, 257}^3: every size in every role, edges in all three.
 SHAPES = [(1, 1, 1), (1, 257, 100), (7, 33, 257), (33, 100, 7), (100, 7, 33), (257, 100, 257)]
 
-CODE_RANGE = {"int8": (-128, 128), "uint8": (0, 256)}
-
-
-def _codes(rng, shape, dtype: str, device) -> torch.Tensor:
-    lo, hi = CODE_RANGE[dtype]
-    return torch.from_numpy(rng.integers(lo, hi, shape).astype(np.dtype(dtype))).to(device)
-
-
-def _operand_b(rng, K: int, N: int, dtype: str, layout: str, device) -> torch.Tensor:
-    """B (K, N): row-major ("kn") or the transpose of a contiguous (N, K) weight ("nk")."""
-    if layout == "nk":
-        return _codes(rng, (N, K), dtype, device).t()
-    return _codes(rng, (K, N), dtype, device)
-
-
-def _np(t) -> np.ndarray:
-    return t.cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
-
 
 # -------------------------------------------------------------------------- int32 exact
 @pytest.mark.interpreter
@@ -65,12 +48,12 @@ def _np(t) -> np.ndarray:
 @pytest.mark.parametrize("layout", ["kn", "nk"])
 @pytest.mark.parametrize("a_dtype,b_dtype", [("int8", "int8"), ("uint8", "int8"), ("int8", "uint8"), ("uint8", "uint8")])
 def test_int8_matmul_exact(M, N, K, layout, a_dtype, b_dtype, rng, device):
-    a_q = _codes(rng, (M, K), a_dtype, device)
-    b_q = _operand_b(rng, K, N, b_dtype, layout, device)
+    a_q = codes(rng, (M, K), a_dtype, device)
+    b_q = operand_b(rng, K, N, b_dtype, layout, device)
     a_before, b_before = a_q.clone(), b_q.clone()
     c = mops.int8_matmul(a_q, b_q, config=BLOCKS)
     assert c.dtype == torch.int32 and c.shape == (M, N)
-    assert_exact(c, reference.int_matmul(_np(a_q), _np(b_q)))
+    assert_exact(c, exact_product(a_q, b_q))
     assert torch.equal(a_q, a_before) and torch.equal(b_q, b_before), "inputs were modified"
 
 
@@ -99,9 +82,9 @@ def test_int8_matmul_largest_k(device):
 def test_strided_operands_and_grouped_order(rng, device):
     """Non-unit strides on both operands, and a grid with several GROUP_SIZE_M groups."""
     M, N, K = 257, 100, 33
-    a_q = _codes(rng, (M, 2 * K), "int8", device)[:, ::2]
-    b_q = _codes(rng, (K, 3 * N), "uint8", device)[:, 1::3]
-    assert_exact(mops.int8_matmul(a_q, b_q, config=STRIDED), reference.int_matmul(_np(a_q), _np(b_q)))
+    a_q = codes(rng, (M, 2 * K), "int8", device)[:, ::2]
+    b_q = codes(rng, (K, 3 * N), "uint8", device)[:, 1::3]
+    assert_exact(mops.int8_matmul(a_q, b_q, config=STRIDED), exact_product(a_q, b_q))
 
 
 @pytest.mark.interpreter
@@ -110,37 +93,15 @@ def test_default_configs_per_bucket(M, rng, device):
     """No config forced: the interpreter runs each bucket's first (largest-tile) config,
     so the decode (M <= 16), small and large pools all run here."""
     N, K = 300, 257
-    a_q = _codes(rng, (M, K), "uint8", device)
-    b_q = _operand_b(rng, K, N, "int8", "nk", device)
+    a_q = codes(rng, (M, K), "uint8", device)
+    b_q = operand_b(rng, K, N, "int8", "nk", device)
     b_scale = torch.from_numpy(rng.uniform(0.5, 1.5, N).astype(np.float32)).to(device)
     out = mops.scaled_matmul(a_q, b_q, 2.0**-10, b_scale, a_zp=3, out_dtype=torch.float32)
-    expected = reference.quantized_matmul(_np(a_q), 2.0**-10, _np(b_q), _np(b_scale), 3, 0)
+    expected = reference.quantized_matmul(to_numpy(a_q), 2.0**-10, to_numpy(b_q), to_numpy(b_scale), 3, 0)
     assert_close(out, expected, rtol=2.0**-22, atol=2.0**-22 * np.abs(expected).max())
 
 
 # -------------------------------------------------------------------- scaled, vs oracle
-def _scale(rng, kind: str, length: int, device):
-    values = rng.uniform(0.5, 1.5, length).astype(np.float32)
-    if kind == "float":
-        return float(values[0])
-    if kind == "0d":
-        return torch.tensor(values[0], device=device)
-    if kind == "1":
-        return torch.tensor(values[:1], device=device)
-    return torch.from_numpy(values).to(device)
-
-
-def _zero_point(rng, kind, length: int, device):
-    if kind is None:
-        return None
-    if kind == "int":
-        return int(rng.integers(-200, 200))
-    if kind == "big_int":
-        return -(2**20)
-    if kind == "0d":
-        return torch.tensor(int(rng.integers(-200, 200)), dtype=torch.int32, device=device)
-    bound = 2**20 if kind == "big_vec" else 300
-    return torch.from_numpy(rng.integers(-bound, bound + 1, length).astype(np.int32)).to(device)
 
 
 # (M, N, K), A dtype, B dtype, B layout, a_scale, b_scale, a_zp, b_zp, bias, out dtype
@@ -165,16 +126,16 @@ def test_scaled_matmul_matches_oracle(
     shape, a_dtype, b_dtype, layout, a_scale_kind, b_scale_kind, a_zp_kind, b_zp_kind, with_bias, out_dtype, rng, device
 ):
     M, N, K = shape
-    a_q = _codes(rng, (M, K), a_dtype, device)
-    b_q = _operand_b(rng, K, N, b_dtype, layout, device)
-    a_zp = _zero_point(rng, a_zp_kind, M, device)
-    b_zp = _zero_point(rng, b_zp_kind, N, device)
-    zps = (_np(0 if a_zp is None else a_zp), _np(0 if b_zp is None else b_zp))
-    exact = reference.int_matmul(_np(a_q), _np(b_q), *zps)
+    a_q = codes(rng, (M, K), a_dtype, device)
+    b_q = operand_b(rng, K, N, b_dtype, layout, device)
+    a_zp = zero_point(rng, a_zp_kind, M, device)
+    b_zp = zero_point(rng, b_zp_kind, N, device)
+    zps = zero_points_np(a_zp, b_zp)
+    exact = exact_product(a_q, b_q, a_zp, b_zp)
     # A power-of-two factor in b's scale keeps the outputs near 1..100 (fp16 range).
     magnitude = 2.0 ** -np.ceil(np.log2(max(np.abs(exact).max(), 1))) * 64
-    a_scale = _scale(rng, a_scale_kind, M, device)
-    b_scale = _scale(rng, b_scale_kind, N, device)
+    a_scale = scale(rng, a_scale_kind, M, device)
+    b_scale = scale(rng, b_scale_kind, N, device)
     b_scale = b_scale * magnitude
     bias_dtype = {torch.float32: torch.float16, torch.float16: torch.float32, torch.bfloat16: torch.bfloat16}[out_dtype]
     bias = torch.from_numpy(rng.normal(0, 16, N).astype(np.float32)).to(bias_dtype).to(device) if with_bias else None
@@ -183,11 +144,11 @@ def test_scaled_matmul_matches_oracle(
     assert out.dtype == out_dtype and out.shape == (M, N)
 
     def f64(v):
-        return _np(v).astype(np.float64)
+        return to_numpy(v).astype(np.float64)
 
-    product = reference.quantized_matmul(_np(a_q), f64(a_scale), _np(b_q), f64(b_scale), *zps)
+    product = reference.quantized_matmul(to_numpy(a_q), f64(a_scale), to_numpy(b_q), f64(b_scale), *zps)
     expected = reference.quantized_matmul(
-        _np(a_q), f64(a_scale), _np(b_q), f64(b_scale), *zps, f64(bias.float()) if with_bias else None
+        to_numpy(a_q), f64(a_scale), to_numpy(b_q), f64(b_scale), *zps, f64(bias.float()) if with_bias else None
     )
     rtol = {torch.float32: 2.0**-22, torch.bfloat16: 2.0**-7, torch.float16: 2.0**-10}[out_dtype]
     # Adding the bias can cancel: allow float32 error on the product's magnitude, plus
@@ -202,11 +163,11 @@ def test_zero_point_correction_is_exact(a_dtype, rng, device):
     """Unit scales, fp32 out, |C| < 2**24: the huge correction terms (a_zp = 2**20 times
     row and column sums) must cancel to the exact integer."""
     M, N, K = 33, 100, 7
-    a_q = _codes(rng, (M, K), a_dtype, device)
+    a_q = codes(rng, (M, K), a_dtype, device)
     b_q = torch.from_numpy(rng.integers(-1, 2, (K, N)).astype(np.int8)).to(device)
     a_zp = torch.from_numpy(rng.integers(2**20 - 100, 2**20 + 100, M).astype(np.int32)).to(device)
     b_zp = torch.from_numpy(rng.integers(-1, 2, N).astype(np.int32)).to(device)
-    exact = reference.int_matmul(_np(a_q), _np(b_q), _np(a_zp), _np(b_zp))
+    exact = exact_product(a_q, b_q, a_zp, b_zp)
     assert np.abs(exact).max() < 2**24
     out = mops.scaled_matmul(a_q, b_q, 1.0, 1.0, a_zp, b_zp, config=BLOCKS)
     assert_exact(out, exact.astype(np.float32))
@@ -306,8 +267,6 @@ def test_config_space():
                 assert block_m == 16
             if M > 128:
                 assert block_m % 64 == 0  # wgmma's instruction M
-
-
 def test_pools_fit_shared_memory():
     pools = {"decode": mcfg.DECODE_CONFIGS, "small": mcfg.SMALL_CONFIGS, "large": mcfg.LARGE_CONFIGS}
     for name, pool in pools.items():
@@ -365,8 +324,6 @@ DECODE_TILE = {"BLOCK_SIZE_M": 16, "BLOCK_SIZE_N": 64, "BLOCK_SIZE_K": 256, "GRO
                "num_warps": 4, "num_stages": 4}
 SPILLING_ZP_TILE = {"BLOCK_SIZE_M": 128, "BLOCK_SIZE_N": 256, "BLOCK_SIZE_K": 128, "GROUP_SIZE_M": 8,
                     "num_warps": 8, "num_stages": 3}  # pruned from the zero-point pools
-
-
 @pytest.mark.parametrize("config, a_uint8, has_a_zp, b_uint8, has_b_zp, used", [
     (DECODE_TILE, False, False, False, False, True),  # what tune() measures
     (DECODE_TILE, False, True, False, False, True),  # Int8Linear asymmetric: the same K loop
@@ -400,8 +357,8 @@ def test_tuned_entries_serve_the_variants_with_its_k_loop(config, a_uint8, has_a
 @pytest.mark.parametrize("backend", ["eager", "aot_eager"])
 def test_torch_compile_fullgraph(backend, rng, device):
     M, N, K = 7, 33, 100
-    a_q = _codes(rng, (M, K), "uint8", device)
-    weight = _codes(rng, (N, K), "int8", device)
+    a_q = codes(rng, (M, K), "uint8", device)
+    weight = codes(rng, (N, K), "int8", device)
     a_scale = torch.from_numpy(rng.uniform(0.5, 1.5, M).astype(np.float32)).to(device)
     b_scale = torch.from_numpy(rng.uniform(0.5, 1.5, N).astype(np.float32)).to(device)
     a_zp = torch.from_numpy(rng.integers(0, 256, M).astype(np.int32)).to(device)
@@ -415,8 +372,8 @@ def test_torch_compile_fullgraph(backend, rng, device):
     compiled = torch.compile(linear, backend=backend, fullgraph=True)
     with mops.use_config(BLOCKS):
         y, c = compiled(a_q, weight, a_scale, a_zp, bias)
-    assert_exact(c, reference.int_matmul(_np(a_q), _np(weight).T))
-    expected = 2 * reference.quantized_matmul(_np(a_q), _np(a_scale), _np(weight).T, _np(b_scale), _np(a_zp), 0, _np(bias))
+    assert_exact(c, reference.int_matmul(to_numpy(a_q), to_numpy(weight).T))
+    expected = 2 * reference.quantized_matmul(to_numpy(a_q), to_numpy(a_scale), to_numpy(weight).T, to_numpy(b_scale), to_numpy(a_zp), 0, to_numpy(bias))
     assert_close(y, expected, rtol=2.0**-7, atol=2.0**-20 * np.abs(expected).max())
 
 

@@ -17,51 +17,12 @@ import pytest
 import torch
 import triton.language as tl
 
-from qtriton import reference
 from qtriton.ops import configs as mcfg
 from qtriton.ops import matmul as mops
-from qtriton.testing import assert_close, assert_exact
+from qtriton.testing import assert_close, assert_exact, to_numpy
+from tests.gemm_cases import codes, exact_product, operand_b, zero_point
 
-CODE_RANGE = {"int8": (-128, 128), "uint8": (0, 256)}
 SMALL_TILES = {"BLOCK_SIZE_M": 32, "BLOCK_SIZE_N": 32, "BLOCK_SIZE_K": 32}
-
-
-def _codes(rng, shape, dtype: str, device) -> torch.Tensor:
-    lo, hi = CODE_RANGE[dtype]
-    return torch.from_numpy(rng.integers(lo, hi, shape).astype(np.dtype(dtype))).to(device)
-
-
-def _operand_b(rng, K, N, dtype, layout, device):
-    return _codes(rng, (N, K), dtype, device).t() if layout == "nk" else _codes(rng, (K, N), dtype, device)
-
-
-def _zero_point(rng, kind, length, device):
-    """None, a Python int, a 0-d / (1,) / per-row-or-column tensor, or one near the limit."""
-    if kind is None:
-        return None
-    if kind == "int":
-        return int(rng.integers(-300, 300))
-    if kind == "limit":
-        return int(rng.choice([-1, 1])) * reference.ZERO_POINT_LIMIT
-    values = rng.integers(-300, 301, length)
-    if kind == "big_vec":
-        values = values + reference.ZERO_POINT_LIMIT - 300
-    # int16: any integer dtype up to int32 is taken unread (int64 is refused: test_edges.py)
-    values = values.astype(np.int16 if kind == "vec16" else np.int32)
-    if kind == "0d":
-        return torch.tensor(values[0], device=device)
-    if kind == "1":
-        return torch.from_numpy(values[:1]).to(device)
-    return torch.from_numpy(values).to(device)
-
-
-def _np(v):
-    return v.cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)
-
-
-def _exact(a_q, b_q, a_zp, b_zp) -> np.ndarray:
-    zps = (_np(0 if a_zp is None else a_zp), _np(0 if b_zp is None else b_zp))
-    return reference.int_matmul(_np(a_q), _np(b_q), *zps)
 
 
 # (M, N, K), A dtype, B dtype, B layout, a_zp kind, b_zp kind
@@ -72,8 +33,8 @@ ZERO_POINT_CASES = [
     ((33, 7, 65), "int8", "uint8", "kn", "0d", "1"),
     ((17, 40, 33), "uint8", "uint8", "nk", "vec16", "vec"),
     ((17, 40, 33), "int8", "int8", "kn", "1", "int"),
-    ((5, 19, 129), "uint8", "int8", "kn", "big_vec", "vec"),
-    ((5, 19, 129), "int8", "uint8", "nk", "limit", "big_vec"),
+    ((5, 19, 129), "uint8", "int8", "kn", "limit_vec", "vec"),
+    ((5, 19, 129), "int8", "uint8", "nk", "limit", "limit_vec"),
     ((1, 50, 257), "uint8", "uint8", "kn", "int", "int"),
 ]
 
@@ -83,16 +44,16 @@ ZERO_POINT_CASES = [
 @pytest.mark.parametrize("shape,a_dtype,b_dtype,layout,a_zp_kind,b_zp_kind", ZERO_POINT_CASES)
 def test_zero_point_forms_are_exact(shape, a_dtype, b_dtype, layout, a_zp_kind, b_zp_kind, precomputed, rng, device):
     M, N, K = shape
-    a_q = _codes(rng, (M, K), a_dtype, device)
-    b_q = _operand_b(rng, K, N, b_dtype, layout, device)
-    a_zp = _zero_point(rng, a_zp_kind, M, device)
-    b_zp = _zero_point(rng, b_zp_kind, N, device)
+    a_q = codes(rng, (M, K), a_dtype, device)
+    b_q = operand_b(rng, K, N, b_dtype, layout, device)
+    a_zp = zero_point(rng, a_zp_kind, M, device)
+    b_zp = zero_point(rng, b_zp_kind, N, device)
     sums = {}
     if precomputed:
         sums = {"a_rowsum": a_q.sum(1, dtype=torch.int32), "b_colsum": b_q.sum(0, dtype=torch.int32)}
     before = [v.clone() for v in (a_q, b_q, *sums.values())]
     out = mops.scaled_matmul(a_q, b_q, 1.0, 1.0, a_zp, b_zp, config=SMALL_TILES, **sums)
-    assert_exact(out, _exact(a_q, b_q, a_zp, b_zp).astype(np.float32))
+    assert_exact(out, exact_product(a_q, b_q, a_zp, b_zp).astype(np.float32))
     assert all(torch.equal(v, w) for v, w in zip(before, (a_q, b_q, *sums.values()), strict=True))
 
 
@@ -101,14 +62,14 @@ def test_precomputed_column_sums_are_used(rng, device):
     """The kernel reads b_colsum rather than recomputing it: wrong sums give a wrong result
     by exactly a_zp * (the sums' error), which also shows the correction's algebra."""
     M, N, K = 5, 33, 65
-    a_q = _codes(rng, (M, K), "uint8", device)
-    b_q = _operand_b(rng, K, N, "int8", "nk", device)
+    a_q = codes(rng, (M, K), "uint8", device)
+    b_q = operand_b(rng, K, N, "int8", "nk", device)
     a_zp = torch.from_numpy(rng.integers(0, 256, M).astype(np.int32)).to(device)
     colsum = b_q.sum(0, dtype=torch.int32)
     error = torch.zeros_like(colsum)
     error[3] = 1
     out = mops.scaled_matmul(a_q, b_q, 1.0, 1.0, a_zp, b_colsum=colsum + error, config=SMALL_TILES)
-    expected = _exact(a_q, b_q, a_zp, None) - np.outer(_np(a_zp) - 128, _np(error))
+    expected = exact_product(a_q, b_q, a_zp, None) - np.outer(to_numpy(a_zp) - 128, to_numpy(error))
     assert_exact(out, expected.astype(np.float32))
 
 
@@ -138,7 +99,7 @@ def test_int64_correction_at_its_bound(device):
     b_zp = torch.full((N,), 2**24, dtype=torch.int32, device=device)
     assert mops.correction_dtype(K, a_q.dtype, b_q.dtype, a_zp, 0, b_zp, 0) == tl.int64
     out = mops.scaled_matmul(a_q, b_q, 1.0, 1.0, a_zp, b_zp, config={**SMALL_TILES, "BLOCK_SIZE_K": 2048})
-    expected = reference.int_matmul(_np(a_q), _np(b_q), _np(a_zp), _np(b_zp))
+    expected = exact_product(a_q, b_q, a_zp, b_zp)
     assert abs(int(expected[0, 0])) > 2**53
     assert_exact(out, expected.astype(np.float32))
 
@@ -161,24 +122,24 @@ def test_split_k_every_count(case, split_k, rng, device):
     """Every split count on ragged K (K tiles of 32: 7 to 10, so 16 leaves empty slices),
     both layouts, all epilogue forms: int32 exact, scaled with zero points and bias."""
     (M, N, K), a_dtype, b_dtype, layout, a_zp_kind, b_zp_kind, scaled, with_bias, out_dtype = case
-    a_q = _codes(rng, (M, K), a_dtype, device)
-    b_q = _operand_b(rng, K, N, b_dtype, layout, device)
+    a_q = codes(rng, (M, K), a_dtype, device)
+    b_q = operand_b(rng, K, N, b_dtype, layout, device)
     config = {"BLOCK_SIZE_M": 16, "BLOCK_SIZE_N": 16, "BLOCK_SIZE_K": 32, "SPLIT_K": split_k}
     if not scaled:
-        assert_exact(mops.int8_matmul(a_q, b_q, config=config), reference.int_matmul(_np(a_q), _np(b_q)))
+        assert_exact(mops.int8_matmul(a_q, b_q, config=config), exact_product(a_q, b_q))
         return
-    a_zp = _zero_point(rng, a_zp_kind, M, device)
-    b_zp = _zero_point(rng, b_zp_kind, N, device)
-    exact = _exact(a_q, b_q, a_zp, b_zp)
+    a_zp = zero_point(rng, a_zp_kind, M, device)
+    b_zp = zero_point(rng, b_zp_kind, N, device)
+    exact = exact_product(a_q, b_q, a_zp, b_zp)
     a_scale = torch.from_numpy(rng.uniform(0.5, 1.5, M).astype(np.float32)).to(device)
     b_scale = torch.from_numpy((rng.uniform(0.5, 1.5, N) * 64 / max(np.abs(exact).max(), 1)).astype(np.float32))
     b_scale = b_scale.to(device)
     bias = torch.from_numpy(rng.normal(0, 4, N).astype(np.float32)).to(device) if with_bias else None
     out = mops.scaled_matmul(a_q, b_q, a_scale, b_scale, a_zp, b_zp, bias, out_dtype, config=config)
     # The float32 result, computed as the kernel does: float32(C) * a_scale * b_scale + bias.
-    f32 = exact.astype(np.float32) * _np(a_scale)[:, None] * _np(b_scale)[None, :]
+    f32 = exact.astype(np.float32) * to_numpy(a_scale)[:, None] * to_numpy(b_scale)[None, :]
     if with_bias:
-        f32 = f32 + _np(bias)[None, :]
+        f32 = f32 + to_numpy(bias)[None, :]
     expected = torch.from_numpy(f32.astype(np.float32)).to(out_dtype)
     assert_exact(out.float().cpu(), expected.float())
 
@@ -204,11 +165,11 @@ def test_split_k_chosen_by_rule_is_exact(rng, device):
     M, N, K = 4, 16, 1000
     config = {"BLOCK_SIZE_M": 16, "BLOCK_SIZE_N": 16, "BLOCK_SIZE_K": 128}
     assert mcfg.split_k_for(M, N, K, mcfg.config_dict(config), torch.device(device)) == 4
-    a_q = _codes(rng, (M, K), "uint8", device)
-    b_q = _operand_b(rng, K, N, "int8", "nk", device)
+    a_q = codes(rng, (M, K), "uint8", device)
+    b_q = operand_b(rng, K, N, "int8", "nk", device)
     a_zp = torch.from_numpy(rng.integers(0, 256, M).astype(np.int32)).to(device)
     out = mops.scaled_matmul(a_q, b_q, 1.0, 1.0, a_zp, config=config)
-    assert_exact(out, _exact(a_q, b_q, a_zp, None).astype(np.float32))
+    assert_exact(out, exact_product(a_q, b_q, a_zp, None).astype(np.float32))
 
 
 # ------------------------------------------------------------------------------ bf16 out
@@ -219,11 +180,11 @@ def test_bf16_output_rounds_to_nearest_even(split_k, rng, device):
     the kernel must round them to nearest even, as a GPU's cvt.rn.bf16 does, not truncate
     (the interpreter's plain cast does)."""
     M, N, K = 16, 64, 256
-    a_q = _codes(rng, (M, K), "int8", device)
-    b_q = _operand_b(rng, K, N, "int8", "nk", device)
+    a_q = codes(rng, (M, K), "int8", device)
+    b_q = operand_b(rng, K, N, "int8", "nk", device)
     config = {"BLOCK_SIZE_M": 16, "BLOCK_SIZE_N": 64, "BLOCK_SIZE_K": 64, "SPLIT_K": split_k}
     out = mops.scaled_matmul(a_q, b_q, 1.0, 1.0, out_dtype=torch.bfloat16, config=config)
-    exact = reference.int_matmul(_np(a_q), _np(b_q))
+    exact = exact_product(a_q, b_q)
     assert np.abs(exact).max() < 2**24
     expected = torch.from_numpy(exact.astype(np.float32)).to(torch.bfloat16)  # torch rounds RNE
     truncated = (torch.from_numpy(exact.astype(np.float32)).view(torch.int32) & ~0xFFFF).view(torch.float32)
@@ -238,7 +199,6 @@ def test_sums_arguments_are_checked(device):
         mops.scaled_matmul(a_q, b_q, 1.0, 1.0, b_colsum=torch.zeros(5, device=device))
     with pytest.raises(ValueError, match=r"a_rowsum must have shape \(M,\) = \(4,\)"):
         mops.scaled_matmul(a_q, b_q, 1.0, 1.0, a_rowsum=torch.zeros(5, dtype=torch.int32, device=device))
-
 
 
 # ------------------------------------------------------------------ Int8Linear's col sums
@@ -294,11 +254,9 @@ def test_zero_point_pools_drop_spilling_tiles():
 @pytest.mark.parametrize("K,N", [(1, 7), (33, 100), (130, 65)])
 def test_k_major_copy(K, N, rng, device):
     """The transpose copy: a row-major (K, N) and a strided view, ragged edges."""
-    b_q = _codes(rng, (K, 2 * N), "uint8", device)[:, ::2]
+    b_q = codes(rng, (K, 2 * N), "uint8", device)[:, ::2]
     copy = mops._operand_copy(b_q, k_major=True, shift=False)
     assert copy.stride(0) == 1 and torch.equal(copy, b_q)  # also N = 7 < 16, K = 1
-
-
 @pytest.mark.interpreter
 @pytest.mark.parametrize("b_dtype", ["int8", "uint8"])
 def test_row_major_b_at_large_m_goes_k_major(b_dtype, rng, device, monkeypatch):
@@ -306,8 +264,8 @@ def test_row_major_b_at_large_m_goes_k_major(b_dtype, rng, device, monkeypatch):
     int8 in the same pass); the result is the same exact product (zero points included)
     and the copies happen (spied on)."""
     M, N, K = mcfg.KMAJOR_MIN_M + 3, 40, 70
-    a_q = _codes(rng, (M, K), "uint8", device)
-    b_q = _codes(rng, (K, N), b_dtype, device)
+    a_q = codes(rng, (M, K), "uint8", device)
+    b_q = codes(rng, (K, N), b_dtype, device)
     a_zp = torch.from_numpy(rng.integers(0, 256, M).astype(np.int32)).to(device)
     copies = []
     original = mops._operand_copy
@@ -317,8 +275,8 @@ def test_row_major_b_at_large_m_goes_k_major(b_dtype, rng, device, monkeypatch):
     out = mops.scaled_matmul(a_q, b_q, 1.0, 1.0, a_zp, config=config)
     b_shift = b_dtype == "uint8"
     assert copies == [((M, K), False, True), ((K, N), True, b_shift)]
-    assert_exact(out, _exact(a_q, b_q, a_zp, None).astype(np.float32))
-    assert_exact(mops.int8_matmul(a_q, b_q, config=config), reference.int_matmul(_np(a_q), _np(b_q)))
+    assert_exact(out, exact_product(a_q, b_q, a_zp, None).astype(np.float32))
+    assert_exact(mops.int8_matmul(a_q, b_q, config=config), exact_product(a_q, b_q))
     copies.clear()
     mops.int8_matmul(a_q[:16], b_q, config=config)  # decode M: nothing copied
     assert copies == []
@@ -333,8 +291,8 @@ def test_uint8_a_shifted_before_the_gemm(M, precomputed, rng, device, monkeypatc
     """uint8 A is shifted to int8 in one pass from SHIFT_A_MIN_M on (in the K loop below);
     both give the exact product, with computed or caller-given row sums (b_zp)."""
     N, K = 33, 100
-    a_q = _codes(rng, (M, K), "uint8", device)
-    b_q = _operand_b(rng, K, N, "int8", "nk", device)
+    a_q = codes(rng, (M, K), "uint8", device)
+    b_q = operand_b(rng, K, N, "int8", "nk", device)
     a_zp = torch.from_numpy(rng.integers(0, 256, M).astype(np.int32)).to(device)
     b_zp = torch.from_numpy(rng.integers(-5, 6, N).astype(np.int32)).to(device)
     shifted = []
@@ -345,14 +303,14 @@ def test_uint8_a_shifted_before_the_gemm(M, precomputed, rng, device, monkeypatc
     before = a_q.clone()
     out = mops.scaled_matmul(a_q, b_q, 1.0, 1.0, a_zp, b_zp, config=SMALL_TILES, **sums)
     assert shifted == ([True] if M >= mcfg.SHIFT_A_MIN_M else [])
-    assert_exact(out, _exact(a_q, b_q, a_zp, b_zp).astype(np.float32))
+    assert_exact(out, exact_product(a_q, b_q, a_zp, b_zp).astype(np.float32))
     assert torch.equal(a_q, before)
 
 
 @pytest.mark.interpreter
 @pytest.mark.parametrize("k_major,shift", [(True, False), (False, True), (True, True)])
 def test_operand_copy(k_major, shift, rng, device):
-    x = _codes(rng, (70, 2 * 33), "uint8", device)[:, ::2]
+    x = codes(rng, (70, 2 * 33), "uint8", device)[:, ::2]
     y = mops._operand_copy(x, k_major, shift)
     expected = (x.to(torch.int16) - 128).to(torch.int8) if shift else x
     assert torch.equal(y, expected) and (y.stride(0) == 1) == k_major

@@ -17,6 +17,7 @@ from qtriton.backend import use_backend
 from qtriton.nn import Int8Linear
 from qtriton.ops import w8a16
 from qtriton.testing import to_numpy
+from tests.gemm_cases import operand_b
 
 BLOCKS = {"BLOCK_SIZE_M": 32, "BLOCK_SIZE_N": 32, "BLOCK_SIZE_K": 32, "GROUP_SIZE_M": 2}
 SHAPES = [(1, 1, 1), (1, 100, 257), (7, 33, 100), (33, 257, 7), (100, 7, 33)]
@@ -25,9 +26,7 @@ UNIT_ROUNDOFF = {torch.float32: 2.0**-24, torch.float16: 2.0**-11, torch.bfloat1
 
 def _operands(rng, M, K, N, dtype, device, layout="nk"):
     a = torch.from_numpy(rng.standard_normal((M, K)).astype(np.float32) * 3).to(dtype).to(device)
-    codes = rng.integers(-128, 128, (N, K) if layout == "nk" else (K, N)).astype(np.int8)
-    b_q = torch.from_numpy(codes).to(device)
-    b_q = b_q.t() if layout == "nk" else b_q
+    b_q = operand_b(rng, K, N, "int8", layout, device)
     b_scale = torch.from_numpy(rng.uniform(1e-3, 2e-2, N).astype(np.float32)).to(device)
     bias = torch.from_numpy(rng.standard_normal(N).astype(np.float32)).to(device)
     return a, b_q, b_scale, bias
