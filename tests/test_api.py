@@ -13,6 +13,9 @@ from qtriton.testing import assert_exact
 
 # The triton backend runs the kernels: in the interpreter on CPU tensors here, on the GPU with --device cuda.
 BACKENDS = ["numpy", "torch", pytest.param("triton", marks=pytest.mark.interpreter)]
+# The backends checked against the oracle: the numpy backend *is* the oracle, so comparing it
+# with reference.py checks nothing; test_numpy_backend_routes_to_the_oracle checks its routing.
+FAST_BACKENDS = BACKENDS[1:]
 SHAPES = [(1,), (7,), (33, 5), (4, 257), (2, 3, 5)]
 
 
@@ -33,7 +36,7 @@ def _data(rng, shape, kind="normal"):
     return x
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("num_bits", [2, 5, 8])
 def test_per_tensor_matches_oracle(rng, as_input, backend, shape, num_bits):
@@ -50,7 +53,7 @@ def test_per_tensor_matches_oracle(rng, as_input, backend, shape, num_bits):
     assert_exact(deq, ref.dequantize_asymmetric(qa_ref, scale_a_ref, zp_ref), "dequantized")
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
 @pytest.mark.parametrize("shape, axis", [((7,), 0), ((33, 5), 0), ((33, 5), -1), ((2, 3, 5), 1), ((2, 3, 5), -3)])
 def test_per_channel_matches_oracle(rng, as_input, backend, shape, axis):
     x = _data(rng, shape) * rng.uniform(0.01, 10, size=shape).astype(np.float32)
@@ -64,7 +67,7 @@ def test_per_channel_matches_oracle(rng, as_input, backend, shape, axis):
     assert_exact(deq, ref.dequantize_symmetric(q_ref, scales_ref, axis % len(shape)), "dequantized")
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
 @pytest.mark.parametrize("symmetric", [True, False])
 @pytest.mark.parametrize("block", [2, 64])
 def test_rotated_per_token_matches_oracle(rng, as_input, backend, symmetric, block):
@@ -99,7 +102,7 @@ def test_hadamard_rotate_keeps_float64_and_widens_half_types(rng, backend, devic
     assert_exact(out64, ref.hadamard_rotate(w, 32), "float64")
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
 @pytest.mark.parametrize("symmetric", [True, False])
 def test_per_token_matches_oracle(rng, as_input, backend, symmetric):
     x = _data(rng, (3, 4, 65), "relu")
@@ -112,7 +115,7 @@ def test_per_token_matches_oracle(rng, as_input, backend, symmetric):
     assert_exact(deq, ref.dequantize_per_token(*expected))
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
 @pytest.mark.parametrize("symmetric", [True, False])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 def test_fake_quantize_keeps_dtype_and_matches_oracle(rng, device, backend, symmetric, dtype):
@@ -128,7 +131,7 @@ def test_fake_quantize_keeps_dtype_and_matches_oracle(rng, device, backend, symm
     assert_exact(out, torch.from_numpy(expected).to(dtype), "fake-quantized")
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
 @pytest.mark.parametrize("a_dtype", [np.int8, np.uint8])
 @pytest.mark.parametrize("per_row", [False, True])
 def test_quantized_matmul_matches_oracle(rng, as_input, backend, a_dtype, per_row):
@@ -148,6 +151,49 @@ def test_quantized_matmul_matches_oracle(rng, as_input, backend, a_dtype, per_ro
     expected = ref.quantized_matmul(a, a_scale, b, b_scale, a_zp, 0, bias)
     assert out.dtype in (np.float32, torch.float32)
     np.testing.assert_allclose(qtriton.testing.to_numpy(out), expected, rtol=2e-6, atol=2e-6 * np.abs(expected).max())
+
+
+def test_numpy_backend_routes_to_the_oracle(rng, device):
+    """The numpy backend is reference.py behind the backend contract: each API call (tensors
+    in, on the test device) lands on the oracle function with the arguments it was given
+    (granularity, axis, bits, symmetry, zero points, rotation), and comes back as a tensor."""
+    x = _data(rng, (4, 6, 64))
+    t = _tensor(x, device)
+    with use_backend("numpy"):
+        got = {
+            "symmetric": qtriton.quantize_symmetric(t, 5),
+            "asymmetric": qtriton.quantize_asymmetric(t + 3.0, 6),
+            "per channel": qtriton.quantize_per_channel(t, axis=-2, num_bits=7),
+            "per token": qtriton.quantize_per_token(t, 8, symmetric=False),
+            "rotated per token": qtriton.quantize_per_token(t, 8, symmetric=True, hadamard_block=32),
+            "rotation": (qtriton.hadamard_rotate(t, 16),),
+            "fake": (qtriton.fake_quantize(t, 4, symmetric=False),),
+            "dequantized": (qtriton.dequantize_per_channel(*qtriton.quantize_per_channel(t, axis=1), axis=1),),
+        }
+    expected = {
+        "symmetric": ref.quantize_symmetric(x, 5),
+        "asymmetric": ref.quantize_asymmetric(x + 3.0, 6),
+        "per channel": ref.quantize_symmetric(x, 7, keep_axis=1),
+        "per token": ref.quantize_per_token(x, 8, False),
+        "rotated per token": ref.quantize_per_token(x, 8, True, False, 32),
+        "rotation": (ref.hadamard_rotate(x, 16),),
+        "fake": (ref.fake_quantize(x, 4, False),),
+        "dequantized": (ref.dequantize_symmetric(*ref.quantize_symmetric(x, 8, keep_axis=1), 1),),
+    }
+    for name, outputs in got.items():
+        assert len(outputs) == len(expected[name]), name
+        for got_value, want in zip(outputs, expected[name], strict=True):
+            assert_exact(got_value, want, name)
+        assert isinstance(outputs[0], torch.Tensor) and outputs[0].device.type == torch.device(device).type, name
+    a = rng.integers(0, 256, (7, 33)).astype(np.uint8)
+    b = rng.integers(-128, 128, (5, 33)).astype(np.int8).T
+    a_scale, b_scale = rng.uniform(0.01, 0.1, 7).astype(np.float32), rng.uniform(0.01, 0.1, 5).astype(np.float32)
+    a_zp, bias = rng.integers(0, 256, 7).astype(np.int32), rng.standard_normal(5).astype(np.float32)
+    with use_backend("numpy"):
+        out = qtriton.quantized_matmul(_tensor(a, device), _tensor(a_scale, device), _tensor(b, device),
+                                       _tensor(b_scale, device), a_zp=_tensor(a_zp, device), b_zp=-3,
+                                       bias=_tensor(bias, device))
+    assert_exact(out, ref.quantized_matmul(a, a_scale, b, b_scale, a_zp, -3, bias).astype(np.float32), "matmul")
 
 
 def test_quantized_matmul_integer_part_is_exact(rng, as_input):
@@ -179,7 +225,7 @@ DEGENERATE = [  # (m, k, n, a strides, b strides)
 ]
 
 
-@pytest.mark.parametrize("backend", BACKENDS[1:])
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
 @pytest.mark.parametrize("m, k, n, a_strides, b_strides", DEGENERATE)
 def test_quantized_matmul_reads_any_strides_of_a_row_or_column(rng, device, backend, m, k, n, a_strides, b_strides):
     a = rng.integers(-128, 128, (m, k)).astype(np.int8)
