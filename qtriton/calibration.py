@@ -393,8 +393,8 @@ def calibrate(model: nn.Module, batches: Iterable, *, alpha: float | None = 0.5,
     """Run model on batches (each a tensor, a tuple of positional arguments or a dict of
     keyword arguments, as `checks.model_batch` says) and record, for every nn.Linear, the per-input-channel max |x| and which
     norm, if any, produced its input. The model is not changed; pass the result to
-    `quantize_model(model, calibration=...)`. progress: a bar over the batches (None: where
-    stderr is a terminal).
+    `quantize_model(model, calibration=...)`. progress: a bar over the batches (None: a bar on a
+    terminal, in logs a line per 30 s).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")

@@ -120,7 +120,7 @@ def evaluate(model, ids: torch.Tensor, recipes: list, *, calibration_ids: torch.
     """One row per recipe (and per alpha for recipes that smooth): recipe, alpha, float
     perplexity, perplexity_change, top1, kl, seconds. ids: (1, T) token ids. model must be
     float (check_float_model); a plan must quantize some layer. progress: a bar over the rows
-    (None: where stderr is a terminal)."""
+    (None: a bar on a terminal, in logs a line per 30 s)."""
     from qtriton.backend import use_backend
 
     check_recipes(recipes)
@@ -207,7 +207,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--tokens", type=int, default=512, help="cut each text to this many tokens (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (a positive integer)")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar (shown only on a terminal)")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress on stderr (a bar on a terminal, in logs a line per 30 s)")
 
 
 def _alphas(text: str) -> tuple[float, ...]:

@@ -395,7 +395,7 @@ def quantize_model(
     from calibration. A plan that quantizes the output head needs keep_output_head=False
     (ValueError otherwise: the head would stay float against the plan's word).
 
-    progress: a bar over the layers (None: where stderr is a terminal).
+    progress: a bar over the layers (None: a bar on a terminal, in logs a line per 30 s).
 
     All layers are converted before any is swapped in, so an error (ValueError naming the
     layer for NaN/Inf weights, no calibration data, or a device the backend cannot run)

@@ -190,7 +190,7 @@ def sensitivity(
     when only one group of layers is quantized, for each group and each scheme; the model is
     left as it was. Smoothed schemes are measured on one SmoothQuant-smoothed copy of the
     model (alpha; same float function), made only if one is asked for. progress: a bar over
-    the measurements (None: where stderr is a terminal)."""
+    the measurements (None: a bar on a terminal, in logs a line per 30 s)."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     batches = list(batches)
@@ -370,7 +370,8 @@ def plan(
     (least memory first, then the most int8 compute). The model is not changed.
     report: a `sensitivity` of this model on these batches, groups and schemes, to reuse
     (refused if it lacks a group or a scheme: W8A16 is always a candidate).
-    progress: bars over the measurements and the steps (None: where stderr is a terminal).
+    progress: bars over the measurements and the steps (None: a bar on a terminal, in logs a
+    line per 30 s).
     """
     if target_kl is None and target_top1 is None:
         raise ValueError("plan needs target_kl or target_top1 (or both)")

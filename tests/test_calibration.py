@@ -362,3 +362,23 @@ def test_calibrate_and_quantize_model_show_progress_when_asked(capsys, progress,
     quantize_model(block, calibration=calibration, progress=progress)
     err = capsys.readouterr().err
     assert ("calibrate" in err and "quantize" in err) == shown, err
+
+
+@pytest.mark.parametrize("progress", [None, False])
+def test_long_steps_print_plain_lines_off_a_terminal(capsys, monkeypatch, progress):
+    """Off a terminal (pytest's capture), None prints a plain progress line per interval
+    (here every item: interval 0), no bar's carriage returns; False prints nothing."""
+    from qtriton import progress as progress_module
+
+    monkeypatch.setattr(progress_module, "LINE_INTERVAL_S", 0.0)
+    block = PreNormBlock().eval()
+    calibration = calibrate(block, _batches(3), progress=progress)
+    quantize_model(block, calibration=calibration, progress=progress)
+    err = capsys.readouterr().err
+    if progress is False:
+        assert err == ""
+        return
+    lines = err.splitlines()
+    assert "\r" not in err and [line.split(":")[0] for line in lines[:3]] == ["calibrate"] * 3, err
+    assert "3/3" in lines[2] and "batch" in lines[2], err
+    assert any(line.startswith("quantize:") and "layer" in line for line in lines[3:]), err
