@@ -37,13 +37,22 @@ def pytest_configure(config):
     config.qtriton_device = device
 
 
+# Module fixtures that take over ~20 s on 2 CPU cores (one `python -m bench all --smoke` run;
+# every kernel variant compiled for sm_90a): every test that uses one is `slow`.
+SLOW_FIXTURES = {"smoke_run", "compiled"}
+
+
 def pytest_collection_modifyitems(config, items):
     """Mark `on_device` every test that runs on the --device: the `interpreter` ones (they
     launch kernels) and those taking the `device` fixture. `-m on_device` is the GPU run's
-    selection (bench/gpu_check.sh): the rest runs on the CPU, in CI."""
+    selection (bench/gpu_check.sh): the rest runs on the CPU, in CI. Mark `slow` the users
+    of SLOW_FIXTURES (`-m "not slow"`: the quick subset; the default run keeps them)."""
     for item in items:
-        if item.get_closest_marker("interpreter") or "device" in getattr(item, "fixturenames", ()):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if item.get_closest_marker("interpreter") or "device" in fixtures:
             item.add_marker(pytest.mark.on_device)
+        if fixtures & SLOW_FIXTURES:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

@@ -213,6 +213,7 @@ def test_bench_help_lists_every_command(capsys):
         assert f"\n    {command} " in listing, command
 
 
+@pytest.mark.slow  # ~30 s: a python -m bench process
 def test_bench_host_measures_a_call_without_a_gpu():
     """python -m bench host: the host Python per GEMM call, launches stubbed, in a process
     whose kernels are compiled JITFunctions (no TRITON_INTERPRET): every row gets a time."""
@@ -377,6 +378,7 @@ def test_gpu_check_plan_fits_the_window():
     assert total + 15 <= call and twice <= 900, done.stdout
 
 
+@pytest.mark.slow  # ~30 s: a pytest process
 def test_gpu_run_selects_the_tests_that_run_on_the_device():
     """gpu_check.sh runs `-m on_device`: kernel tests and users of the device fixture (the
     torch backend on CUDA tensors too), not the CPU-only ones CI has already run."""

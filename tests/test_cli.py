@@ -35,6 +35,7 @@ def _one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> Non
         assert fragment in lines[0], lines[0]
 
 
+@pytest.mark.slow  # ~25 s: qtriton processes
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
 def test_triton_backend_without_a_gpu():
     _one_line_error(_qtriton("demo", "--backend", "triton"), "qtriton demo: error:", "TRITON_INTERPRET=1")
@@ -89,6 +90,7 @@ def test_demo_backend_option_does_not_leak(capsys):
     assert get_backend() == "auto"
 
 
+@pytest.mark.slow  # ~25 s: a pytest process
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
 def test_pytest_device_cuda_without_a_gpu_stops_at_collection():
     result = subprocess.run(

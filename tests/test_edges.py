@@ -393,6 +393,7 @@ def test_ops_fake_quantize_and_dequantize_at_the_extremes(device, data, dtype, s
 
 
 # ------------------------------------------------- torch.compile of a bf16 chain (docs/models.md)
+@pytest.mark.slow  # ~40 s: torch.compile
 def test_compiled_bf16_chain_equals_eager(device):
     """docs/models.md: with emulate_precision_casts=True, Inductor keeps the bf16 rounding
     between Int8Linear layers and the compiled chain equals eager bit for bit. One small

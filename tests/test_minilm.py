@@ -15,6 +15,8 @@ import torch
 
 from qtriton.nn import Int8Linear, quantize_model
 
+pytestmark = pytest.mark.slow  # a real model (all-MiniLM-L6-v2)
+
 # Before anything imports huggingface_hub, which reads it once: never reach for the network.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
