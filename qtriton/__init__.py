@@ -42,7 +42,7 @@ _EXPORTS = {
     # SmoothQuant calibration and the per-layer accuracy view.
     **dict.fromkeys(["Calibration", "calibrate", "layer_report"], "qtriton.calibration"),
     # End-to-end sensitivity and per-layer plans.
-    **dict.fromkeys(["Plan", "Sensitivity", "plan", "sensitivity"], "qtriton.planning"),
+    **dict.fromkeys(["Plan", "Sensitivity", "int8_flop_fraction", "plan", "sensitivity"], "qtriton.planning"),
 }
 
 __all__ = sorted(_EXPORTS, key=str.lower)

@@ -8,7 +8,8 @@ recipe (a scheme name for every layer but the output head, or a plan from `qtrit
 saved with `Plan.to_json`) quantizes a copy of the float model, calibrated on the calibration
 text when the recipe smooths (once per alpha); each row gives the perplexity change, the
 top-1 next-token agreement and the mean KL divergence per token from the float model on the
-text, on the torch backend (exact like the kernels). Keep the calibration text apart from the
+text, on the torch backend (exact like the kernels), and the fraction of the decoder layers'
+linear FLOPs the recipe runs int8 x int8. Keep the calibration text apart from the
 one measured on: a number on the calibration text says nothing about unseen text.
 """
 
@@ -69,8 +70,10 @@ def evaluate(model, ids: torch.Tensor, recipes: list, *, calibration_ids: torch.
              alphas: tuple[float, ...] = (0.5,), reference: torch.Tensor | None = None,
              progress: bool = True) -> list[dict]:
     """One row per recipe (and per alpha for recipes that smooth): recipe, alpha, float
-    perplexity, perplexity_change, top1, kl, seconds. ids: (1, T) token ids."""
+    perplexity, perplexity_change, top1, kl, int8_flops (the fraction of the decoder layers'
+    linear FLOPs that run int8 x int8), seconds. ids: (1, T) token ids."""
     from qtriton.backend import use_backend
+    from qtriton.planning import int8_flop_fraction
 
     if reference is None:
         with torch.inference_mode():
@@ -89,6 +92,7 @@ def evaluate(model, ids: torch.Tensor, recipes: list, *, calibration_ids: torch.
             logits = quantized(ids).logits[0]
         row = {"recipe": label, "alpha": alpha, "float_perplexity": perplexity(reference, ids[0])}
         row.update(compare(logits, reference, ids[0]))
+        row["int8_flops"] = int8_flop_fraction(quantized)
         row["seconds"] = time.perf_counter() - start
         rows.append(row)
     return rows
@@ -103,11 +107,12 @@ def _schemes_of(recipe) -> list:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| recipe | alpha | perplexity vs float | top-1 agreement | KL | seconds |", "|---|---:|---:|---:|---:|---:|"]
+    lines = ["| recipe | alpha | perplexity vs float | top-1 agreement | KL | int8 x int8 FLOPs | seconds |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         alpha = "-" if r["alpha"] is None else f"{r['alpha']:g}"
         lines.append(f"| {r['recipe']} | {alpha} | {r['perplexity_change']:+.2%} | {r['top1']:.1%} | "
-                     f"{r['kl']:.4f} | {r['seconds']:.0f} |")
+                     f"{r['kl']:.4f} | {r['int8_flops']:.1%} | {r['seconds']:.0f} |")
     return "\n".join(lines)
 
 

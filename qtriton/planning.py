@@ -71,6 +71,30 @@ def layer_groups(model: nn.Module, groups: str | Sequence[str] = "type") -> dict
     return out
 
 
+def linear_flops(model: nn.Module) -> dict[str, int]:
+    """{qualified name: in_features * out_features} of each linear layer (nn.Linear or
+    Int8Linear) but the output head: its multiply-adds per token, the decoder layers' share of
+    a forward's matmul work (attention's token-by-token products aside)."""
+    from qtriton.nn import Int8Linear
+
+    return {name: m.in_features * m.out_features for name, m in model.named_modules()
+            if isinstance(m, (nn.Linear, Int8Linear)) and name and name.rpartition(".")[2] != "lm_head"}
+
+
+def int8_fraction(schemes: dict[str, QuantScheme | None], flops: dict[str, int]) -> float:
+    """The fraction of flops (linear_flops) in layers whose scheme runs its GEMM int8 x int8
+    (W8A8; W8A16 and float layers do not); a layer schemes does not name counts as float."""
+    total = sum(flops.values())
+    int8 = sum(f for name, f in flops.items() if (s := schemes.get(name)) is not None and not s.weight_only)
+    return int8 / total if total else 0.0
+
+
+def int8_flop_fraction(model: nn.Module) -> float:
+    """The fraction of the decoder layers' linear FLOPs (the output head aside) that a
+    quantized model runs int8 x int8: what its int8 tensor cores do, against bf16 work."""
+    return int8_fraction(Plan.of_model(model).schemes, linear_flops(model))
+
+
 class _Reference:
     """The float model's log-probabilities on each batch, kept from one pass."""
 
@@ -202,18 +226,22 @@ def sensitivity(
 @dataclass
 class Plan:
     """{layer name: QuantScheme or None (float)} for `quantize_model(model, plan=...)`, with
-    the group choices it was made from and what the whole quantized model measured."""
+    the group choices it was made from, what the whole quantized model measured, and the
+    fraction of the decoder layers' linear FLOPs its schemes run int8 x int8 (`int8_flops`,
+    known where the plan was made from a model)."""
 
     schemes: dict[str, QuantScheme | None]
     groups: dict[str, str] = field(default_factory=dict)  # group -> scheme name or "float"
     kl: float | None = None
     top1: float | None = None
     target: str = ""
+    int8_flops: float | None = None
 
     def to_dict(self) -> dict:
         return {
             "schemes": {n: None if s is None else s.to_dict() for n, s in self.schemes.items()},
             "groups": self.groups, "kl": self.kl, "top1": self.top1, "target": self.target,
+            "int8_flops": self.int8_flops,
         }
 
     @classmethod
@@ -221,7 +249,8 @@ class Plan:
         if not isinstance(value, dict) or not isinstance(value.get("schemes"), dict):
             raise ValueError("a plan must be an object with a 'schemes' object")
         schemes = {n: None if s is None else QuantScheme.from_dict(s) for n, s in value["schemes"].items()}
-        return cls(schemes, dict(value.get("groups", {})), value.get("kl"), value.get("top1"), value.get("target", ""))
+        return cls(schemes, dict(value.get("groups", {})), value.get("kl"), value.get("top1"), value.get("target", ""),
+                   value.get("int8_flops"))
 
     @classmethod
     def from_groups(cls, model: nn.Module, groups: dict[str, str]) -> Plan:
@@ -232,7 +261,7 @@ class Plan:
             scheme = None if name == "float" else QuantScheme.parse(name)
             for layer in layout[pattern]:
                 schemes.setdefault(layer, scheme)
-        return cls(schemes, dict(groups))
+        return cls(schemes, dict(groups), int8_flops=int8_fraction(schemes, linear_flops(model)))
 
     @classmethod
     def of_model(cls, model: nn.Module) -> Plan:
@@ -247,7 +276,7 @@ class Plan:
                 schemes[name] = module.scheme
             elif isinstance(module, nn.Linear) and name:
                 schemes[name] = None
-        return cls(schemes)
+        return cls(schemes, int8_flops=int8_fraction(schemes, linear_flops(model)))
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1)
@@ -261,12 +290,24 @@ class Plan:
         measured = "" if self.kl is None else f": KL {self.kl:.5f}, top-1 {self.top1:.1%}"
         lines.append(f"{len(self.schemes)} layers ({', '.join(f'{n} {k}' for k, n in sorted(counts.items()))})"
                      f"{measured}" + (f" (target {self.target})" if self.target else ""))
+        if self.int8_flops is not None:
+            lines.append(f"int8 x int8: {self.int8_flops:.1%} of the decoder layers' linear FLOPs")
         return "\n".join(lines)
 
 
 def _tier(scheme_name: str) -> int:
     """0: W8A8 (int8 compute and memory), 1: W8A16 (int8 memory), 2: float."""
     return 2 if scheme_name == "float" else 1 if scheme_name.startswith("w8a16") else 0
+
+
+def _level(scheme_name: str) -> int:
+    """The plan's order of cost: 0 int8 x int8 with symmetric activations (the plain GEMM),
+    1 int8 x int8 with zero points (a rank-1 correction in the epilogue), 2 W8A16 (no int8
+    compute), 3 float."""
+    tier = _tier(scheme_name)
+    if tier:
+        return tier + 1
+    return 0 if QuantScheme.parse(scheme_name).activation_symmetric else 1
 
 
 def _evaluate(model, batches, reference, groups_choice, layout, alpha) -> tuple[float, float, Plan]:
@@ -281,7 +322,7 @@ def _evaluate(model, batches, reference, groups_choice, layout, alpha) -> tuple[
     calibration = calibrate(candidate, batches, alpha=alpha) if needs else None
     quantize_model(candidate, plan=schemes, calibration=calibration)
     kl, top1 = reference.compare(candidate)
-    return kl, top1, Plan(schemes, dict(groups_choice), kl, top1)
+    return kl, top1, Plan(schemes, dict(groups_choice), kl, top1, int8_flops=int8_fraction(schemes, linear_flops(model)))
 
 
 @torch.no_grad()
@@ -298,12 +339,16 @@ def plan(
     report: Sensitivity | None = None,
 ) -> Plan:
     """A per-layer plan that meets target_kl (mean KL from float per token) and/or target_top1
-    (top-1 agreement) on batches with the most layers in W8A8, then W8A16, then float.
+    (top-1 agreement) on batches with the most int8 x int8 work: the most decoder linear
+    FLOPs in W8A8, the cheapest GEMM where it is enough.
 
-    Greedy on the `sensitivity` ranking: each group starts at its lowest-KL W8A8 scheme; while
-    the whole quantized model (a copy, measured end to end) misses the target, the W8A8 group
-    whose KL drops the most moves to W8A16, and once none is left, a W8A16 group to float
-    (least memory first, then the most int8 compute). The model is not changed.
+    Greedy on the `sensitivity` ranking, in the order of cost `_level` gives (int8 with
+    symmetric activations, int8 with zero points, W8A16, float): each group starts at its
+    lowest-KL scheme of the cheapest level it has a candidate in; while the whole quantized
+    model (a copy, measured end to end) misses the target, a group moves up a level: first
+    a move that keeps its GEMM int8 x int8 (the one whose group KL drops the most), then a
+    move to W8A16 (the most KL saved per FLOP given up), and only when no W8A8 group is left,
+    a W8A16 group to float. The model is not changed.
     report: a `sensitivity` of this model on these batches, groups and schemes, to reuse.
     """
     if target_kl is None and target_top1 is None:
@@ -319,11 +364,16 @@ def plan(
     if report is None:
         report = sensitivity(model, batches, schemes=candidates, groups=groups, alpha=alpha, progress=progress)
     layout = layer_groups(model, groups)
+    flops = linear_flops(model)
+    group_flops = {g: sum(flops[n] for n in names) for g, names in layout.items()}
     reference = _Reference(model, batches)
 
-    def best(group: str, tier: int) -> str:
-        options = [r for r in report.rows if r.group == group and _tier(r.scheme) == tier]
-        return "float" if not options else min(options, key=lambda r: r.kl).scheme
+    def options(group: str, level: int) -> list[GroupSensitivity]:
+        return [r for r in report.rows if r.group == group and _level(r.scheme) == level]
+
+    def best(group: str, level: int) -> str | None:
+        found = options(group, level)
+        return min(found, key=lambda r: r.kl).scheme if found else ("float" if level == 3 else None)
 
     def cost(group: str, name: str) -> float:
         return 0.0 if name == "float" else report.kl(group, name)
@@ -331,19 +381,36 @@ def plan(
     def met(kl: float, top1: float) -> bool:
         return (target_kl is None or kl <= target_kl) and (target_top1 is None or top1 >= target_top1)
 
+    def next_move(group: str) -> str | None:
+        """The group's scheme one level up that helps: a lower group KL within int8 x int8,
+        else the next tier (W8A16, then float)."""
+        level = _level(choice[group])
+        if level == 0 and (up := best(group, 1)) is not None and cost(group, up) < cost(group, choice[group]):
+            return up
+        for higher in range(max(level + 1, 2), 4):
+            if (up := best(group, higher)) is not None:
+                return up
+        return None
+
     target = " and ".join(t for t in (
         None if target_kl is None else f"KL <= {target_kl:g}",
         None if target_top1 is None else f"top-1 >= {target_top1:.1%}") if t)
-    choice = {g: best(g, 0) for g in layout}
-    steps = bar(range(2 * len(layout) + 1), desc="plan", enabled=progress)
+    choice = {g: next(best(g, level) for level in range(4) if best(g, level) is not None) for g in layout}
+    steps = bar(range(3 * len(layout) + 1), desc="plan", enabled=progress)
     for _ in steps:
         kl, top1, result = _evaluate(model, batches, reference, choice, layout, alpha)
         result.target = target
-        # Least memory first: every W8A8 -> W8A16 move before any move to float; among
-        # moves of one kind, the group whose KL would drop the most.
-        moves = [g for g in layout if _tier(choice[g]) == 0] or [g for g in layout if _tier(choice[g]) == 1]
+        moves = {g: up for g in layout if (up := next_move(g)) is not None}
         if met(kl, top1) or not moves:
             return result
-        worst = max(moves, key=lambda g: cost(g, choice[g]) - cost(g, best(g, _tier(choice[g]) + 1)))
-        choice[worst] = best(worst, _tier(choice[worst]) + 1)
+        gain = {g: cost(g, choice[g]) - cost(g, up) for g, up in moves.items()}
+        within = [g for g, up in moves.items() if _level(up) <= 1]
+        to_w8a16 = [g for g, up in moves.items() if _level(up) == 2]
+        if within:  # still int8 x int8: the group whose KL drops the most
+            group = max(within, key=lambda g: gain[g])
+        elif to_w8a16:  # the most KL saved per int8 FLOP given up
+            group = max(to_w8a16, key=lambda g: gain[g] / max(group_flops[g], 1))
+        else:  # W8A16 -> float: least memory first, so only once no W8A8 group is left
+            group = max(moves, key=lambda g: gain[g])
+        choice[group] = moves[group]
     return result

@@ -110,6 +110,12 @@ def test_plan_meets_its_target_and_applies(model):
     assert result.groups["*.down_proj"] == "w8a16"
     assert all(result.groups[g].startswith("w8a8") for g in result.groups if g != "*.down_proj")
     assert "top-1" in str(result) and "*.down_proj" in str(result)
+    # What stays int8 x int8: every decoder layer's FLOPs but down_proj's (in * out each).
+    shapes = {n: m.in_features * m.out_features for n, m in model.named_modules()
+              if isinstance(m, nn.Linear) and n != "lm_head"}
+    int8 = sum(f for n, f in shapes.items() if not n.endswith("down_proj"))
+    assert result.int8_flops == pytest.approx(int8 / sum(shapes.values())) and result.int8_flops < 1
+    assert f"int8 x int8: {result.int8_flops:.1%} of the decoder layers' linear FLOPs" in str(result)
     # Applying the plan gives the model it measured; it survives JSON.
     restored = Plan.from_dict(json.loads(result.to_json()))
     assert restored.schemes == result.schemes
@@ -123,6 +129,17 @@ def test_plan_meets_its_target_and_applies(model):
         else:
             assert layer.weight_only == scheme.weight_only
             assert layer.symmetric_activations == scheme.activation_symmetric
+
+
+def test_plan_keeps_the_cheapest_int8_gemm_where_it_is_enough(model):
+    """Symmetric activations first (no zero-point correction): with a target any scheme meets,
+    every group is symmetric W8A8, even where the asymmetric one measured a lower KL."""
+    ids = _ids(1)
+    report = qtriton.sensitivity(model, ids, schemes=["w8a8-asym", "w8a8"], progress=False)
+    assert any(report.kl(g, "w8a8-asym") < report.kl(g, "w8a8") for g in layer_groups(model))
+    result = qtriton.plan(model, ids, target_kl=1e9, schemes=["w8a8-asym", "w8a8"], report=report, progress=False)
+    assert set(result.groups.values()) == {"w8a8"} and result.int8_flops == 1.0
+    assert qtriton.int8_flop_fraction(model) == 0.0  # the float model itself
 
 
 def test_plan_travels_with_the_checkpoint(model, tmp_path):
