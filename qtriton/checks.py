@@ -419,7 +419,64 @@ def finite_float32(v, name: str) -> None:
     with np.errstate(over="ignore"):
         values = _host_values(v, np.float32)
     if not np.isfinite(values).all():
-        raise ValueError(f"{name} contains NaN or Inf once rounded to float32 (|{name}| <= {FLT_MAX:.4g})")
+        raise _not_finite(name, torch.float32)
+
+
+def finite_tensor(v: torch.Tensor, name: str, dtype: torch.dtype | None = None, where: str = "",
+                  block: int = 2**20) -> None:
+    """A float tensor (a checkpoint's norm, embedding, bias) holds no NaN / Inf, as it is and
+    once rounded to dtype, the one it is used in (a float64 1e300 is inf in float32, a float32
+    1e5 in float16). Read by blocks: isfinite of the whole would make a full-size temporary."""
+    for part in v.detach().reshape(-1).split(block):
+        if not bool(torch.isfinite(part).all()):
+            raise _not_finite(name, None, where)
+        if dtype is not None and dtype != v.dtype and not bool(torch.isfinite(part.to(dtype)).all()):
+            raise _not_finite(name, dtype, where)
+
+
+def _not_finite(name: str, dtype: torch.dtype | None, where: str = "") -> ValueError:
+    if dtype is None:
+        return ValueError(f"{where}{name} contains NaN or Inf")
+    short = str(dtype).removeprefix("torch.")
+    return ValueError(f"{where}{name} contains NaN or Inf once rounded to {short} (|{name}| <= "
+                      f"{torch.finfo(dtype).max:.4g})")
+
+
+# ------------------------------------------------------------------------------- models
+#: The float dtypes a model with Int8Linear layers runs in (the kernels' input dtypes).
+MODEL_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def model_dtype(value, name: str = "dtype") -> torch.dtype:
+    """A model's float dtype: torch.float32, float16 or bfloat16, or its name ("bfloat16",
+    "torch.bfloat16", as configs write it)."""
+    if not isinstance(value, (str, torch.dtype)):
+        raise TypeError(f"{name} must be a torch.dtype or its name, got {type(value).__name__}")
+    dtype = MODEL_DTYPES.get(str(value).removeprefix("torch."))
+    if dtype is None:
+        raise ValueError(f"{name} {str(value).removeprefix('torch.')!r} is not a float dtype a model runs in "
+                         f"({', '.join(MODEL_DTYPES)})")
+    return dtype
+
+
+# -------------------------------------------------------------------------------- files
+def json_object(path) -> dict:
+    """The JSON object in the file at path (a config, an index); ValueError naming the file
+    if it is not valid JSON or holds something else (a list, a number)."""
+    import json
+
+    try:
+        value = json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{str(path)!r} is not valid JSON: {err}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{str(path)!r} holds a {type(value).__name__}, not a JSON object")
+    return value
+
+
+def unreadable_safetensors(path, err: Exception) -> ValueError:
+    """The error for a safetensors file that safetensors cannot open (truncated, corrupt)."""
+    return ValueError(f"{str(path)!r} is not a readable safetensors file (truncated or corrupt?): {err}")
 
 
 def matmul(a_q, b_q, a_scale, b_scale, a_zp, b_zp, bias_, out_dtype, read_values: bool = True):

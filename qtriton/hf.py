@@ -43,6 +43,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import tempfile
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -111,10 +114,16 @@ def save_pretrained(
     """Write a quantized transformers model (after `quantize_model`) as a Hugging Face folder
     in compressed-tensors format (see the module docstring); returns the folder.
 
-    Every quantized layer is checked before anything is written (ValueError naming the
-    tensor): int8 weight, float32 scales positive and finite (a model moved with
-    `.to(torch.bfloat16)` gets its scales back in float32 if they survive the round trip, and
-    is refused if they became 0 or inf), finite bias. tokenizer: saved beside the model.
+    Everything is checked and serialised before the folder is touched (ValueError naming the
+    tensor or config attribute): every quantized layer (int8 weight, float32 scales positive
+    and finite (a model moved with `.to(torch.bfloat16)` gets its scales back in float32 if
+    they survive the round trip, and is refused if they became 0 or inf), finite bias), every
+    other float tensor finite, the config JSON. The files are written to a temporary folder
+    beside folder, which then takes folder's place whole: an error or an interrupt leaves
+    folder as it was. Over an existing folder, its files other than a previous export's
+    weights (`model.safetensors`, `model-NNNNN-of-NNNNN.safetensors`, the index) and the
+    files written now stay (a README, a tokenizer, `model.int8.safetensors`). Files get the
+    modes a plain write gets (0644 under umask 022). tokenizer: saved beside the model.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -125,29 +134,151 @@ def save_pretrained(
             "folders of transformers models; use qtriton.save_quantized for other modules"
         )
     limit = _parse_size(max_shard_size)
-    quant_config = quantization_config(model)
-    state = export_state_dict(model)
-    _check_tied_output_head(model, config)
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    _write_shards(state, folder, limit)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{str(folder)!r} exists and is not a folder")
+    quant_config = quantization_config(model)
+    _check_tied_output_head(model, config, _int8_layers(model))
+    state = export_state_dict(model)
+    config_text = _config_json(model, config, quant_config, where=f"{str(folder / CONFIG_NAME)!r}: ")
+    target = folder.resolve()
+    staging, swap = _staging_folder(target)
+    try:
+        (staging / CONFIG_NAME).write_text(config_text)
+        generation = getattr(model, "generation_config", None)
+        if generation is not None and hasattr(generation, "save_pretrained"):
+            generation.save_pretrained(staging)  # validates, raising before any weight is written
+        if tokenizer is not None:
+            tokenizer.save_pretrained(staging)
+        _write_shards(state, staging, limit)
+        _set_modes(staging, like=target if target.is_dir() else None)
+        if swap:
+            _replace_folder(staging, target)
+        else:
+            _replace_files(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return folder
+
+
+def _config_json(model: nn.Module, config, quant_config: dict, where: str) -> str:
+    """config.json's text: the model's config with quant_config, the model's dtype and class
+    (a model loaded from a GGUF file has no architectures, and a server would guess the class
+    from model_type), without _name_or_path (where it was loaded from, a path on this
+    machine; transformers' own save leaves it out too)."""
     config_dict = config.to_dict()
     config_dict["quantization_config"] = quant_config
+    config_dict["architectures"] = [type(model).__name__]
+    config_dict.pop("_name_or_path", None)
     floats = [p.dtype for p in model.parameters() if p.is_floating_point()]
     if floats:  # the model's dtype now, as transformers records it (m.to(torch.bfloat16) leaves config alone)
         config_dict["torch_dtype" if "torch_dtype" in config_dict else "dtype"] = str(floats[0]).removeprefix("torch.")
-    (folder / CONFIG_NAME).write_text(json.dumps(config_dict, indent=2, sort_keys=True) + "\n")
-    generation = getattr(model, "generation_config", None)
-    if generation is not None and hasattr(generation, "save_pretrained"):
-        generation.save_pretrained(folder)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(folder)
-    return folder
+    try:
+        return json.dumps(config_dict, indent=2, sort_keys=True) + "\n"
+    except (TypeError, ValueError) as err:
+        bad = next((key for key, value in config_dict.items() if not _json_writable(value)), None)
+        raise ValueError(f"{where}the model's config attribute {bad!r} cannot be written as JSON: {err}") from None
+
+
+def _json_writable(value) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+#: The names of a previous export's weights, replaced by the new ones (as transformers does).
+_WEIGHT_FILES = re.compile(rf"{re.escape(WEIGHTS_NAME)}|{re.escape(INDEX_NAME)}|model-\d{{5}}-of-\d{{5}}\.safetensors")
+
+
+def _staging_folder(folder: Path) -> tuple[Path, bool]:
+    """A new empty folder to write the export to, and whether it can then swap places with
+    folder: beside it, in the same parent; inside it where the parent is not writable or
+    folder is a mount point (which no rename moves)."""
+    if folder.is_dir() and os.path.ismount(folder):
+        return Path(tempfile.mkdtemp(prefix=".", suffix=".partial", dir=folder)), False
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".partial", dir=folder.parent)), True
+    except PermissionError:
+        if not folder.is_dir():
+            raise
+        return Path(tempfile.mkdtemp(prefix=".", suffix=".partial", dir=folder)), False
+
+
+def _replace_files(staging: Path, folder: Path) -> None:
+    """Move staging's files (staging inside folder) over folder's, each by a rename, and drop
+    a previous export's weights. config.json goes first and comes back last: cut short, the
+    folder has none, which every loader refuses, rather than new weights under the old config."""
+    (folder / CONFIG_NAME).unlink(missing_ok=True)
+    for item in folder.iterdir():
+        if _WEIGHT_FILES.fullmatch(item.name) and not (staging / item.name).exists():
+            item.unlink()
+    for item in sorted(staging.iterdir(), key=lambda p: p.name == CONFIG_NAME):
+        if (folder / item.name).is_dir() and not (folder / item.name).is_symlink():
+            shutil.rmtree(folder / item.name)
+        os.replace(item, folder / item.name)
+    staging.rmdir()
+
+
+def _replace_folder(staging: Path, folder: Path) -> None:
+    """Put staging (complete) at folder. A new folder: one rename. Over an existing one, its
+    files that the export neither writes nor replaces are linked into staging, then the two
+    swap by two renames: folder is at every moment the old one or the new one, whole (or,
+    between the renames, absent, with both beside it)."""
+    if not folder.exists():
+        os.rename(staging, folder)
+        return
+    for item in folder.iterdir():
+        if not (staging / item.name).exists() and not _WEIGHT_FILES.fullmatch(item.name):
+            _link(item, staging / item.name)
+    old = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:12]}.old")
+    os.rename(folder, old)
+    try:
+        os.rename(staging, folder)
+    except BaseException:
+        os.rename(old, folder)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _link(source: Path, target: Path) -> None:
+    """source at target without copying its bytes (a hard link; a copy where links fail)."""
+    if source.is_symlink():
+        os.symlink(os.readlink(source), target)
+    elif source.is_dir():
+        shutil.copytree(source, target, symlinks=True, copy_function=_link_file)
+    else:
+        _link_file(source, target)
+
+
+def _link_file(source, target) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def _set_modes(staging: Path, like: Path | None) -> None:
+    """The modes a plain write gives (safetensors writes 0600, which a server running as
+    another user cannot read; mkdtemp makes 0700), or for the folder those of the one it replaces."""
+    probe = staging / ".mode"
+    probe.mkdir()
+    folder_mode = (like if like is not None else probe).stat().st_mode & 0o7777
+    probe.rmdir()
+    file_mode = (staging / CONFIG_NAME).stat().st_mode & 0o777  # written by write_text: 0666 less the umask
+    for file in staging.glob("*.safetensors"):
+        file.chmod(file_mode)
+    staging.chmod(folder_mode)
 
 
 def export_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """model's tensors under compressed-tensors' names and layouts, each stored once (the
-    first name of a tensor shared by several modules wins, as in transformers' folders)."""
+    first name of a tensor shared by several modules wins, as in transformers' folders);
+    ValueError naming a quantized layer's tensor that Int8Linear cannot hold or a float
+    tensor holding NaN or Inf (a folder that from_pretrained would refuse)."""
     layers = _int8_layers(model)
     for name, layer in layers.items():
         check_layer_tensors(name, _layer_tensors(layer), layer.in_features, layer.out_features, layer.scheme)
@@ -166,21 +297,27 @@ def export_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
         if key in seen:
             continue
         seen.add(key)
+        if tensor.is_floating_point():
+            checks.finite_tensor(tensor, name)
         state[name] = tensor.detach().contiguous().cpu()
     return state
 
 
-def _check_tied_output_head(model: nn.Module, config) -> None:
-    """A config that ties lm_head to the embedding makes loaders tie them again: a
-    quantized lm_head would be thrown away for the float embedding."""
-    if isinstance(getattr(model, "lm_head", None), Int8Linear) and getattr(config, "tie_word_embeddings", False):
+def _check_tied_output_head(model: nn.Module, config, quantized: Iterable[str], where: str = "") -> None:
+    """A config that ties the output head to the embedding makes loaders tie them again: a
+    quantized head would be thrown away for the float embedding (or the float embedding put
+    into an Int8Linear). quantized: the names of the quantized layers (saved or stored)."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else getattr(model, "lm_head", None)
+    name = next((n for n, m in model.named_modules() if m is head), None) if head is not None else None
+    if name is not None and name in quantized and getattr(config, "tie_word_embeddings", False):
         raise ValueError(
-            "lm_head is quantized but the config ties it to the input embedding (tie_word_embeddings=True): "
+            f"{where}{name} is quantized but the config ties it to the input embedding (tie_word_embeddings=True): "
             "loaders would tie it back to the float embedding; keep the output head float (keep_output_head=True)"
         )
 
 
 def _write_shards(state: dict[str, torch.Tensor], folder: Path, limit: int) -> None:
+    """state in folder (an empty one) as model.safetensors, or shards of at most limit bytes and their index."""
     from safetensors.torch import save_file
 
     shards, current, size = [], {}, 0
@@ -192,8 +329,6 @@ def _write_shards(state: dict[str, torch.Tensor], folder: Path, limit: int) -> N
         current[name] = tensor
         size += nbytes
     shards.append(current)
-    for stale in [*folder.glob("model*.safetensors"), folder / INDEX_NAME]:
-        stale.unlink(missing_ok=True)  # a previous export's shards would be read with the new index
     if len(shards) == 1:
         save_file(shards[0], str(folder / WEIGHTS_NAME), metadata={"format": "pt"})
         return
@@ -226,12 +361,17 @@ def _layer_tensors(layer: Int8Linear) -> dict[str, torch.Tensor]:
 
 
 def check_layer_tensors(name: str, tensors: dict, in_features: int, out_features: int, scheme: QuantScheme,
-                        where: str = "") -> None:
+                        where: str = "", bias: bool | None = None) -> None:
     """ValueError naming the tensor unless a quantized layer's tensors (compressed-tensors
     names, any of the shapes below) are what Int8Linear runs: weight int8 (out, in);
-    weight_scale float (out,) or (out, 1), positive, finite and normal; bias float (out,)
-    finite; input_scale (static) float (), (1,) positive, finite and normal."""
+    weight_scale float (out,) or (out, 1), positive, finite and normal in float32; bias
+    float (out,), finite in float32; input_scale (static) float (), (1,) positive, finite
+    and normal. bias: whether the model's layer has one (None: whatever is stored)."""
     prefix = f"{where}{name}."
+    if bias is False and "bias" in tensors:
+        raise ValueError(f"{prefix}bias is stored, but the model's layer has no bias")
+    if bias and "bias" not in tensors:
+        raise ValueError(f"{prefix}bias is missing: the model's layer has a bias")
     expected = {"weight": [(out_features, in_features)], "weight_scale": [(out_features,), (out_features, 1)]}
     if "bias" in tensors:
         expected["bias"] = [(out_features,)]
@@ -251,8 +391,8 @@ def check_layer_tensors(name: str, tensors: dict, in_features: int, out_features
     for part in ("weight_scale", "input_scale"):
         if part in expected:
             checks.scale_values(tensors[part], f"{prefix}{part}")
-    if "bias" in expected and not bool(torch.isfinite(tensors["bias"]).all()):
-        raise ValueError(f"{prefix}bias holds NaN or Inf")
+    if "bias" in expected:  # added in float32
+        checks.finite_tensor(tensors["bias"], f"{name}.bias", torch.float32, where)
     if extra := sorted(tensors.keys() - expected.keys()):
         raise ValueError(f"{prefix}{extra[0]} is stored, but a {scheme.name} layer has no such tensor")
 
@@ -261,46 +401,59 @@ def check_layer_tensors(name: str, tensors: dict, in_features: int, out_features
 def from_pretrained(
     folder: str | os.PathLike,
     *,
-    dtype: torch.dtype | None = None,
+    dtype: torch.dtype | str | None = None,
     device: torch.device | str = "cpu",
     model_class=None,
 ) -> nn.Module:
     """A transformers model with Int8Linear layers from a compressed-tensors folder (see the
     module docstring), in eval mode on device. dtype: of the float tensors (embeddings, norms,
-    layers kept float) and so of the activations; default: the folder's (config `dtype`),
-    float32 if it names none. model_class: default AutoModelForCausalLM.
+    layers kept float) and so of the activations, float32, float16 or bfloat16; default: the
+    folder's (config `dtype`), float32 if it names none. model_class: default
+    AutoModelForCausalLM. A layer several config groups target gets the group
+    compressed-tensors gives it (see `layer_schemes`).
 
     Raises FileNotFoundError for a folder without config.json or weights, ValueError naming
-    the layers of schemes Int8Linear cannot run, and ValueError naming a tensor whose dtype,
-    shape or values do not fit (see check_layer_tensors); a float tensor stored as an integer
-    dtype is refused too.
+    the file and the problem for a malformed config, index or shard, the layers of schemes
+    Int8Linear cannot run, a tensor whose dtype, shape or values do not fit (see
+    check_layer_tensors; a float tensor stored as an integer dtype, or holding NaN or Inf
+    once cast to dtype), a tensor the model has no place for (a bias of a bias-free layer)
+    and a quantized output head that the config ties to the embedding.
     """
     from accelerate import init_empty_weights
     from transformers import AutoConfig, AutoModelForCausalLM
 
     folder = Path(folder)
-    if not (folder / CONFIG_NAME).is_file():
+    config_file = folder / CONFIG_NAME
+    if not config_file.is_file():
         raise FileNotFoundError(f"{str(folder)!r} has no {CONFIG_NAME}: not a Hugging Face model folder")
-    raw = json.loads((folder / CONFIG_NAME).read_text())
+    where = f"{str(config_file)!r}: "
+    raw = checks.json_object(config_file)
+    for key in ("dtype", "torch_dtype"):  # transformers' config classes fail on a name torch lacks ("auto")
+        if raw.get(key) is not None:
+            checks.model_dtype(raw[key], f"{where}{key}")
     quant = raw.get("quantization_config")
-    if not isinstance(quant, dict):
+    if quant is None:
         raise ValueError(
             f"{str(folder)!r}: its config.json has no quantization_config (a float model): load it with transformers "
             "and quantize it with qtriton.quantize_model"
         )
+    check_quantization_config(quant, where)  # before AutoConfig, which fails on some shapes of it
+    if dtype is not None:
+        dtype = checks.model_dtype(dtype)
     config = AutoConfig.from_pretrained(folder)
     if hasattr(config, "quantization_config"):
         del config.quantization_config  # built float and empty; qtriton swaps its own layers in
     if dtype is None:
         dtype = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or torch.float32
-        dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+        dtype = checks.model_dtype(dtype, f"{where}dtype")  # a config class's own default, checked too
     model_class = AutoModelForCausalLM if model_class is None else model_class
     with init_empty_weights():  # parameters on meta, buffers (rotary tables) real
         try:
             model = model_class.from_config(config, dtype=dtype)
         except TypeError:  # transformers before 4.56 names it torch_dtype
             model = model_class.from_config(config, torch_dtype=dtype)
-    schemes = layer_schemes(model, quant, where=f"{str(folder)!r}: ")
+    schemes = layer_schemes(model, quant, where=where)
+    _check_tied_output_head(model, config, schemes, where)
     for name, scheme in schemes.items():
         linear = model.get_submodule(name)
         layer = Int8Linear(linear.in_features, linear.out_features, linear.bias is not None, scheme=scheme,
@@ -311,9 +464,47 @@ def from_pretrained(
     return model.to(device).eval()
 
 
+def check_quantization_config(quant, where: str = "") -> None:
+    """ValueError naming the entry unless quant has the structure compressed-tensors'
+    QuantizationConfig reads: config_groups an object of named groups, each an object with
+    targets, and targets and ignore lists of layer names, class names and "re:" regexes
+    that compile."""
+    if not isinstance(quant, dict):
+        raise ValueError(f"{where}quantization_config must be an object, got {_a(quant)}")
+    groups = quant.get("config_groups")
+    if not groups:
+        raise ValueError(f"{where}quantization_config has no config_groups")
+    if not isinstance(groups, dict):
+        raise ValueError(f"{where}quantization_config.config_groups must be an object of named groups, got {_a(groups)}")
+    for group_name, group in groups.items():
+        entry = f"quantization_config.config_groups.{group_name}"
+        if not isinstance(group, dict):
+            raise ValueError(f"{where}{entry} must be an object, got {_a(group)}")
+        _check_targets(group.get("targets"), f"{entry}.targets", where)
+    _check_targets(quant.get("ignore") or [], "quantization_config.ignore", where)
+
+
+def _check_targets(targets, entry: str, where: str) -> None:
+    if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
+        raise ValueError(f"{where}{entry} must be a list of strings, got {_a(targets)}")
+    for target in targets:
+        if target.startswith("re:"):
+            try:
+                re.compile(target[3:])
+            except re.error as err:
+                raise ValueError(f"{where}{entry}: {target!r} is not a valid regular expression: {err}") from None
+
+
+def _a(value) -> str:
+    """value's kind for a message: "a list", "a str", "None"."""
+    return "None" if value is None else f"a {type(value).__name__}"
+
+
 def layer_schemes(model: nn.Module, quant: dict, where: str = "") -> dict[str, QuantScheme]:
     """The QuantScheme of each nn.Linear that quant (a compressed-tensors quantization_config)
-    quantizes, by name; ValueError naming every layer Int8Linear cannot run."""
+    quantizes, by name; ValueError naming every layer Int8Linear cannot run. A layer that
+    several groups target gets the group compressed-tensors gives it (see `_group_of`)."""
+    check_quantization_config(quant, where)
     method = quant.get("quant_method")
     if method != QUANT_METHOD:
         raise ValueError(f"{where}quant_method {method!r}: qtriton reads {QUANT_METHOD!r} folders")
@@ -327,24 +518,17 @@ def layer_schemes(model: nn.Module, quant: dict, where: str = "") -> dict[str, Q
         if quant.get(key):
             raise ValueError(f"{where}{key} is set: Int8Linear runs neither quantized KV caches, sparsity nor "
                              "transforms")
-    groups = quant.get("config_groups")
-    if not isinstance(groups, dict) or not groups:
-        raise ValueError(f"{where}quantization_config has no config_groups")
+    groups = quant["config_groups"]
     ignore = quant.get("ignore") or []
     schemes, refused = {}, []
     for name, module in _named_linears(model):
         if _matches(name, module, ignore):
             continue
-        group_name = next((g for g, group in groups.items() if _matches(name, module, group.get("targets", []))), None)
+        group_name = _group_of(name, module, groups)
         if group_name is None:
             continue  # no group targets it: float, as compressed-tensors leaves it
-        group = groups[group_name]
         try:
-            if group.get("output_activations"):
-                raise ValueError("output activations are quantized")
-            if group.get("format") not in (None, *FORMATS):
-                raise ValueError(f"format {group['format']!r}")
-            schemes[name] = QuantScheme.from_compressed_tensors(group.get("weights"), group.get("input_activations"))
+            schemes[name] = _group_scheme(groups[group_name])
         except ValueError as err:
             refused.append(f"{name} ({group_name}: {err})")
     if refused:
@@ -357,38 +541,68 @@ def layer_schemes(model: nn.Module, quant: dict, where: str = "") -> dict[str, Q
 
 def scheme_for_name(quant: dict, name: str, where: str = "") -> QuantScheme:
     """The scheme quant (a compressed-tensors quantization_config) gives the nn.Linear named
-    name, for a reader with tensors and no model (qtriton report); ValueError if none does or
-    Int8Linear cannot run it."""
+    name, for a reader with tensors and no model (qtriton report), resolved as layer_schemes
+    does; ValueError if none does or Int8Linear cannot run it."""
+    check_quantization_config(quant, where)
     linear = nn.Linear(1, 1, device="meta")
-    group = next((g for g in (quant.get("config_groups") or {}).values() if _matches(name, linear, g.get("targets", []))),
-                 None)
-    if group is None or _matches(name, linear, quant.get("ignore") or []):
+    group_name = _group_of(name, linear, quant["config_groups"])
+    if group_name is None or _matches(name, linear, quant.get("ignore") or []):
         raise ValueError(f"{where}{name} stores int8 weights, but no config group of its quantization_config quantizes it")
     try:
-        return QuantScheme.from_compressed_tensors(group.get("weights"), group.get("input_activations"))
+        return _group_scheme(quant["config_groups"][group_name])
     except ValueError as err:
-        raise ValueError(f"{where}{name}: {err}") from None
+        raise ValueError(f"{where}{name} ({group_name}: {err})") from None
+
+
+def _group_scheme(group: dict) -> QuantScheme:
+    if group.get("output_activations"):
+        raise ValueError("output activations are quantized")
+    if group.get("format") not in (None, *FORMATS):
+        raise ValueError(f"format {group['format']!r}")
+    return QuantScheme.from_compressed_tensors(group.get("weights"), group.get("input_activations"))
+
+
+def _group_of(name: str, module: nn.Module, groups: dict) -> str | None:
+    """The config group compressed-tensors quantizes a layer with (its apply_quantization_config
+    and match_targets): each target belongs to the last group listing it; of the targets
+    matching the layer, an exact name wins over a regex, a regex over a class name, and
+    within a kind the first in sorted order."""
+    owner = {target: group_name for group_name, group in groups.items() for target in group["targets"]}
+    ranked = sorted(owner, key=lambda target: ("re:" in target, target))
+    for target in ranked:
+        if _name_matches(name, target):
+            return owner[target]
+    for target in ranked:
+        if _class_matches(module, target):
+            return owner[target]
+    return None
 
 
 def _matches(name: str, module: nn.Module, targets: Iterable[str]) -> bool:
     """compressed-tensors' rule: a target is a layer name, "re:" and a regex matched at the
     start of the name, or the name of the module's class or one of its bases."""
-    for target in targets:
-        if target.startswith("re:"):
-            if re.match(target[3:], name):
-                return True
-        elif target == name or any(cls.__name__ == target for cls in type(module).__mro__):
-            return True
-    return False
+    return any(_name_matches(name, target) or _class_matches(module, target) for target in targets)
+
+
+def _name_matches(name: str, target: str) -> bool:
+    return re.match(target[3:], name) is not None if target.startswith("re:") else target == name
+
+
+def _class_matches(module: nn.Module, target: str) -> bool:
+    return any(cls.__name__ == target for cls in type(module).__mro__)
 
 
 def _weight_files(folder: Path) -> list[Path]:
     index = folder / INDEX_NAME
     if index.is_file():
-        weight_map = json.loads(index.read_text()).get("weight_map")
-        if not isinstance(weight_map, dict):
-            raise ValueError(f"{str(index)!r} has no weight_map")
-        return [folder / name for name in dict.fromkeys(weight_map.values())]
+        weight_map = checks.json_object(index).get("weight_map")
+        if not isinstance(weight_map, dict) or not all(isinstance(f, str) for f in weight_map.values()):
+            raise ValueError(f"{str(index)!r} has no weight_map of tensor names to files")
+        files = list(dict.fromkeys(weight_map.values()))
+        for file in files:
+            if not (folder / file).is_file():
+                raise FileNotFoundError(f"{str(index)!r} names {file}, which does not exist")
+        return [folder / file for file in files]
     if (folder / WEIGHTS_NAME).is_file():
         return [folder / WEIGHTS_NAME]
     raise FileNotFoundError(f"{str(folder)!r} has neither {WEIGHTS_NAME} nor {INDEX_NAME}")
@@ -398,22 +612,24 @@ def _weight_files(folder: Path) -> list[Path]:
 def _load_tensors(model: nn.Module, folder: Path, schemes: dict[str, QuantScheme]) -> None:
     """Read each file once, check every quantized layer's tensors, assign every tensor into
     the meta model; ValueError naming whatever is missing, unexpected or ill-typed."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     stored: dict[str, torch.Tensor] = {}
     for file in _weight_files(folder):
-        with safe_open(str(file), framework="pt") as f:
-            for key in f.keys():
-                stored[key] = f.get_tensor(key)
+        try:
+            with safe_open(str(file), framework="pt") as f:
+                for key in f.keys():
+                    stored[key] = f.get_tensor(key)
+        except SafetensorError as err:
+            raise checks.unreadable_safetensors(file, err) from None
     where = f"{str(folder)!r}: "
     for name, scheme in schemes.items():
         layer = model.get_submodule(name)
         prefix = f"{name}."
         tensors = {key[len(prefix):]: stored.pop(key) for key in [k for k in stored if k.startswith(prefix)]
                    if "." not in key[len(prefix):]}
-        if "bias" not in tensors and layer.bias is not None:
-            raise ValueError(f"{where}{name}.bias is missing: the model's layer has a bias")
-        check_layer_tensors(name, tensors, layer.in_features, layer.out_features, scheme, where)
+        check_layer_tensors(name, tensors, layer.in_features, layer.out_features, scheme, where,
+                            bias=layer.bias is not None)
         layer.weight = tensors["weight"].contiguous()
         layer.weight_scale = tensors["weight_scale"].to(torch.float32).reshape(-1).contiguous()
         if layer.bias is not None:
@@ -432,8 +648,8 @@ def _load_tensors(model: nn.Module, folder: Path, schemes: dict[str, QuantScheme
         if target.is_floating_point() and not tensor.is_floating_point():
             raise ValueError(f"{where}{key} is {str(tensor.dtype).removeprefix('torch.')}, the model's "
                              f"{str(target.dtype).removeprefix('torch.')}: a float tensor stored as integers")
-        if tensor.is_floating_point() and not _all_finite(tensor):
-            raise ValueError(f"{where}{key} holds NaN or Inf")
+        if tensor.is_floating_point():
+            checks.finite_tensor(tensor, key, target.dtype if target.is_floating_point() else None, where)
         module_name, _, attr = key.rpartition(".")
         module = model.get_submodule(module_name)
         value = tensor.to(target.dtype)
@@ -448,12 +664,6 @@ def _load_tensors(model: nn.Module, folder: Path, schemes: dict[str, QuantScheme
 
 
 # ------------------------------------------------------------------------------- helpers
-def _all_finite(tensor: torch.Tensor, block: int = 2**20) -> bool:
-    """torch.isfinite(tensor).all(), by blocks: isfinite makes a full-size temporary (an
-    embedding's worth of memory at the peak of a load)."""
-    return all(bool(torch.isfinite(part).all()) for part in tensor.reshape(-1).split(block))
-
-
 def _int8_layers(model: nn.Module) -> dict[str, Int8Linear]:
     return {name: m for name, m in model.named_modules() if isinstance(m, Int8Linear)}
 

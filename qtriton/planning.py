@@ -196,12 +196,13 @@ def sensitivity(
     schemes: Sequence[str | QuantScheme] = DEFAULT_SCHEMES,
     groups: str | Sequence[str] = "type",
     alpha: float = 0.5,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> Sensitivity:
     """KL divergence (and top-1 agreement) of the model's output distribution from float's
     when only one group of layers is quantized, for each group and each scheme; the model is
     left as it was. Smoothed schemes are measured on one SmoothQuant-smoothed copy of the
-    model (alpha; same float function), made only if one is asked for."""
+    model (alpha; same float function), made only if one is asked for. progress: a bar over
+    the measurements (None: where stderr is a terminal)."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     batches = list(batches)
@@ -335,7 +336,7 @@ def plan(
     schemes: Sequence[str | QuantScheme] = DEFAULT_SCHEMES,
     groups: str | Sequence[str] = "type",
     alpha: float = 0.5,
-    progress: bool = True,
+    progress: bool | None = None,
     report: Sensitivity | None = None,
 ) -> Plan:
     """A per-layer plan that meets target_kl (mean KL from float per token) and/or target_top1
@@ -350,6 +351,7 @@ def plan(
     move to W8A16 (the most KL saved per FLOP given up), and only when no W8A8 group is left,
     a W8A16 group to float. The model is not changed.
     report: a `sensitivity` of this model on these batches, groups and schemes, to reuse.
+    progress: bars over the measurements and the steps (None: where stderr is a terminal).
     """
     if target_kl is None and target_top1 is None:
         raise ValueError("plan needs target_kl or target_top1 (or both)")

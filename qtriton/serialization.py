@@ -155,7 +155,7 @@ def read_header(path: str | os.PathLike) -> dict:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
     except SafetensorError as err:
-        raise ValueError(f"{str(path)!r} is not a readable safetensors file (truncated or corrupt?): {err}") from err
+        raise checks.unreadable_safetensors(path, err) from err
     if METADATA_KEY not in metadata:
         raise ValueError(f"{str(path)!r} has no {METADATA_KEY!r} header: it was not written by qtriton.save_quantized")
     try:
@@ -267,8 +267,8 @@ def _check_layer_tensors(path: Path, header: dict, source: _StateDict | None = N
             for tensor in ("weight_scale", "input_scale", "activation_scale"):  # what the layer computes with
                 if tensor in expected:
                     checks.scale_values(f.get_tensor(prefix + tensor), f"{str(path)!r}: {prefix}{tensor}")
-            if spec["bias"] and not bool(f.get_tensor(prefix + "bias").isfinite().all()):
-                raise ValueError(f"{str(path)!r}: {prefix}bias holds NaN or Inf")
+            if spec["bias"]:
+                checks.finite_tensor(f.get_tensor(prefix + "bias"), f"{prefix}bias", where=f"{str(path)!r}: ")
 
 
 def _check_other_tensors(path: Path, model: nn.Module) -> None:

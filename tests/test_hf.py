@@ -354,6 +354,7 @@ def test_a_folder_compressed_tensors_writes_runs_on_int8linear(tmp_path, rng):
     pytest.importorskip("compressed_tensors")
     from compressed_tensors.compressors import ModelCompressor
     from compressed_tensors.quantization import QuantizationConfig, apply_quantization_config
+    from compressed_tensors.quantization.utils import calculate_qparams
 
     model = _tiny_llama(seed=3)
     config = QuantizationConfig.model_validate({
@@ -365,11 +366,14 @@ def test_a_folder_compressed_tensors_writes_runs_on_int8linear(tmp_path, rng):
                                   "dynamic": True},
         }},
     })
-    apply_quantization_config(model, config)
-    with torch.no_grad():  # what llm-compressor's observers compute: absmax / 127 per output channel
+    apply_quantization_config(model, config, show_progress=False)
+    with torch.no_grad():  # llm-compressor's observers call calculate_qparams: absmax / 127.5 per output channel
         for module in model.modules():
             if hasattr(module, "weight_scale"):
-                module.weight_scale.copy_(module.weight.abs().amax(1, keepdim=True) / 127)
+                weight = module.weight
+                scale, _ = calculate_qparams(weight.amin(1, keepdim=True), weight.amax(1, keepdim=True),
+                                             module.quantization_scheme.weights)
+                module.weight_scale.copy_(scale)
     compressor = ModelCompressor(quantization_config=config)
     compressor.compress_model(model)
     model.save_pretrained(tmp_path / "ct")
@@ -377,6 +381,10 @@ def test_a_folder_compressed_tensors_writes_runs_on_int8linear(tmp_path, rng):
 
     loaded = from_pretrained(tmp_path / "ct", dtype=torch.float32)
     assert isinstance(loaded.model.layers[1].mlp.gate_proj, Int8Linear)
+    # A channel whose largest magnitude is negative rounds to code -128 (-127.5 to even), as
+    # in real llm-compressor exports; Int8Linear runs the whole int8 range.
+    codes = [m.weight for m in loaded.modules() if isinstance(m, Int8Linear)]
+    assert sum(int((w == -128).sum()) for w in codes) > 10 and max(int(w.max()) for w in codes) == 127
     # The fake-quant reference: the float model with each Linear's weight replaced by codes *
     # scales and its input fake-quantized per token, symmetric (the oracle's rounding).
     reference_model = _tiny_llama(seed=3)

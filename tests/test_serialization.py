@@ -160,7 +160,7 @@ def test_bias_must_be_finite(tmp_path):
     quantize_model(model)
     bias = model[2].bias.clone()
     bias[0] = float("nan")
-    _refused_on_save_and_on_load(model, "2.bias", bias, tmp_path / "bias.safetensors", r"2\.bias holds NaN or Inf")
+    _refused_on_save_and_on_load(model, "2.bias", bias, tmp_path / "bias.safetensors", r"2\.bias contains NaN or Inf")
 
 
 ASYM = {"weight_bits": 8, "weight_symmetric": True, "weight_strategy": "channel", "activations": "dynamic",
