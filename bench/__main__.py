@@ -1,4 +1,4 @@
-"""python -m bench {quantize,matmul,linear,all,tune,static,plot,table,cpu,smoothquant,export,rotation} [options]
+"""python -m bench {quantize,matmul,linear,all,tune,static,plot,table,cpu,smoothquant,export,serve,rotation} [options]
 
 Run from the repository root. See docs/performance.md for how to read the numbers."""
 
@@ -96,6 +96,7 @@ _OWN_PARSERS = {
     "cpu": ("bench.cpu", "Int8Linear vs float32 nn.Linear on CPU, the torch backend"),
     "smoothquant": ("bench.smoothquant", "SmoothQuant's alpha chosen on a validation text, SmolLM2-135M"),
     "export": ("bench.export", "SmolLM2-135M through a compressed-tensors folder: tensors, logits, load memory"),
+    "serve": ("bench.serve", "qtriton's folders served by vLLM's engine on CPU against qtriton's forward"),
     "rotation": ("bench.rotation", "Hadamard rotations before per-token int8: block, full, random signs, SmoothQuant"),
 }
 

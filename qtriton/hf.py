@@ -22,7 +22,25 @@ in float. Per quantized layer the folder stores
 
 and every other tensor of the model as it is (a weight tied to another, `lm_head` to the
 embedding, is stored once, as transformers does). W8A16 layers (float activations) form
-`naive-quantized` groups (the global format is then `mixed-precision` if int-quantized ones exist).
+`pack-quantized` groups, the form vLLM serves weight-only integer layers in
+(`CompressedTensorsWNA16`) and llm-compressor's W8A16 preset writes: per layer
+
+    <layer>.weight_packed I32 (out_features, ceil(in_features / 4))  codes + 128, four per int32
+    <layer>.weight_shape  I64 (2,)                                   [out_features, in_features]
+    <layer>.weight_scale  F32 (out_features, 1)
+
+packed and unpacked by compressed-tensors' own `pack_to_int32` / `unpack_from_int32` (imported
+when a W8A16 layer is written or read: ImportError saying so without it). Each group carries its
+own format; the global one is `mixed-precision` when they differ. Folders of the earlier
+`naive-quantized` form (int8 `weight`, as W8A8 layers) still load.
+
+Targets: `["Linear"]` when every quantized layer has one scheme; otherwise, per group, one
+regex per layer type it holds entirely (`re:.*down_proj$`, as llm-compressor writes) and exact
+names for the rest.
+
+save_pretrained refuses, naming the layers, a model vLLM could not serve: vLLM runs q/k/v
+and gate/up projections as one fused layer each and needs one scheme (or float) for all of
+a fused layer's parts.
 
 A smoothed layer (`input_scale`, SmoothQuant's 1/s multiplied into x) has no form in that
 format: qtriton folds what calibration can into the norms, and save_pretrained refuses the
@@ -60,8 +78,14 @@ QUANT_METHOD = "compressed-tensors"
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
-#: compressed-tensors' formats qtriton writes and reads (int8 weights stored as int8).
-FORMATS = ("int-quantized", "naive-quantized", "mixed-precision")
+#: compressed-tensors' formats qtriton writes and reads: int8 weights stored as int8, or four
+#: to an int32 (pack-quantized, weight-only layers).
+FORMATS = ("int-quantized", "naive-quantized", "pack-quantized", "mixed-precision")
+#: The format of a group of W8A8 layers and of W8A16 layers.
+W8A8_FORMAT, W8A16_FORMAT = "int-quantized", "pack-quantized"
+#: nn.Linear siblings vLLM fuses into one layer (QKVParallelLinear, MergedColumnParallelLinear)
+#: in its Llama-style models; it needs one scheme for all the parts present.
+FUSED = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
 
 
 # --------------------------------------------------------------------------------- export
@@ -80,18 +104,20 @@ def quantization_config(model: nn.Module) -> dict:
             f"express (vLLM would serve them without it, wrongly): {', '.join(smoothed)}; calibrate so that "
             "the smoothing folds into norms, or exclude these layers from quantization"
         )
+    _check_fused_layers(model, layers)
     by_scheme: dict[QuantScheme, list[str]] = {}
     for name, layer in layers.items():
         by_scheme.setdefault(layer.scheme, []).append(name)
+    linears = [name for name, _ in _named_linears(model)]
     groups = {}
     for index, (scheme, names) in enumerate(by_scheme.items()):
         args = scheme.to_compressed_tensors()
         groups[f"group_{index}"] = {
-            "targets": ["Linear"] if len(by_scheme) == 1 else names,
+            "targets": ["Linear"] if len(by_scheme) == 1 else _targets(names, linears),
             "weights": args["weights"],
             "input_activations": args["input_activations"],
             "output_activations": None,
-            "format": "naive-quantized" if scheme.weight_only else "int-quantized",
+            "format": W8A16_FORMAT if scheme.weight_only else W8A8_FORMAT,
         }
     formats = {group["format"] for group in groups.values()}
     return {
@@ -102,6 +128,46 @@ def quantization_config(model: nn.Module) -> dict:
         "ignore": [name for name, module in _named_linears(model) if not isinstance(module, Int8Linear)],
         "kv_cache_scheme": None,
     }
+
+
+def _targets(names: list[str], linears: list[str]) -> list[str]:
+    """A group's targets: `re:.*<type>$` for each layer type (the name's last part) all of
+    whose nn.Linear layers are in names, the exact names of the others."""
+    names_set = set(names)
+    by_type: dict[str, list[str]] = {}
+    for name in linears:
+        by_type.setdefault(name.rpartition(".")[2], []).append(name)
+    targets, exact = [], []
+    for kind, members in by_type.items():
+        mine = [n for n in members if n in names_set]
+        if not mine:
+            continue
+        if len(mine) == len(members) and kind.isidentifier():
+            targets.append(f"re:.*{kind}$")
+        else:
+            exact.extend(mine)
+    return targets + exact
+
+
+def _check_fused_layers(model: nn.Module, layers: dict[str, Int8Linear]) -> None:
+    """ValueError naming the fused layers (FUSED) whose parts have different schemes or are
+    partly float: vLLM loads each such group as one layer with one scheme and refuses them."""
+    mixed = []
+    for name, module in model.named_modules():
+        for parts in FUSED:
+            present = [p for p in parts if isinstance(getattr(module, p, None), (nn.Linear, Int8Linear))]
+            if len(present) < 2:
+                continue
+            schemes = {p: layers[f"{name}.{p}"].scheme.name if f"{name}.{p}" in layers else "float" for p in present}
+            if len(set(schemes.values())) > 1:
+                mixed.append(f"{name}.{{{','.join(present)}}} ({', '.join(f'{p} {s}' for p, s in schemes.items())})")
+    if mixed:
+        raise ValueError(
+            f"vLLM fuses {' and '.join('/'.join(parts) for parts in FUSED)} into one layer each and needs one "
+            f"scheme for all of a fused layer's parts; {len(mixed)} fused layers mix schemes: {'; '.join(mixed[:4])}"
+            + (f"; ... and {len(mixed) - 4} more" if len(mixed) > 4 else "")
+            + "; give the parts of each one scheme (a plan by layer type does)"
+        )
 
 
 def save_pretrained(
@@ -287,6 +353,11 @@ def export_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
         layer_name, _, part = name.rpartition(".")
         layer = layers.get(layer_name)
         if layer is not None:
+            if part == "weight" and layer.scheme.weight_only:
+                packed = pack_w8a16(tensor)
+                state[f"{layer_name}.weight_packed"] = packed
+                state[f"{layer_name}.weight_shape"] = torch.tensor(list(tensor.shape), dtype=torch.int64)
+                continue
             if part == "weight_scale":
                 tensor = tensor.to(torch.float32).reshape(-1, 1)
             elif part == "activation_scale":
@@ -301,6 +372,49 @@ def export_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
             checks.finite_tensor(tensor, name)
         state[name] = tensor.detach().contiguous().cpu()
     return state
+
+
+def _packing():
+    """compressed-tensors' (pack_to_int32, unpack_from_int32): the packing of its
+    pack-quantized format is its own, so qtriton uses its code rather than a copy."""
+    try:
+        from compressed_tensors.compressors import pack_to_int32, unpack_from_int32
+    except ImportError as err:
+        raise ImportError(
+            "W8A16 layers are stored in compressed-tensors' pack-quantized format (the one vLLM serves "
+            "weight-only int8 layers in), packed by compressed-tensors' own code: pip install compressed-tensors"
+        ) from err
+    return pack_to_int32, unpack_from_int32
+
+
+def pack_w8a16(weight: torch.Tensor) -> torch.Tensor:
+    """A W8A16 layer's int8 weight (out, in) as pack-quantized stores it: int32
+    (out, ceil(in / 4)), each code + 128, four to a word (compressed-tensors' pack_to_int32)."""
+    return _packing()[0](weight.detach().cpu().contiguous(), 8).contiguous()
+
+
+def unpack_w8a16(packed: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """Inverse of pack_w8a16: the int8 codes (out, in) (compressed-tensors' unpack_from_int32)."""
+    return _packing()[1](packed, 8, torch.Size(shape)).contiguous()
+
+
+def unpacked_state(stored: dict[str, torch.Tensor], where: str = "") -> dict[str, torch.Tensor]:
+    """stored (a folder's tensors by name) with each pack-quantized layer's weight_packed and
+    weight_shape replaced by its int8 weight, in place of weight_packed: for readers without a
+    model (qtriton report). ValueError naming a layer whose weight_shape does not fit."""
+    out = {}
+    for key, tensor in stored.items():
+        name, _, part = key.rpartition(".")
+        if part == "weight_shape" and f"{name}.weight_packed" in stored:
+            continue
+        if part == "weight_packed":
+            shape = stored.get(f"{name}.weight_shape")
+            if shape is None or shape.dtype.is_floating_point or shape.numel() != 2:
+                raise ValueError(f"{where}{name}.weight_shape is missing or not two integers")
+            out[f"{name}.weight"] = unpack_w8a16(tensor, tuple(int(v) for v in shape.reshape(-1)))
+            continue
+        out[key] = tensor
+    return out
 
 
 def _check_tied_output_head(model: nn.Module, config, quantized: Iterable[str], where: str = "") -> None:
@@ -628,6 +742,8 @@ def _load_tensors(model: nn.Module, folder: Path, schemes: dict[str, QuantScheme
         prefix = f"{name}."
         tensors = {key[len(prefix):]: stored.pop(key) for key in [k for k in stored if k.startswith(prefix)]
                    if "." not in key[len(prefix):]}
+        if "weight_packed" in tensors:
+            tensors = _unpacked(name, tensors, layer, scheme, where)
         check_layer_tensors(name, tensors, layer.in_features, layer.out_features, scheme, where,
                             bias=layer.bias is not None)
         layer.weight = tensors["weight"].contiguous()
@@ -661,6 +777,30 @@ def _load_tensors(model: nn.Module, folder: Path, schemes: dict[str, QuantScheme
         model.tie_weights()  # lm_head stored once, as the embedding
     if missing := [name for name, tensor in model.state_dict(keep_vars=True).items() if tensor.is_meta]:
         raise ValueError(f"{where}stores no {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+
+
+def _unpacked(name: str, tensors: dict, layer, scheme: QuantScheme, where: str) -> dict:
+    """A pack-quantized layer's tensors with weight_packed and weight_shape turned into the
+    int8 weight; ValueError naming what does not fit."""
+    prefix = f"{where}{name}."
+    if not scheme.weight_only:
+        raise ValueError(f"{prefix}weight_packed is stored, but a {scheme.name} layer stores its weight as int8 "
+                         "(weight): pack-quantized holds weight-only layers")
+    if "weight" in tensors:
+        raise ValueError(f"{prefix}weight and weight_packed are both stored")
+    tensors = dict(tensors)
+    packed, shape = tensors.pop("weight_packed"), tensors.pop("weight_shape", None)
+    expected = (layer.out_features, layer.in_features)
+    if shape is None:
+        raise ValueError(f"{prefix}weight_shape is missing: a pack-quantized layer needs it")
+    if shape.dtype.is_floating_point or shape.numel() != 2 or tuple(int(v) for v in shape.reshape(-1)) != expected:
+        raise ValueError(f"{prefix}weight_shape is {shape.reshape(-1).tolist()}, the model's layer is {list(expected)}")
+    packed_shape = (layer.out_features, -(-layer.in_features * 8 // 32))
+    if packed.dtype != torch.int32 or tuple(packed.shape) != packed_shape:
+        raise ValueError(f"{prefix}weight_packed is {str(packed.dtype).removeprefix('torch.')} {list(packed.shape)}, "
+                         f"an Int8Linear{expected[::-1]} stores int32 {list(packed_shape)}")
+    tensors["weight"] = unpack_w8a16(packed, expected)
+    return tensors
 
 
 # ------------------------------------------------------------------------------- helpers

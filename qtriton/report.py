@@ -569,9 +569,10 @@ def report_compressed_folder(
 ) -> QuantizedCheckpointReport:
     """Per quantized layer of a compressed-tensors folder (qtriton.save_pretrained's, or
     another writer's): what report_quantized says of a save_quantized file."""
-    from qtriton.hf import check_layer_tensors, scheme_for_name
+    from qtriton.hf import check_layer_tensors, scheme_for_name, unpacked_state
 
     quant = json.loads((Path(path) / "config.json").read_text())["quantization_config"]
+    stored = unpacked_state(stored, where=f"{str(path)!r}: ")  # pack-quantized (W8A16) layers as int8 weights
     layers = []
     for key, tensor in stored.items():  # in numeric order (see _load_safetensors)
         name = key.removesuffix(".weight")

@@ -119,14 +119,119 @@ def test_mixed_schemes_get_a_group_each_and_round_trip(tmp_path, rng):
     quant = quantization_config(model)
     assert quant["format"] == "mixed-precision"
     groups = {g["format"]: g for g in quant["config_groups"].values()}
-    assert groups["naive-quantized"]["input_activations"] is None
-    assert sorted(groups["naive-quantized"]["targets"])[0] == "model.layers.0.mlp.down_proj"
+    assert groups["pack-quantized"]["input_activations"] is None
+    # One regex per layer type a group holds entirely, as llm-compressor writes them.
+    assert groups["pack-quantized"]["targets"] == ["re:.*gate_proj$", "re:.*up_proj$", "re:.*down_proj$"]
+    assert groups["int-quantized"]["targets"] == ["re:.*q_proj$", "re:.*k_proj$", "re:.*v_proj$", "re:.*o_proj$"]
     folder = save_pretrained(model, tmp_path / "mixed")
     loaded = from_pretrained(folder, dtype=torch.float32)
     assert loaded.model.layers[0].mlp.up_proj.scheme.weight_only
     assert not loaded.model.layers[0].self_attn.o_proj.scheme.weight_only
     ids = _ids(rng)
     assert torch.equal(_logits(loaded, ids), _logits(model, ids))
+
+
+def test_a_group_holding_part_of_a_layer_type_names_its_layers(tmp_path):
+    model = _tiny_llama()
+    quantize_model(model, scheme="w8a8", include="*.self_attn.*")
+    quantize_model(model, scheme="w8a16", include="model.layers.1.mlp.*")  # layer 0's MLP stays float
+    groups = {g["format"]: g for g in quantization_config(model)["config_groups"].values()}
+    assert groups["pack-quantized"]["targets"] == [f"model.layers.1.mlp.{p}" for p in ("gate_proj", "up_proj", "down_proj")]
+    assert groups["int-quantized"]["targets"][0] == "re:.*q_proj$"
+
+
+def test_w8a16_layers_are_packed_by_compressed_tensors_as_vllm_reads_them(tmp_path, rng):
+    """W8A16 layers are written pack-quantized (vLLM serves int8 weight-only layers only so):
+    the stored tensors are what compressed-tensors' own compressor makes of codes * scales,
+    and they load back bit for bit."""
+    pytest.importorskip("compressed_tensors")
+    from compressed_tensors.compressors import BaseCompressor
+    from compressed_tensors.quantization import QuantizationConfig
+    from safetensors.torch import load_file
+
+    model = _tiny_llama()
+    quantize_model(model, scheme="w8a16", min_features=16)
+    q = "model.layers.1.mlp.down_proj"  # in_features 96
+    layer = model.get_submodule(q)
+    with torch.no_grad():  # the extreme codes, -128 included (llm-compressor's folders hold it)
+        layer.weight[0, :4] = torch.tensor([-128, 127, -1, 0], dtype=torch.int8)
+    folder = save_pretrained(model, tmp_path / "w8a16")
+    quant = json.loads((folder / "config.json").read_text())["quantization_config"]
+    parsed = QuantizationConfig.model_validate(quant)
+    assert parsed.format == "pack-quantized" and quant["config_groups"]["group_0"]["targets"] == ["Linear"]
+    scheme = parsed.config_groups["group_0"]
+    assert (scheme.weights.num_bits, scheme.weights.strategy, scheme.input_activations) == (8, "channel", None)
+    state = load_file(str(folder / "model.safetensors"))
+    assert f"{q}.weight" not in state
+    assert state[f"{q}.weight_packed"].dtype == torch.int32 and state[f"{q}.weight_packed"].shape == (64, 24)
+    assert state[f"{q}.weight_shape"].tolist() == [64, 96]
+    compressor = BaseCompressor.load_from_registry("pack-quantized")
+    dense = {"weight": layer.weight.float() * layer.weight_scale[:, None], "weight_scale": layer.weight_scale[:, None]}
+    theirs = compressor.compress(dense, scheme)
+    assert torch.equal(theirs["weight_packed"], state[f"{q}.weight_packed"])
+    assert theirs["weight_shape"].tolist() == state[f"{q}.weight_shape"].tolist()
+    back = compressor.decompress({k: state[f"{q}.{k}"] for k in ("weight_packed", "weight_shape", "weight_scale")}, scheme)
+    assert torch.equal(back["weight"], dense["weight"])
+    loaded = from_pretrained(folder, dtype=torch.float32)
+    assert torch.equal(loaded.get_submodule(q).weight, layer.weight)
+    ids = _ids(rng)
+    assert torch.equal(_logits(loaded, ids), _logits(model, ids))
+
+
+def test_naive_quantized_w8a16_folders_still_load(tmp_path, rng):
+    """The earlier W8A16 form (format naive-quantized, int8 weight as W8A8 layers store it)."""
+    from safetensors.torch import load_file, save_file
+
+    model = _tiny_llama()
+    quantize_model(model, scheme="w8a16", min_features=16)
+    folder = save_pretrained(model, tmp_path / "old")
+    config = json.loads((folder / "config.json").read_text())
+    config["quantization_config"]["format"] = "naive-quantized"
+    config["quantization_config"]["config_groups"]["group_0"]["format"] = "naive-quantized"
+    (folder / "config.json").write_text(json.dumps(config))
+    state = load_file(str(folder / "model.safetensors"))
+    for name, layer in model.named_modules():
+        if isinstance(layer, Int8Linear):
+            del state[f"{name}.weight_packed"], state[f"{name}.weight_shape"]
+            state[f"{name}.weight"] = layer.weight.clone()
+    save_file(state, str(folder / "model.safetensors"))
+    loaded = from_pretrained(folder, dtype=torch.float32)
+    ids = _ids(rng)
+    assert torch.equal(_logits(loaded, ids), _logits(model, ids))
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda s, q: s.__setitem__(f"{q}.weight_shape", torch.tensor([64, 95])), "weight_shape is \\[64, 95\\]"),
+    (lambda s, q: s.pop(f"{q}.weight_shape"), "weight_shape is missing"),
+    (lambda s, q: s.__setitem__(f"{q}.weight_packed", s[f"{q}.weight_packed"].to(torch.int64)), "weight_packed is int64"),
+    (lambda s, q: s.__setitem__(f"{q}.weight", torch.zeros(64, 96, dtype=torch.int8)), "weight and weight_packed"),
+])
+def test_packed_file_edits_are_refused_on_load(tmp_path, edit, message):
+    from safetensors.torch import load_file, save_file
+
+    model = _tiny_llama()
+    quantize_model(model, scheme="w8a16", min_features=16)
+    folder = save_pretrained(model, tmp_path / "w8a16")
+    state = load_file(str(folder / "model.safetensors"))
+    edit(state, "model.layers.1.mlp.down_proj")
+    save_file(state, str(folder / "model.safetensors"))
+    with pytest.raises(ValueError, match=message):
+        from_pretrained(folder)
+
+
+@pytest.mark.parametrize("plan, named", [
+    ({"*.q_proj": "w8a8", "*.k_proj": "w8a16", "*.v_proj": "w8a8"}, "k_proj w8a16"),
+    ({"*.gate_proj": "w8a8"}, "up_proj float"),
+])
+def test_fused_layers_of_mixed_schemes_are_refused_before_writing(tmp_path, plan, named):
+    """vLLM loads q/k/v and gate/up as one fused layer with one scheme: such a folder would not
+    start there, so it is refused with the layers named, and nothing is written."""
+    model = _tiny_llama()
+    for pattern, scheme in plan.items():
+        quantize_model(model, scheme=scheme, include=pattern, min_features=16)
+    with pytest.raises(ValueError, match=f"fuses q_proj/k_proj/v_proj and gate_proj/up_proj.*{named}"):
+        save_pretrained(model, tmp_path / "x")
+    assert not (tmp_path / "x").exists()
 
 
 def test_unfolded_smoothing_is_refused_with_the_layer_names(tmp_path):
@@ -290,6 +395,18 @@ def test_report_reads_an_exported_sharded_folder(tmp_path):
     assert not any(layer.estimated for layer in against.layers) and min(l.snr_db for l in against.layers) > 30
 
 
+def test_report_reads_pack_quantized_layers_of_a_mixed_folder(tmp_path):
+    from qtriton.report import report_checkpoint
+
+    model = _tiny_llama()
+    quantize_model(model, scheme="w8a16", include="*.mlp.*")
+    quantize_model(model, scheme="w8a8", include="*.self_attn.*")
+    rep = report_checkpoint(save_pretrained(model, tmp_path / "mixed"))
+    schemes = {layer.name: layer.scheme for layer in rep.layers}
+    assert len(schemes) == 14 and schemes["model.layers.1.mlp.up_proj"] == "w8a16"
+    assert schemes["model.layers.0.self_attn.k_proj"] == "w8a8"
+
+
 # ------------------------------------------------------------------- the real libraries
 def test_compressed_tensors_reads_qtritons_export(quantized, tmp_path):
     """compressed-tensors' own config model parses the export, and its decompressor turns
@@ -333,6 +450,21 @@ def test_transformers_loads_qtritons_export_through_compressed_tensors(quantized
             assert torch.equal(module.weight_scale.reshape(-1), layer.weight_scale)
     ids = _ids(rng)
     expected, got = _logits(quantized, ids), _logits(loaded, ids)
+    assert_close(got, expected, rtol=0, atol=1e-3 * float(expected.abs().max()), name="logits")
+
+
+def test_transformers_loads_a_mixed_pack_quantized_export_through_compressed_tensors(tmp_path, rng):
+    """A mixed folder (W8A8 int-quantized, W8A16 pack-quantized, float, each group with its own
+    format and regex targets) decompressed by compressed-tensors in transformers: logits close
+    to qtriton's."""
+    pytest.importorskip("compressed_tensors")
+    model = _tiny_llama()
+    quantize_model(model, scheme="w8a16", include="*.mlp.*")
+    quantize_model(model, scheme="w8a8-asym", include=["*.q_proj", "*.k_proj", "*.v_proj"])
+    folder = save_pretrained(model, tmp_path / "mixed")  # o_proj stays float
+    loaded = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    ids = _ids(rng)
+    expected, got = _logits(model, ids), _logits(loaded, ids)
     assert_close(got, expected, rtol=0, atol=1e-3 * float(expected.abs().max()), name="logits")
 
 
