@@ -3,7 +3,11 @@ against the same formulas in torch ops (qtriton.torch_backend).
 
 Bytes counted are the fewest any implementation must move: the input read once, the
 codes and the scales written once. A two-pass kernel (per-tensor: reduce, then quantize)
-reads the input twice, and pays for it in this number."""
+reads the input twice, and pays for it in this number.
+
+`quantize_per_token(hadamard_block=b)` rotates each row in the kernel before quantizing it
+(issue #28), with b the largest power of two dividing K, as the rotated models choose it:
+the same bytes as the plain per-token case, so the two rows of a shape compare directly."""
 
 from __future__ import annotations
 
@@ -37,15 +41,27 @@ GOAL_OF_COPY = 0.85  # per-tensor and per-token, from 16M elements up
 GOAL_MIN_ELEMENTS = 16 * 2**20
 
 
+ROTATED = "quantize_per_token(hadamard_block)"
+
+
 def _ops(full: bool):
     """(name, granularity, axis, is_dequantize) of each benchmarked operation."""
-    ops = [("quantize_per_token", "token", None, False), ("quantize_per_tensor", "tensor", None, False)]
+    ops = [("quantize_per_token", "token", None, False), (ROTATED, "token", None, False),
+           ("quantize_per_tensor", "tensor", None, False)]
     if full:
         ops += [("quantize_per_channel(axis=1)", "channel", 1, False), ("dequantize_per_token", "token", None, True)]
     return ops
 
 
-def _qtriton_fn(granularity: str, axis: int | None, dequantize: bool, dtype: torch.dtype):
+def hadamard_block(k: int) -> int:
+    """The rotation block of a K-wide row: the largest power of two dividing K, at most the
+    largest the kernel takes (1 when K is odd: no rotation possible)."""
+    from qtriton.checks import MAX_HADAMARD_BLOCK
+
+    return min(k & -k, MAX_HADAMARD_BLOCK)
+
+
+def _qtriton_fn(granularity: str, axis: int | None, dequantize: bool, dtype: torch.dtype, **rotation):
     from qtriton.ops import quantize as ops
 
     if dequantize:
@@ -54,15 +70,15 @@ def _qtriton_fn(granularity: str, axis: int | None, dequantize: bool, dtype: tor
         return lambda x: ops.quantize_per_tensor(x)
     if granularity == "channel":
         return lambda x: ops.quantize_per_channel(x, axis)
-    return lambda x: ops.quantize_per_token(x)
+    return lambda x: ops.quantize_per_token(x, **rotation)
 
 
-def _torch_fn(granularity: str, axis: int | None, dequantize: bool, dtype: torch.dtype):
+def _torch_fn(granularity: str, axis: int | None, dequantize: bool, dtype: torch.dtype, hadamard_block=None):
     from qtriton import torch_backend
 
     if dequantize:
         return lambda q, scale: torch_backend.dequantize(q, scale, None, granularity, axis, dtype)
-    return lambda x: torch_backend.quantize(x, 8, True, granularity, axis)[:2]
+    return lambda x: torch_backend.quantize(x, 8, True, granularity, axis, False, hadamard_block)[:2]
 
 
 def _scale_count(shape, granularity: str, axis: int | None) -> int:
@@ -86,9 +102,15 @@ def _bench_case(ctx, name, granularity, axis, dequantize, shape, dtype) -> list[
     elem = torch.finfo(dtype).bits // 8
     traffic = numel * elem + numel + 4 * _scale_count(shape, granularity, axis)
     dtype_name = str(dtype).removeprefix("torch.")
+    rotation = {}
+    if name == ROTATED:
+        rotation = {"hadamard_block": hadamard_block(shape[1])}
+        if rotation["hadamard_block"] < 2:
+            return []
+        name = f"quantize_per_token(hadamard_block={rotation['hadamard_block']})"
     label = f"{name} {shape[0]}x{shape[1]} {dtype_name}"
-    ours = _qtriton_fn(granularity, axis, dequantize, dtype)
-    theirs = _torch_fn(granularity, axis, dequantize, dtype)
+    ours = _qtriton_fn(granularity, axis, dequantize, dtype, **rotation)
+    theirs = _torch_fn(granularity, axis, dequantize, dtype, **rotation)
     copies = input_copies(ctx, traffic)
 
     def make() -> tuple:

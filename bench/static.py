@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import os
 import re
 import subprocess
@@ -57,6 +58,21 @@ SM_MAX_CTAS = 32
 # <config>", the rule), each naming the issue that fixes it. check() reports them apart and
 # does not fail on them; tests/test_static.py fails once an entry matches nothing, so that
 # a fixed entry gets deleted and the check is strict again.
+# The rotated per-token kernels (the block Hadamard in registers, issue #28) against the same
+# call unrotated: SASS instructions per element at most this many times the unrotated one's.
+# The butterflies alone add log2(b) FADDs per element; the rest is moving pairs between threads.
+ROTATION_PAIRS = {
+    f"{rotated} {dtype}": f"{plain} {dtype}"
+    for rotated, plain in (
+        ("per token single pass sym, hadamard 4096", "per token single pass sym"),
+        ("Int8Linear activations sym, hadamard 64", "per token single pass sym"),
+        ("Int8Linear activations asym, hadamard 512", "Int8Linear activations asym"),
+        ("Int8Linear activations smoothed static, hadamard 2048", "Int8Linear activations smoothed static"),
+    )
+    for dtype in ("float32", "float16", "bfloat16")
+}
+ROTATION_RATIO_LIMIT = 2.0
+
 KNOWN_VIOLATIONS: list[tuple[str, str]] = [
     # Empty since issue #11's GEMM work (rank-1 epilogue, spilling zero-point tiles pruned):
     # the asymmetric-activation GEMM no longer spills. An entry is (label regex, rule).
@@ -89,7 +105,19 @@ class Compiled:
     tma: bool = False  # tensor loads through TMA (cp.async.bulk.tensor)
     num_warps: int = 0
     ctas_per_sm: int = 0  # resident CTAs an SM can hold, from registers, shared memory, warps
+    fma_instructions: int = 0  # fma.*.f32 in the PTX: a multiply and an add rounded once
+    body_sass: int = 0  # SASS instructions up to the last EXIT (not the out-of-line slow paths)
+    tile_elements: int = 0  # elements of one program's tile (the product of its BLOCK_SIZE_*)
     error: str = ""
+
+    @property
+    def sass_per_element(self) -> float | None:
+        """Thread instructions per element of a quantize kernel that runs straight through
+        (no loop): body_sass x 32 lanes x warps / tile elements, an upper bound on those
+        executed (every branch counted); None for the rest."""
+        if self.family != "quantize" or self.loop_sass or not self.tile_elements or self.error:
+            return None
+        return self.body_sass * 32 * self.num_warps / self.tile_elements
 
     @property
     def label(self) -> str:
@@ -172,6 +200,7 @@ def _tool(name: str) -> str:
 
 
 _F64 = re.compile(r"^\s*[a-z][\w.]*\.f64\b", re.MULTILINE)
+_FMA_F32 = re.compile(r"^\s*fma\.[\w.]*f32\b", re.MULTILINE)
 _WGMMA_S8 = re.compile(r"\bwgmma\.mma_async\S*\.s8\b")
 _MMA_SYNC_S8 = re.compile(r"\bmma\.sync\S*\.s8\b")
 # A 128-bit global load: into registers (ld.global.v4.b32, .v2.b64, ...) or, in pipelined
@@ -205,6 +234,7 @@ def analyse(kernel, row: Compiled) -> Compiled:
     ptx = kernel.asm["ptx"]
     row.shared_bytes = int(kernel.metadata.shared)
     row.f64_instructions = len(_F64.findall(ptx))
+    row.fma_instructions = len(_FMA_F32.findall(ptx))
     row.int8_dot = "wgmma" if _WGMMA_S8.search(ptx) else "mma.sync" if _MMA_SYNC_S8.search(ptx) else "none"
     row.global_loads_128 = bool(_LOAD_128.search(ptx))
     with tempfile.TemporaryDirectory(prefix="qtriton-static-") as tmp:
@@ -217,6 +247,7 @@ def analyse(kernel, row: Compiled) -> Compiled:
     row.registers = int(re.search(r"REG:(\d+)", usage).group(1))
     row.spill_bytes = local_memory_bytes(sass)
     row.loop_sass = longest_loop(sass)
+    row.body_sass = body_instructions(sass)
     row.wait_depth = loop_wait_depth(sass)
     row.tma = bool(_TMA.search(ptx))
     row.num_warps = int(kernel.metadata.num_warps)
@@ -254,6 +285,16 @@ def loop_span(sass: str) -> tuple[int, int] | None:
     return max(spans, key=lambda span: span[1] - span[0], default=None)
 
 
+_INSTRUCTION = re.compile(r"/\*([0-9a-f]+)\*/\s+[^;/]+;")
+
+
+def body_instructions(sass: str) -> int:
+    """SASS instructions at or before the kernel's last EXIT: its body, without the slow
+    paths placed after it (the IEEE division's subnormal case, called out of line)."""
+    end = max((int(addr, 16) for addr in _EXIT.findall(sass)), default=None)
+    return sum(1 for addr in _INSTRUCTION.findall(sass) if end is None or int(addr, 16) <= end)
+
+
 def longest_loop(sass: str) -> int:
     """Instructions in the kernel's longest loop (loop_span; 16 bytes an instruction on sm_90)."""
     span = loop_span(sass)
@@ -275,6 +316,7 @@ def _launch_config(kwargs: dict) -> tuple[str, int | None]:
     w8 s3"), and its BLOCK_SIZE_M."""
     blocks = {k.removeprefix("BLOCK_SIZE_"): v for k, v in kwargs.items() if k.startswith("BLOCK_SIZE_")}
     parts = [f"{name}{value}" for name, value in blocks.items()]
+    parts += [f"H{kwargs['HADAMARD_BLOCK']}"] if kwargs.get("HADAMARD_BLOCK", 1) > 1 else []
     parts += [f"split{kwargs['SPLIT_K']}"] if kwargs.get("SPLIT_K", 1) != 1 else []
     parts += [f"w{kwargs['num_warps']}", f"s{kwargs.get('STAGES', kwargs['num_stages'])}"]
     return " ".join(parts), blocks.get("M")
@@ -393,6 +435,21 @@ def _quantize_variants() -> list[Variant]:
             lambda d: _activations(torch.zeros(64, 4096, dtype=d), True, torch.ones(4096)))
         add("Int8Linear activations smoothed static",
             lambda d: _activations(torch.zeros(64, 4096, dtype=d), True, torch.ones(4096), torch.ones(())))
+        # The same with each row rotated first (block Hadamard in registers, #28): the rotated
+        # variants have their unrotated partner of the same shape in ROTATION_PAIRS; the last
+        # ones are SmolLM2's down_proj (1536 wide, blocks of 512) and a two-pass row.
+        add("per token single pass sym, hadamard 4096",
+            lambda d: ops.quantize_per_token(torch.zeros(64, 4096, dtype=d), hadamard_block=4096))
+        add("Int8Linear activations sym, hadamard 64",
+            lambda d: _activations(torch.zeros(64, 4096, dtype=d), True, hadamard_block=64))
+        add("Int8Linear activations asym, hadamard 512",
+            lambda d: _activations(torch.zeros(64, 4096, dtype=d), False, hadamard_block=512))
+        add("Int8Linear activations smoothed static, hadamard 2048",
+            lambda d: _activations(torch.zeros(64, 4096, dtype=d), True, torch.ones(4096), torch.ones(()), 2048))
+        add("Int8Linear activations sym 1536 wide, hadamard 512",
+            lambda d: _activations(torch.zeros(64, 1536, dtype=d), True, hadamard_block=512))
+        add("per token two pass asym, hadamard 2048",
+            lambda d: ops.quantize_per_token(torch.zeros(4, 32768, dtype=d), symmetric=False, hadamard_block=2048))
     for granularity, axis in (("tensor", None), ("channel", 0), ("channel", 1)):
         variants.append(Variant(
             "quantize", f"dequantize {granularity}{'' if axis is None else f' axis {axis}'} uint8 + zp",
@@ -460,7 +517,8 @@ def compile_all(full: bool = True, only: str | None = None, configs: list | None
                 text, block_m = _launch_config({**kwargs, "num_stages": kernel.metadata.num_stages,
                                                 "num_warps": kernel.metadata.num_warps})
                 row = Compiled(variant.family, variant.name, kernel.metadata.name, text, block_m,
-                               variant.picked_by_int8_linear)
+                               variant.picked_by_int8_linear,
+                               tile_elements=math.prod(v for k, v in kwargs.items() if k.startswith("BLOCK_SIZE_")))
                 rows.append(analyse(kernel, row))
                 if progress:
                     progress(_format_row(rows[-1]))
@@ -483,11 +541,14 @@ def check(rows: list[Compiled]) -> tuple[list[str], list[str]]:
     shared memory < 227 KB, no spills in a config the tuned / Int8Linear path can pick, a
     wgmma for every int8 dot of a tile with BLOCK_M >= 64, 128-bit global loads in every
     quantize kernel, a K loop of each LOOP_PAIRS variant at most LOOP_RATIO_LIMIT times
-    that of its plain partner in the same config, and for the Gluon main loop, in every
+    that of its plain partner in the same config, for the Gluon main loop, in every
     config: a K loop that waits with >= GLUON_MIN_WAIT_DEPTH wgmma groups in flight, TMA
-    loads and no spills."""
+    loads and no spills; no FMA in a quantize kernel (the oracle rounds every multiply and
+    add); and a rotated per-token kernel (ROTATION_PAIRS) at most ROTATION_RATIO_LIMIT times
+    the SASS instructions per element of the same call unrotated."""
     found, known = [], []
     plain_loops = {(row.variant, row.kernel, row.config): row.loop_sass for row in rows if not row.error}
+    per_element = {row.variant: row.sass_per_element for row in rows if row.sass_per_element}
 
     def flag(row, rule, text):
         (known if _known(row, rule) else found).append(f"{rule}: {row.label} [{row.kernel}]: {text}")
@@ -517,21 +578,30 @@ def check(rows: list[Compiled]) -> tuple[list[str], list[str]]:
         if plain and row.loop_sass > LOOP_RATIO_LIMIT * plain:
             flag(row, "loop", f"K loop of {row.loop_sass} SASS instructions, plain int8 {plain}: over "
                               f"{LOOP_RATIO_LIMIT}x")
+        if row.family == "quantize" and row.fma_instructions:
+            flag(row, "fma", f"{row.fma_instructions} fused multiply-adds in the PTX: the oracle rounds the "
+                             "multiply and the add apart")
+        unrotated = per_element.get(ROTATION_PAIRS.get(row.variant))  # (absent when --only left it out)
+        if unrotated and row.sass_per_element and row.sass_per_element > ROTATION_RATIO_LIMIT * unrotated:
+            flag(row, "rotation", f"{row.sass_per_element:.1f} SASS instructions per element, unrotated "
+                                  f"{unrotated:.1f}: over {ROTATION_RATIO_LIMIT}x")
     return found, known
 
 
 # ------------------------------------------------------------------------------ output
-_HEADER = ("| kernel | variant | config | regs | spill B | shared KB | f64 | int8 dot | 128-bit loads | loop SASS "
-           "| wgmma wait | TMA | CTAs/SM |\n"
-           "|---|---|---|---:|---:|---:|---:|---|---|---:|---:|---|---:|\n")
+_HEADER = ("| kernel | variant | config | regs | spill B | shared KB | f64 | FMA | int8 dot | 128-bit loads "
+           "| loop SASS | SASS/elem | wgmma wait | TMA | CTAs/SM |\n"
+           "|---|---|---|---:|---:|---:|---:|---:|---|---|---:|---:|---:|---|---:|\n")
 
 
 def _format_row(row: Compiled) -> str:
     if row.error:
-        return f"| {row.kernel} | {row.variant} | {row.config} | error: {row.error} | | | | | | | | | |"
+        return f"| {row.kernel} | {row.variant} | {row.config} | error: {row.error} | | | | | | | | | | | |"
+    per_element = row.sass_per_element
     return (f"| {row.kernel} | {row.variant} | {row.config} | {row.registers} | {row.spill_bytes} | "
-            f"{row.shared_bytes / 1024:.0f} | {row.f64_instructions} | {row.int8_dot} | "
+            f"{row.shared_bytes / 1024:.0f} | {row.f64_instructions} | {row.fma_instructions} | {row.int8_dot} | "
             f"{'yes' if row.global_loads_128 else 'no'} | {row.loop_sass} | "
+            f"{'-' if per_element is None else f'{per_element:.1f}'} | "
             f"{'-' if row.wait_depth is None else row.wait_depth} | {'yes' if row.tma else 'no'} | "
             f"{row.ctas_per_sm} |")
 
@@ -539,8 +609,9 @@ def _format_row(row: Compiled) -> str:
 def markdown(rows: list[Compiled], versions: str) -> str:
     lines = [f"Compiled offline for sm_90a with {versions} (`python -m bench static`); "
              f"{len(rows)} kernels. spill B: bytes per thread of the local-memory stores and loads "
-             "(STL/LDL) in the cubin's SASS; loop SASS: instructions in the kernel's longest loop (a GEMM's "
-             "K loop); wgmma wait: the wgmma groups that loop leaves in flight when it waits (`wgmma.wait_group "
+             "(STL/LDL) in the cubin's SASS; FMA: `fma.*.f32` in the PTX; loop SASS: instructions in the "
+             "kernel's longest loop (a GEMM's K loop); SASS/elem: a loop-free quantize kernel's instructions up "
+             "to its last EXIT x 32 lanes x warps / its tile's elements (every branch counted); wgmma wait: the wgmma groups that loop leaves in flight when it waits (`wgmma.wait_group "
              "N`, - for none); TMA: loads through `cp.async.bulk.tensor`; CTAs/SM: how many an SM holds at once "
              "(registers, shared memory, warps).", "", _HEADER.rstrip("\n")]
     lines += [_format_row(row) for row in rows]

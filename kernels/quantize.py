@@ -18,6 +18,11 @@ reduction. The reduction operands map NaN to the value that poisons the slice th
 way Inf does (+inf for absmax, -inf for the min, +inf for the max); the parameter
 helpers then turn any non-finite statistic into a NaN scale.
 
+Per token, a row can be rotated before it is quantized (x -> x R, R block-diagonal Hadamard /
+sqrt(b): `reference.hadamard_rotate`): `_hadamard_rows` runs the oracle's butterflies in its
+order on the tile in registers. Its launches disable FP fusion: the input scale's multiply
+fused with a butterfly's add into an FMA would round once where the oracle rounds twice.
+
 The launchers (grid, block sizes, warps, allocation) are in `qtriton/ops/quantize.py`.
 """
 
@@ -32,6 +37,7 @@ FLT_MIN = tl.constexpr(2.0**-126)  # the smallest normal float32
 FLT_MAX = tl.constexpr(3.4028234663852886e38)
 ZERO_POINT_LIMIT = tl.constexpr(2.0**24)  # integers up to here are exact in float32
 ROUNDING_MAGIC = tl.constexpr(2.0**23)  # float32 values at or above it are whole
+MAX_HADAMARD_STAGES = tl.constexpr(14)  # butterfly stages of the largest rotation block (checks: 2^14)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -163,12 +169,42 @@ def _quantize_values(x, scale, zero_point, NUM_BITS: tl.constexpr, SYMMETRIC: tl
 
 # ------------------------------------------------------------- per row (token / channel)
 @triton.jit
-def _load_rows(x_rows, offs_k, mask, stride_xk, input_scale_ptr, K):
-    """The float32 tile x[rows, offs_k], times input_scale[offs_k] when given (one float32
-    multiply, as `x.float() * input_scale` rounds it)."""
+def _hadamard_stage(x, BLOCK_SIZE_M: tl.constexpr, BLOCK_SIZE_K: tl.constexpr, H: tl.constexpr):
+    """One butterfly stage along the rows of x (BLOCK_SIZE_M, BLOCK_SIZE_K): each pair
+    (a, c) = (x[:, i], x[:, i + H]) with i % 2H < H becomes (a + c, a - c). The pairs are
+    the two halves of a size-2 axis (the reshape), moved last for tl.split, and put back."""
+    pairs = tl.permute(tl.reshape(x, (BLOCK_SIZE_M, BLOCK_SIZE_K // (2 * H), 2, H)), (0, 1, 3, 2))
+    a, c = tl.split(pairs)
+    return tl.reshape(tl.permute(tl.join(a + c, a - c), (0, 1, 3, 2)), (BLOCK_SIZE_M, BLOCK_SIZE_K))
+
+
+@triton.jit
+def _hadamard_rows(x, BLOCK_SIZE_M: tl.constexpr, BLOCK_SIZE_K: tl.constexpr, HADAMARD_BLOCK: tl.constexpr,
+                   HADAMARD_SCALE: tl.constexpr):
+    """reference.hadamard_rotate of each row of the float32 tile x: the fast Walsh-Hadamard
+    transform of every HADAMARD_BLOCK consecutive values, stages H = 1, 2, ...,
+    HADAMARD_BLOCK / 2 in that order, then one multiply by HADAMARD_SCALE (the float32
+    1 / sqrt(HADAMARD_BLOCK)). In registers: log2(HADAMARD_BLOCK) adds per element; the
+    compiler moves pairs that sit in other threads through shuffles or shared memory.
+    BLOCK_SIZE_K is a multiple of HADAMARD_BLOCK and the row's masked tail (K, a multiple of
+    it too, to BLOCK_SIZE_K) holds zeros, which stay zeros."""
+    for stage in tl.static_range(MAX_HADAMARD_STAGES):
+        if (1 << stage) < HADAMARD_BLOCK:
+            x = _hadamard_stage(x, BLOCK_SIZE_M, BLOCK_SIZE_K, 1 << stage)
+    return x * HADAMARD_SCALE
+
+
+@triton.jit
+def _load_rows(x_rows, offs_k, mask, stride_xk, input_scale_ptr, K, BLOCK_SIZE_M: tl.constexpr,
+               BLOCK_SIZE_K: tl.constexpr, HADAMARD_BLOCK: tl.constexpr, HADAMARD_SCALE: tl.constexpr):
+    """The float32 tile to quantize: x[rows, offs_k], times input_scale[offs_k] when given
+    (one float32 multiply, as `x.float() * input_scale` rounds it), then with HADAMARD_BLOCK
+    > 1 rotated (_hadamard_rows)."""
     x = _to_float32(tl.load(x_rows + offs_k[None, :].to(tl.int64) * stride_xk, mask=mask, other=0.0))
     if input_scale_ptr is not None:
         x = x * tl.load(input_scale_ptr + offs_k, mask=offs_k < K, other=1.0)[None, :]
+    if HADAMARD_BLOCK > 1:
+        x = _hadamard_rows(x, BLOCK_SIZE_M, BLOCK_SIZE_K, HADAMARD_BLOCK, HADAMARD_SCALE)
     return x
 
 
@@ -178,6 +214,7 @@ def _quantize_rows_kernel(
     M, K,
     stride_xm, stride_xk,
     NUM_BITS: tl.constexpr, SYMMETRIC: tl.constexpr, INCLUDE_ZERO: tl.constexpr, CODE_OFFSET: tl.constexpr,
+    HADAMARD_BLOCK: tl.constexpr, HADAMARD_SCALE: tl.constexpr,
     BLOCK_SIZE_M: tl.constexpr, BLOCK_SIZE_K: tl.constexpr, SINGLE_PASS: tl.constexpr,
 ):
     """Row-wise dynamic quantization of x (M, K), any strides: one scale (and zero point)
@@ -187,6 +224,10 @@ def _quantize_rows_kernel(
     INCLUDE_ZERO: each row's range includes 0 (see _quant_params). CODE_OFFSET is
     subtracted from the asymmetric codes and zero points (2**(NUM_BITS-1): signed codes).
     input_scale_ptr (K,) float32, or None: x * input_scale is what gets quantized.
+    HADAMARD_BLOCK > 1: each row is rotated first, x -> x R with R the block-diagonal
+    normalized Hadamard matrix of that block (after the input scale; _hadamard_rows), in
+    registers as it is loaded, so still one read of x (two passes: the rotation is redone).
+    It divides K and BLOCK_SIZE_K, so a tile always holds whole blocks.
     static_scale_ptr (one float32), or None: symmetric codes with that scale instead of the
     row's own; the range is still reduced, to give a row holding NaN or Inf a NaN scale.
     Writes q (M, K) contiguous, scale (M,) float32 and, asymmetric, zero_point (M,) int32."""
@@ -199,7 +240,8 @@ def _quantize_rows_kernel(
 
     if SINGLE_PASS:
         mask = row_mask[:, None] & (cols[None, :] < K)
-        x = _load_rows(x_rows, cols, mask, stride_xk, input_scale_ptr, K)
+        x = _load_rows(x_rows, cols, mask, stride_xk, input_scale_ptr, K, BLOCK_SIZE_M, BLOCK_SIZE_K, HADAMARD_BLOCK,
+                       HADAMARD_SCALE)
         lo, hi = _range_operands(x, mask, SYMMETRIC)
         lo, hi = _reduce_range(lo, hi, 1, SYMMETRIC)
         scale, zero_point = _quant_params(lo, hi, NUM_BITS, SYMMETRIC, INCLUDE_ZERO)
@@ -212,7 +254,8 @@ def _quantize_rows_kernel(
         for k in range(0, K, BLOCK_SIZE_K):
             offs_k = k + cols
             mask = row_mask[:, None] & (offs_k[None, :] < K)
-            x = _load_rows(x_rows, offs_k, mask, stride_xk, input_scale_ptr, K)
+            x = _load_rows(x_rows, offs_k, mask, stride_xk, input_scale_ptr, K, BLOCK_SIZE_M, BLOCK_SIZE_K,
+                           HADAMARD_BLOCK, HADAMARD_SCALE)
             tile_lo, tile_hi = _range_operands(x, mask, SYMMETRIC)
             tile_lo, tile_hi = _reduce_range(tile_lo, tile_hi, 1, SYMMETRIC)
             lo, hi = _merge_range(lo, hi, tile_lo, tile_hi, SYMMETRIC)
@@ -222,7 +265,8 @@ def _quantize_rows_kernel(
         for k in range(0, K, BLOCK_SIZE_K):
             offs_k = k + cols
             mask = row_mask[:, None] & (offs_k[None, :] < K)
-            x = _load_rows(x_rows, offs_k, mask, stride_xk, input_scale_ptr, K)
+            x = _load_rows(x_rows, offs_k, mask, stride_xk, input_scale_ptr, K, BLOCK_SIZE_M, BLOCK_SIZE_K,
+                           HADAMARD_BLOCK, HADAMARD_SCALE)
             q = _quantize_values(x, scale[:, None], zero_point[:, None], NUM_BITS, SYMMETRIC) - CODE_OFFSET
             tl.store(q_rows + offs_k[None, :], q.to(q_ptr.dtype.element_ty), mask=mask)
 
@@ -400,10 +444,11 @@ def _dequantize_kernel(
     q_ptr, scale_ptr, zero_point_ptr, out_ptr,
     M, K, num_scales,
     stride_qm, stride_qk,
-    SCALE_PER_COLUMN: tl.constexpr, HAS_ZERO_POINT: tl.constexpr,
+    SCALE_PER_COLUMN: tl.constexpr,
     BLOCK_SIZE_M: tl.constexpr, BLOCK_SIZE_K: tl.constexpr,
 ):
-    """out = (q - zero_point) * scale for q (M, K), any strides, out (M, K) contiguous.
+    """out = (q - zero_point) * scale for q (M, K), any strides, out (M, K) contiguous;
+    zero_point_ptr None: out = q * scale.
     The scale (and zero point) of element (m, k) is index k (SCALE_PER_COLUMN) or index
     m % num_scales: num_scales = 1 per tensor, M per token, C for channels viewed as
     (OUTER * C, INNER) rows. One program per (BLOCK_SIZE_M, BLOCK_SIZE_K) tile. The
@@ -419,14 +464,14 @@ def _dequantize_kernel(
     q = tl.load(q_ptr + rows[:, None] * stride_qm + cols[None, :] * stride_qk, mask=mask, other=0)
     if SCALE_PER_COLUMN:
         scale = tl.load(scale_ptr + cols, mask=col_mask, other=1.0)[None, :]
-        if HAS_ZERO_POINT:
+        if zero_point_ptr is not None:
             zero_point = tl.load(zero_point_ptr + cols, mask=col_mask, other=0)[None, :]
     else:
         index = rows % num_scales
         scale = tl.load(scale_ptr + index, mask=row_mask, other=1.0)[:, None]
-        if HAS_ZERO_POINT:
+        if zero_point_ptr is not None:
             zero_point = tl.load(zero_point_ptr + index, mask=row_mask, other=0)[:, None]
-    if HAS_ZERO_POINT:
+    if zero_point_ptr is not None:
         out = (q.to(tl.int64) - zero_point.to(tl.int64)).to(tl.float32) * scale
     else:
         out = q.to(tl.float32) * scale

@@ -25,6 +25,7 @@ _EXPORTS = {
             "dequantize_per_token",
             "dequantize_symmetric",
             "fake_quantize",
+            "hadamard_rotate",
             "quantization_error",
             "quantize_asymmetric",
             "quantize_per_channel",

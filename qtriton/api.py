@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from qtriton import checks, reference
-from qtriton.backend import resolve
+from qtriton.dispatch import resolve
 from qtriton.tensors import device_tensor
 
 # ------------------------------------------------------------------------ dispatch helpers
@@ -61,23 +61,26 @@ def _scalar_for_numpy(v, like, cast):
 # ------------------------------------------------------------------------ shared machinery
 
 
-def _quantize(x, num_bits: int, symmetric: bool, granularity: str, axis: int | None = None, include_zero: bool = False):
+def _quantize(x, num_bits: int, symmetric: bool, granularity: str, axis: int | None = None, include_zero: bool = False,
+              hadamard_block: int | None = None):
     """Validated x -> (q, scale, zero_point or None) in the caller's kind."""
     backend, device = resolve(x)
-    out = backend.quantize(_to_backend(x, device), num_bits, symmetric, granularity, axis, include_zero)
+    out = backend.quantize(_to_backend(x, device), num_bits, symmetric, granularity, axis, include_zero, hadamard_block)
     q, scale, zp = (_to_caller(v, x) for v in out)
-    checks.quantize_result(scale, "x", symmetric)  # on the caller's side: off CUDA, whichever device computed it
+    # On the caller's side: off CUDA, whichever device computed it.
+    checks.quantize_result(scale, "x" if hadamard_block is None else f"x rotated in blocks of {hadamard_block}",
+                           symmetric)
     return q, scale, zp
 
 
-def _quantize_activations(rows, symmetric: bool, input_scale=None, static_scale=None):
-    """Int8Linear's activation codes (reference.quantize_activations) on the backend in
-    force, in the caller's kind; the arguments come from the layer, already checked."""
+def quantize_activations(rows, spec):
+    """Int8Linear's activation codes (`reference.quantize_activations`) as spec (a
+    `qtriton.scheme.ActivationQuant`) says, on the backend in force, in the caller's kind.
+    Not a lab function: rows and spec come from an Int8Linear, already checked."""
     backend, device = resolve(rows)
-    extras = (None if v is None else _to_backend(v, device) for v in (input_scale, static_scale))
-    out = backend.quantize_activations(_to_backend(rows, device), symmetric, *extras)
+    out = backend.quantize_activations(_to_backend(rows, device), spec.convert(lambda v: _to_backend(v, device)))
     q, scale, zp = (_to_caller(v, rows) for v in out)
-    checks.activations_result(scale, symmetric, input_scale, static_scale)
+    checks.activations_result(scale, spec)
     return q, scale, zp
 
 
@@ -158,20 +161,45 @@ def dequantize_per_channel(q, scales, axis: int = 0):
     return _dequantize(q, scales, None, "channel", axis)
 
 
-def quantize_per_token(x, num_bits: int = 8, symmetric: bool = True, *, include_zero: bool = False):
+def quantize_per_token(x, num_bits: int = 8, symmetric: bool = True, *, include_zero: bool = False,
+                       hadamard_block: int | None = None):
     """Dynamic per-token (row-wise) quantization over the last axis, the form the int8 matmul
     consumes. Returns (q, scales) or, asymmetric, (q uint8, scales, zero_points); scales and
     zero points have shape x.shape[:-1]. include_zero (asymmetric): each row's range
     includes 0, so zero points lie in [0, 2^b - 1] and a constant row keeps its value
-    (Int8Linear's activations)."""
+    (Int8Linear's activations). hadamard_block (a power of two from 2 to 16384 dividing the
+    last axis): each row is rotated first, x -> x R (hadamard_rotate), and the codes and
+    scales are those of x R; the Triton kernel rotates in registers, in the same pass."""
     num_bits = checks.num_bits(num_bits)
     symmetric = checks.flag(symmetric, "symmetric")
     include_zero = checks.flag(include_zero, "include_zero")
     x = checks.float_input(x, "x")
     if x.ndim == 0:
         raise ValueError("x must have at least one dimension for per-token quantization")
-    q, scales, zps = _quantize(x, num_bits, symmetric, "token", include_zero=include_zero)
+    hadamard_block = checks.hadamard_block(hadamard_block, x.shape[-1])
+    q, scales, zps = _quantize(x, num_bits, symmetric, "token", include_zero=include_zero,
+                               hadamard_block=hadamard_block)
     return (q, scales) if symmetric else (q, scales, zps)
+
+
+def hadamard_rotate(x, block: int):
+    """x R over the last axis, R = diag(H, ..., H) / sqrt(block) with H the Sylvester Hadamard
+    matrix of order block (a power of two from 2 to 16384 dividing x.shape[-1]): the rotation
+    quantize_per_token(..., hadamard_block=block) applies to activations, here alone. R is
+    orthogonal, symmetric and its own inverse, so for a weight W (out, in),
+    hadamard_rotate(W, block) is W R and (x R)(W R)^T = x W^T. The butterflies of
+    reference.hadamard_rotate, in float32 (float64 for float64 input: weights can be rotated
+    in float64 and rounded once); returns that dtype, in the caller's kind. Finite input
+    whose rotation overflows (|values| beyond 3.4e38 / block) raises ValueError where the
+    values are visible (off CUDA)."""
+    x = checks.float_input(x, "x", keep_float64=True)
+    if x.ndim == 0:
+        raise ValueError("x must have at least one dimension to rotate its last axis")
+    block = checks.hadamard_block(block, x.shape[-1], name="block")
+    backend, device = resolve(x)
+    out = _to_caller(backend.hadamard_rotate(_to_backend(x, device), block), x)
+    checks.finite_result(out, f"x rotated in blocks of {block}")
+    return out
 
 
 def dequantize_per_token(q, scales, zero_points=None):
@@ -223,8 +251,11 @@ def quantization_error(original, quantized, dequantized) -> dict[str, float]:
 
 
 def reference_array(v, name: str) -> np.ndarray:
-    """Any array or tensor as float64 NumPy (a host copy; metrics are not a hot path)."""
+    """Any array or tensor as float64 NumPy (a host copy; metrics are not a hot path); float8
+    refused as everywhere (checks.FLOAT8_RULE), meta tensors too (no values)."""
     if _is_tensor(v):
+        checks.no_float8(v, name)
+        checks.has_values(v, name)
         return v.detach().to(torch.float64).cpu().numpy()
     arr = np.asarray(v)
     if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)) or arr.dtype == np.bool_:
@@ -240,7 +271,8 @@ def quantized_matmul(a_q, a_scale, b_q, b_scale, a_zp=0, b_zp=0, *, bias=None, o
     Scales are float32 on every backend: Python floats and float64 / float16 / bfloat16
     scales are rounded or widened to float32, and a scale that is not then positive, finite
     and normal (1.175e-38 to 3.403e38) raises ValueError. Zero points: |zp| <= 2**24.
-    out_dtype: float32 (default), float16 or bfloat16 (tensors only). Value checks (scales,
+    out_dtype: float32 (default), float16 or bfloat16 (tensors only), as a torch or NumPy
+    dtype or a name; "fp32", "fp16", "half" and "bf16" are supported spellings too. Value checks (scales,
     zero points, bias) run off CUDA only, and not while torch.compile traces."""
     a_q, b_q, a_scale, b_scale, a_zp, b_zp, bias, out_dtype = checks.matmul(
         a_q, b_q, a_scale, b_scale, a_zp, b_zp, bias, out_dtype
@@ -267,6 +299,7 @@ def compare_quantization_methods(x, num_bits: int = 8) -> dict[str, dict[str, fl
     channel (axis 0), and symmetric group-wise (128 along the last axis) where it divides."""
     num_bits = checks.num_bits(num_bits)
     x = checks.float_input(x, "x")
+    checks.has_values(x, "x")
     if x.ndim == 0 or x.shape[0] == 0 or 0 in tuple(x.shape):
         raise ValueError("x must be a non-empty array with at least one dimension")
     results = {}

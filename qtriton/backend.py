@@ -1,7 +1,8 @@
 """Which implementation runs a call: the NumPy oracle, torch ops, or the Triton kernels.
 
 `auto` (the default) picks by input: NumPy arrays -> numpy (the oracle), CPU tensors ->
-torch, CUDA tensors -> triton. `QTRITON_BACKEND` sets the default for a process;
+torch, CUDA tensors -> triton. `QTRITON_BACKEND` sets the default for a process (checked,
+with `QTRITON_GEMM`, the GEMM's main loop, whenever the setting is read, on every backend);
 `set_backend` and the `use_backend` context manager override it in code, for the current
 thread or asyncio task only (a `contextvars.ContextVar`): another thread's setting never
 leaks into this one. A new thread starts from $QTRITON_BACKEND / auto, not from its
@@ -17,13 +18,14 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import importlib
 import os
 from collections.abc import Iterator
 
 import torch
 
 BACKENDS = ("auto", "numpy", "torch", "triton")
+#: The GEMM's main loops (qtriton/ops/configs.py picks one; $QTRITON_GEMM or use_gemm asks).
+GEMM_LOOPS = ("tl", "gluon")
 
 _override: contextvars.ContextVar[str | None] = contextvars.ContextVar("qtriton_backend", default=None)
 
@@ -55,7 +57,20 @@ def get_backend() -> str:
     setting = os.environ.get("QTRITON_BACKEND", "auto").strip().lower() or "auto"
     if setting not in BACKENDS:
         raise ValueError(f"environment variable QTRITON_BACKEND={setting!r}: backend must be one of {BACKENDS}")
+    gemm_environment()  # checked with QTRITON_BACKEND, whichever backend runs: a typo never goes unseen
     return setting
+
+
+def check_gemm(loop, name: str) -> str:
+    if loop not in GEMM_LOOPS:
+        raise ValueError(f"{name} must be one of {', '.join(GEMM_LOOPS)}, got {loop!r}")
+    return loop
+
+
+def gemm_environment() -> str | None:
+    """$QTRITON_GEMM checked (a main loop of GEMM_LOOPS, any case and spaces), None if unset."""
+    env = os.environ.get("QTRITON_GEMM", "").strip().lower()
+    return check_gemm(env, "QTRITON_GEMM") if env else None
 
 
 def set_backend(name: str | None) -> None:
@@ -96,58 +111,19 @@ def triton_device_error(device_type: str) -> str | None:
     return f"the triton backend runs on CUDA tensors (or CPU tensors under TRITON_INTERPRET=1), not on {device_type!r}"
 
 
-# ------------------------------------------------------------------------- resolution
-# Kept apart from the setting above: which backend module and device run one call.
-_BACKEND_MODULES = {
-    "numpy": "qtriton.numpy_backend",
-    "torch": "qtriton.torch_backend",
-    "triton": "qtriton.triton_backend",
-}
-_loaded_modules: dict = {}
-
-
-def backend_module(name: str):
-    """The module implementing backend name (the contract in docs/design.md). Imported on
-    first use (the kernels decide at import whether they run compiled or in the
-    interpreter), then a plain dict lookup that torch.compile traces without a break."""
-    module = _loaded_modules.get(name)
-    if module is None:
-        module = _loaded_modules[name] = importlib.import_module(_BACKEND_MODULES[name])
-    return module
-
-
-def resolve(x) -> tuple[object, torch.device | None]:
-    """(backend module, device) for a call whose main input is x: device is where its
-    tensors go, None for the numpy backend (which takes arrays). Meta tensors (no values,
-    shapes only: low-memory loaders, shape tracing) always go to the torch backend, whose
-    ops give meta results of the right shapes and dtypes."""
-    backend = get_backend()
-    is_tensor = isinstance(x, torch.Tensor)
-    if is_tensor and x.device.type == "meta":  # no values: the torch ops propagate shapes, whatever the setting
-        return backend_module("torch"), x.device
-    if backend == "auto":
-        backend = "numpy" if not is_tensor else "triton" if x.device.type == "cuda" else "torch"
-    if backend == "numpy":
-        return backend_module(backend), None
-    device = x.device if is_tensor else torch.device("cpu")
-    return backend_module(backend), triton_device(device) if backend == "triton" else device
-
-
-def triton_device(device: torch.device) -> torch.device:
-    """Where the forced triton backend runs data that lives on device: there if the kernels
-    can run there; CPU data on a GPU machine goes to the GPU (and its results come back)."""
-    error = triton_device_error(device.type)
-    if error is None:
-        return device
-    if device.type == "cpu" and torch.cuda.is_available() and not interpreter_enabled():
-        return torch.device("cuda")
-    raise RuntimeError(error)
+def chosen(device: torch.device | None) -> str:
+    """The backend the setting in force picks for data on device (None: NumPy arrays):
+    the setting itself, or under `auto` numpy for arrays, triton for CUDA tensors, torch
+    for the others."""
+    setting = get_backend()
+    if setting != "auto":
+        return setting
+    return "numpy" if device is None else "triton" if device.type == "cuda" else "torch"
 
 
 def device_problem(device: torch.device) -> str | None:
     """Why the backend in force cannot run a layer whose tensors are on device, or None."""
-    setting = get_backend()
-    if setting == "triton" or (setting == "auto" and device.type == "cuda"):
+    if chosen(device) == "triton":
         return triton_device_error(device.type)
     if device.type not in ("cpu", "cuda"):
         return f"qtriton runs on CPU and CUDA tensors, not on {device.type!r}"

@@ -29,12 +29,14 @@ float and how outlier-heavy its input is, to pick layers to keep in float.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from qtriton import checks
+from qtriton.nn import Int8Linear
 from qtriton.progress import progress as bar
 from qtriton.scheme import W8A8, QuantScheme, as_scheme
 
@@ -53,15 +55,16 @@ def _is_norm(module: nn.Module) -> bool:
     return isinstance(module, (nn.LayerNorm, nn.RMSNorm)) or type(module).__name__.endswith(("RMSNorm", "LayerNorm"))
 
 
-def _run(model: nn.Module, batch):
-    if isinstance(batch, dict):
+def run_batch(model: nn.Module, batch):
+    """model on one batch (checks.model_batch says what a batch may be)."""
+    if isinstance(batch, Mapping):
         return model(**batch)
     if isinstance(batch, (tuple, list)):
         return model(*batch)
     return model(batch)
 
 
-def _first_tensor(output) -> torch.Tensor:
+def output_tensor(output) -> torch.Tensor:
     """The main tensor of a model's output: itself, .logits / first field of a ModelOutput or
     dict, or the first element of a tuple."""
     if isinstance(output, torch.Tensor):
@@ -266,12 +269,16 @@ class Calibration:
         handles = [self.modules[key].register_forward_pre_hook(restore) for key in scales]
         handles += [self.modules[key].register_forward_hook(divide) for key in rows]
         try:
-            after = _first_tensor(_run(model, self.sample)).float()
+            after = output_tensor(run_batch(model, self.sample)).float()
         finally:
             for handle in handles:
                 handle.remove()
         before = self.sample_output
         return after.shape == before.shape and float((after - before).abs().max()) <= 1e-3 * float(before.abs().max()) + 1e-6
+
+    def folded_into(self, linear: nn.Linear) -> str | None:
+        """The norm or layer that took linear's 1/s (fold_into_norms), or None."""
+        return self.folded.get(id(linear))
 
     def float_layer(self, linear: nn.Linear) -> nn.Linear:
         """The float layer to quantize: linear itself, or a copy (float32) whose weight carries
@@ -372,14 +379,6 @@ def _fold(norm: nn.Module, sample: torch.Tensor, s: torch.Tensor) -> bool:
     return False
 
 
-def _check_finite(batch, index: int) -> None:
-    """ValueError naming the batch if any floating tensor in it holds NaN or Inf."""
-    values = batch.values() if isinstance(batch, dict) else batch if isinstance(batch, (tuple, list)) else (batch,)
-    for value in values:
-        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
-            raise ValueError(f"calibration batch {index} contains NaN or Inf: calibration needs finite data")
-
-
 def _check_alpha(alpha) -> float | None:
     if alpha is None:
         return None
@@ -392,7 +391,7 @@ def _check_alpha(alpha) -> float | None:
 def calibrate(model: nn.Module, batches: Iterable, *, alpha: float | None = 0.5, static: bool = False,
               progress: bool | None = None) -> Calibration:
     """Run model on batches (each a tensor, a tuple of positional arguments or a dict of
-    keyword arguments) and record, for every nn.Linear, the per-input-channel max |x| and which
+    keyword arguments, as `checks.model_batch` says) and record, for every nn.Linear, the per-input-channel max |x| and which
     norm, if any, produced its input. The model is not changed; pass the result to
     `quantize_model(model, calibration=...)`. progress: a bar over the batches (None: where
     stderr is a terminal).
@@ -449,11 +448,11 @@ def calibrate(model: nn.Module, batches: Iterable, *, alpha: float | None = 0.5,
             if module is not model and not isinstance(module, nn.Linear):
                 handles.append(module.register_forward_pre_hook(consumer_hook, with_kwargs=True))
         for batch in bar(batches, desc="calibrate", unit="batch", enabled=progress):
-            _check_finite(batch, seen)
+            checks.model_batch(batch, seen, "calibration batch")
             live.clear()
-            output = _run(model, batch)
+            output = run_batch(model, batch)
             if seen == 0:
-                calibration.sample, calibration.sample_output = batch, _first_tensor(output).detach().float()
+                calibration.sample, calibration.sample_output = batch, output_tensor(output).detach().float()
             seen += 1
     finally:
         for handle in handles:
@@ -496,12 +495,10 @@ class LayerReport:
 def layer_report(model: nn.Module, batches: Iterable, *, scheme: QuantScheme | str = W8A8) -> LayerReport:
     """Per nn.Linear of a float model: the SNR of its W8A8 output against float on its own
     (float) inputs, and its input's outlier ratio max|x| / mean|x|. The model is not changed."""
-    from qtriton.nn import Int8Linear  # nn imports this module's type for annotations only
-
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     scheme = as_scheme(scheme)
-    if scheme.smoothed or scheme.static:
+    if scheme.needs_calibration:
         raise ValueError(f"layer_report measures uncalibrated layers: scheme {scheme.name!r} needs a calibration")
     names = {id(m): n for n, m in model.named_modules()}
     quantized: dict[int, Int8Linear] = {}
@@ -527,8 +524,9 @@ def layer_report(model: nn.Module, batches: Iterable, *, scheme: QuantScheme | s
     if not handles:
         raise ValueError(f"model ({type(model).__name__}) has no torch.nn.Linear layers")
     try:
-        for batch in batches:
-            _run(model, batch)
+        for index, batch in enumerate(batches):
+            checks.model_batch(batch, index)
+            run_batch(model, batch)
     finally:
         for handle in handles:
             handle.remove()

@@ -1,6 +1,7 @@
 """Argument rules and their messages, one place for every entry point: the lab API
-(`qtriton.api`), the kernel launchers' public functions (`qtriton.ops`) and
-`Int8Linear.forward`. Every rule raises TypeError (wrong kind or dtype) or ValueError
+(`qtriton.api`), the kernel launchers' public functions (`qtriton.ops`), `Int8Linear`
+(its input, the layer it is built from, its calibrated scales) and `quantize_model`'s
+arguments. Every rule raises TypeError (wrong kind or dtype) or ValueError
 (wrong shape, range or device) naming the argument.
 
 Limits (the same on every backend):
@@ -11,6 +12,8 @@ Limits (the same on every backend):
   quantize call produces): every backend's integer arithmetic is exact there;
 - zero points of dequantize: any int32 value but -2**31;
 - K of the GEMM: <= MAX_K = 131071 (the kernels' int32 accumulator holds 128 * 128 * K);
+- a Hadamard rotation's block: a power of two from 2 to MAX_HADAMARD_BLOCK = 16384 that
+  divides the rotated (last) axis;
 - a bias is applied in float32: it must be finite after rounding to float32 (1e300 is not);
 - float8 tensors are refused as data, scales and bias at every entry point (FLOAT8_RULE).
 
@@ -25,23 +28,28 @@ What stays the caller's duty where values go unread (`ops`, CUDA, compiling): sc
 positive, finite and normal in float32; matmul zero points within +-2**24 and dequantize
 zero points not -2**31 (int32 tensors can hold more); data without NaN / Inf.
 
-Meta tensors have no values: value rules skip them (shapes propagate through the API).
+Meta tensors have no values: value rules skip them (shapes propagate through the API);
+what measures values (quantization_error, compare_quantization_methods) refuses them.
 """
 
 from __future__ import annotations
 
 import numbers
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
 
 from qtriton import reference
-from qtriton.backend import triton_device_error
+from qtriton.backend import device_problem, triton_device_error
 
 ZERO_POINT_LIMIT = reference.ZERO_POINT_LIMIT
 INT32_MAX = 2**31 - 1
 # |(a - 128) @ (b - 128)| <= 128 * 128 * K on the kernels' int8-shifted operands.
 MAX_K = INT32_MAX // (128 * 128)
+# The largest Hadamard rotation block: the quantize kernel rotates a tile of whole blocks in
+# registers (the single-pass row limit, qtriton.ops.quantize.MAX_SINGLE_PASS_K).
+MAX_HADAMARD_BLOCK = 2**14
 FLT_MIN = float(reference.FLT_MIN)
 FLT_MAX = float(np.finfo(np.float32).max)
 OUT_DTYPES = {
@@ -62,6 +70,12 @@ def no_float8(v, name: str) -> None:
     """The one rule for float8 tensors (data, scales, bias): a TypeError everywhere."""
     if is_tensor(v) and v.is_floating_point() and v.dtype.itemsize == 1:
         raise TypeError(f"{name} is {v.dtype}: {FLOAT8_RULE}")
+
+
+def has_values(v, name: str) -> None:
+    """What reads values (error metrics) needs them: a meta tensor has shapes only."""
+    if is_tensor(v) and v.device.type == "meta":
+        raise ValueError(f"{name} is a meta tensor (a shape without data): it has no values to measure")
 
 
 def is_tensor(v) -> bool:
@@ -109,6 +123,21 @@ def flag(value, name: str) -> bool:
     return bool(value)
 
 
+def hadamard_block(value, k: int | None = None, name: str = "hadamard_block") -> int | None:
+    """The block of a Hadamard rotation (reference.hadamard_rotate): None (no rotation) or a
+    power of two from 2 to MAX_HADAMARD_BLOCK that divides k, the length of the rotated
+    axis, when given."""
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int (a power of two) or None, got {type(value).__name__}")
+    if not 2 <= value <= MAX_HADAMARD_BLOCK or value & (value - 1):
+        raise ValueError(f"{name} must be a power of two from 2 to {MAX_HADAMARD_BLOCK}, got {value}")
+    if k is not None and k % value:
+        raise ValueError(f"{name}={value} does not divide the rotated axis: its length is {k} (the last axis)")
+    return int(value)
+
+
 def axis(value, ndim: int, name: str = "axis") -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
@@ -117,8 +146,13 @@ def axis(value, ndim: int, name: str = "axis") -> int:
     return int(value) % ndim
 
 
+#: Short spellings out_dtype takes besides the names (supported, as torch and NumPy users write them).
+OUT_DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16"}
+
+
 def out_dtype_name(out_dtype) -> str:
-    """float32, float16 or bfloat16 from None, a torch or NumPy dtype, or a name."""
+    """float32, float16 or bfloat16 from None, a torch or NumPy dtype, a name, or one of the
+    supported short spellings fp32, fp16, half and bf16 (OUT_DTYPE_ALIASES)."""
     if out_dtype is None:
         return "float32"
     if isinstance(out_dtype, torch.dtype):
@@ -128,9 +162,11 @@ def out_dtype_name(out_dtype) -> str:
             name = np.dtype(out_dtype).name
         except TypeError:
             name = str(out_dtype)
-    name = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16"}.get(name, name)
+    name = OUT_DTYPE_ALIASES.get(name, name)
     if name not in OUT_DTYPES:
-        raise ValueError(f"out_dtype must be float32, float16 or bfloat16, got {out_dtype!r}")
+        raise ValueError(
+            f"out_dtype must be float32, float16 or bfloat16 (or {', '.join(OUT_DTYPE_ALIASES)}), got {out_dtype!r}"
+        )
     return name
 
 
@@ -160,15 +196,16 @@ def same_device(v, name: str, like, like_name: str) -> None:
         raise ValueError(f"{name} is on {v.device} but {like_name} is on {like.device}")
 
 
-def float_input(x, name: str):
-    """Data to quantize: a float tensor (float64 narrowed to float32), or anything NumPy
-    reads as real numbers (as float32; float16 kept). NaN / Inf refused where visible."""
+def float_input(x, name: str, keep_float64: bool = False):
+    """Data to quantize: a float tensor (float64 narrowed to float32 unless keep_float64), or
+    anything NumPy reads as real numbers (as float32; float16 kept, float64 too with
+    keep_float64). NaN / Inf refused where visible."""
     if is_tensor(x):
         if not x.is_floating_point():
             raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
         no_float8(x, name)
         x = x.detach()
-        if x.dtype == torch.float64:
+        if x.dtype == torch.float64 and not keep_float64:
             x = x.to(torch.float32)
         if values_visible(x) and x.numel() and not bool(torch.isfinite(x).all()):
             raise ValueError(f"{name} contains NaN or Inf: quantization needs finite data")
@@ -176,7 +213,7 @@ def float_input(x, name: str):
     arr = np.asarray(x)
     if arr.dtype == np.bool_ or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
         raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
-    if arr.dtype != np.float16:
+    if arr.dtype != np.float16 and not (keep_float64 and arr.dtype == np.float64):
         with np.errstate(over="ignore"):
             arr = arr.astype(np.float32, copy=False)
     if arr.size and not np.isfinite(arr).all():
@@ -226,21 +263,38 @@ def quantize_result(scale, name: str, symmetric: bool = False) -> None:
     )
 
 
-def activations_result(scale, symmetric: bool, input_scale, static_scale) -> None:
-    """Int8Linear's activation scales (reference.quantize_activations): a NaN one named by
-    its cause, where visible. The input was checked finite, so a NaN comes from the layer's
-    static scale, from input * input_scale overflowing, or from an asymmetric range."""
+def finite_result(v, name: str) -> None:
+    """A float result of finite input (a rotation) is finite, where visible: else it overflowed."""
+    if not values_visible(v):
+        return
+    if not bool(torch.isfinite(v).all() if is_tensor(v) else np.isfinite(v).all()):
+        raise ValueError(f"{name} overflows: it holds values that are not finite in {v.dtype}")
+
+
+def activations_result(scale, spec) -> None:
+    """Int8Linear's activation scales (reference.quantize_activations as spec, a
+    `qtriton.scheme.ActivationQuant`, says): a NaN one named by its cause, where visible.
+    The input was checked finite, so a NaN comes from the layer's static scale, from
+    input * input_scale or its Hadamard rotation overflowing, or from an asymmetric range."""
     if not values_visible(scale) or not np.isnan(_host_values(scale, np.float32)).any():
         return
+    symmetric, input_scale, static_scale = spec.symmetric, spec.input_scale, spec.static_scale
+    hadamard_block = spec.hadamard_block
     if static_scale is not None and not np.isfinite(_host_values(static_scale, np.float32)).all():
         raise ValueError(f"the layer's activation_scale is {float(static_scale)}: a static scale must be finite")
     symmetric = symmetric or static_scale is not None
+    name = "input" if input_scale is None else "input * input_scale"
+    if hadamard_block is not None and symmetric:
+        raise ValueError(
+            f"the Hadamard rotation of the {name} (blocks of {hadamard_block}) overflows float32: values beyond "
+            f"{FLT_MAX / hadamard_block:.3g} can make a block's butterfly sums infinite; it cannot be quantized"
+        )
     if input_scale is not None and symmetric:
         raise ValueError(
             "input * input_scale (the layer's SmoothQuant scale, applied before quantizing) overflows float32: "
             "the scaled input cannot be quantized"
         )
-    quantize_result(scale, "input" if input_scale is None else "input * input_scale", symmetric)
+    quantize_result(scale, name if hadamard_block is None else f"rotated {name}", symmetric)
 
 
 # ----------------------------------------------------------------- scales, zero points
@@ -494,3 +548,114 @@ def matmul(a_q, b_q, a_scale, b_scale, a_zp, b_zp, bias_, out_dtype, read_values
     if bias_ is not None:
         bias_ = bias(bias_, n, a_q, read_values)
     return a_q, b_q, a_scale, b_scale, a_zp, b_zp, bias_, out_dtype_name(out_dtype)
+
+
+# ------------------------------------------------------------ Int8Linear, quantize_model
+def positive_int(value, name: str) -> int:
+    """A positive int (not a bool): a layer's in_features / out_features, min_features."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+def true_or_false(value, name: str, optional: bool = False) -> bool | None:
+    """A Python bool (or None where optional: the default decides)."""
+    if not isinstance(value, bool) and not (optional and value is None):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def glob_patterns(value, name: str) -> tuple[str, ...]:
+    """None, a glob pattern or a sequence of them (layer names: include=, exclude=) as a tuple."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    if not isinstance(value, Sequence) or not all(isinstance(p, str) for p in value):
+        raise TypeError(f"{name} must be a glob pattern or a sequence of them, got {value!r}")
+    return tuple(value)
+
+
+def calibrated_scale(value, length: int | None, name: str) -> torch.Tensor:
+    """A calibrated scale a layer computes with (SmoothQuant's input_scale, a static
+    activation scale) as float32, of shape (length,) or () when length is None, positive,
+    finite and normal (the scale rule: a 0 or denormal one would be used as is by torch
+    and triton, refused by NumPy)."""
+    tensor = torch.as_tensor(value, dtype=torch.float32).detach()
+    shape = () if length is None else (length,)
+    if tuple(tensor.shape) != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {tuple(tensor.shape)}")
+    scale_values(tensor.cpu(), name)
+    return tensor
+
+
+def float_layer(linear, name: str) -> None:
+    """What Int8Linear.from_float quantizes: an nn.Linear with a floating weight, on a device
+    the backend in force can run, weight and
+    bias finite (read once per layer at conversion, not in forward: on CUDA the quantize
+    kernel would otherwise hand back a NaN scale silently)."""
+    if not isinstance(linear, torch.nn.Linear):
+        raise TypeError(f"{name} must be a torch.nn.Linear, got {type(linear).__name__}")
+    weight = linear.weight
+    problem = device_problem(weight.device)
+    if problem is not None:
+        raise ValueError(f"{name} is on {weight.device}: {problem}")
+    if not weight.is_floating_point():
+        raise TypeError(f"{name}.weight must be floating point, got {weight.dtype}")
+    for part, tensor in (("weight", weight), ("bias", linear.bias)):
+        no_float8(tensor, f"{name}.{part}")
+    for part, tensor in (("weight", weight), ("bias", linear.bias)):
+        if tensor is not None:
+            finite_float32(tensor.detach(), f"{name}.{part}")
+
+
+def layer_input(x, in_features: int, weight_device: torch.device) -> None:
+    """An Int8Linear's input: a float32 / float16 / bfloat16 tensor of shape (..., in_features)
+    on the layer's device, which the backend in force can run. Its values are checked by
+    float_input on the rows."""
+    kernel_float_dtype(torch_tensor(x, "input"), "input")
+    if x.ndim == 0 or x.shape[-1] != in_features:
+        raise ValueError(f"input must have shape (..., {in_features}), got {tuple(x.shape)}")
+    if x.device != weight_device:
+        raise ValueError(f"input is on {x.device} but the layer's weight is on {weight_device}")
+    problem = device_problem(x.device)
+    if problem is not None:
+        raise ValueError(f"input is on {x.device}: {problem}")
+
+
+# ------------------------------------------------------------------- model batches
+def model_batch(batch, index: int, what: str = "batch") -> None:
+    """A batch a model runs on (calibrate, sensitivity, plan, eval): a tensor of token ids, a
+    tuple or list of positional arguments, or a mapping of keyword arguments (a dict, or the
+    BatchEncoding a tokenizer returns), holding at least one tensor; no tensor of it empty (a
+    text without tokens), its floating tensors finite. TypeError or ValueError naming the batch."""
+    kinds = ("a batch is a tensor of token ids, a tuple of positional arguments or a dict of keyword arguments "
+             "(tokenize text first: tokenizer(text, return_tensors='pt'))")
+    if isinstance(batch, (str, bytes)):
+        raise TypeError(f"{what} {index} is a {type(batch).__name__}: {kinds}")
+    values = batch.values() if isinstance(batch, Mapping) else batch if isinstance(batch, (tuple, list)) else [batch]
+    tensors = [v for v in values if is_tensor(v)]
+    if not tensors:
+        raise TypeError(f"{what} {index} is a {type(batch).__name__} holding no tensor: {kinds}")
+    for value in tensors:
+        if value.numel() == 0:
+            raise ValueError(f"{what} {index} holds an empty tensor (shape {tuple(value.shape)}): "
+                             "the model needs at least one token")
+        if value.is_floating_point() and values_visible(value) and not bool(torch.isfinite(value).all()):
+            raise ValueError(f"{what} {index} contains NaN or Inf: the model needs finite data")
+
+
+#: The key under which checkpoints record where SmoothQuant's 1/s went (save_pretrained's
+#: quantization_config; save_quantized's header has "smoothing_folds"), for Plan.of_model and report.
+SMOOTHING_RECORD = "qtriton_smoothing_folds"
+
+
+def smoothing_folds(value, where: str) -> dict[str, str]:
+    """A checkpoint's smoothing record: an object of int8 layer name -> the module (a norm or
+    a layer) that took the layer's SmoothQuant 1/s; None or absent is no record."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) and v for k, v in value.items()):
+        raise ValueError(f"{where}: its {SMOOTHING_RECORD} must be an object of layer name -> module name, "
+                         f"got {value!r}")
+    return dict(value)

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 import qtriton
-from qtriton.backend import get_backend, interpreter_enabled
+from qtriton.backend import chosen, get_backend, interpreter_enabled
 
 
 def _int_in(low: int, high: int | None = None):
@@ -59,10 +59,9 @@ def _cannot_run(device: str, setting: str) -> str | None:
 
 def _where_it_runs(device: str) -> str:
     setting = get_backend()
-    if setting == "auto":
-        backend = {"numpy": "numpy (oracle)", "cpu": "torch ops", "cuda": "triton kernels"}[device]
-    else:
-        backend = setting
+    backend = chosen(None if device == "numpy" else torch.device(device))
+    if setting == "auto":  # named by what runs
+        backend = {"numpy": "numpy (oracle)", "torch": "torch ops", "triton": "triton kernels"}[backend]
     if backend.startswith("triton"):
         where = "Triton interpreter on CPU" if interpreter_enabled() else torch.cuda.get_device_name()
     else:

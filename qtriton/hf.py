@@ -42,6 +42,11 @@ save_pretrained refuses, naming the layers, a model vLLM could not serve: vLLM r
 and gate/up projections as one fused layer each and needs one scheme (or float) for all of
 a fused layer's parts.
 
+Where SmoothQuant's 1/s was folded into a norm or a preceding layer, `qtriton_smoothing_folds`
+beside the groups records it ({layer: the module that took 1/s}; readers of the format ignore
+it), so that `Plan.of_model` of the loaded model says "+smooth" and `qtriton report` does not
+compare those rescaled weights with the original ones.
+
 A smoothed layer (`input_scale`, SmoothQuant's 1/s multiplied into x) has no form in that
 format: qtriton folds what calibration can into the norms, and save_pretrained refuses the
 others with their names rather than write a folder that would serve wrong.
@@ -71,8 +76,9 @@ import torch
 from torch import nn
 
 from qtriton import checks
-from qtriton.nn import Int8Linear
-from qtriton.scheme import QuantScheme
+from qtriton import scheme as schemes
+from qtriton.nn import Int8Linear, apply_smoothing_folds, smoothing_folds
+from qtriton.scheme import W8A8, W8A16, QuantScheme
 
 QUANT_METHOD = "compressed-tensors"
 CONFIG_NAME = "config.json"
@@ -81,8 +87,8 @@ INDEX_NAME = "model.safetensors.index.json"
 #: compressed-tensors' formats qtriton writes and reads: int8 weights stored as int8, or four
 #: to an int32 (pack-quantized, weight-only layers).
 FORMATS = ("int-quantized", "naive-quantized", "pack-quantized", "mixed-precision")
-#: The format of a group of W8A8 layers and of W8A16 layers.
-W8A8_FORMAT, W8A16_FORMAT = "int-quantized", "pack-quantized"
+#: The format of a group of W8A8 layers and of W8A16 layers (their kinds').
+W8A8_FORMAT, W8A16_FORMAT = W8A8.kind.compressed_tensors_format, W8A16.kind.compressed_tensors_format
 #: nn.Linear siblings vLLM fuses into one layer (QKVParallelLinear, MergedColumnParallelLinear)
 #: in its Llama-style models; it needs one scheme for all the parts present.
 FUSED = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
@@ -92,22 +98,16 @@ FUSED = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
 def quantization_config(model: nn.Module) -> dict:
     """The compressed-tensors `quantization_config` describing model's Int8Linear layers.
 
-    ValueError naming the layers a scheme cannot express (smoothed: an `input_scale` that was
-    not folded into a norm), or if model has no Int8Linear layer."""
+    ValueError naming the layers an input transform cannot be written for (smoothed: an
+    `input_scale` that was not folded into a norm), or if model has no Int8Linear layer."""
     layers = _int8_layers(model)
     if not layers:
         raise ValueError("model has no Int8Linear layers: quantize it with qtriton.quantize_model before exporting")
-    smoothed = [name for name, layer in layers.items() if layer.scheme.smoothed]
-    if smoothed:
-        raise ValueError(
-            f"{len(smoothed)} layers multiply a SmoothQuant input_scale into x, which compressed-tensors cannot "
-            f"express (vLLM would serve them without it, wrongly): {', '.join(smoothed)}; calibrate so that "
-            "the smoothing folds into norms, or exclude these layers from quantization"
-        )
+    transform_groups = _transform_groups(layers)
     _check_fused_layers(model, layers)
     by_scheme: dict[QuantScheme, list[str]] = {}
-    for name, layer in layers.items():
-        by_scheme.setdefault(layer.scheme, []).append(name)
+    for name, layer in layers.items():  # the transforms are transform_config's
+        by_scheme.setdefault(layer.scheme.replace(transforms=()), []).append(name)
     linears = [name for name, _ in _named_linears(model)]
     groups = {}
     for index, (scheme, names) in enumerate(by_scheme.items()):
@@ -117,10 +117,10 @@ def quantization_config(model: nn.Module) -> dict:
             "weights": args["weights"],
             "input_activations": args["input_activations"],
             "output_activations": None,
-            "format": W8A16_FORMAT if scheme.weight_only else W8A8_FORMAT,
+            "format": scheme.kind.compressed_tensors_format,
         }
     formats = {group["format"] for group in groups.values()}
-    return {
+    config = {
         "quant_method": QUANT_METHOD,
         "format": formats.pop() if len(formats) == 1 else "mixed-precision",
         "quantization_status": "compressed",
@@ -128,6 +128,22 @@ def quantization_config(model: nn.Module) -> dict:
         "ignore": [name for name, module in _named_linears(model) if not isinstance(module, Int8Linear)],
         "kv_cache_scheme": None,
     }
+    if transform_groups:
+        config["transform_config"] = {"config_groups": transform_groups}
+    if folds := smoothing_folds(model):  # an extra key: compressed-tensors' config ignores extras
+        config[checks.SMOOTHING_RECORD] = folds
+    return config
+
+
+def _transform_groups(layers: dict[str, Int8Linear]) -> dict:
+    """transform_config's config groups for the layers' input transforms; ValueError naming
+    the layers of a transform kind the format cannot express."""
+    groups = {}
+    for kind in schemes.TRANSFORMS:
+        having = {name: t for name, layer in layers.items() if (t := layer.scheme.transform(kind)) is not None}
+        if having:
+            groups.update(kind.to_compressed_tensors(having))
+    return groups
 
 
 def _targets(names: list[str], linears: list[str]) -> list[str]:
@@ -346,24 +362,23 @@ def export_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     ValueError naming a quantized layer's tensor that Int8Linear cannot hold or a float
     tensor holding NaN or Inf (a folder that from_pretrained would refuse)."""
     layers = _int8_layers(model)
+    _transform_groups(layers)
+    slots = {}  # layer name -> {buffer name: its slot}
     for name, layer in layers.items():
-        check_layer_tensors(name, _layer_tensors(layer), layer.in_features, layer.out_features, layer.scheme)
+        slots[name] = {s.name: s for s in layer.scheme.tensors(layer.in_features, layer.out_features,
+                                                                layer.bias is not None)}
+        tensors = {slot.ct_name: getattr(layer, slot.name) for slot in slots[name].values()}
+        check_layer_tensors(name, tensors, layer.in_features, layer.out_features, layer.scheme)
     state, seen = {}, set()
     for name, tensor in model.state_dict(keep_vars=False).items():
         layer_name, _, part = name.rpartition(".")
-        layer = layers.get(layer_name)
-        if layer is not None:
-            if part == "weight" and layer.scheme.weight_only:
-                packed = pack_w8a16(tensor)
-                state[f"{layer_name}.weight_packed"] = packed
-                state[f"{layer_name}.weight_shape"] = torch.tensor(list(tensor.shape), dtype=torch.int64)
-                continue
-            if part == "weight_scale":
-                tensor = tensor.to(torch.float32).reshape(-1, 1)
-            elif part == "activation_scale":
-                name, tensor = f"{layer_name}.input_scale", tensor.to(torch.float32).reshape(1)
-            elif part == "bias":
-                tensor = tensor.to(torch.float32)
+        slot = slots.get(layer_name, {}).get(part)
+        if slot is not None and slot.ct_packed:  # pack-quantized: the codes four to an int32, and the shape
+            state[f"{layer_name}.{slot.ct_name}_packed"] = pack_w8a16(tensor)
+            state[f"{layer_name}.{slot.ct_name}_shape"] = torch.tensor(list(tensor.shape), dtype=torch.int64)
+            continue
+        if slot is not None:
+            name, tensor = f"{layer_name}.{slot.ct_name}", slot.to_file(tensor)
         key = (tensor.device, tensor.data_ptr(), tuple(tensor.shape)) if tensor.numel() else ("empty", name)
         if key in seen:
             continue
@@ -465,49 +480,40 @@ def _parse_size(value: int | str) -> int:
 
 
 # --------------------------------------------------------------------------------- checks
-def _layer_tensors(layer: Int8Linear) -> dict[str, torch.Tensor]:
-    tensors = {"weight": layer.weight, "weight_scale": layer.weight_scale}
-    if layer.bias is not None:
-        tensors["bias"] = layer.bias
-    if layer.activation_scale is not None:
-        tensors["input_scale"] = layer.activation_scale
-    return tensors
-
-
 def check_layer_tensors(name: str, tensors: dict, in_features: int, out_features: int, scheme: QuantScheme,
                         where: str = "", bias: bool | None = None) -> None:
     """ValueError naming the tensor unless a quantized layer's tensors (compressed-tensors
-    names, any of the shapes below) are what Int8Linear runs: weight int8 (out, in);
-    weight_scale float (out,) or (out, 1), positive, finite and normal in float32; bias
-    float (out,), finite in float32; input_scale (static) float (), (1,) positive, finite
-    and normal. bias: whether the model's layer has one (None: whatever is stored)."""
+    names, any of the shapes its slots admit: `scheme.tensors`) are what Int8Linear runs:
+    weight int8 (out, in); weight_scale float (out,) or (out, 1), positive, finite and
+    normal in float32; bias float (out,), finite in float32; input_scale (static) float (),
+    (1,) positive, finite and normal. bias: whether the model's layer has one (None:
+    whatever is stored)."""
     prefix = f"{where}{name}."
     if bias is False and "bias" in tensors:
         raise ValueError(f"{prefix}bias is stored, but the model's layer has no bias")
     if bias and "bias" not in tensors:
         raise ValueError(f"{prefix}bias is missing: the model's layer has a bias")
-    expected = {"weight": [(out_features, in_features)], "weight_scale": [(out_features,), (out_features, 1)]}
-    if "bias" in tensors:
-        expected["bias"] = [(out_features,)]
-    if scheme.static:
-        expected["input_scale"] = [(), (1,)]
-    for part, shapes in expected.items():
-        tensor = tensors.get(part)
+    slots = scheme.tensors(in_features, out_features, "bias" in tensors)
+    if unwritable := [slot.name for slot in slots if slot.ct_name is None]:
+        raise ValueError(f"{prefix}{unwritable[0]}: a {scheme.name} layer's {unwritable[0]} has no compressed-tensors form")
+    for slot in slots:
+        tensor = tensors.get(slot.ct_name)
         if tensor is None:
-            raise ValueError(f"{prefix}{part} is missing: a {scheme.name} layer needs it")
-        dtype_ok = tensor.dtype == torch.int8 if part == "weight" else tensor.is_floating_point()
-        if not dtype_ok or tuple(tensor.shape) not in shapes:
-            want = "int8" if part == "weight" else "float"
+            raise ValueError(f"{prefix}{slot.ct_name} is missing: a {scheme.name} layer needs it")
+        dtype_ok = tensor.dtype == torch.int8 if slot.role == "codes" else tensor.is_floating_point()
+        if not dtype_ok or tuple(tensor.shape) not in slot.ct_shapes:
+            want = "int8" if slot.role == "codes" else "float"
             raise ValueError(
-                f"{prefix}{part} is {str(tensor.dtype).removeprefix('torch.')} {list(tensor.shape)}, "
-                f"an Int8Linear({in_features}, {out_features}) needs {want} {' or '.join(str(list(s)) for s in shapes)}"
+                f"{prefix}{slot.ct_name} is {str(tensor.dtype).removeprefix('torch.')} {list(tensor.shape)}, "
+                f"an Int8Linear({in_features}, {out_features}) needs {want} "
+                f"{' or '.join(str(list(s)) for s in slot.ct_shapes)}"
             )
-    for part in ("weight_scale", "input_scale"):
-        if part in expected:
-            checks.scale_values(tensors[part], f"{prefix}{part}")
-    if "bias" in expected:  # added in float32
-        checks.finite_tensor(tensors["bias"], f"{name}.bias", torch.float32, where)
-    if extra := sorted(tensors.keys() - expected.keys()):
+    for slot in slots:
+        if slot.role == "scale":
+            checks.scale_values(tensors[slot.ct_name], f"{prefix}{slot.ct_name}")
+        elif slot.role == "bias":  # added in float32
+            checks.finite_tensor(tensors[slot.ct_name], f"{name}.{slot.ct_name}", torch.float32, where)
+    if extra := sorted(tensors.keys() - {slot.ct_name for slot in slots}):
         raise ValueError(f"{prefix}{extra[0]} is stored, but a {scheme.name} layer has no such tensor")
 
 
@@ -575,6 +581,7 @@ def from_pretrained(
         parent_name, _, attr = name.rpartition(".")
         setattr(model.get_submodule(parent_name), attr, layer)
     _load_tensors(model, folder, schemes)
+    apply_smoothing_folds(model, quant.get(checks.SMOOTHING_RECORD), repr(str(config_file)))
     return model.to(device).eval()
 
 
@@ -628,10 +635,10 @@ def layer_schemes(model: nn.Module, quant: dict, where: str = "") -> dict[str, Q
     if quant.get("quantization_status", "compressed") != "compressed":
         raise ValueError(f"{where}quantization_status {quant.get('quantization_status')!r}: qtriton reads "
                          "'compressed' folders (int8 weights), not float ones")
-    for key in ("kv_cache_scheme", "sparsity_config", "transform_config"):
+    for key in ("kv_cache_scheme", "sparsity_config"):
         if quant.get(key):
-            raise ValueError(f"{where}{key} is set: Int8Linear runs neither quantized KV caches, sparsity nor "
-                             "transforms")
+            raise ValueError(f"{where}{key} is set: Int8Linear runs neither quantized KV caches nor sparsity")
+    transforms = _layer_transforms(model, quant.get("transform_config"), where)
     groups = quant["config_groups"]
     ignore = quant.get("ignore") or []
     schemes, refused = {}, []
@@ -642,7 +649,7 @@ def layer_schemes(model: nn.Module, quant: dict, where: str = "") -> dict[str, Q
         if group_name is None:
             continue  # no group targets it: float, as compressed-tensors leaves it
         try:
-            schemes[name] = _group_scheme(groups[group_name])
+            schemes[name] = _group_scheme(groups[group_name]).replace(transforms=transforms.get(name, ()))
         except ValueError as err:
             refused.append(f"{name} ({group_name}: {err})")
     if refused:
@@ -651,6 +658,37 @@ def layer_schemes(model: nn.Module, quant: dict, where: str = "") -> dict[str, Q
     if not schemes:
         raise ValueError(f"{where}its quantization_config quantizes no nn.Linear layer of the model")
     return schemes
+
+
+def _layer_transforms(model: nn.Module, config, where: str) -> dict[str, tuple]:
+    """{layer name: its input transforms} from a compressed-tensors `transform_config`: each
+    group's `type` read by the registered transform kind (scheme.TRANSFORMS) that claims it,
+    applied to the layers its `input` application targets; ValueError for a group no kind
+    reads."""
+    if not config:
+        return {}
+    groups = config.get("config_groups") if isinstance(config, dict) else None
+    if not isinstance(groups, dict):
+        raise ValueError(f"{where}transform_config has no config_groups")
+    found: dict[str, list] = {}
+    for group_name, group in groups.items():
+        kind_type = group.get("type") if isinstance(group, dict) else group
+        kind = next((k for k in schemes.TRANSFORMS if isinstance(group, dict) and kind_type in k.compressed_tensors_types),
+                    None)
+        if kind is None:
+            raise ValueError(f"{where}transform_config group {group_name!r} of type {kind_type!r}: Int8Linear runs no "
+                             "such transform")
+        try:
+            transform = kind.from_compressed_tensors(group)
+        except ValueError as err:
+            raise ValueError(f"{where}transform_config group {group_name!r}: {err}") from None
+        for apply in group.get("apply") or []:
+            if apply.get("location") != "input":
+                continue
+            for name, module in _named_linears(model):
+                if _matches(name, module, apply.get("targets", [])) and not _matches(name, module, apply.get("ignore") or []):
+                    found.setdefault(name, []).append(transform)
+    return {name: tuple(ts) for name, ts in found.items()}
 
 
 def scheme_for_name(quant: dict, name: str, where: str = "") -> QuantScheme:
@@ -723,9 +761,10 @@ def _weight_files(folder: Path) -> list[Path]:
 
 
 @torch.no_grad()
-def _load_tensors(model: nn.Module, folder: Path, schemes: dict[str, QuantScheme]) -> None:
-    """Read each file once, check every quantized layer's tensors, assign every tensor into
-    the meta model; ValueError naming whatever is missing, unexpected or ill-typed."""
+def _load_tensors(model: nn.Module, folder: Path, layer_names: Iterable[str]) -> None:
+    """Read each file once, check every quantized layer's tensors (as the layer's scheme
+    says), assign every tensor into the meta model; ValueError naming whatever is missing,
+    unexpected or ill-typed."""
     from safetensors import SafetensorError, safe_open
 
     stored: dict[str, torch.Tensor] = {}
@@ -737,22 +776,17 @@ def _load_tensors(model: nn.Module, folder: Path, schemes: dict[str, QuantScheme
         except SafetensorError as err:
             raise checks.unreadable_safetensors(file, err) from None
     where = f"{str(folder)!r}: "
-    for name, scheme in schemes.items():
+    for name in layer_names:
         layer = model.get_submodule(name)
         prefix = f"{name}."
         tensors = {key[len(prefix):]: stored.pop(key) for key in [k for k in stored if k.startswith(prefix)]
                    if "." not in key[len(prefix):]}
         if "weight_packed" in tensors:
-            tensors = _unpacked(name, tensors, layer, scheme, where)
-        check_layer_tensors(name, tensors, layer.in_features, layer.out_features, scheme, where,
+            tensors = _unpacked(name, tensors, layer, layer.scheme, where)
+        check_layer_tensors(name, tensors, layer.in_features, layer.out_features, layer.scheme, where,
                             bias=layer.bias is not None)
-        layer.weight = tensors["weight"].contiguous()
-        layer.weight_scale = tensors["weight_scale"].to(torch.float32).reshape(-1).contiguous()
-        if layer.bias is not None:
-            layer.bias = tensors["bias"].to(torch.float32).contiguous()
-        if scheme.static:
-            layer.activation_scale = tensors["input_scale"].to(torch.float32).reshape(())
-        layer.weight_colsum = torch.empty(layer.out_features, dtype=torch.int32)
+        for slot in layer.scheme.tensors(layer.in_features, layer.out_features, layer.bias is not None):
+            setattr(layer, slot.name, slot.from_file(tensors[slot.ct_name]))
         layer.refresh_weight_colsum()
     expected = model.state_dict(keep_vars=True)
     for key, tensor in stored.items():
@@ -783,7 +817,7 @@ def _unpacked(name: str, tensors: dict, layer, scheme: QuantScheme, where: str) 
     """A pack-quantized layer's tensors with weight_packed and weight_shape turned into the
     int8 weight; ValueError naming what does not fit."""
     prefix = f"{where}{name}."
-    if not scheme.weight_only:
+    if not any(slot.ct_packed for slot in scheme.tensors(layer.in_features, layer.out_features, False)):
         raise ValueError(f"{prefix}weight_packed is stored, but a {scheme.name} layer stores its weight as int8 "
                          "(weight): pack-quantized holds weight-only layers")
     if "weight" in tensors:

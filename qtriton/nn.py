@@ -10,7 +10,9 @@ quantizes its input per token on every call, so one forward is
 dispatched by backend: the Triton kernels for CUDA tensors, torch ops for CPU tensors (see
 `qtriton.backend`). `reference.quantize_activations` says what the activation codes are in
 each mode (per token, symmetric or asymmetric; SmoothQuant's input scale; a static scale).
-Inference only: no gradients flow through it.
+The layer's scheme (`qtriton.scheme`) says which buffers it holds and how it runs: its
+kind's `forward` (W8A8 as above, or W8A16's float x with the int8 weight) after its input
+transforms. Inference only: no gradients flow through it.
 """
 
 from __future__ import annotations
@@ -18,18 +20,13 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from qtriton import api, checks
-from qtriton.backend import device_problem, get_backend, resolve
+from qtriton import checks
 from qtriton.progress import progress as bar
-from qtriton.scheme import W8A8, W8A8_ASYMMETRIC, W8A8_STATIC, QuantScheme, as_scheme
-
-if TYPE_CHECKING:
-    from qtriton.calibration import Calibration
+from qtriton.scheme import LAYER_TENSORS, W8A8, W8A8_ASYMMETRIC, W8A8_STATIC, QuantScheme, as_scheme
 
 #: quantize_model's scheme: asymmetric per-token activations measured the more accurate on
 #: both model families of the suite (docs/models.md); Int8Linear's own default stays "w8a8".
@@ -46,20 +43,25 @@ def _check_scales_before_load(module: Int8Linear, state_dict, prefix, *args) -> 
     """load_state_dict pre hook: the scales the layer computes with follow checks' scale
     rule (a 0 or denormal one would be used as is by torch and triton, refused by NumPy),
     checked before any of this layer's tensors is copied."""
-    for name in ("weight_scale", "input_scale", "activation_scale"):
-        if getattr(module, name) is not None and (value := state_dict.get(prefix + name)) is not None:
-            checks.scale_values(value, prefix + name)
+    for slot in module.scheme.tensors(module.in_features, module.out_features, module.bias is not None):
+        if slot.role == "scale" and (value := state_dict.get(prefix + slot.name)) is not None:
+            checks.scale_values(value, prefix + slot.name)
 
 
 class Int8Linear(nn.Module):
     """A drop-in for `nn.Linear` with int8 weights (per output channel, symmetric) and int8
-    activations (per token, symmetric or asymmetric, quantized on the fly).
+    activations (per token, symmetric or asymmetric, quantized on the fly), or as its scheme
+    says (`qtriton.scheme`: the scheme's kind builds and runs it).
 
     Buffers, so `state_dict` / `load_state_dict` / `.to(device)` work as for any module:
       weight        (out_features, in_features) int8, contiguous: the GEMM reads `weight.t()`,
                     a K-major B operand, without a copy
       weight_scale  (out_features,) float32
       bias          (out_features,) float32, or None
+      the scheme's others (`scheme.tensors`): input_scale (in_features,) float32 when smoothed
+                    (SmoothQuant's 1/s multiplied into x before quantizing, where no norm
+                    precedes the layer to fold it into), activation_scale () float32 when
+                    static (one calibrated per-tensor scale instead of the per-token reduction)
       weight_colsum (out_features,) int32, not saved: the weight's row sums (the GEMM's
                     B column sums), which asymmetric activations' zero points need; made
                     by from_float and after load_state_dict (after editing `weight` by
@@ -77,47 +79,36 @@ class Int8Linear(nn.Module):
         device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
-        for name, value in (("in_features", in_features), ("out_features", out_features)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        self.in_features = in_features
-        self.out_features = out_features
-        self.register_buffer("weight", torch.zeros(out_features, in_features, dtype=torch.int8, device=device))
-        self.register_buffer("weight_scale", torch.ones(out_features, dtype=torch.float32, device=device))
-        bias_buffer = torch.zeros(out_features, dtype=torch.float32, device=device) if bias else None
-        self.register_buffer("bias", bias_buffer)
+        self.in_features = checks.positive_int(in_features, "in_features")
+        self.out_features = checks.positive_int(out_features, "out_features")
+        self.scheme = as_scheme(scheme).for_layer(in_features)
+        # The handler forward runs, as a plain attribute (no lookup per call).
+        self._kind = self.scheme.kind
+        for slot in self.scheme.tensors(in_features, out_features, bias):
+            self.register_buffer(slot.name, slot.empty(device))
         # Non-persistent: checkpoints keep their format; recomputed from the weight on load.
         self.register_buffer("weight_colsum", torch.zeros(out_features, dtype=torch.int32, device=device),
                              persistent=False)
+        for name in LAYER_TENSORS:  # another scheme's tensors (a bias the layer has not) read as None
+            if name not in self._buffers:
+                self.register_buffer(name, None)
         self.register_load_state_dict_pre_hook(_check_scales_before_load)
         self.register_load_state_dict_post_hook(_refresh_weight_colsum_after_load)
-        self._init_scheme(as_scheme(scheme), device)
-
-    def _init_scheme(self, scheme: QuantScheme, device) -> None:
-        """The buffers a scheme needs (see `qtriton.scheme` and `qtriton.calibration`):
-          input_scale         (in_features,) float32 when scheme.smoothed: multiplied into x
-                              before quantizing (SmoothQuant's 1/s where no norm precedes the
-                              layer to fold it into)
-          activation_scale    () float32 when scheme.static: one calibrated per-tensor scale
-                              instead of the per-token absmax reduction
-        and the two fields forward branches on, as plain attributes (no lookups per call)."""
-        self.scheme = scheme
-        self._symmetric = scheme.activation_symmetric
-        self._weight_only = scheme.weight_only
-        scale = torch.ones(self.in_features, dtype=torch.float32, device=device) if scheme.smoothed else None
-        self.register_buffer("input_scale", scale)
-        static = torch.ones((), dtype=torch.float32, device=device) if scheme.static else None
-        self.register_buffer("activation_scale", static)
+        # Where SmoothQuant's 1/s for this layer went (a norm or a preceding layer), its weight's
+        # columns then carrying s; None when the layer was not smoothed, or keeps 1/s itself
+        # (input_scale). Set by quantize_model, recorded by both checkpoint formats
+        # (smoothing_folds), read by Plan.of_model ("+smooth") and qtriton report.
+        self.smoothing_folded_into: str | None = None
 
     @property
     def symmetric_activations(self) -> bool:
         """scheme.activation_symmetric (read-only: the scheme is fixed when the layer is built)."""
-        return self._symmetric
+        return self.scheme.activation_symmetric
 
     @property
     def weight_only(self) -> bool:
         """scheme.weight_only: W8A16, activations stay float."""
-        return self._weight_only
+        return self.scheme.weight_only
 
     def _apply(self, fn, recurse=True):
         """`.to()`, `.half()`, `.cuda()` ...: the float32 buffers (scales, bias) move with the
@@ -136,6 +127,8 @@ class Int8Linear(nn.Module):
         widens its operand to int32 before reducing, in its worker threads, whose allocator
         arenas kept those 4x copies of every layer's weight (+230 MiB when loading
         SmolLM2-135M in one block per layer)."""
+        if self.weight_colsum.device != self.weight.device:  # a layer built on meta, its weight loaded
+            self.weight_colsum = torch.empty(self.out_features, dtype=torch.int32, device=self.weight.device)
         rows = max(1, _COLSUM_BLOCK // self.in_features) if self.weight.device.type == "cpu" else self.out_features
         for start in range(0, self.out_features, rows):
             torch.sum(self.weight[start : start + rows], dim=1, dtype=torch.int32,
@@ -157,131 +150,52 @@ class Int8Linear(nn.Module):
         input_scale (in_features,), given exactly when scheme.smoothed: the layer computes
         linear(x) as (x * input_scale) @ (W / input_scale).T, so W / input_scale is what gets
         quantized (SmoothQuant). activation_scale, given exactly when scheme.static: the
-        calibrated per-tensor activation scale.
+        calibrated per-tensor activation scale. (`scheme.calibrated_tensors()` names them.)
 
         Raises TypeError for anything but an nn.Linear, ValueError for a weight or bias
         holding NaN/Inf, on a device the backend in force cannot run, or scales that do not
         fit the scheme.
         """
         scheme = as_scheme(scheme)
-        for needed, value, what in ((scheme.smoothed, input_scale, "input_scale"),
-                                    (scheme.static, activation_scale, "activation_scale")):
-            if needed and value is None:
+        data = {"input_scale": input_scale, "activation_scale": activation_scale}
+        needed = scheme.calibrated_tensors()
+        for what, value in data.items():
+            if what in needed and value is None:
                 raise ValueError(f"{name}: scheme {scheme.name!r} needs {what}")
-            if not needed and value is not None:
+            if what not in needed and value is not None:
                 raise ValueError(f"{name}: {what} was given but scheme {scheme.name!r} has no use for it")
-        if not isinstance(linear, nn.Linear):
-            raise TypeError(f"{name} must be a torch.nn.Linear, got {type(linear).__name__}")
-        weight = linear.weight
-        problem = device_problem(weight.device)
-        if problem is not None:
-            raise ValueError(f"{name} is on {weight.device}: {problem}")
-        if not weight.is_floating_point():
-            raise TypeError(f"{name}.weight must be floating point, got {weight.dtype}")
-        # One host sync per layer at conversion time (not in forward): on CUDA the quantize
-        # kernel would otherwise hand back a NaN scale silently.
-        for part, tensor in (("weight", weight), ("bias", linear.bias)):
-            if tensor is not None:
-                checks.finite_float32(tensor.detach(), f"{name}.{part}")
-
+        checks.float_layer(linear, name)
         layer = cls(
             linear.in_features,
             linear.out_features,
             bias=linear.bias is not None,
             scheme=scheme,
-            device=weight.device,
+            device=linear.weight.device,
         )
-        weight = weight.detach().to(torch.float32)
-        if input_scale is not None:
-            layer.input_scale.copy_(_positive_vector(input_scale, linear.in_features, f"{name} input_scale"))
-            weight = weight / layer.input_scale
-            if not bool(torch.isfinite(weight).all()):
-                raise ValueError(f"{name}.weight / input_scale overflows float32: input_scale is too small for it")
-        if activation_scale is not None:
-            layer.activation_scale.copy_(_positive_vector(activation_scale, None, f"{name} activation_scale"))
-        weight_q, weight_scale = api.quantize_per_channel(weight, axis=0)
-        layer.weight.copy_(weight_q)
-        layer.weight_scale.copy_(weight_scale)
-        layer.refresh_weight_colsum()
+        weight = linear.weight.detach().to(torch.float32)
+        for transform in layer.scheme.transforms:
+            weight = transform.build(layer, weight, data, name)
+        layer.scheme.kind.build(layer, weight, data, name)
         if linear.bias is not None:
             layer.bias.copy_(linear.bias.detach())
         return layer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # The one check of this call: the layer's own buffers were checked when it was built
-        # (from_float / load_quantized), so the backend runs them unchecked below.
-        checks.kernel_float_dtype(checks.torch_tensor(x, "input"), "input")
-        if x.ndim == 0 or x.shape[-1] != self.in_features:
-            raise ValueError(f"input must have shape (..., {self.in_features}), got {tuple(x.shape)}")
-        if x.device != self.weight.device:
-            raise ValueError(f"input is on {x.device} but the layer's weight is on {self.weight.device}")
-        problem = device_problem(x.device)
-        if problem is not None:
-            raise ValueError(f"input is on {x.device}: {problem}")
-
+        # (from_float / load_quantized), so the backend runs them unchecked.
+        checks.layer_input(x, self.in_features, self.weight.device)
         leading = x.shape[:-1]
         rows = x.reshape(-1, self.in_features)
         if rows.shape[0] == 0:
             return x.new_zeros(*leading, self.out_features)
         rows = checks.float_input(rows, "input")  # NaN / Inf, where visible
-        if self._weight_only:
-            if self.input_scale is not None:
-                rows = rows.to(torch.float32) * self.input_scale
-            out = _weight_only_matmul(rows, self.weight, self.weight_scale, self.bias, x.dtype)
-            return out.reshape(*leading, self.out_features)
-        # float32 scales and bias (_apply keeps them float32 through m.half() / m.bfloat16()).
-        weight_scale = self.weight_scale.to(torch.float32)
-        bias = None if self.bias is None else self.bias.to(torch.float32)
-        input_scale = None if self.input_scale is None else self.input_scale.to(torch.float32)
-        static_scale = None if self.activation_scale is None else self.activation_scale.to(torch.float32)
-        backend, device = resolve(rows)
-        if device is None:  # the NumPy oracle takes arrays: the API converts both ways
-            x_q, x_scale, x_zero_point = api._quantize_activations(rows, self._symmetric, input_scale,
-                                                                   static_scale)
-            out = api.quantized_matmul(x_q, x_scale, self.weight.t(), weight_scale,
-                                       0 if x_zero_point is None else x_zero_point, 0, bias=bias, out_dtype=x.dtype)
-        else:  # straight to the backend: nothing below checks again
-            # One pass over x (the input scale, static or per-token scales, int8 codes: the
-            # asymmetric ones moved down by 128, so that the GEMM runs its plain int8 K loop).
-            x_q, x_scale, x_zero_point = backend.quantize_activations(rows, self._symmetric, input_scale,
-                                                                      static_scale)
-            checks.activations_result(x_scale, self._symmetric, input_scale, static_scale)
-            # The weight's kept column sums: the activations' zero points need them, and
-            # computing them per call is a pass over the weight.
-            colsum = None if x_zero_point is None else self.weight_colsum
-            out = backend.quantized_matmul(x_q, self.weight.t(), x_scale, weight_scale,
-                                           0 if x_zero_point is None else x_zero_point, 0, bias, x.dtype,
-                                           b_colsum=colsum)
-        return out.reshape(*leading, self.out_features)
+        return self._kind.forward(self, rows, x.dtype).reshape(*leading, self.out_features)
 
     def extra_repr(self) -> str:
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
             f"weight=int8 per-channel, activations={self.scheme.describe()}"
         )
-
-
-def _positive_vector(value, length: int | None, name: str) -> torch.Tensor:
-    """value as float32, checked positive, finite and normal (checks' scale rule), of shape
-    (length,) or () when length is None."""
-    tensor = torch.as_tensor(value, dtype=torch.float32).detach()
-    shape = () if length is None else (length,)
-    if tuple(tensor.shape) != shape:
-        raise ValueError(f"{name} must have shape {shape}, got {tuple(tensor.shape)}")
-    checks.scale_values(tensor.cpu(), name)  # a scale the layer computes with: a normal float32
-    return tensor
-
-
-def _weight_only_matmul(rows, weight, weight_scale, bias, out_dtype) -> torch.Tensor:
-    """W8A16: (x @ weight.T) * weight_scale + bias with float x; the Triton kernel (which
-    dequantizes the weight tile by tile) where the triton backend runs, else float32 torch ops."""
-    backend = get_backend()
-    if backend == "triton" or (backend == "auto" and rows.device.type == "cuda"):
-        from qtriton.ops.w8a16 import w8a16_matmul  # imports the kernels: only when they run
-
-        return w8a16_matmul(rows, weight.t(), weight_scale, bias, out_dtype=out_dtype)
-    out = (rows.to(torch.float32) @ weight.t().to(torch.float32)) * weight_scale
-    return (out if bias is None else out + bias).to(out_dtype)
 
 
 # --------------------------------------------------------------------------- quantize_model
@@ -350,16 +264,6 @@ def _tied_tensors(model: nn.Module, replaced: set[int]) -> dict[tuple, str]:
             if tensor is not None:
                 kept.setdefault(_storage_key(tensor), f"{module_name}.{tensor_name}".lstrip("."))
     return kept
-
-
-def _patterns(value, name: str) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        return (value,)
-    if not isinstance(value, Sequence) or not all(isinstance(p, str) for p in value):
-        raise TypeError(f"{name} must be a glob pattern or a sequence of them, got {value!r}")
-    return tuple(value)
 
 
 def _linear_slots(model: nn.Module) -> dict[int, tuple[nn.Linear, list[tuple[str, nn.Module, str]]]]:
@@ -446,7 +350,7 @@ def _plan_schemes(plan, names: list[str], calibration) -> dict:
     for name, scheme in schemes.items():
         if scheme is not None and not isinstance(scheme, QuantScheme):
             raise TypeError(f"plan[{name!r}] must be a QuantScheme or None, got {type(scheme).__name__}")
-        if scheme is not None and (scheme.smoothed or scheme.static) and calibration is None:
+        if scheme is not None and scheme.needs_calibration and calibration is None:
             raise ValueError(f"plan[{name!r}] is {scheme.name}: it needs calibration=qtriton.calibrate(model, ...)")
     return dict(schemes)
 
@@ -461,7 +365,7 @@ def quantize_model(
     min_features: int = 16,
     keep_output_head: bool = True,
     scheme: QuantScheme | str | None = None,
-    calibration: Calibration | None = None,
+    calibration=None,
     plan: Mapping[str, QuantScheme | None] | None = None,
     symmetric_activations: bool | None = None,
     weight_only: bool | None = None,
@@ -488,7 +392,8 @@ def quantize_model(
     plan ({qualified layer name: QuantScheme or None}, e.g. from `qtriton.plan`) gives each
     layer its own scheme (scheme and its shorthands are then not given): None and
     layers the plan does not name stay float; smoothed and static schemes take their scales
-    from calibration.
+    from calibration. A plan that quantizes the output head needs keep_output_head=False
+    (ValueError otherwise: the head would stay float against the plan's word).
 
     progress: a bar over the layers (None: where stderr is a terminal).
 
@@ -502,22 +407,20 @@ def quantize_model(
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if isinstance(model, nn.Linear):
         raise TypeError("model is itself an nn.Linear and cannot be replaced in place: use Int8Linear.from_float")
-    if isinstance(min_features, bool) or not isinstance(min_features, int) or min_features < 1:
-        raise ValueError(f"min_features must be a positive int, got {min_features!r}")
+    checks.positive_int(min_features, "min_features")
     if predicate is not None and not callable(predicate):
         raise TypeError(f"predicate must be callable, got {type(predicate).__name__}")
-    for flag, value in (("keep_output_head", keep_output_head), ("symmetric_activations", symmetric_activations),
-                        ("weight_only", weight_only)):
-        if not isinstance(value, bool) and (value is not None or flag == "keep_output_head"):
-            raise TypeError(f"{flag} must be True or False, got {value!r}")
+    checks.true_or_false(keep_output_head, "keep_output_head")
+    checks.true_or_false(symmetric_activations, "symmetric_activations", optional=True)
+    checks.true_or_false(weight_only, "weight_only", optional=True)
     if plan is not None and (scheme, symmetric_activations, weight_only) != (None, None, None):
         raise TypeError("plan gives each layer its scheme: scheme=, symmetric_activations= and weight_only= "
                         "cannot be given with it")
     if plan is None:
         scheme = _entry_scheme(None if scheme is None else as_scheme(scheme), symmetric_activations, weight_only,
                                calibration)
-    include_patterns = _patterns(include, "include")
-    exclude_patterns = _patterns(exclude, "exclude")
+    include_patterns = checks.glob_patterns(include, "include")
+    exclude_patterns = checks.glob_patterns(exclude, "exclude")
 
     layers = _linear_slots(model)
     if not layers:
@@ -541,6 +444,9 @@ def quantize_model(
             name, linear, parent, include_patterns, exclude_patterns, predicate, min_features, keep_output_head
         )
         layer_scheme = scheme if schemes is None else schemes.get(name)
+        if schemes is not None and layer_scheme is not None and keep_output_head and name.rpartition(".")[2] == "lm_head":
+            raise ValueError(f"plan[{name!r}] is {layer_scheme.name}, but keep_output_head=True keeps the output head "
+                             "float: pass keep_output_head=False to quantize it as the plan says")
         if reason is None and schemes is not None and layer_scheme is None:
             reason = "kept float by the plan" if name in schemes else "not in the plan"
         chosen.append((linear, slots, layer_scheme, reason))
@@ -560,6 +466,8 @@ def quantize_model(
                 layer_scheme, options = calibration.layer_options(linear, name, layer_scheme)
                 source = calibration.float_layer(linear)
             quantized = Int8Linear.from_float(source, layer_scheme, name=name, **options)
+            if calibration is not None:
+                quantized.smoothing_folded_into = calibration.folded_into(linear)
             replacements.append((linear, quantized, slots))
             before, after = _layer_bytes(linear)
             summary.replaced.append(name)
@@ -586,3 +494,31 @@ def quantize_model(
         for _, parent, attr in slots:
             setattr(parent, attr, quantized)
     return summary
+
+
+# ------------------------------------------------------------------ the smoothing record
+def smoothing_folds(model: nn.Module) -> dict[str, str]:
+    """{Int8Linear name: the norm or layer that took its SmoothQuant 1/s}: what a checkpoint
+    records so that a loaded model still says it was smoothed (see Int8Linear)."""
+    return {name: m.smoothing_folded_into for name, m in model.named_modules()
+            if isinstance(m, Int8Linear) and m.smoothing_folded_into is not None}
+
+
+def apply_smoothing_folds(model: nn.Module, folds, where: str) -> None:
+    """Set each named layer's smoothing_folded_into from a checkpoint's record (checks'
+    smoothing_folds rule); ValueError naming the entry if a layer is not an Int8Linear of model
+    or the module that took 1/s is not part of it."""
+    folds = checks.smoothing_folds(folds, where)
+    layers = {}
+    for name, holder in folds.items():
+        try:
+            layer = model.get_submodule(name)
+            model.get_submodule(holder)
+        except AttributeError:
+            layer = None
+        if not isinstance(layer, Int8Linear) or layer.scheme.smoothed:
+            raise ValueError(f"{where}: its record {checks.SMOOTHING_RECORD}[{name!r}] = {holder!r} does not fit the "
+                             "model: no such int8 layer without input_scale, or no such module")
+        layers[name] = layer
+    for name, layer in layers.items():
+        layer.smoothing_folded_into = folds[name]

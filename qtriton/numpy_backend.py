@@ -8,11 +8,12 @@ from qtriton import reference
 
 
 def quantize(x: np.ndarray, num_bits: int, symmetric: bool, granularity: str, axis: int | None,
-             include_zero: bool = False):
+             include_zero: bool = False, hadamard_block: int | None = None):
     """(q, scale, zero_point or None); scale shaped () / (C,) / x.shape[:-1] by granularity.
-    include_zero (asymmetric): each slice's range includes 0."""
+    include_zero (asymmetric): each slice's range includes 0. hadamard_block (per token):
+    each row rotated first (reference.hadamard_rotate)."""
     if granularity == "token":
-        out = reference.quantize_per_token(x, num_bits, symmetric, include_zero)
+        out = reference.quantize_per_token(x, num_bits, symmetric, include_zero, hadamard_block)
         return out if not symmetric else (*out, None)
     keep_axis = axis if granularity == "channel" else None
     if symmetric:
@@ -20,8 +21,12 @@ def quantize(x: np.ndarray, num_bits: int, symmetric: bool, granularity: str, ax
     return reference.quantize_asymmetric(x, num_bits, keep_axis, include_zero)
 
 
-def quantize_activations(rows: np.ndarray, symmetric: bool, input_scale=None, static_scale=None):
-    return reference.quantize_activations(rows, symmetric, input_scale, static_scale)
+def quantize_activations(rows: np.ndarray, spec):
+    return reference.quantize_activations(rows, **spec.arguments())
+
+
+def hadamard_rotate(x: np.ndarray, block: int) -> np.ndarray:
+    return reference.hadamard_rotate(x, block)
 
 
 def dequantize(q, scale, zero_point, granularity: str, axis: int | None, out_dtype=np.float32):

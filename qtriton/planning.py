@@ -12,9 +12,11 @@ layers changed nothing when kept float; the `down_proj` layers, not among them, 
 `sensitivity` quantizes one group of like layers (every `*.down_proj`, ...; or each layer) at a
 time with each candidate scheme, by swapping Int8Linear modules in and out of the model (no
 copy per group), and compares the model's output distribution with the float one it kept
-from a single float pass. `plan` starts every group at its most accurate W8A8 scheme and,
-while the whole quantized model misses the target, moves the group that costs the most KL to
-W8A16 and, only once every group is W8A16, to float (memory first, then int8 compute).
+from a single float pass. `plan` keeps the most int8 x int8 work that meets the target: every
+group starts at its most accurate scheme of the cheapest GEMM (symmetric W8A8), moves to zero
+points where that lowers its KL, and only then to W8A16 (the most KL saved per FLOP given up)
+and, once no W8A8 group is left, to float. `int8_flop_fraction` says what share of the decoder
+layers' linear FLOPs a quantized model runs int8 x int8.
 """
 
 from __future__ import annotations
@@ -28,11 +30,13 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from qtriton.calibration import _first_tensor, _run, calibrate
+from qtriton import checks
+from qtriton.calibration import calibrate, output_tensor, run_batch
+from qtriton.nn import Int8Linear, quantize_model
 from qtriton.progress import progress as bar
-from qtriton.scheme import W8A16, QuantScheme
+from qtriton.scheme import CANDIDATES, W8A16, QuantScheme
 
-DEFAULT_SCHEMES = ("w8a8", "w8a8-asym", "w8a8-asym+smooth", "w8a16")
+DEFAULT_SCHEMES = CANDIDATES
 
 
 def _schemes(schemes) -> list[QuantScheme]:
@@ -46,11 +50,18 @@ def _schemes(schemes) -> list[QuantScheme]:
     return out
 
 
+def _is_head(name: str) -> bool:
+    return name.rpartition(".")[2] == "lm_head"
+
+
 def layer_groups(model: nn.Module, groups: str | Sequence[str] = "type") -> dict[str, list[str]]:
     """{group label: qualified names of its nn.Linear layers}: "type" groups like layers across
     blocks ("*.down_proj"), "layer" makes each layer its own group, and a sequence of glob
-    patterns makes one group per pattern. The output head (lm_head) is never grouped."""
-    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and n and n.rpartition(".")[2] != "lm_head"]
+    patterns makes one group per pattern. The output head (lm_head) is in no "type" or "layer"
+    group, and matched only by a pattern that names it ("lm_head", "*.lm_head"): "*" leaves it
+    out, as quantize_model's keep_output_head does."""
+    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and n]
+    names = [n for n in linears if not _is_head(n)]
     if not names:
         raise ValueError(f"model ({type(model).__name__}) has no torch.nn.Linear layers to measure")
     if groups == "layer":
@@ -64,7 +75,10 @@ def layer_groups(model: nn.Module, groups: str | Sequence[str] = "type") -> dict
         raise ValueError(f"groups must be 'type', 'layer' or a list of glob patterns, got {groups!r}")
     out = {}
     for pattern in groups:
-        matched = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+        if not isinstance(pattern, str):
+            raise TypeError(f"a group pattern must be a str, got {pattern!r}")
+        candidates = linears if _is_head(pattern) else names
+        matched = [n for n in candidates if fnmatch.fnmatchcase(n, pattern)]
         if not matched:
             raise ValueError(f"group pattern {pattern!r} matches no nn.Linear layer of the model")
         out[pattern] = matched
@@ -75,8 +89,6 @@ def linear_flops(model: nn.Module) -> dict[str, int]:
     """{qualified name: in_features * out_features} of each linear layer (nn.Linear or
     Int8Linear) but the output head: its multiply-adds per token, the decoder layers' share of
     a forward's matmul work (attention's token-by-token products aside)."""
-    from qtriton.nn import Int8Linear
-
     return {name: m.in_features * m.out_features for name, m in model.named_modules()
             if isinstance(m, (nn.Linear, Int8Linear)) and name and name.rpartition(".")[2] != "lm_head"}
 
@@ -101,8 +113,10 @@ class _Reference:
     def __init__(self, model: nn.Module, batches: list):
         if not batches:
             raise ValueError("batches is empty: the measurement needs at least one batch")
+        for index, batch in enumerate(batches):
+            checks.model_batch(batch, index)
         with torch.inference_mode():
-            self.log_probs = [_first_tensor(_run(model, b)).float().log_softmax(-1) for b in batches]
+            self.log_probs = [output_tensor(run_batch(model, b)).float().log_softmax(-1) for b in batches]
         self.batches = batches
 
     def compare(self, model: nn.Module) -> tuple[float, float]:
@@ -110,7 +124,7 @@ class _Reference:
         kl = agree = tokens = 0.0
         with torch.inference_mode():
             for batch, reference in zip(self.batches, self.log_probs):
-                log_q = _first_tensor(_run(model, batch)).float().log_softmax(-1)
+                log_q = output_tensor(run_batch(model, batch)).float().log_softmax(-1)
                 n = reference.numel() // reference.shape[-1]
                 kl += float(nn.functional.kl_div(log_q, reference, log_target=True, reduction="sum"))
                 agree += float((log_q.argmax(-1) == reference.argmax(-1)).sum())
@@ -176,8 +190,6 @@ class _Swapper:
 
 
 def _quantizer(scheme: QuantScheme, calibration):
-    from qtriton.nn import Int8Linear
-
     def make(name, linear):
         if not scheme.smoothed:
             return Int8Linear.from_float(linear, scheme, name=name)
@@ -247,15 +259,42 @@ class Plan:
 
     @classmethod
     def from_dict(cls, value: dict) -> Plan:
+        """Inverse of to_dict; ValueError naming the key for anything else (a plan read from a
+        file is checked here, not when it is printed or applied)."""
         if not isinstance(value, dict) or not isinstance(value.get("schemes"), dict):
             raise ValueError("a plan must be an object with a 'schemes' object")
-        schemes = {n: None if s is None else QuantScheme.from_dict(s) for n, s in value["schemes"].items()}
-        return cls(schemes, dict(value.get("groups", {})), value.get("kl"), value.get("top1"), value.get("target", ""),
+        if unknown := sorted(value.keys() - {"schemes", "groups", "kl", "top1", "target", "int8_flops"}):
+            raise ValueError(f"plan: unknown keys {unknown} (a plan has schemes, groups, kl, top1, target, int8_flops)")
+        schemes = {}
+        for name, scheme in value["schemes"].items():
+            try:
+                schemes[name] = None if scheme is None else QuantScheme.from_dict(scheme)
+            except ValueError as err:
+                raise ValueError(f"plan: schemes[{name!r}]: {err}") from None
+        groups = value.get("groups", {})
+        if not isinstance(groups, dict):
+            raise ValueError(f"plan: groups must be an object of group -> scheme name, got {groups!r}")
+        for group, name in groups.items():
+            try:
+                if name != "float":
+                    QuantScheme.parse(name)
+            except (TypeError, ValueError):
+                raise ValueError(f"plan: groups[{group!r}] must be a scheme name or 'float', got {name!r}") from None
+        for key in ("kl", "top1", "int8_flops"):
+            number = value.get(key)
+            if number is not None and (isinstance(number, bool) or not isinstance(number, (int, float))):
+                raise ValueError(f"plan: {key} must be a number or null, got {number!r}")
+        if not isinstance(value.get("target", ""), str):
+            raise ValueError(f"plan: target must be a string, got {value['target']!r}")
+        return cls(schemes, dict(groups), value.get("kl"), value.get("top1"), value.get("target", ""),
                    value.get("int8_flops"))
 
     @classmethod
     def from_groups(cls, model: nn.Module, groups: dict[str, str]) -> Plan:
-        """A plan by hand: {glob pattern of layer names ("*.down_proj"): scheme name or "float"}; the first pattern that matches a layer decides."""
+        """A plan by hand: {glob pattern of layer names ("*.down_proj"): scheme name or "float"};
+        the first pattern that matches a layer decides. The output head is matched only by a
+        pattern that names it ("lm_head"; see layer_groups), and quantize_model then needs
+        keep_output_head=False to quantize it."""
         layout = layer_groups(model, list(groups))
         schemes = {}
         for pattern, name in groups.items():
@@ -266,15 +305,22 @@ class Plan:
 
     @classmethod
     def of_model(cls, model: nn.Module) -> Plan:
-        """The plan a quantized model carries: each Int8Linear's scheme, None for each
-        nn.Linear. Checkpoints store every layer's scheme (save_quantized's header,
-        save_pretrained's config groups), so a loaded model gives back the plan it was made with."""
-        from qtriton.nn import Int8Linear
+        """The plan a quantized model carries: each Int8Linear's scheme, "+smooth" where
+        SmoothQuant's 1/s was folded into a norm or a preceding layer (the layer's own scheme
+        then has no input_scale; quantize_model records the fold), None for each nn.Linear.
 
+        qtriton's checkpoints keep all of it (save_quantized's header; save_pretrained's
+        config groups and, for the folds, a "qtriton_smoothing_folds" entry beside them, which
+        compressed-tensors, transformers and vLLM ignore), so a model loaded from them gives
+        back the schemes of the plan it was made with. Not kept: the alpha and calibration
+        data (a new `calibrate` applies the plan again), the groups and measurements of
+        `qtriton.plan`. A folder from another writer (llm-compressor's SmoothQuant) has no
+        fold record: its folded layers read as their plain scheme."""
         schemes = {}
         for name, module in model.named_modules():
             if isinstance(module, Int8Linear):
-                schemes[name] = module.scheme
+                folded = module.smoothing_folded_into is not None
+                schemes[name] = module.scheme.replace(smoothed=True) if folded else module.scheme
             elif isinstance(module, nn.Linear) and name:
                 schemes[name] = None
         return cls(schemes, int8_flops=int8_fraction(schemes, linear_flops(model)))
@@ -297,8 +343,27 @@ class Plan:
 
 
 def _tier(scheme_name: str) -> int:
-    """0: W8A8 (int8 compute and memory), 1: W8A16 (int8 memory), 2: float."""
-    return 2 if scheme_name == "float" else 1 if scheme_name.startswith("w8a16") else 0
+    """The scheme's tier (0: int8 compute and memory, 1: int8 memory only), 2 for float."""
+    return 2 if scheme_name == "float" else QuantScheme.parse(scheme_name).tier
+
+
+def _check_report(report: Sensitivity, layout: dict[str, list[str]], candidates: list[QuantScheme], groups) -> None:
+    """ValueError unless report measured every group of layout (the same layers) with every
+    candidate: a report of another grouping would leave every group unmeasured, all float."""
+    counts = {r.group: r.layers for r in report.rows}
+    if other := sorted(counts.keys() ^ layout.keys()) or sorted(g for g in layout if counts[g] != len(layout[g])):
+        raise ValueError(
+            f"report was measured on other groups than groups={groups!r} makes of this model (e.g. {other[0]!r}): "
+            "measure it with the same groups, or leave report out"
+        )
+    measured = {(r.group, r.scheme) for r in report.rows}
+    for group in layout:
+        for scheme in candidates:
+            if (group, scheme.name) not in measured:
+                raise ValueError(
+                    f"report has no measurement of {group!r} with {scheme.name!r}: measure it with the schemes "
+                    f"plan is given ({', '.join(s.name for s in candidates)}; W8A16 always), or leave report out"
+                )
 
 
 def _level(scheme_name: str) -> int:
@@ -312,8 +377,6 @@ def _level(scheme_name: str) -> int:
 
 
 def _evaluate(model, batches, reference, groups_choice, layout, alpha) -> tuple[float, float, Plan]:
-    from qtriton.nn import quantize_model
-
     schemes = {}
     for group, name in groups_choice.items():
         for layer in layout[group]:
@@ -350,7 +413,8 @@ def plan(
     a move that keeps its GEMM int8 x int8 (the one whose group KL drops the most), then a
     move to W8A16 (the most KL saved per FLOP given up), and only when no W8A8 group is left,
     a W8A16 group to float. The model is not changed.
-    report: a `sensitivity` of this model on these batches, groups and schemes, to reuse.
+    report: a `sensitivity` of this model on these batches, groups and schemes, to reuse
+    (refused if it lacks a group or a scheme: W8A16 is always a candidate).
     progress: bars over the measurements and the steps (None: where stderr is a terminal).
     """
     if target_kl is None and target_top1 is None:
@@ -363,18 +427,19 @@ def plan(
     candidates = _schemes(schemes)
     if W8A16 not in candidates:
         candidates.append(W8A16)
+    layout = layer_groups(model, groups)
     if report is None:
         report = sensitivity(model, batches, schemes=candidates, groups=groups, alpha=alpha, progress=progress)
-    layout = layer_groups(model, groups)
+    else:
+        _check_report(report, layout, candidates, groups)
+    reference = _Reference(model, batches)
+    asked = {s.name for s in candidates}  # a reused report may hold more
+
     flops = linear_flops(model)
     group_flops = {g: sum(flops[n] for n in names) for g, names in layout.items()}
-    reference = _Reference(model, batches)
-
-    def options(group: str, level: int) -> list[GroupSensitivity]:
-        return [r for r in report.rows if r.group == group and _level(r.scheme) == level]
 
     def best(group: str, level: int) -> str | None:
-        found = options(group, level)
+        found = [r for r in report.rows if r.group == group and r.scheme in asked and _level(r.scheme) == level]
         return min(found, key=lambda r: r.kl).scheme if found else ("float" if level == 3 else None)
 
     def cost(group: str, name: str) -> float:

@@ -31,6 +31,11 @@ Fake quantization (quantize, then dequantize) saturates at the largest finite va
 dtype the caller gets: the grid can put x's min or max up to half a step past it, which
 would be inf (float16 [-65504, 65504], asymmetric: -65761). Finite in, finite out.
 
+Per-token quantization can rotate each row first (`hadamard_block`): x -> x R with R the
+block-diagonal normalized Sylvester Hadamard matrix, computed as `hadamard_rotate` defines
+it, butterfly by butterfly in float32, so that every backend gets the same rotated values and
+hence the same codes.
+
 Matmul is exact integer arithmetic (int64, or Python integers where int64 could
 overflow), rounded once to float64, then float64 scaling. The API bounds matmul zero
 points by ZERO_POINT_LIMIT (|zp| <= 2^24) and K by 131071 (the Triton GEMM's int32
@@ -178,12 +183,66 @@ def _expand(v: np.ndarray, ndim: int, keep_axis: int | None) -> np.ndarray:
     return v.reshape(shape)
 
 
+# --------------------------------------------------------------------- Hadamard rotation
+def hadamard_scale(block: int, dtype=np.float32) -> np.floating:
+    """The normalization 1 / sqrt(block), correctly rounded to dtype (IEEE sqrt of the exact
+    1 / block); a power of two, exact, when log2(block) is even."""
+    return np.sqrt(dtype(1.0) / dtype(block))
+
+
+def hadamard_rotate(x, block: int) -> np.ndarray:
+    """x R over the last axis: R = diag(H, ..., H) / sqrt(block), H the block x block Sylvester
+    Hadamard matrix (H_1 = [1], H_2n = [[H_n, H_n], [H_n, -H_n]]; symmetric, so x R = R x
+    for each row), block a power of two dividing x.shape[-1]. R is orthogonal and its own
+    inverse: hadamard_rotate(hadamard_rotate(x, b), b) == x up to rounding, and for a weight
+    W (out, in) hadamard_rotate(W, b) is W R, so that (x R)(W R)^T == x W^T.
+
+    Arithmetic in float32 (float64 for a float64 x), in this order, which the kernels and the
+    torch path repeat operation for operation:
+
+    1. the fast Walsh-Hadamard transform of each block of `block` consecutive values: stages
+       h = 1, 2, 4, ..., block / 2; stage h replaces each pair (a, c) = (v[i], v[i + h]),
+       i % (2h) < h, by (a + c, a - c), each sum and difference rounded once;
+    2. one multiply of each result by hadamard_scale(block), rounded once.
+
+    Why the normalization is one multiply at the end, rather than 1/sqrt(2) per stage or a
+    factor folded into the quantization scale: for log2(block) even it is a power of two and
+    the multiply is exact (unless the result is subnormal), for odd log2(block) it adds one
+    rounding of half a float32 ulp, far below an int8 step; per stage it would add
+    log2(block) roundings; folded into the scale, the codes would be those of the unnormalized
+    values, so a static scale calibrated on the rotated activations and every consumer of
+    (codes, scale) would need the factor too. Kept here, the rotated row is simply the data
+    the unrotated formulas quantize.
+
+    Overflow: the unnormalized sums grow up to `block` times the largest |value|, so a
+    float32 or bfloat16 row with values beyond FLT_MAX / block (1.7e35 for block 2048)
+    becomes Inf / NaN in that block; quantizing it then gives the NaN scale of a row holding
+    Inf. float16 values (|x| <= 65504) cannot overflow for block <= 2^16. NaN and Inf spread
+    over their block (Inf - Inf is NaN): such a row is unquantizable either way."""
+    x = np.asarray(x)
+    dtype = np.float64 if x.dtype == np.float64 else np.float32
+    shape, k = x.shape, x.shape[-1]
+    y = x.astype(dtype).reshape(int(np.prod(shape[:-1])), k)  # not -1: a last axis may be 0
+    h = 1
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow, Inf - Inf: see above
+        while h < block:
+            pairs = y.reshape(len(y), k // (2 * h), 2, h)  # pairs[:, :, 0] holds each a, [:, :, 1] its c
+            a, c = pairs[:, :, 0], pairs[:, :, 1]
+            y = np.stack([a + c, a - c], axis=2).reshape(len(y), k)
+            h *= 2
+    return (y * hadamard_scale(block, dtype)).reshape(shape)
+
+
 # ------------------------------------------------------------------- per-token, group-wise
-def quantize_per_token(x, num_bits: int = 8, symmetric: bool = True, include_zero: bool = False):
+def quantize_per_token(x, num_bits: int = 8, symmetric: bool = True, include_zero: bool = False,
+                       hadamard_block: int | None = None):
     """One scale (and zero point) per row: per index of every axis but the last.
     Returns (q, scales of shape x.shape[:-1]) or (q, scales, zero_points).
-    include_zero (asymmetric): each row's range includes 0 (see quantize_asymmetric)."""
+    include_zero (asymmetric): each row's range includes 0 (see quantize_asymmetric).
+    hadamard_block: the codes are those of hadamard_rotate(x, hadamard_block) (float32)."""
     x = np.asarray(x, dtype=np.float32)
+    if hadamard_block is not None:
+        x = hadamard_rotate(x, hadamard_block)
     rows = x.reshape(int(np.prod(x.shape[:-1])), x.shape[-1])  # not -1: a last axis may be 0
     if symmetric:
         q, scale = quantize_symmetric(rows, num_bits, keep_axis=0)
@@ -192,9 +251,12 @@ def quantize_per_token(x, num_bits: int = 8, symmetric: bool = True, include_zer
     return q.reshape(x.shape), scale.reshape(x.shape[:-1]), zp.reshape(x.shape[:-1])
 
 
-def quantize_activations(rows, symmetric: bool = True, input_scale=None, static_scale=None):
+def quantize_activations(rows, symmetric: bool = True, input_scale=None, static_scale=None,
+                         hadamard_block: int | None = None):
     """Int8Linear's int8 activation codes of rows (M, K): (q int8, scale (M,) float32,
-    zero_point (M,) int32 or None). rows * input_scale (float32: SmoothQuant's 1/s) first.
+    zero_point (M,) int32 or None). rows * input_scale (float32: SmoothQuant's 1/s) first,
+    then, with hadamard_block, the rotation hadamard_rotate(., hadamard_block) (the layer's
+    weight is stored rotated the same way).
     static_scale (a calibrated float32 scale): symmetric codes with it, the scale of a row
     holding NaN or Inf NaN (codes 0) as if it were its own. Otherwise per token: symmetric,
     or asymmetric with 0 in each row's range and codes and zero points moved down by 128 to
@@ -202,6 +264,8 @@ def quantize_activations(rows, symmetric: bool = True, input_scale=None, static_
     x = np.asarray(rows, dtype=np.float32)
     if input_scale is not None:
         x = x * np.asarray(input_scale, dtype=np.float32)
+    if hadamard_block is not None:
+        x = hadamard_rotate(x, hadamard_block)
     if static_scale is not None:
         scale = np.where(np.isfinite(x).all(axis=1), np.float32(static_scale), np.float32(np.nan))
         return symmetric_quantize(x, scale[:, None], 8), scale.astype(np.float32), None

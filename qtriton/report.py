@@ -34,7 +34,6 @@ import json
 import math
 import pickle
 import re
-import sys
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -147,9 +146,13 @@ class LayerReport:
     snr_db: float
     #: max |error| against the original; without it, the bound max(scale) / 2.
     max_error: float
-    #: True without the original weights: noise taken as uniform over +-scale/2 per value.
+    #: True without the original weights, or for a layer a SmoothQuant fold rescaled (which the
+    #: original cannot be compared with): noise taken as uniform over +-scale/2 per value.
     estimated: bool
     bytes: int
+    #: How SmoothQuant changed the layer's float weight, from the checkpoint's record (folds)
+    #: or its input_scale; None if it did not.
+    smoothing: str | None = None
 
 
 @dataclass
@@ -164,6 +167,9 @@ class QuantizedCheckpointReport:
     #: Bytes of every tensor in the file, and of the original checkpoint when given.
     bytes_stored: int
     bytes_original: int | None
+    #: Float tensors whose values differ from the original's, no recorded fold explaining it
+    #: (another writer's SmoothQuant folded into norms?): the layers they feed may not compare.
+    changed_float: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         def finite(v: float) -> float | None:
@@ -184,9 +190,11 @@ class QuantizedCheckpointReport:
                     "max_error": layer.max_error,
                     "estimated": layer.estimated,
                     "bytes": layer.bytes,
+                    "smoothing": layer.smoothing,
                 }
                 for layer in self.layers
             ],
+            "changed_float": self.changed_float,
             "float_tensors": {
                 name: {"shape": list(shape), "dtype": dtype, "bytes": size}
                 for name, (shape, dtype, size) in self.float_tensors.items()
@@ -535,10 +543,10 @@ def report_quantized(
 ) -> QuantizedCheckpointReport:
     """Per Int8Linear of a save_quantized file: scheme, SNR of codes * scales (against the
     original float weights when given, else estimated from the rounding step), bytes."""
-    from qtriton.serialization import _check_layer_tensors, read_header
+    from qtriton.serialization import check_layer_tensors, read_header
 
     header = read_header(path)
-    _check_layer_tensors(Path(path), header)  # dtypes, shapes and scales as Int8Linear holds them
+    check_layer_tensors(path, header)  # dtypes, shapes and scales as Int8Linear holds them
     stored = _load_safetensors(Path(path))
     aliases = {names[0]: names for names in header["shared"]}
     in_a_group = {name for names in header["shared"] for name in names}
@@ -548,19 +556,21 @@ def report_quantized(
         names = aliases.get(name, [name])
         # safetensors stores a shared layer's tensors under one of its names (checked above).
         holder = next(n for n in names if _key(n, "weight") in stored)
-        layers.append((name, names, holder, spec["scheme"].name))
-    return _report_layers(path, stored, layers, original, progress)
+        parts = [slot.name for slot in spec["scheme"].tensors(spec["in_features"], spec["out_features"], spec["bias"])]
+        layers.append((name, names, holder, spec["scheme"].name, parts))
+    return _report_layers(path, stored, layers, original, progress, header["smoothing_folds"])
 
 
 def is_compressed_folder(path: str | Path) -> bool:
-    """True for a Hugging Face folder whose config.json has a compressed-tensors quantization_config."""
+    """True for a Hugging Face folder whose config.json has a compressed-tensors
+    quantization_config; ValueError naming config.json if it is not a JSON object (its
+    folder cannot be told float or quantized: its scales would be measured as weights)."""
+    from qtriton import checks
+
     config = Path(path) / "config.json"
     if not config.is_file():
         return False
-    try:
-        quant = json.loads(config.read_text()).get("quantization_config")
-    except (json.JSONDecodeError, AttributeError):
-        return False
+    quant = checks.json_object(config).get("quantization_config")
     return isinstance(quant, dict) and quant.get("quant_method") == "compressed-tensors"
 
 
@@ -571,7 +581,9 @@ def report_compressed_folder(
     another writer's): what report_quantized says of a save_quantized file."""
     from qtriton.hf import check_layer_tensors, scheme_for_name, unpacked_state
 
-    quant = json.loads((Path(path) / "config.json").read_text())["quantization_config"]
+    from qtriton import checks
+
+    quant = checks.json_object(Path(path) / "config.json")["quantization_config"]
     stored = unpacked_state(stored, where=f"{str(path)!r}: ")  # pack-quantized (W8A16) layers as int8 weights
     layers = []
     for key, tensor in stored.items():  # in numeric order (see _load_safetensors)
@@ -581,15 +593,29 @@ def report_compressed_folder(
             parts = {k.removeprefix(f"{name}."): v for k, v in stored.items()
                      if k.startswith(f"{name}.") and "." not in k.removeprefix(f"{name}.")}
             check_layer_tensors(name, parts, tensor.shape[1], tensor.shape[0], scheme, where=f"{str(path)!r}: ")
-            layers.append((name, [name], name, scheme.name))
+            layers.append((name, [name], name, scheme.name, list(parts)))
     if not layers:
         raise ValueError(f"{str(path)!r}: its config says compressed-tensors, but it stores no int8 layer")
-    return _report_layers(path, stored, layers, original, progress)
+    folds = checks.smoothing_folds(quant.get(checks.SMOOTHING_RECORD), repr(str(Path(path) / "config.json")))
+    return _report_layers(path, stored, layers, original, progress, folds)
 
 
-def _report_layers(path, stored: dict, layers: list, original, progress: bool) -> QuantizedCheckpointReport:
+def _smoothing(name: str, folds: dict[str, str]) -> str | None:
+    """How a recorded SmoothQuant fold changed layer name's weight, or None."""
+    parts = []
+    if name in folds:
+        parts.append(f"columns times s (1/s folded into {folds[name]})")
+    parts += [f"rows divided by {consumer}'s s" for consumer, holder in folds.items() if holder == name]
+    return "; ".join(parts) or None
+
+
+def _report_layers(path, stored: dict, layers: list, original, progress: bool,
+                   folds: dict[str, str]) -> QuantizedCheckpointReport:
     """The report on stored's quantized layers, each (name, all its names, the name its
-    tensors are stored under, scheme name), in the order given."""
+    tensors are stored under, scheme name, the names of its tensors), in the order given.
+    folds: the checkpoint's record of SmoothQuant folds ({layer: the module that took its 1/s}): the weights those
+    rescaled are not compared with the original's (their SNR is estimated), a layer's own
+    input_scale is (against original / input_scale, the weight it quantized)."""
     import torch
 
     if original is not None and (is_quantized_checkpoint(original) or is_compressed_folder(original)):
@@ -597,21 +623,27 @@ def _report_layers(path, stored: dict, layers: list, original, progress: bool) -
     reference_state = load_checkpoint(original) if original is not None else None
     measured, used = [], set()
     layers = bar(layers, desc="measuring", unit="layer", enabled=None if progress else False)
-    for name, names, holder, scheme in layers:
+    for name, names, holder, scheme, parts in layers:
         codes, scale = stored[_key(holder, "weight")], stored[_key(holder, "weight_scale")].reshape(-1)
-        keys = [_key(holder, t) for t in ("weight", "weight_scale", "bias", "input_scale", "activation_scale")
-                if _key(holder, t) in stored]
+        keys = [_key(holder, part) for part in parts]
         used.update(keys)
         weights = (codes.to(torch.float32) * scale.to(torch.float32)[:, None]).numpy()  # what the GEMM multiplies by
         size = sum(stored[k].numel() * stored[k].element_size() for k in keys)
         float_weights = None
+        smoothing = _smoothing(name, folds)
+        input_scale = stored.get(_key(holder, "input_scale")) if "input_scale" in parts else None
+        if input_scale is not None:
+            smoothing = "input_scale: W / input_scale quantized"
         if reference_state is not None:
             key = _original_key(names, reference_state)
             if key is None or tuple(reference_state[key].shape) != tuple(codes.shape):
                 raise ValueError(
                     f"original {str(original)!r} has no {tuple(codes.shape)} weight for layer {name!r} of {str(path)!r}"
                 )
-            float_weights = _as_float32(reference_state[key])
+            if smoothing is None or input_scale is not None:  # a fold rescaled the others: estimated below
+                float_weights = _as_float32(reference_state[key])
+            if input_scale is not None:  # the weight from_float quantized
+                float_weights = float_weights / input_scale.to(torch.float32).numpy()
         if float_weights is not None:
             err = reference.quantization_error(float_weights, weights)
             snr, max_error, estimated = err["snr"], err["max_error"], False
@@ -621,19 +653,32 @@ def _report_layers(path, stored: dict, layers: list, original, progress: bool) -
             noise = float(np.sum(scale.double().numpy() ** 2)) * codes.shape[1] / 12
             snr = 10 * math.log10(signal / noise) if signal > 0 else -math.inf
             max_error, estimated = float(scale.max()) / 2, True
-        measured.append(LayerReport(name or "(bare layer)", tuple(codes.shape), scheme, snr, max_error, estimated, size))
+        measured.append(LayerReport(name or "(bare layer)", tuple(codes.shape), scheme, snr, max_error, estimated, size,
+                                    smoothing))
 
     float_tensors = {
         k: (tuple(v.shape), str(v.dtype).removeprefix("torch."), v.numel() * v.element_size())
         for k, v in stored.items()
         if k not in used
     }
+    changed = []
+    if reference_state is not None:
+        # A recorded fold explains its norm's (or kept-float layer's) change; anything else is news.
+        for key in float_tensors:
+            value, before = stored[key], reference_state.get(key)
+            if (key.rpartition(".")[0] in folds.values() or before is None or not value.is_floating_point()
+                    or tuple(getattr(before, "shape", ())) != tuple(value.shape) or not _dtype_name(before)[1]):
+                continue
+            now, then = _as_float32(value), _as_float32(before)
+            if not np.allclose(now, then, rtol=1e-2, atol=1e-6 * float(np.abs(then).max(initial=0.0)), equal_nan=True):
+                changed.append(key)
     bytes_stored = sum(v.numel() * v.element_size() for v in stored.values())
     bytes_original = None
     if reference_state is not None:
         bytes_original = sum(_nbytes(v) for v in reference_state.values() if hasattr(v, "shape"))
     return QuantizedCheckpointReport(
-        str(path), None if original is None else str(original), measured, float_tensors, bytes_stored, bytes_original
+        str(path), None if original is None else str(original), measured, float_tensors, bytes_stored, bytes_original,
+        changed,
     )
 
 
@@ -797,7 +842,28 @@ def _format_quantized(rep: QuantizedCheckpointReport, wide: bool) -> str:
     if rep.bytes_original is not None:
         total += f"; original {_human_bytes(rep.bytes_original)} ({rep.bytes_stored / rep.bytes_original:.1%} of it)"
     lines.append(total)
+    lines += _smoothing_notes(rep)
     return "\n".join(lines)
+
+
+def _smoothing_notes(rep: QuantizedCheckpointReport) -> list[str]:
+    """What SmoothQuant did to the comparison with --original, under the quantized table."""
+    if rep.original is None:
+        return []
+    lines = []
+    folded = [layer.name for layer in rep.layers if layer.smoothing and not layer.smoothing.startswith("input_scale")]
+    if folded:
+        lines += [f"{len(folded)} layers carry SmoothQuant folds (weights rescaled per input channel or output row),",
+                  "  recorded by the checkpoint: they cannot be compared with the original, their SNR is estimated (~)"]
+    scaled = sum(1 for layer in rep.layers if layer.smoothing and layer.smoothing.startswith("input_scale"))
+    if scaled:
+        lines.append(f"{scaled} smoothed layers (input_scale) compared with the original weight / input_scale")
+    if rep.changed_float:
+        lines += [f"warning: {len(rep.changed_float)} float tensors differ from the original "
+                  f"({_clip(rep.changed_float[0], 40)}{', ...' if len(rep.changed_float) > 1 else ''}):",
+                  "  the checkpoint changed more than int8 rounding (SmoothQuant folded into norms by another",
+                  "  writer?), so the layers they feed may not compare with the original"]
+    return lines
 
 
 # ---------------------------------------------------------------------------------- CLI
@@ -829,16 +895,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run `qtriton report`; 0 on success, 2 (message on stderr) for a bad checkpoint or option."""
-    try:
-        rep = report_checkpoint(
-            args.path, args.bits, args.group_size, progress=not args.no_progress, original=args.original
-        )
-    except (FileNotFoundError, ValueError) as err:
-        from qtriton.cli import one_line
-
-        print(f"qtriton report: error: {one_line(str(err))}", file=sys.stderr)
-        return 2
+    """Run `qtriton report`; 0 on success. A bad checkpoint or option raises ValueError or
+    FileNotFoundError, which the `qtriton` command prints as one line (exit status 2)."""
+    rep = report_checkpoint(
+        args.path, args.bits, args.group_size, progress=not args.no_progress, original=args.original
+    )
     if args.json:
         print(json.dumps(rep.to_dict(), indent=2))
     else:

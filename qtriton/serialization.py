@@ -12,11 +12,17 @@ The header (metadata key "qtriton") is JSON:
 
     {"format": "qtriton.int8-linear", "version": 2,
      "layers": {name: {"in_features", "out_features", "bias", "scheme": QuantScheme.to_dict()}},
-     "shared": [[name, name, ...], ...]}
+     "shared": [[name, name, ...], ...],
+     "smoothing_folds": {name: the module that took its SmoothQuant 1/s}}   (if any; see Int8Linear)
 
 Version 1 files (a "symmetric_activations" bool and optional "weight_only", "input_scale",
 "static_activations" flags instead of "scheme") keep loading: read_header turns their flags
-into the scheme they mean.
+into the scheme they mean, as the code that wrote them computed it: a weight_only layer is
+W8A16 whatever its symmetric_activations said (its activations were never quantized). A
+version 1 file with static_activations is refused: version 1 was written by code that
+clamped static activation codes to [-127, 127] and, later, by code that clamped them to
+[-128, 127], as this one does; the header does not say which, so inputs past the calibrated
+range could compute differently from what was saved.
 
 "layers" has every qualified name at which an Int8Linear sits, so a layer reachable under
 several names (`m.b = m.a`) is listed under each; "shared" groups the names that are one
@@ -43,7 +49,7 @@ from safetensors.torch import _remove_duplicate_names, load_model, save_file
 from torch import nn
 
 from qtriton import checks
-from qtriton.nn import Int8Linear
+from qtriton.nn import Int8Linear, apply_smoothing_folds, smoothing_folds
 from qtriton.scheme import QuantScheme
 
 METADATA_KEY = "qtriton"
@@ -75,12 +81,14 @@ def save_quantized(model: nn.Module, path: str | os.PathLike) -> None:
         raise ValueError("model has no Int8Linear layers: quantize it with qtriton.quantize_model before saving")
     shared = [names for names in names_of.values() if len(names) > 1]
     header = {"format": FORMAT, "version": FORMAT_VERSION, "layers": layers, "shared": shared}
+    if folds := smoothing_folds(model):
+        header["smoothing_folds"] = folds
     path = Path(path)
     if not path.parent.is_dir():
         raise FileNotFoundError(f"cannot save to {str(path)!r}: directory {str(path.parent)!r} does not exist")
     state, aliases = _state_to_save(model, layers)
     # The checks load_quantized makes, with its messages, before a byte is written.
-    _check_layer_tensors(path, _parse_header(path, header), _StateDict(state))
+    check_layer_tensors(path, _parse_header(path, header), _StateDict(state))
     try:
         save_file(state, str(path), metadata={"format": "pt", METADATA_KEY: json.dumps(header), **aliases})
     except SafetensorError as err:
@@ -100,21 +108,24 @@ def _state_to_save(model: nn.Module, layers: dict) -> tuple[dict, dict]:
         for name in dropped:
             aliases[name] = kept
             del state[name]
+    float32 = {f"{name}.{slot.name}".lstrip(".") for name, spec in layers.items() for slot in _slots(spec)
+               if slot.dtype == torch.float32}
     for key, tensor in state.items():
-        layer, _, part = key.rpartition(".")
-        if layer in layers and part in _FLOAT32_PARTS:
+        if key in float32:  # an Int8Linear's float buffers: float32 in the file, whatever the module's dtype
             state[key] = tensor.to(torch.float32)
     return {key: tensor.contiguous() for key, tensor in state.items()}, aliases
 
 
-#: An Int8Linear's float buffers: float32 in the file, whatever the module's dtype.
-_FLOAT32_PARTS = ("weight_scale", "bias", "input_scale", "activation_scale")
+def _slots(spec: dict) -> list:
+    """The tensors of a header's layer entry (its scheme a QuantScheme or its dict)."""
+    scheme = spec["scheme"] if isinstance(spec["scheme"], QuantScheme) else QuantScheme.from_dict(spec["scheme"])
+    return scheme.tensors(spec["in_features"], spec["out_features"], spec["bias"])
 
 
 class _StateDict:
     """A state dict read like safetensors' safe_open, so save and load check alike."""
 
-    _NAMES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
+    NAMES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
               torch.int8: "I8", torch.uint8: "U8", torch.int16: "I16", torch.int32: "I32", torch.int64: "I64",
               torch.bool: "BOOL"}
 
@@ -132,7 +143,7 @@ class _StateDict:
 
     def dtype_and_shape(self, key: str) -> tuple[str, list[int]]:
         tensor = self.state[key]
-        return self._NAMES.get(tensor.dtype, str(tensor.dtype)), list(tensor.shape)
+        return self.NAMES.get(tensor.dtype, str(tensor.dtype)), list(tensor.shape)
 
 
 def _dtype_and_shape(f, key: str) -> tuple[str, list[int]]:
@@ -187,6 +198,11 @@ def _parse_header(path: Path, header) -> dict:
     for names in shared:
         if any(header["layers"][name] != header["layers"][names[0]] for name in names):
             raise ValueError(f"{str(path)!r}: the shared layers {names} have different entries in its header")
+    folds = header.setdefault("smoothing_folds", {})
+    if not isinstance(folds, dict) or not set(folds) <= header["layers"].keys():
+        raise ValueError(f"{str(path)!r}: its {METADATA_KEY!r} header has a malformed 'smoothing_folds' entry: "
+                         f"{folds!r} (an object of its layers' names)")
+    checks.smoothing_folds(folds, repr(str(path)))
     return header
 
 
@@ -221,14 +237,23 @@ def _check_layer_spec(path: Path, name: str, spec, version: int) -> None:
                 raise ValueError(f"{key} must be true or false, got {spec[key]!r}")
         if spec.get("weight_only") and spec.get("static_activations"):
             raise ValueError("weight_only keeps activations float: it cannot have static_activations")
-        activations = "none" if spec.get("weight_only") else "static" if spec.get("static_activations") else "dynamic"
-        spec["scheme"] = QuantScheme(activations=activations, activation_symmetric=spec["symmetric_activations"],
+        if spec.get("static_activations"):
+            raise ValueError(
+                "version 1 static activations are not loaded: qtriton wrote version 1 files first with static codes "
+                "clamped to [-127, 127], then to [-128, 127] (as now), and the header does not say which, so the "
+                "layer might not compute what was saved; quantize the float model again (calibrate(..., static=True)) "
+                "and save it"
+            )
+        weight_only = spec.get("weight_only", False)
+        spec["scheme"] = QuantScheme(activations="none" if weight_only else "dynamic",
+                                     # W8A16 never quantized its input: the flag changed nothing
+                                     activation_symmetric=weight_only or spec["symmetric_activations"],
                                      smoothed=spec.get("input_scale", False))
     except ValueError as err:
         raise ValueError(f"{where}: {err}") from None
 
 
-def _check_layer_tensors(path: Path, header: dict, source: _StateDict | None = None) -> None:
+def check_layer_tensors(path: str | os.PathLike, header: dict, source: _StateDict | None = None) -> None:
     """ValueError naming the file and tensor unless every layer's tensors have the dtype and
     shape Int8Linear holds and sane values (the state dict loader would cast a float32 weight
     to int8, or take an int32 scale, without a word): scales positive, finite and normal
@@ -247,28 +272,24 @@ def _check_layer_tensors(path: Path, header: dict, source: _StateDict | None = N
             if prefix is None:
                 raise ValueError(f"{str(path)!r} has no tensor {prefixes[0]}weight for its layer {name!r}")
             out_features, in_features = spec["out_features"], spec["in_features"]
-            expected = {"weight": ("I8", [out_features, in_features]), "weight_scale": ("F32", [out_features])}
-            if spec["bias"]:
-                expected["bias"] = ("F32", [out_features])
-            if spec["scheme"].smoothed:
-                expected["input_scale"] = ("F32", [in_features])
-            if spec["scheme"].static:
-                expected["activation_scale"] = ("F32", [])
-            for tensor, (dtype, shape) in expected.items():
-                key = prefix + tensor
+            slots = _slots(spec)
+            for slot in slots:
+                key = prefix + slot.name
                 if key not in keys:
                     raise ValueError(f"{str(path)!r} has no tensor {key!r} for its layer {name!r}")
                 found = _dtype_and_shape(f, key)
-                if found != (dtype, shape):
+                expected = (_StateDict.NAMES[slot.dtype], list(slot.shape))
+                if found != expected:
                     raise ValueError(
                         f"{str(path)!r}: {key} is {found[0]} {found[1]}, "
-                        f"an Int8Linear({in_features}, {out_features}) holds {dtype} {shape}"
+                        f"an Int8Linear({in_features}, {out_features}) holds {expected[0]} {expected[1]}"
                     )
-            for tensor in ("weight_scale", "input_scale", "activation_scale"):  # what the layer computes with
-                if tensor in expected:
-                    checks.scale_values(f.get_tensor(prefix + tensor), f"{str(path)!r}: {prefix}{tensor}")
-            if spec["bias"]:
-                checks.finite_tensor(f.get_tensor(prefix + "bias"), f"{prefix}bias", where=f"{str(path)!r}: ")
+            for slot in slots:  # the values the layer computes with
+                if slot.role == "scale":
+                    checks.scale_values(f.get_tensor(prefix + slot.name), f"{str(path)!r}: {prefix}{slot.name}")
+                elif slot.role == "bias":
+                    checks.finite_tensor(f.get_tensor(prefix + slot.name), f"{prefix}{slot.name}",
+                                         where=f"{str(path)!r}: ")
 
 
 def _check_other_tensors(path: Path, model: nn.Module) -> None:
@@ -305,7 +326,7 @@ def load_quantized(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     header = read_header(path)
-    _check_layer_tensors(path, header)
+    check_layer_tensors(path, header)
     if "" in header["layers"]:
         return _load_bare_layer(model, path, header["layers"][""])
     # The names under which the file holds each layer, and those under which the skeleton
@@ -349,6 +370,7 @@ def load_quantized(model: nn.Module, path: str | os.PathLike) -> nn.Module:
         _check_other_tensors(Path(path), model)
         # Shared tensors (one layer in several slots) are stored once; load_model maps them back.
         load_model(model, str(path), strict=True)
+        apply_smoothing_folds(model, header["smoothing_folds"], repr(str(path)))
     except (RuntimeError, ValueError) as err:  # a mistyped tensor; load_state_dict's missing / unexpected / mis-shaped keys
         for name, original in reversed(originals):
             _swap(model, name, original)

@@ -7,9 +7,12 @@ baseline). Inputs are validated by the API.
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 
-from qtriton.reference import FLT_MIN, ZERO_POINT_LIMIT, qrange
+from qtriton.reference import FLT_MIN, ZERO_POINT_LIMIT, hadamard_scale, qrange
 from qtriton.tensors import device_tensor
 
 # A Python float, not the NumPy scalar: torch.compile guards on NumPy scalars and fails
@@ -66,11 +69,31 @@ def _round_half_up(v: torch.Tensor) -> torch.Tensor:
     return torch.where(r - v == -0.5, r + 1, r)
 
 
+def hadamard_rotate(x: torch.Tensor, block: int) -> torch.Tensor:
+    """reference.hadamard_rotate in torch ops: x R over the last axis, butterfly by butterfly
+    in the oracle's order, float32 (float64 for a float64 x); a new tensor, x left as it was.
+    For a weight W (out, in), hadamard_rotate(W, b) is W R."""
+    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    shape, k = x.shape, x.shape[-1]
+    rows = math.prod(shape[:-1])  # not -1: a last axis may be 0
+    y = x.to(dtype)
+    h = 1
+    while h < block:
+        pairs = y.reshape(rows, k // (2 * h), 2, h)
+        a, c = pairs[:, :, 0], pairs[:, :, 1]
+        y = torch.stack((a + c, a - c), dim=2)
+        h *= 2
+    return y.reshape(shape) * float(hadamard_scale(block, np.float64 if dtype == torch.float64 else np.float32))
+
+
 def quantize(x: torch.Tensor, num_bits: int, symmetric: bool, granularity: str, axis: int | None,
-             include_zero: bool = False):
+             include_zero: bool = False, hadamard_block: int | None = None):
     """(q, scale, zero_point or None); scale shaped () / (C,) / x.shape[:-1] by granularity.
-    include_zero (asymmetric): each slice's range includes 0."""
+    include_zero (asymmetric): each slice's range includes 0. hadamard_block (per token):
+    the codes of hadamard_rotate(x, hadamard_block)."""
     x = x.to(torch.float32)
+    if hadamard_block is not None:
+        x = hadamard_rotate(x, hadamard_block)
     if symmetric:
         scale = symmetric_params(x, num_bits, granularity, axis)
         q = _codes(x / scale, num_bits, True)
@@ -80,11 +103,19 @@ def quantize(x: torch.Tensor, num_bits: int, symmetric: bool, granularity: str, 
     return q, _squeeze(scale, granularity), _squeeze(zp, granularity).to(torch.int32)
 
 
-def quantize_activations(rows: torch.Tensor, symmetric: bool, input_scale=None, static_scale=None):
-    """Int8Linear's activations: reference.quantize_activations in torch ops."""
+def quantize_activations(rows: torch.Tensor, spec):
+    """Int8Linear's activations as spec (a `qtriton.scheme.ActivationQuant`) says."""
+    return _quantize_activations(rows, **spec.arguments())
+
+
+def _quantize_activations(rows: torch.Tensor, symmetric: bool, input_scale=None, static_scale=None,
+                          hadamard_block: int | None = None):
+    """reference.quantize_activations in torch ops."""
     x = rows.to(torch.float32)
     if input_scale is not None:
         x = x * input_scale
+    if hadamard_block is not None:
+        x = hadamard_rotate(x, hadamard_block)
     if static_scale is None and symmetric:
         return quantize(x, 8, True, "token", None)
     if static_scale is None:  # codes and zero points moved down by 128, to int8
@@ -140,6 +171,12 @@ def fake_quantize(x: torch.Tensor, num_bits: int, symmetric: bool) -> torch.Tens
     q, scale, zp = quantize(x, num_bits, symmetric, "tensor", None)
     limit = torch.finfo(x.dtype).max
     return dequantize(q, scale, zp, "tensor", None).clamp(-limit, limit).to(x.dtype)
+
+
+def weight_only_matmul(a, b_q, b_scale, bias, out_dtype):
+    """W8A16: (a @ b_q) * b_scale + bias with float a, in float32 torch ops."""
+    out = (a.to(torch.float32) @ b_q.to(torch.float32)) * b_scale
+    return (out if bias is None else out + bias).to(out_dtype)
 
 
 def quantized_matmul(a_q, b_q, a_scale, b_scale, a_zp, b_zp, bias, out_dtype, b_colsum=None):
@@ -246,10 +283,12 @@ def _plain_strides(x: torch.Tensor) -> torch.Tensor:
 
 
 def _int8_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Exact a @ b of int8 tensors as float64 (|sum| <= 2^14 * K < 2^53). On CPU
-    torch._int_mm (int32 accumulation, several times faster than a float32 GEMM); elsewhere
-    a float64 GEMM (integer GEMMs on CUDA want M > 16 and K, N multiples of 8)."""
-    if a.device.type != "cpu":
+    """Exact a @ b of int8 tensors as float64 (|sum| <= 2^14 * K < 2^53, so any order of the
+    float64 additions gives the same integer). torch._int_mm (int32 accumulation) only on a
+    CPU with VNNI, where it beats a float GEMM; without VNNI its CPU kernel was 20x slower
+    than the float64 GEMM (407x576x1536 on an AVX2 EPYC: 1.9 s against 0.095 s). CUDA takes
+    the float64 GEMM too (integer GEMMs there want M > 16 and K, N multiples of 8)."""
+    if a.device.type != "cpu" or not _CPU_INT_MM_FAST:
         return a.to(torch.float64) @ b.to(torch.float64)
     a, b = _plain_strides(a), _plain_strides(b)
     k = a.shape[1]
@@ -259,3 +298,13 @@ def _int8_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     for start in range(_INT_MM_MAX_K, k, _INT_MM_MAX_K):
         acc += torch._int_mm(a[:, start:start + _INT_MM_MAX_K], b[start:start + _INT_MM_MAX_K])
     return acc.to(torch.float64)
+
+
+def _cpu_has_vnni() -> bool:
+    """Whether this CPU has int8 dot-product instructions (AVX512-VNNI / AVX-VNNI), which
+    torch's CPU _int_mm needs to be fast; torch.cpu's probe where this torch has one."""
+    probe = getattr(torch.cpu, "_is_vnni_supported", None)
+    return bool(probe()) if probe is not None else False
+
+
+_CPU_INT_MM_FAST = _cpu_has_vnni()

@@ -66,6 +66,41 @@ def test_per_channel_matches_oracle(rng, as_input, backend, shape, axis):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("symmetric", [True, False])
+@pytest.mark.parametrize("block", [2, 64])
+def test_rotated_per_token_matches_oracle(rng, as_input, backend, symmetric, block):
+    """hadamard_block: the codes and scales of each row rotated (reference.hadamard_rotate)."""
+    x = _data(rng, (3, 4, 192), "relu")
+    with use_backend(backend):
+        out = qtriton.quantize_per_token(as_input(x), num_bits=8, symmetric=symmetric, hadamard_block=block)
+        rotated = qtriton.hadamard_rotate(as_input(x), block)
+    expected = ref.quantize_per_token(x, 8, symmetric, False, block)
+    assert len(out) == len(expected)
+    for got, want in zip(out, expected, strict=True):
+        assert_exact(got, want)
+    assert_exact(rotated, ref.hadamard_rotate(x, block), "rotation")
+    assert isinstance(rotated, type(as_input(x)))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_hadamard_rotate_keeps_float64_and_widens_half_types(rng, backend, device):
+    """float64 in, float64 out (weights rotated once, rounded later); float16 / bfloat16 /
+    float32 in, float32 out; W R computed from (out, in) weights along their last axis."""
+    w = rng.standard_normal((6, 128))
+    with use_backend(backend):
+        assert qtriton.hadamard_rotate(w, 32).dtype == np.float64
+        assert qtriton.hadamard_rotate(w.astype(np.float16), 32).dtype == np.float32
+        for dtype in (torch.float32, torch.float16, torch.bfloat16):
+            t = torch.from_numpy(w).to(device=device, dtype=dtype)
+            out = qtriton.hadamard_rotate(t, 32)
+            assert out.dtype == torch.float32 and out.device == t.device
+            assert_exact(out, ref.hadamard_rotate(t.float().cpu().numpy(), 32), str(dtype))
+        out64 = qtriton.hadamard_rotate(torch.from_numpy(w).to(device), 32)
+    assert out64.dtype == torch.float64
+    assert_exact(out64, ref.hadamard_rotate(w, 32), "float64")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("symmetric", [True, False])
 def test_per_token_matches_oracle(rng, as_input, backend, symmetric):
     x = _data(rng, (3, 4, 65), "relu")
     with use_backend(backend):
@@ -336,6 +371,15 @@ Q = np.ones((4, 3), np.int8)
         (lambda: qtriton.quantized_matmul(Q, 0.1, torch.from_numpy(Q.T), 0.1), TypeError, "both be NumPy arrays or both"),
         (lambda: qtriton.quantization_error(X, None, X[:2]), ValueError, "dequantized has shape"),
         (lambda: qtriton.calculate_memory_savings("float99", 8), ValueError, "original_dtype"),
+        (lambda: qtriton.quantize_per_token(X, hadamard_block=2), ValueError, "hadamard_block=2 does not divide"),
+        (lambda: qtriton.quantize_per_token(X[:, :2], hadamard_block=6), ValueError, "power of two"),
+        (lambda: qtriton.quantize_per_token(np.full((1, 4), 3e38, np.float32), hadamard_block=4), ValueError,
+         "x rotated in blocks of 4 cannot be quantized"),
+        (lambda: qtriton.hadamard_rotate(np.full((1, 4), 3e38, np.float32), 4), ValueError,
+         "x rotated in blocks of 4 overflows"),
+        (lambda: qtriton.hadamard_rotate(np.array([1.0, np.nan]), 2), ValueError, "x contains NaN or Inf"),
+        (lambda: qtriton.hadamard_rotate(np.float32(1.0), 2), ValueError, "at least one dimension"),
+        (lambda: qtriton.hadamard_rotate(torch.ones(4, dtype=torch.int32), 2), TypeError, "floating-point"),
         (lambda: qtriton.calculate_memory_savings(np.float32, 0), ValueError, "quantized_bits"),
         (lambda: qtriton.calculate_memory_savings(np.float32, 8, elements_per_scale=0), ValueError, "elements_per_scale"),
     ],

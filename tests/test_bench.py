@@ -98,6 +98,18 @@ def test_smoke_rows_are_complete_and_checked(smoke_run):
 
 
 @pytest.mark.interpreter
+def test_smoke_times_the_rotated_per_token_kernel(smoke_run):
+    """The rotated per-token case (#28) runs, checked against torch ops, with the models' block."""
+    _, rows, _ = smoke_run
+    rotated = {(row["case"], tuple(row["shape"])) for row in rows
+               if row["case"].startswith("quantize_per_token(hadamard")}
+    assert rotated == {("quantize_per_token(hadamard_block=32)", (16, 96)),
+                       ("quantize_per_token(hadamard_block=2)", (37, 130))}
+    assert [bench_quantize.hadamard_block(k) for k in (4096, 14336, 1536, 576, 130, 7, 2**20)] == [
+        4096, 2048, 512, 64, 2, 1, 16384]
+
+
+@pytest.mark.interpreter
 def test_smoke_int_mm_is_na_where_it_cannot_run(smoke_run):
     _, rows, _ = smoke_run
     for row in rows:

@@ -191,6 +191,26 @@ def test_the_api_checks_the_matmul_once(rng, device, monkeypatch):
     assert len(calls) == 1  # the layer checks its input and calls the inner entries
 
 
+@pytest.mark.interpreter
+def test_a_w8a16_layer_checks_its_input_once(rng, device, monkeypatch):
+    """Int8Linear (W8A16) -> triton backend -> the launcher's unchecked entry: the launcher's
+    own argument checks run for its public entry only, not on every forward."""
+    from qtriton.ops import w8a16
+
+    calls = []
+    original = w8a16._check
+    monkeypatch.setattr(w8a16, "_check", lambda *a, **k: calls.append(1) or original(*a, **k))
+    layer = qtriton.Int8Linear.from_float(nn.Linear(16, 8).to(device), "w8a16")
+    x = torch.randn(3, 16, device=device)
+    with use_backend("triton"):
+        y = layer(x)
+    assert calls == []
+    w8a16.w8a16_matmul(x, layer.weight.t(), layer.weight_scale, layer.bias)
+    assert calls == [1]  # the public entry still checks
+    with use_backend("torch"):
+        torch.testing.assert_close(y.cpu(), layer.cpu()(x.cpu()), rtol=1e-5, atol=1e-5)
+
+
 # ---------------------------------------------------------------- ops explain themselves
 OPS_CALLS = {
     "quantize_per_token": lambda x, q: ops.quantize_per_token(x),
@@ -233,6 +253,31 @@ def test_every_ops_entry_explains_a_cpu_tensor_without_the_interpreter(name, mon
 def test_ops_quantize_entries_check_their_arguments(call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+@pytest.mark.parametrize("block, error, message", [
+    (3, ValueError, "must be a power of two from 2 to 16384, got 3"),
+    (1, ValueError, "must be a power of two from 2 to 16384, got 1"),
+    (0, ValueError, "must be a power of two"),
+    (-4, ValueError, "must be a power of two"),
+    (2**15, ValueError, "must be a power of two from 2 to 16384, got 32768"),
+    (16, ValueError, "=16 does not divide the rotated axis: its length is 24"),
+    (True, TypeError, "must be an int .a power of two. or None, got bool"),
+    (8.0, TypeError, "must be an int .a power of two. or None, got float"),
+    ("8", TypeError, "must be an int .*, got str"),
+])
+def test_hadamard_block_rule_is_the_same_everywhere(block, error, message):
+    """The lab API, qtriton.ops and the rotation alone refuse the same blocks, with the same words."""
+    x = torch.ones(4, 24)
+    calls = [lambda: qtriton.quantize_per_token(x, hadamard_block=block),
+             lambda: qtriton.quantize_per_token(x.numpy(), symmetric=False, hadamard_block=block),
+             lambda: ops.quantize_per_token(x, hadamard_block=block)]
+    for call in calls:
+        with pytest.raises(error, match="hadamard_block" + ("" if message.startswith("=") else " ") + message):
+            call()
+    if block is not None:
+        with pytest.raises(error, match="block" + ("" if message.startswith("=") else " ") + message):
+            qtriton.hadamard_rotate(x, block)
 
 
 @pytest.mark.parametrize("call", [

@@ -114,5 +114,5 @@ def test_bad_options_are_one_line(model, tmp_path, monkeypatch, capsys, option, 
 def test_unknown_model_is_one_line(tmp_path, capsys):
     pytest.importorskip("transformers")
     (tmp_path / "t.txt").write_text("some text")
-    assert main(["eval", str(tmp_path / "missing.gguf"), "--text", str(tmp_path / "t.txt")]) == 2
+    assert main(["eval", str(tmp_path / "missing.gguf"), "--text", str(tmp_path / "t.txt"), "--recipe", "w8a8"]) == 2
     assert "missing.gguf" in capsys.readouterr().err

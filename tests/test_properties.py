@@ -14,6 +14,7 @@ from hypothesis.extra import numpy as hnp
 import qtriton
 from qtriton import numpy_backend, torch_backend, triton_backend
 from qtriton import reference as ref
+from qtriton.scheme import ActivationQuant
 from qtriton.testing import assert_exact
 
 SETTINGS = settings(max_examples=40, deadline=None)
@@ -100,8 +101,9 @@ def test_oracle_error_is_at_most_half_a_step(x, num_bits):
 @st.composite
 def activation_cases(draw):
     """Int8Linear's activation modes on made-up rows: (rows (M, K) float32, symmetric,
-    input_scale (K,) or None, static scale or None). The static scale sits around the
-    rows' own range, so some codes clamp; input scales from 1/8 to 8."""
+    input_scale (K,) or None, static scale or None, Hadamard block or None). The static
+    scale sits around the rows' own range, so some codes clamp; input scales from 1/8 to 8;
+    the block, when K is even, any power of two dividing K."""
     rows = draw(float_arrays())
     rows = rows.reshape(-1, rows.shape[-1])
     symmetric = draw(st.booleans())
@@ -114,17 +116,21 @@ def activation_cases(draw):
         absmax = float(np.abs(smoothed).max())
         if 0 < absmax < 1e30:
             static_scale = np.float32(absmax / 127 * draw(st.sampled_from([0.5, 1.0, 2.0])))
-    return rows, symmetric, input_scale, static_scale
+    k = rows.shape[1]
+    blocks = [2**n for n in range(1, (k & -k).bit_length())]  # the powers of two dividing K
+    block = draw(st.sampled_from([None, *blocks]))
+    return rows, symmetric, input_scale, static_scale, block
 
 
 def _check_activations(module, case, device):
-    rows, symmetric, input_scale, static_scale = case
-    expected = numpy_backend.quantize_activations(rows, symmetric, input_scale, static_scale)
+    rows, symmetric, input_scale, static_scale, block = case
+    spec = ActivationQuant(symmetric, static_scale=static_scale, input_scale=input_scale, hadamard_block=block)
+    expected = numpy_backend.quantize_activations(rows, spec)
 
     def on_device(v):
         return None if v is None else torch.from_numpy(np.asarray(v)).to(device)
 
-    got = module.quantize_activations(on_device(rows), symmetric, on_device(input_scale), on_device(static_scale))
+    got = module.quantize_activations(on_device(rows), spec.convert(on_device))
     _assert_same_results(got, expected)
 
 

@@ -14,9 +14,10 @@ import triton
 import triton.language as tl
 
 from qtriton import reference as ref
-from qtriton.backend import backend_module
+from qtriton.dispatch import backend_module
 from qtriton.kernels.quantize import _cast_rne, _round_half_even
 from qtriton.ops import quantize as qops
+from qtriton.scheme import ActivationQuant
 from qtriton.testing import assert_exact
 
 pytestmark = [
@@ -205,9 +206,11 @@ def test_activation_codes_match_the_oracle(device, rng, backend, layout, mode):
         launch = {"max_single_pass_k": 16} if layout == "two_pass" else {}
         q, scale, zero_point = qops._quantize_activations(xt, symmetric, *extras, **launch)
     elif backend == "torch":
-        q, scale, zero_point = backend_module("torch").quantize_activations(xt, symmetric, *extras)
+        spec = ActivationQuant(symmetric, static_scale=extras[1], input_scale=extras[0])
+        q, scale, zero_point = backend_module("torch").quantize_activations(xt, spec)
     else:
-        q, scale, zero_point = backend_module("numpy").quantize_activations(x, symmetric, input_scale, static_scale)
+        spec = ActivationQuant(symmetric, static_scale=static_scale, input_scale=input_scale)
+        q, scale, zero_point = backend_module("numpy").quantize_activations(x, spec)
     assert_exact(xt, before, "input after the call")
     q_ref, scale_ref, zp_ref = ref.quantize_activations(x, symmetric, input_scale, static_scale)
     assert q.dtype in (np.int8, torch.int8) and tuple(q.shape) == x.shape
@@ -238,6 +241,41 @@ def test_per_token_two_pass(device, rng, shape, symmetric):
     values[0, ..., 0] = -50.0  # and in the first
     x = _tensor(values, device)
     _check_quantize(x, "token", num_bits=8, symmetric=symmetric, max_single_pass_k=32)
+
+
+def test_absent_zero_points_are_none_pointers(device, rng, monkeypatch):
+    """Symmetric launches pass None for the zero-point operand (and the per-tensor lower
+    partials), as the matmul kernels pass absent operands: no tensor stands in for it (#27)."""
+    seen = {}
+
+    def spy(name):
+        original = getattr(qops._kernels, name)
+
+        class Launch:
+            def __getitem__(self, grid):
+                def launch(*args, **kwargs):
+                    seen.setdefault(name, []).append(dict(zip(original.arg_names, args)))
+                    return original[grid](*args, **kwargs)
+                return launch
+        monkeypatch.setattr(qops._kernels, name, Launch())
+
+    for name in ("_quantize_rows_kernel", "_quantize_channels_kernel", "_tensor_range_partials_kernel",
+                 "_tensor_params_kernel", "_quantize_tensor_kernel", "_dequantize_kernel"):
+        spy(name)
+    x = _tensor(_random(rng, (6, 40)), device)
+    qops.quantize_per_token(x)
+    qops.quantize_per_token(x.t())  # transposed rows: the channel kernel
+    qops.quantize_per_channel(x, 1)
+    q, scale = qops.quantize_per_tensor(x)
+    qops.dequantize(q, scale, granularity="tensor")
+    assert len(seen) == 6
+    for name, launches in seen.items():
+        for args in launches:
+            assert args.get("zero_point_ptr") is None and (name == "_tensor_range_partials_kernel"
+                                                           or "zero_point_ptr" in args), name
+    assert all(args["partial_lo_ptr"] is None for args in seen["_tensor_range_partials_kernel"])
+    qops.quantize_per_token(x, symmetric=False)  # and an asymmetric launch gets its tensor
+    assert isinstance(seen["_quantize_rows_kernel"][-1]["zero_point_ptr"], torch.Tensor)
 
 
 # ----------------------------------------------------------------------------- per channel

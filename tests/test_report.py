@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import save_file
 
 from qtriton import reference
+from qtriton.cli import EXIT_USAGE, main
 from qtriton.report import add_arguments, report_checkpoint, run
 
 
@@ -153,7 +154,7 @@ def test_bad_checkpoints(tmp_path, rng, capsys):
         report_checkpoint(good, bits=9)
 
     # The command turns these into a message and exit status 2.
-    assert _run([str(truncated)]) == 2
+    assert main(["report", str(truncated)]) == EXIT_USAGE
     assert "truncated.safetensors" in capsys.readouterr().err
 
 

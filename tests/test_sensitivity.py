@@ -135,7 +135,7 @@ def test_plan_keeps_the_cheapest_int8_gemm_where_it_is_enough(model):
     """Symmetric activations first (no zero-point correction): with a target any scheme meets,
     every group is symmetric W8A8, even where the asymmetric one measured a lower KL."""
     ids = _ids(1)
-    report = qtriton.sensitivity(model, ids, schemes=["w8a8-asym", "w8a8"], progress=False)
+    report = qtriton.sensitivity(model, ids, schemes=["w8a8-asym", "w8a8", "w8a16"], progress=False)
     assert any(report.kl(g, "w8a8-asym") < report.kl(g, "w8a8") for g in layer_groups(model))
     result = qtriton.plan(model, ids, target_kl=1e9, schemes=["w8a8-asym", "w8a8"], report=report, progress=False)
     assert set(result.groups.values()) == {"w8a8"} and result.int8_flops == 1.0

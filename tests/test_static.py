@@ -150,6 +150,18 @@ def test_check_rules_on_made_up_rows():
         found, _ = check([row(**changes)])
         assert [line.split(":")[0] for line in found] == [rule], (changes, found)
     assert check([row(kernel=static.GLUON_KERNEL, wait_depth=1, tma=True)]) == ([], [])
+    # A quantize kernel with an FMA rounds a multiply and an add once, where the oracle rounds twice.
+    found, _ = check([row(family="quantize", block_m=1, int8_dot="none", fma_instructions=16)])
+    assert [line.split(":")[0] for line in found] == ["fma"]
+    # A rotated per-token kernel against its unrotated partner, per element.
+    rotated, plain_name = next(iter(static.ROTATION_PAIRS.items()))
+    quantize = dict(family="quantize", block_m=1, int8_dot="none", num_warps=8, tile_elements=4096)
+    plain = row(variant=plain_name, body_sass=64, **quantize)  # 64 x 32 lanes x 8 warps / 4096 = 4.0 per element
+    assert plain.sass_per_element == 4.0
+    for body_sass, rules in [(128, []), (129, ["rotation"])]:
+        found, _ = check([plain, row(variant=rotated, body_sass=body_sass, **quantize)])
+        assert [line.split(":")[0] for line in found] == rules
+    assert row(variant=rotated, body_sass=129, loop_sass=10, **quantize).sass_per_element is None
     assert check([row(block_m=16, int8_dot="mma.sync")]) == ([], [])  # mma.sync is right for decode tiles
     assert check([row(block_m=128, int8_dot="none")]) == ([], [])  # a GEMM helper kernel without a dot
     # The asymmetric-activation variants (Int8Linear: int8 A + zp) are held to the same rule.
@@ -161,6 +173,40 @@ def test_check_rules_on_made_up_rows():
         asymmetric = row(variant="int8 A + zp per row + bias -> bf16, B nk", loop_sass=loop_sass)
         assert [line.split(":")[0] for line in check([plain, asymmetric])[0]] == rules
         assert check([plain, dataclasses.replace(asymmetric, config="M64 N64 K128 w4 s3")]) == ([], [])
+
+
+def test_rotated_per_token_kernels(compiled):
+    """Every rotated per-token variant (#28) ran the row kernel with its Hadamard block, with
+    no spill, no f64, no FMA and 128-bit loads; against the same call unrotated, more SASS
+    per element (the butterflies are compiled in) but at most ROTATION_RATIO_LIMIT times as
+    many (the check's rule, asserted on the rows so that an empty selection cannot pass)."""
+    rows = {row.variant: row for row in compiled["subset"] if row.kernel == "_quantize_rows_kernel"}
+    rotated = [row for name, row in rows.items() if "hadamard" in name]
+    assert len(rotated) == 18
+    for row in rotated:
+        block = int(row.variant.split("hadamard ")[1].split()[0])
+        assert f"H{block}" in row.config.split(), row
+        assert (row.spill_bytes, row.f64_instructions, row.fma_instructions) == (0, 0, 0), row
+        assert row.global_loads_128 and row.shared_bytes > 0, row
+    assert set(static.ROTATION_PAIRS) | set(static.ROTATION_PAIRS.values()) <= set(rows)
+    for variant, plain in static.ROTATION_PAIRS.items():
+        ratio = rows[variant].sass_per_element / rows[plain].sass_per_element
+        assert 1.2 < ratio <= static.ROTATION_RATIO_LIMIT, (variant, ratio)
+    assert all("H" not in row.config for name, row in rows.items() if "hadamard" not in name)
+
+
+def test_body_instructions_stop_at_the_last_exit():
+    sass = """
+        /*0000*/                   MOV R1, c[0x0][0x28] ;
+        /*0010*/                   FADD R2, R3, R4 ;
+        /*0020*/              @!P0 EXIT ;
+        /*0030*/                   FADD R2, R2, R4 ;
+        /*0040*/                   EXIT ;
+        /*0050*/                   MUFU.RCP R5, R6 ;
+        /*0060*/                   RET.REL.NODEC R10 0x0 ;
+    """
+    assert static.body_instructions(sass) == 5
+    assert static.body_instructions(sass.replace("EXIT", "NOP")) == 7
 
 
 def test_loop_rule_pairs_exist_for_decode_and_prefill_tiles(compiled):
@@ -218,6 +264,8 @@ def test_ptx_patterns():
     assert static._TMA.search("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%r1], ...;")
     assert not static._TMA.search("cp.async.bulk.shared::cluster.global [%r1], [%rd1], 16, [%r2];")
     assert len(static._F64.findall("\tcvt.f64.f32 %fd1, %f1;\n\tadd.f32 %f2, %f1, %f1;\n\tmul.rn.f64 %fd2, %fd1, %fd1;")) == 2
+    assert len(static._FMA_F32.findall("\tfma.rn.f32 %f3, %f1, %f2, %f4;\n\tmul.rn.f32 %f5, %f1, %f2;\n"
+                                       "\tadd.rn.f32 %f6, %f5, %f4;\n\tfma.rn.ftz.f32 %f7, %f1, %f2, %f4;")) == 2
 
 
 def test_refuses_interpreted_kernels():

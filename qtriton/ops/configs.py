@@ -23,7 +23,6 @@ import contextlib
 import contextvars
 import functools
 import json
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,7 +31,7 @@ import torch
 import triton
 import triton.language as tl
 
-from qtriton.backend import interpreter_enabled
+from qtriton.backend import check_gemm, gemm_environment, interpreter_enabled
 from qtriton.kernels import matmul as kernels
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -247,7 +246,6 @@ def shift_b_for(M: int) -> bool:
 # `QTRITON_GEMM=tl|gluon` or `use_gemm(...)` picks one; unset, DEFAULT_GEMM. The Gluon loop
 # runs only where it can: an sm_90 card (or bench/static.py's offline sm_90a compile), a
 # Triton with Gluon, a problem that suits it (gluon_suits); elsewhere the tl.dot loop runs.
-GEMM_LOOPS = ("tl", "gluon")
 # "tl" until a GPU run has passed the Gluon loop's device tests and timed it faster
 # (bench/gpu_check.sh times both); the issue that lands those numbers flips it.
 DEFAULT_GEMM = "tl"
@@ -270,18 +268,12 @@ GLUON_CONFIGS = [
 GLUON_MIN_M = 17
 
 
-def _check_gemm(loop, name: str) -> str:
-    if loop not in GEMM_LOOPS:
-        raise ValueError(f"{name} must be one of {', '.join(GEMM_LOOPS)}, got {loop!r}")
-    return loop
-
-
 @contextlib.contextmanager
 def use_gemm(loop: str) -> Iterator[None]:
     """Ask every GEMM launch in the block (this thread / task) for this main loop: "tl"
     (kernels/matmul.py) or "gluon" (kernels/matmul_gluon.py, where it can run; see
     gluon_suits). Wins over QTRITON_GEMM."""
-    token = _FORCED_GEMM.set(_check_gemm(loop, "use_gemm's loop"))
+    token = _FORCED_GEMM.set(check_gemm(loop, "use_gemm's loop"))
     try:
         yield
     finally:
@@ -293,8 +285,7 @@ def gemm_setting() -> str:
     forced = _FORCED_GEMM.get()
     if forced is not None:
         return forced
-    env = os.environ.get("QTRITON_GEMM", "").strip().lower()
-    return _check_gemm(env, "QTRITON_GEMM") if env else DEFAULT_GEMM
+    return gemm_environment() or DEFAULT_GEMM
 
 
 def gluon_available() -> bool:

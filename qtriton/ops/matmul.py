@@ -375,7 +375,7 @@ def scaled_matmul(
     a_q (M, K), b_q (K, N): int8 or uint8, b_q row-major or a (N, K) weight's .t().
     a_scale: float or float tensor 0-d / (1,) / (M,); b_scale: float or 0-d / (1,) / (N,).
     a_zp: int or integer tensor 0-d / (1,) / (M,); b_zp likewise with (N,); None = 0.
-    bias: (N,) of any float dtype, or None. out_dtype: float32, float16 or bfloat16.
+    bias: (N,) of any float dtype, or None. out_dtype: float32, float16 or bfloat16 (or fp32, fp16, half, bf16).
     The rules and messages are qtriton.checks' (as for qtriton.quantized_matmul): scales
     are float32 (a Python float is rounded to it; not positive, finite and normal there:
     ValueError), |zero points| <= 2**24, K <= MAX_K; tensors are checked through their

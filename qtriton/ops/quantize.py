@@ -24,7 +24,7 @@ import math
 import torch
 import triton
 
-from qtriton import checks
+from qtriton import checks, reference
 from qtriton.kernels import quantize as _kernels
 from qtriton.tensors import device_tensor
 
@@ -99,47 +99,57 @@ def _rows_are_columns(x2: torch.Tensor) -> bool:
 
 
 def _quantize_rows(x2, q2, scale, zero_point, num_bits, symmetric, max_single_pass_k, tile, include_zero=False,
-                   code_offset=0, input_scale=None, static_scale=None) -> None:
+                   code_offset=0, input_scale=None, static_scale=None, hadamard_block=None) -> None:
     """Row-wise quantization of the 2-D x2 (M, K) into q2 (contiguous), scale and zero
     point (M,). A transposed x2 goes to the channel kernel: its rows are the channels of
     the (K, M, 1) view, and the channel tiles are wide along M, the contiguous axis. That
-    kernel takes no input or static scale: with either, a transposed x2 is copied first."""
-    if (input_scale is not None or static_scale is not None) and _rows_are_columns(x2):
+    kernel takes no input or static scale and no rotation: with any, a transposed x2 is
+    copied first."""
+    options = input_scale is not None or static_scale is not None or hadamard_block is not None
+    if options and _rows_are_columns(x2):
         x2 = x2.contiguous()
     if _rows_are_columns(x2):
         _launch_channels(x2.t().unsqueeze(2), q2.t().unsqueeze(2), scale, zero_point, num_bits, symmetric, tile,
                          include_zero, code_offset)
     else:
         _launch_rows(x2, q2, scale, zero_point, num_bits, symmetric, max_single_pass_k, include_zero, code_offset,
-                     input_scale, static_scale)
+                     input_scale, static_scale, hadamard_block)
 
 
 def _launch_rows(x2, q2, scale, zero_point, num_bits, symmetric, max_single_pass_k, include_zero, code_offset,
-                 input_scale=None, static_scale=None) -> None:
+                 input_scale=None, static_scale=None, hadamard_block=None) -> None:
+    """hadamard_block (a power of two dividing K, or None): each row rotated first. A tile
+    then holds whole blocks: the two-pass tile is at least one block wide."""
     m, k = x2.shape
     single_pass = k <= max_single_pass_k
     if single_pass:
         block_k = triton.next_power_of_2(k)
     else:  # the largest power of two within the limit, so a forced small limit still loops
-        block_k = min(TWO_PASS_BLOCK_K, 1 << (max_single_pass_k.bit_length() - 1))
+        block_k = max(min(TWO_PASS_BLOCK_K, 1 << (max_single_pass_k.bit_length() - 1)), hadamard_block or 1)
     block_m = min(triton.next_power_of_2(m), max(1, TILE_ELEMENTS // block_k))
+    hadamard_scale = 1.0 if hadamard_block is None else float(reference.hadamard_scale(hadamard_block))
+    # No FMAs in a rotation: x * input_scale and a butterfly's add round twice in the oracle.
+    compile_options = {} if hadamard_block is None else {"enable_fp_fusion": False}
     with _on_device(x2):
         _kernels._quantize_rows_kernel[(triton.cdiv(m, block_m),)](
-            x2, q2, scale, scale if zero_point is None else zero_point, input_scale, static_scale,
+            x2, q2, scale, zero_point, input_scale, static_scale,
             m, k,
             x2.stride(0), x2.stride(1),
             NUM_BITS=num_bits, SYMMETRIC=symmetric, INCLUDE_ZERO=include_zero, CODE_OFFSET=code_offset,
+            HADAMARD_BLOCK=hadamard_block or 1, HADAMARD_SCALE=hadamard_scale,
             BLOCK_SIZE_M=block_m, BLOCK_SIZE_K=block_k, SINGLE_PASS=single_pass,
-            num_warps=_num_warps(block_m * block_k),
+            num_warps=_num_warps(block_m * block_k), **compile_options,
         )
 
 
 def _quantize_per_token(x: torch.Tensor, num_bits: int = 8, symmetric: bool = True, *, include_zero: bool = False,
-                        max_single_pass_k: int = MAX_SINGLE_PASS_K, tile: int = TILE_ELEMENTS):
+                        hadamard_block: int | None = None, max_single_pass_k: int = MAX_SINGLE_PASS_K,
+                        tile: int = TILE_ELEMENTS):
     """One scale (and zero point) per row: per index of every axis but the last.
     Returns (q, scales of shape x.shape[:-1] float32[, zero points int32, same shape]).
     include_zero (asymmetric): each row's range includes 0, zero points in [0, 2^b - 1]
-    (reference.quantize_per_token's include_zero).
+    (reference.quantize_per_token's include_zero). hadamard_block (a power of two dividing
+    K): the codes of reference.hadamard_rotate(x, hadamard_block), rotated in the kernel.
     Rows of up to max_single_pass_k elements are read once, longer ones twice. Rows
     stored with stride 1 across rows (x.t() of a contiguous x) go to the channel kernel,
     in tiles of `tile` elements (rows longer than a tile holds are read twice)."""
@@ -152,19 +162,21 @@ def _quantize_per_token(x: torch.Tensor, num_bits: int = 8, symmetric: bool = Tr
     _quantize_rows(
         x.reshape(-1, k), q.view(-1, k), scale.view(-1),
         None if symmetric else zero_point.view(-1),
-        num_bits, symmetric, max_single_pass_k, tile, include_zero and not symmetric,
+        num_bits, symmetric, max_single_pass_k, tile, include_zero and not symmetric, hadamard_block=hadamard_block,
     )
     return _result(q, scale, zero_point, symmetric)
 
 
 def _quantize_activations(rows: torch.Tensor, symmetric: bool, input_scale: torch.Tensor | None = None,
-                          static_scale: torch.Tensor | None = None, *, max_single_pass_k: int = MAX_SINGLE_PASS_K,
-                          tile: int = TILE_ELEMENTS):
+                          static_scale: torch.Tensor | None = None, hadamard_block: int | None = None, *,
+                          max_single_pass_k: int = MAX_SINGLE_PASS_K, tile: int = TILE_ELEMENTS):
     """Int8Linear's activations in one pass: `reference.quantize_activations`. rows (M, K)
     float; input_scale (K,) float32 or None; static_scale 0-d float32 or None (symmetric
-    codes with it). Returns (q (M, K) int8, scale (M,) float32, zero point (M,) int32 or
-    None). Asymmetric codes come as int8 q - 128 with zero point - 128: q - zero point is
-    unchanged, and int8 is what the GEMM's plain K loop reads (uint8 it shifts per tile)."""
+    codes with it); hadamard_block (a power of two dividing K) or None: rows * input_scale
+    rotated in the kernel before the rest. Returns (q (M, K) int8, scale (M,) float32, zero
+    point (M,) int32 or None). Asymmetric codes come as int8 q - 128 with zero point - 128:
+    q - zero point is unchanged, and int8 is what the GEMM's plain K loop reads (uint8 it
+    shifts per tile)."""
     symmetric = symmetric or static_scale is not None
     m, k = rows.shape
     q = torch.empty((m, k), dtype=torch.int8, device=rows.device)
@@ -174,7 +186,7 @@ def _quantize_activations(rows: torch.Tensor, symmetric: bool, input_scale: torc
         scale.copy_(static_scale.expand(m) if static_scale is not None else torch.ones(m))
         return q, scale, None if symmetric else zero_point.fill_(-128)
     _quantize_rows(rows, q, scale, zero_point, 8, symmetric, max_single_pass_k, tile, not symmetric,
-                   0 if symmetric else 128, input_scale, static_scale)
+                   0 if symmetric else 128, input_scale, static_scale, hadamard_block)
     return q, scale, zero_point
 
 
@@ -227,7 +239,7 @@ def _launch_channels(x3, q3, scale, zero_point, num_bits, symmetric, tile, inclu
     block_o, block_c, block_i = _channel_blocks(outer, channels, inner, x3.element_size(), tile)
     with _on_device(x3):
         _kernels._quantize_channels_kernel[(triton.cdiv(channels, block_c),)](
-            x3, q3, scale, scale if zero_point is None else zero_point,
+            x3, q3, scale, zero_point,
             outer, channels, inner,
             x3.stride(0), x3.stride(1), x3.stride(2),
             q3.stride(0), q3.stride(1), q3.stride(2),
@@ -246,7 +258,7 @@ def _tensor_params(x2: torch.Tensor, num_bits: int, symmetric: bool, tile: int):
     block_m, block_k = _tile_2d(m, k, x2.stride(0), x2.stride(1), tile)
     num_partials = triton.cdiv(m, block_m) * triton.cdiv(k, block_k)
     partial_hi = torch.empty(num_partials, dtype=torch.float32, device=x2.device)
-    partial_lo = partial_hi if symmetric else torch.empty_like(partial_hi)
+    partial_lo = None if symmetric else torch.empty_like(partial_hi)
     scale = torch.empty((), dtype=torch.float32, device=x2.device)
     zero_point = None if symmetric else torch.empty((), dtype=torch.int32, device=x2.device)
     with _on_device(x2):
@@ -258,7 +270,7 @@ def _tensor_params(x2: torch.Tensor, num_bits: int, symmetric: bool, tile: int):
             num_warps=_num_warps(block_m * block_k),
         )
         _kernels._tensor_params_kernel[(1,)](
-            partial_lo, partial_hi, scale, scale if zero_point is None else zero_point,
+            partial_lo, partial_hi, scale, zero_point,
             num_partials,
             NUM_BITS=num_bits, SYMMETRIC=symmetric,
             BLOCK_SIZE=min(PARTIALS_BLOCK, tile, triton.next_power_of_2(num_partials)),
@@ -273,7 +285,7 @@ def _launch_tensor_quantize(x2, out, scale, zero_point, num_bits, symmetric, fak
     grid = (triton.cdiv(m, block_m) * triton.cdiv(k, block_k),)
     with _on_device(x2):
         _kernels._quantize_tensor_kernel[grid](
-            x2, out, scale, scale if zero_point is None else zero_point,
+            x2, out, scale, zero_point,
             m, k,
             x2.stride(0), x2.stride(1),
             NUM_BITS=num_bits, SYMMETRIC=symmetric, FAKE=fake,
@@ -345,10 +357,10 @@ def _dequantize(q: torch.Tensor, scale, zero_point=None, *, granularity: str, ax
     grid = (triton.cdiv(m, block_m) * triton.cdiv(k, block_k),)
     with _on_device(q2):
         _kernels._dequantize_kernel[grid](
-            q2, scale, scale if zero_point is None else zero_point, out,
+            q2, scale, zero_point, out,
             m, k, scale.numel(),
             q2.stride(0), q2.stride(1),
-            SCALE_PER_COLUMN=scale_per_column, HAS_ZERO_POINT=zero_point is not None,
+            SCALE_PER_COLUMN=scale_per_column,
             BLOCK_SIZE_M=block_m, BLOCK_SIZE_K=block_k,
             num_warps=_num_warps(block_m * block_k),
         )
@@ -368,15 +380,19 @@ def _check_input(x, num_bits: int, symmetric, min_ndim: int = 0) -> tuple[int, b
 
 
 def quantize_per_token(x: torch.Tensor, num_bits: int = 8, symmetric: bool = True, *,
-                       include_zero: bool = False, **launch):
+                       include_zero: bool = False, hadamard_block: int | None = None, **launch):
     """One scale (and zero point) per row: per index of every axis but the last.
     Returns (q, scales of shape x.shape[:-1] float32[, zero points int32, same shape]).
-    include_zero (asymmetric): each row's range includes 0. launch: max_single_pass_k,
-    tile (test hooks, see _quantize_per_token)."""
+    include_zero (asymmetric): each row's range includes 0. hadamard_block (a power of two
+    dividing K): each row rotated first, in the kernel (reference.hadamard_rotate); a row
+    whose rotation overflows float32 gets the NaN scale of a row holding Inf. launch:
+    max_single_pass_k, tile (test hooks, see _quantize_per_token)."""
     num_bits, symmetric = _check_input(x, num_bits, symmetric, min_ndim=1)
     if not isinstance(include_zero, bool):
         raise TypeError(f"include_zero must be a bool, got {type(include_zero).__name__}")
-    return _quantize_per_token(x, num_bits, symmetric, include_zero=include_zero, **launch)
+    hadamard_block = checks.hadamard_block(hadamard_block, x.shape[-1])
+    return _quantize_per_token(x, num_bits, symmetric, include_zero=include_zero, hadamard_block=hadamard_block,
+                               **launch)
 
 
 def quantize_per_channel(x: torch.Tensor, axis: int, num_bits: int = 8, symmetric: bool = True, **launch):

@@ -119,6 +119,11 @@ def w8a16_matmul(
     (a dict with BLOCK_SIZE_M/N/K, or a triton.Config), bypassing the autotuner.
     """
     out_dtype = _check(a, b_q, b_scale, bias, out_dtype)
+    return w8a16_matmul_unchecked(a, b_q, b_scale, bias, out_dtype=out_dtype, config=config)
+
+
+def w8a16_matmul_unchecked(a, b_q, b_scale, bias=None, *, out_dtype, config=None) -> torch.Tensor:
+    """w8a16_matmul on arguments already checked (the triton backend's entry, from Int8Linear)."""
     M, K = a.shape
     N = b_q.shape[1]
     out = torch.empty((M, N), dtype=out_dtype, device=a.device)

@@ -1,0 +1,143 @@
+"""The package's structure: no import circles, including those behind string registries, and
+docs/design.md's layout table true to the tree."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def modules(root: Path = ROOT) -> dict[str, Path]:
+    """Every module of the package by its import name (kernels/ ships as qtriton.kernels)."""
+    found = {}
+    for path in sorted((root / "qtriton").rglob("*.py")):
+        parts = list(path.relative_to(root).with_suffix("").parts)
+        found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    for path in sorted((root / "kernels").glob("*.py")):
+        found["qtriton.kernels" + ("" if path.stem == "__init__" else f".{path.stem}")] = path
+    return found
+
+
+def _exports(root: Path) -> dict[str, str]:
+    """qtriton/__init__.py's lazy registry: public name -> the module that defines it."""
+    tree = ast.parse((root / "qtriton" / "__init__.py").read_text())
+    for node in ast.walk(tree):
+        targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+        if isinstance(node, (ast.Assign, ast.AnnAssign)) and any(getattr(t, "id", None) == "_EXPORTS" for t in targets):
+            return eval(compile(ast.Expression(node.value), "_EXPORTS", "eval"), {})  # dict literals and fromkeys
+    raise AssertionError("qtriton/__init__.py has no _EXPORTS")
+
+
+def import_graph(root: Path = ROOT) -> dict[str, set[str]]:
+    """Module -> the modules it imports, at the top, in functions or for type checking, or
+    names in a string (the registries of backend.py, cli.py and __init__.py import by
+    name), or reaches through the package's lazy names (`qtriton.api` after `import qtriton`).
+    A submodule's import also runs its package's __init__ (qtriton.ops, qtriton.kernels);
+    the root package's is lazy and imports nothing itself; a module's own packages are
+    initialised before it runs, so they are no edge of its."""
+    mods = modules(root)
+    exports = _exports(root)
+
+    def target(name: str) -> str | None:
+        if name in mods:
+            return name
+        package, _, attr = name.rpartition(".")
+        if package == "qtriton" and attr in exports:
+            return exports[attr]
+        return None
+
+    graph: dict[str, set[str]] = {}
+    for module, path in mods.items():
+        edges = set()
+        package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                names = [f"{base}.{alias.name}" for alias in node.names] + [base]
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                names = [node.value]
+            elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "qtriton":
+                names = [f"qtriton.{node.attr}"]
+            for name in names:
+                found = target(name)
+                if found is not None and found != module:
+                    edges.add(found)
+        for name in list(edges):  # a submodule's import runs its packages' __init__ (but the root's)
+            parts = name.split(".")
+            edges.update(".".join(parts[:i]) for i in range(2, len(parts)) if ".".join(parts[:i]) in mods)
+        # A module's own packages have run (or are running) their __init__ before it runs.
+        parts = module.split(".")
+        edges -= {".".join(parts[:i]) for i in range(1, len(parts) + 1)}
+        graph[module] = edges
+    graph.pop("qtriton", None)
+    return graph
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan), each sorted."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_circles():
+    graph = import_graph()
+    assert circles(graph) == [], "\n".join(" <-> ".join(c) for c in circles(graph))
+
+
+def test_the_graph_sees_imports_behind_string_registries():
+    """The edges the circles test relies on: a lazy import in a function, a module named in a
+    registry string, a name reached through the package's lazy exports."""
+    graph = import_graph()
+    assert "qtriton.report" in graph["qtriton.cli"]  # cli.COMMANDS names it
+    assert "qtriton.triton_backend" in graph["qtriton.dispatch"]  # dispatch._BACKEND_MODULES
+    assert "qtriton.api" in graph["qtriton.demo"]  # qtriton.compare_quantization_methods
+    assert "qtriton.hf" in graph["qtriton.report"]  # imported inside a function
+    assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def _layout_rows() -> set[str]:
+    text = (ROOT / "docs" / "design.md").read_text()
+    table = text[text.index("## Layout"):text.index("## How a call flows")]
+    return {path for row in table.splitlines() if row.startswith("| `") for path in
+            re.findall(r"`([^`]+)`", row.split("|")[1])}
+
+
+def test_every_module_is_in_the_layout_table_and_every_row_exists():
+    rows = _layout_rows()
+    listed = {row for row in rows if row.endswith(".py")}
+    actual = {str(path.relative_to(ROOT)) for name, path in modules().items() if not name.startswith("qtriton.kernels")}
+    assert sorted(actual - listed) == [], "modules missing from docs/design.md's layout table"
+    assert sorted(row for row in rows if not (ROOT / row).exists()) == [], "layout rows naming no file or folder"
