@@ -165,13 +165,11 @@ class Int8Linear(nn.Module):
             if what not in needed and value is not None:
                 raise ValueError(f"{name}: {what} was given but scheme {scheme.name!r} has no use for it")
         checks.float_layer(linear, name)
-        layer = cls(
-            linear.in_features,
-            linear.out_features,
-            bias=linear.bias is not None,
-            scheme=scheme,
-            device=linear.weight.device,
-        )
+        try:  # the scheme made concrete for the layer (QuantScheme.for_layer) may not fit it
+            layer = cls(linear.in_features, linear.out_features, bias=linear.bias is not None, scheme=scheme,
+                        device=linear.weight.device)
+        except ValueError as err:
+            raise ValueError(f"{name}: {err}") from None
         weight = linear.weight.detach().to(torch.float32)
         for transform in layer.scheme.transforms:
             weight = transform.build(layer, weight, data, name)

@@ -213,8 +213,8 @@ def test_a_transform_config_no_kind_reads_is_refused():
 
     model = torch.nn.Sequential(torch.nn.Linear(32, 32))
     config = {"quant_method": "compressed-tensors", "config_groups": {"g": {"targets": ["Linear"], "weights": {
-        "num_bits": 8, "strategy": "channel"}}}, "transform_config": {"config_groups": {"u": {"type": "hadamard"}}}}
-    with pytest.raises(ValueError, match="'u' of type 'hadamard': Int8Linear runs no such transform"):
+        "num_bits": 8, "strategy": "channel"}}}, "transform_config": {"config_groups": {"u": {"type": "random-hadamard"}}}}
+    with pytest.raises(ValueError, match="'u' of type 'random-hadamard': Int8Linear runs no such transform"):
         layer_schemes(model, config)
 
 
@@ -222,7 +222,7 @@ def test_a_transform_config_no_kind_reads_is_refused():
 def test_kinds_say_what_runs_int8_and_the_plan_candidates():
     assert [s.int8_compute for s in (W8A8, W8A8_ASYMMETRIC, W8A8_STATIC, W8A16)] == [True, True, True, False]
     assert [s.tier for s in (W8A8, W8A16)] == [0, 1]
-    assert scheme_module.CANDIDATES == ("w8a8", "w8a8-asym", "w8a8-asym+smooth", "w8a16")
+    assert scheme_module.CANDIDATES == ("w8a8", "w8a8-asym", "w8a8-asym+smooth", "w8a8+had", "w8a8-asym+had", "w8a16")
     assert W8A8_STATIC.calibrated_tensors() == ("activation_scale",)
     assert W8A16.replace(smoothed=True).calibrated_tensors() == ("input_scale",)
     assert not W8A8.needs_calibration
