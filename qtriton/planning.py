@@ -32,6 +32,7 @@ from torch import nn
 
 from qtriton import checks
 from qtriton.calibration import calibrate, output_tensor, run_batch
+from qtriton.hf import FUSED
 from qtriton.nn import Int8Linear, quantize_model
 from qtriton.progress import progress as bar
 from qtriton.scheme import CANDIDATES, W8A16, QuantScheme
@@ -54,25 +55,43 @@ def _is_head(name: str) -> bool:
     return name.rpartition(".")[2] == "lm_head"
 
 
-def layer_groups(model: nn.Module, groups: str | Sequence[str] = "type") -> dict[str, list[str]]:
+#: Layer types vLLM runs as one fused layer (hf.FUSED), one scheme for all parts, and the glob
+#: that names them together in a "fused" grouping.
+FUSED_GROUPS = {FUSED[0]: "*.[qkv]_proj", FUSED[1]: "*.[gu][ap]*_proj"}
+
+
+def layer_groups(model: nn.Module, groups: str | Sequence[str] = "fused") -> dict[str, list[str]]:
     """{group label: qualified names of its nn.Linear layers}: "type" groups like layers across
-    blocks ("*.down_proj"), "layer" makes each layer its own group, and a sequence of glob
-    patterns makes one group per pattern. The output head (lm_head) is in no "type" or "layer"
-    group, and matched only by a pattern that names it ("lm_head", "*.lm_head"): "*" leaves it
-    out, as quantize_model's keep_output_head does."""
+    blocks ("*.down_proj"); "fused" (the default) too, but the types vLLM fuses into one layer
+    go together ("*.[qkv]_proj", "*.[gu][ap]*_proj"), so that a plan gives them one scheme
+    and save_pretrained's folder loads in vLLM; "layer" makes each layer its own group, and
+    a sequence of glob patterns makes one group per pattern. The output head (lm_head) is in
+    no "type", "fused" or "layer" group, and matched only by a pattern that names it
+    ("lm_head", "*.lm_head"): "*" leaves it out, as quantize_model's keep_output_head does."""
     linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and n]
     names = [n for n in linears if not _is_head(n)]
     if not names:
         raise ValueError(f"model ({type(model).__name__}) has no torch.nn.Linear layers to measure")
     if groups == "layer":
         return {n: [n] for n in names}
-    if groups == "type":
+    if groups in ("type", "fused"):
         out: dict[str, list[str]] = {}
         for n in names:
             out.setdefault("*." + n.rpartition(".")[2] if "." in n else n, []).append(n)
+        if groups == "fused":
+            for parts, label in FUSED_GROUPS.items():
+                members = [f"*.{p}" for p in parts]
+                together = [n for m in members for n in out.get(m, [])]
+                # Only where the glob names exactly these layers (no other type matches it).
+                if all(m in out for m in members) and sorted(together) == sorted(
+                        n for n in names if fnmatch.fnmatchcase(n, label)):
+                    first = min(list(out).index(m) for m in members)
+                    items = [(k, v) for k, v in out.items() if k not in members]
+                    items.insert(first, (label, [n for n in names if n in set(together)]))
+                    out = dict(items)
         return out
     if isinstance(groups, str) or not isinstance(groups, Sequence):
-        raise ValueError(f"groups must be 'type', 'layer' or a list of glob patterns, got {groups!r}")
+        raise ValueError(f"groups must be 'fused', 'type', 'layer' or a list of glob patterns, got {groups!r}")
     out = {}
     for pattern in groups:
         if not isinstance(pattern, str):
@@ -206,7 +225,7 @@ def sensitivity(
     batches: Iterable,
     *,
     schemes: Sequence[str | QuantScheme] = DEFAULT_SCHEMES,
-    groups: str | Sequence[str] = "type",
+    groups: str | Sequence[str] = "fused",
     alpha: float = 0.5,
     progress: bool | None = None,
 ) -> Sensitivity:
@@ -397,7 +416,7 @@ def plan(
     target_kl: float | None = None,
     target_top1: float | None = None,
     schemes: Sequence[str | QuantScheme] = DEFAULT_SCHEMES,
-    groups: str | Sequence[str] = "type",
+    groups: str | Sequence[str] = "fused",
     alpha: float = 0.5,
     progress: bool | None = None,
     report: Sensitivity | None = None,

@@ -63,8 +63,14 @@ def _ids(seed, n=2):
 
 
 def test_groups(model):
-    groups = layer_groups(model)
+    groups = layer_groups(model, "type")
     assert set(groups) == {f"*.{p}" for p in ("q_proj", "v_proj", "o_proj", "up_proj", "gate_proj", "down_proj")}
+    # The default: the parts vLLM fuses planned together (gate/up here; q/v without a k_proj stay apart).
+    fused = layer_groups(model)
+    assert list(fused) == ["*.q_proj", "*.v_proj", "*.o_proj", "*.[gu][ap]*_proj", "*.down_proj"]
+    assert sorted(fused["*.[gu][ap]*_proj"]) == ["layers.0.gate_proj", "layers.0.up_proj", "layers.1.gate_proj", "layers.1.up_proj"]
+    plan = Plan.from_groups(model, {"*.[gu][ap]*_proj": "w8a16", "*": "w8a8"})
+    assert {n for n, s in plan.schemes.items() if s == W8A16} == set(fused["*.[gu][ap]*_proj"])
     assert groups["*.down_proj"] == ["layers.0.down_proj", "layers.1.down_proj"]
     assert len(layer_groups(model, "layer")) == 12
     assert layer_groups(model, ["layers.0.*"])["layers.0.*"][0] == "layers.0.q_proj"
@@ -77,7 +83,7 @@ def test_sensitivity_finds_the_outlier_group_and_leaves_the_model(model):
     report = qtriton.sensitivity(model, _ids(1), schemes=["w8a8", "w8a8-asym+smooth", "w8a16"], progress=False)
     assert all(p.equal(q) for p, q in zip(model.state_dict().values(), reference.state_dict().values()))
     assert not any(isinstance(m, Int8Linear) for m in model.modules())
-    assert len(report.rows) == 6 * 3
+    assert len(report.rows) == 5 * 3  # gate/up measured together (fused)
     worst = report.sorted()[0]
     assert (worst.group, worst.scheme) == ("*.down_proj", "w8a8")
     # Smoothing and weight-only both cut the worst group's KL; every KL is >= 0.
