@@ -1,12 +1,17 @@
 """Bar charts of qtriton's speedup over each baseline, one PNG per results file (card),
-written next to it: <card-slug>.png, from that card's latest run."""
+written next to it: <card-slug>.png, from that card's latest run. Bars are labelled with the
+implementation (the GEMM's main loop: `qtriton`, `qtriton (gluon loop)`), and the GEMM's
+paths (split-K, B's layout, each main loop) get a panel of their own: each path's speed
+against its shape's reference path."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from bench.common import SMOKE_NOTE, load_results, result_files
-from bench.table import BENCH_ORDER
+from bench.table import BENCH_ORDER, path_ratio
+
+PATHS = "matmul paths"
 
 
 def plot_file(path: Path) -> Path | None:
@@ -20,7 +25,13 @@ def plot_file(path: Path) -> Path | None:
         return None
     latest = max(row["run_id"] for row in rows)
     ours = [row for row in rows if row["run_id"] == latest and row.get("speedup") is not None]
-    benches = [bench for bench in BENCH_ORDER if any(row["bench"] == bench for row in ours)]
+    # Path rows as rows of ours, their one "baseline" the shape's reference path.
+    ours += [{**row, "bench": PATHS, "case": "", "dtype": "",
+              "impl": f"{row['impl'].removeprefix('qtriton: ')} vs {row['reference_path']}",
+              "speedup": {"the shape's reference path": path_ratio(row)}}
+             for row in rows if row["run_id"] == latest and row.get("ratio_vs") is not None
+             and not row["impl"].endswith(f": {row['reference_path']}")]
+    benches = [bench for bench in (*BENCH_ORDER, PATHS) if any(row["bench"] == bench for row in ours)]
     if not benches:
         return None
     heights = [max(2.0, 0.35 * len([r for r in ours if r["bench"] == b]) + 1.2) for b in benches]
@@ -30,7 +41,8 @@ def plot_file(path: Path) -> Path | None:
         baselines: list[str] = []
         for row in bench_rows:
             baselines += [name for name in row["speedup"] if name not in baselines]
-        labels = [f"{row['case']} {'x'.join(map(str, row['shape']))} {row['dtype']}" for row in bench_rows]
+        labels = [" ".join(part for part in (row["impl"], row["case"], "x".join(map(str, row["shape"])), row["dtype"])
+                           if part) for row in bench_rows]
         width = 0.8 / len(baselines)
         for i, name in enumerate(baselines):
             ratios = [row["speedup"].get(name) for row in bench_rows]

@@ -17,6 +17,7 @@ import torch
 
 from bench.common import (
     Context,
+    check_close,
     check_exact,
     checked,
     goal,
@@ -37,18 +38,20 @@ FULL_CASES = tuple(
 QUICK_CASES = tuple((shape, torch.bfloat16) for shape in ((16, 4096), (4096, 4096), (8192, 14336)))
 SMOKE_CASES = (((16, 96), torch.bfloat16), ((37, 130), torch.float32))
 
-GOAL_OF_COPY = 0.85  # per-tensor and per-token, from 16M elements up
+GOAL_OF_COPY = 0.85  # per-tensor and per-token (rotated or not), from 16M elements up
 GOAL_MIN_ELEMENTS = 16 * 2**20
 
 
 ROTATED = "quantize_per_token(hadamard_block)"
 
 
-def _ops(full: bool):
-    """(name, granularity, axis, is_dequantize) of each benchmarked operation."""
+def _ops(full: bool, quick: bool = False):
+    """(name, granularity, axis, is_dequantize) of each benchmarked operation: every quantize
+    kernel (per token, rotated, per tensor, per channel, dequantize); in quick mode the last
+    two on the largest case only."""
     ops = [("quantize_per_token", "token", None, False), (ROTATED, "token", None, False),
            ("quantize_per_tensor", "tensor", None, False)]
-    if full:
+    if full or quick:
         ops += [("quantize_per_channel(axis=1)", "channel", 1, False), ("dequantize_per_token", "token", None, True)]
     return ops
 
@@ -92,8 +95,9 @@ def _copy(src: torch.Tensor) -> torch.Tensor:
 def run(ctx: Context) -> Iterator[list[dict]]:
     """The rows of each case in turn (nothing for a case whose check failed)."""
     cases = SMOKE_CASES if ctx.smoke else QUICK_CASES if ctx.quick else FULL_CASES
-    for name, granularity, axis, dequantize in _ops(full=not ctx.quick):
-        for shape, dtype in cases:
+    for name, granularity, axis, dequantize in _ops(full=not ctx.quick, quick=ctx.quick):
+        quick_only_largest = ctx.quick and (granularity == "channel" or dequantize)
+        for shape, dtype in cases[-1:] if quick_only_largest else cases:
             yield _bench_case(ctx, name, granularity, axis, dequantize, shape, dtype)
 
 

@@ -44,7 +44,7 @@ def compile_stats(config: triton.Config, dtype: str) -> dict:
     signature.update({"a_ptr": f"*{dtype}", "b_ptr": "*i8", "c_ptr": f"*{dtype}", "b_scale_ptr": "*fp32", "bias_ptr": "*fp32"})
     constexprs = {
         "stride_ak": 1, "stride_bk": 1, "stride_cn": 1, "stride_b_scale": 1, "stride_bias": 1,
-        "HAS_BIAS": True, "DOT_PRECISION": "tf32", "DOT_IN_FLOAT32": False, **config.kwargs,
+        "DOT_PRECISION": "tf32", "DOT_IN_FLOAT32": False, **config.kwargs,
     }
     signature.update({name: "constexpr" for name in constexprs})
     attrs = {(fn.arg_names.index(name),): [["tt.divisibility", 16]] for name in ALIGNED}

@@ -103,6 +103,12 @@ class Compiled:
     # smallest N in the loop); None: no wgmma wait in the loop.
     wait_depth: int | None = None
     tma: bool = False  # tensor loads through TMA (cp.async.bulk.tensor)
+    # The K loop's TMA loads (UTMALDG: a slot's refill), those of them not separated from the
+    # loop's last wgmma wait before them by a CTA barrier (BAR.SYNC 0: the warpgroups that
+    # read the slot have all waited), and the loop's CTA barriers.
+    loop_tma_loads: int = 0
+    unguarded_refills: int = 0
+    loop_barriers: int = 0
     num_warps: int = 0
     ctas_per_sm: int = 0  # resident CTAs an SM can hold, from registers, shared memory, warps
     fma_instructions: int = 0  # fma.*.f32 in the PTX: a multiply and an add rounded once
@@ -250,6 +256,7 @@ def analyse(kernel, row: Compiled) -> Compiled:
     row.body_sass = body_instructions(sass)
     row.wait_depth = loop_wait_depth(sass)
     row.tma = bool(_TMA.search(ptx))
+    row.loop_tma_loads, row.unguarded_refills, row.loop_barriers = refill_barriers(sass)
     row.num_warps = int(kernel.metadata.num_warps)
     row.ctas_per_sm = ctas_per_sm(row.registers, row.shared_bytes, row.num_warps)
     return row
@@ -272,6 +279,10 @@ _SASS_INSTRUCTION_BYTES = 16
 _EXIT = re.compile(r"/\*([0-9a-f]+)\*/\s+EXIT\s*;")
 _WGMMA_WAIT = re.compile(r"/\*([0-9a-f]+)\*/\s+WARPGROUP\.DEPBAR\.LE\s+gsb0,\s*0x([0-9a-f]+)")
 _TMA = re.compile(r"\bcp\.async\.bulk\.tensor\b")
+# A CTA-wide barrier (bar.sync 0 over every thread: no thread count), a TMA load issue, in
+# cuobjdump SASS ("/*2090*/  BAR.SYNC.DEFER_BLOCKING 0x0 ;", "/*20c0*/  @UP0 UTMALDG.2D [UR16], [UR6] ;").
+_CTA_BARRIER = re.compile(r"/\*([0-9a-f]+)\*/\s+(?:@!?U?P\w+\s+)?BAR\.SYNC(?:\.DEFER_BLOCKING)?\s+0x0\s*;")
+_TMA_LOAD = re.compile(r"/\*([0-9a-f]+)\*/\s+(?:@!?U?P\w+\s+)?UTMALDG\b")
 
 
 def loop_span(sass: str) -> tuple[int, int] | None:
@@ -311,6 +322,43 @@ def loop_wait_depth(sass: str) -> int | None:
     return min(depths, default=None)
 
 
+def refill_barriers(sass: str) -> tuple[int, int, int]:
+    """(TMA loads in the longest loop, those of them not guarded, CTA barriers in the loop).
+
+    The Gluon K loop refills the slot the previous step read right after its
+    `wgmma.wait_group 1` (WARPGROUP.DEPBAR.LE). Each warpgroup waits for its own wgmma
+    only, and one thread issues the refill, so a CTA barrier must lie between the wait and
+    the TMA load, else the load may overwrite a tile another warpgroup's wgmma still reads.
+    A load is guarded when a CTA barrier comes after the last wait before it, walking the
+    loop's body in order and around its back edge; a load with no wait before it in the
+    loop at all counts as unguarded (nothing orders it after the MMAs)."""
+    span = loop_span(sass)
+    if span is None:
+        return 0, 0, 0
+
+    def inside(pattern):
+        addresses = [int(match.group(1), 16) for match in pattern.finditer(sass)]
+        return [address for address in addresses if span[0] <= address <= span[1]]
+
+    loads, barriers = inside(_TMA_LOAD), inside(_CTA_BARRIER)
+    waits = inside(_WGMMA_WAIT)
+    events = sorted([(a, "wait") for a in waits] + [(a, "barrier") for a in barriers] + [(a, "load") for a in loads])
+    unguarded = 0
+    for address in loads:
+        # Walk back from the load (around the back edge once) to the nearest wait.
+        before = [e for e in events if e[0] < address][::-1] + [e for e in events if e[0] > address][::-1]
+        guarded = False
+        for _, kind in before:
+            if kind == "barrier":
+                guarded = True
+            elif kind == "wait":
+                break
+        else:
+            guarded = False  # no wait anywhere in the loop
+        unguarded += not guarded
+    return len(loads), unguarded, len(barriers)
+
+
 def _launch_config(kwargs: dict) -> tuple[str, int | None]:
     """The launch's block sizes, split, warps and stages as a short string ("M128 N256 K128
     w8 s3"), and its BLOCK_SIZE_M."""
@@ -331,6 +379,7 @@ class Variant:
     picked_by_int8_linear: bool = False
     gluon: bool = False  # run with use_gemm("gluon"), under the Gluon loop's configs
     zero_points: bool = False  # a zero-point epilogue: the configs whose epilogue fits (Gluon's)
+    small: bool = False  # a Gluon variant run at GLUON_SMALL_SHAPES, where the pool is clamped
 
 
 def _gemm_variants() -> list[Variant]:
@@ -393,12 +442,19 @@ def _gemm_variants() -> list[Variant]:
         ("int8 row/col scales -> bf16, B kn", False),
         ("uint8 A + zp per tensor -> bf16, B nk", True),
     )]
-    return tl_variants + gluon_variants
+    # The tiles the Gluon pool clamps to a narrow N or a short K (GLUON_SMALL_SHAPES): 32- and
+    # 64-byte swizzles, wgmma instructions 16 to 64 wide.
+    clamped = gluon(by_name["int8 row/col scales -> bf16, B nk"])
+    clamped = dataclasses.replace(clamped, name=f"gluon clamped: {clamped.name.removeprefix('gluon: ')}", small=True)
+    return tl_variants + gluon_variants + [clamped]
 
 
 # (M, N, K) per M bucket pool: decode, small batch, prefill. N and K large enough that no
 # config's blocks are clamped to the problem.
 GEMM_SHAPES = {"decode": (1, 4096, 4096), "small": (64, 4096, 4096), "large": (512, 4096, 4096)}
+# Problems whose N or K clamps the Gluon pool's tiles (configs.gluon_configs_for): N = 16,
+# 32, 64 (wgmma instructions that wide) with K steps of 32 and 64 bytes (the swizzle).
+GLUON_SMALL_SHAPES = ((100, 16, 32), (100, 32, 64), (100, 64, 48))
 
 
 def _quantize_variants() -> list[Variant]:
@@ -466,7 +522,8 @@ def cases(full: bool = True, configs: list | None = None):
     variant under every config of every M bucket's pool (or, not full, each pool's largest
     tile; or `configs` instead of the pools, each at the large shape), the Gluon variants
     under the Gluon pool at the large shape (not full: its first config, all of them for
-    GLUON_EVERY_CONFIG), and every quantize variant once."""
+    GLUON_EVERY_CONFIG), the clamped Gluon variant under the pool of each of
+    GLUON_SMALL_SHAPES (not full: its first config), and every quantize variant once."""
     from qtriton.ops.configs import gluon_configs_for
     from qtriton.ops.matmul import configs_for
 
@@ -474,6 +531,11 @@ def cases(full: bool = True, configs: list | None = None):
     for variant in _gemm_variants():
         if configs is not None:
             out.extend((variant, GEMM_SHAPES["large"], config) for config in configs)
+            continue
+        if variant.small:  # each clamped pool's first tile (its widest), all of them in full
+            for shape in GLUON_SMALL_SHAPES:
+                pool = gluon_configs_for(*shape, variant.zero_points)
+                out.extend((variant, shape, config) for config in (pool if full else pool[:1]))
             continue
         if variant.gluon:  # one pool for every M the Gluon loop takes; the first is its widest tile
             pool = gluon_configs_for(*GEMM_SHAPES["large"], variant.zero_points)
@@ -543,7 +605,9 @@ def check(rows: list[Compiled]) -> tuple[list[str], list[str]]:
     quantize kernel, a K loop of each LOOP_PAIRS variant at most LOOP_RATIO_LIMIT times
     that of its plain partner in the same config, for the Gluon main loop, in every
     config: a K loop that waits with >= GLUON_MIN_WAIT_DEPTH wgmma groups in flight, TMA
-    loads and no spills; no FMA in a quantize kernel (the oracle rounds every multiply and
+    loads, a CTA barrier between that wait and every TMA refill in the loop
+    (refill_barriers: a compiler that dropped it would open a race on the ring's slots),
+    and no spills; no FMA in a quantize kernel (the oracle rounds every multiply and
     add); and a rotated per-token kernel (ROTATION_PAIRS) at most ROTATION_RATIO_LIMIT times
     the SASS instructions per element of the same call unrotated."""
     found, known = [], []
@@ -572,6 +636,9 @@ def check(rows: list[Compiled]) -> tuple[list[str], list[str]]:
                                   f"not >= {GLUON_MIN_WAIT_DEPTH}")
             if not row.tma:
                 flag(row, "tma", "no TMA load (cp.async.bulk.tensor)")
+            if row.loop_tma_loads == 0 or row.unguarded_refills:
+                flag(row, "barrier", f"{row.unguarded_refills} of the K loop's {row.loop_tma_loads} TMA refills "
+                                     "not separated from its wgmma wait by a CTA barrier (bar.sync 0)")
             if row.spill_bytes and not row.picked_by_int8_linear:  # (those are flagged above)
                 flag(row, "spills", f"{row.spill_bytes} bytes of spills at {row.registers} registers")
         plain = plain_loops.get((LOOP_PAIRS.get(row.variant), row.kernel, row.config))
@@ -590,20 +657,28 @@ def check(rows: list[Compiled]) -> tuple[list[str], list[str]]:
 
 # ------------------------------------------------------------------------------ output
 _HEADER = ("| kernel | variant | config | regs | spill B | shared KB | f64 | FMA | int8 dot | 128-bit loads "
-           "| loop SASS | SASS/elem | wgmma wait | TMA | CTAs/SM |\n"
-           "|---|---|---|---:|---:|---:|---:|---:|---|---|---:|---:|---:|---|---:|\n")
+           "| loop SASS | SASS/elem | wgmma wait | TMA | loop barriers | CTAs/SM |\n"
+           "|---|---|---|---:|---:|---:|---:|---:|---|---|---:|---:|---:|---|---:|---:|\n")
 
 
 def _format_row(row: Compiled) -> str:
     if row.error:
-        return f"| {row.kernel} | {row.variant} | {row.config} | error: {row.error} | | | | | | | | | | | |"
+        return f"| {row.kernel} | {row.variant} | {row.config} | error: {row.error} | | | | | | | | | | | | |"
     per_element = row.sass_per_element
     return (f"| {row.kernel} | {row.variant} | {row.config} | {row.registers} | {row.spill_bytes} | "
             f"{row.shared_bytes / 1024:.0f} | {row.f64_instructions} | {row.fma_instructions} | {row.int8_dot} | "
             f"{'yes' if row.global_loads_128 else 'no'} | {row.loop_sass} | "
             f"{'-' if per_element is None else f'{per_element:.1f}'} | "
             f"{'-' if row.wait_depth is None else row.wait_depth} | {'yes' if row.tma else 'no'} | "
-            f"{row.ctas_per_sm} |")
+            f"{_barriers_text(row)} | {row.ctas_per_sm} |")
+
+
+def _barriers_text(row: Compiled) -> str:
+    """The K loop's CTA barriers, and for a loop with TMA refills how many are guarded."""
+    if not row.loop_tma_loads:
+        return str(row.loop_barriers)
+    guarded = row.loop_tma_loads - row.unguarded_refills
+    return f"{row.loop_barriers} ({guarded}/{row.loop_tma_loads} refills after one)"
 
 
 def markdown(rows: list[Compiled], versions: str) -> str:
@@ -611,8 +686,10 @@ def markdown(rows: list[Compiled], versions: str) -> str:
              f"{len(rows)} kernels. spill B: bytes per thread of the local-memory stores and loads "
              "(STL/LDL) in the cubin's SASS; FMA: `fma.*.f32` in the PTX; loop SASS: instructions in the "
              "kernel's longest loop (a GEMM's K loop); SASS/elem: a loop-free quantize kernel's instructions up "
-             "to its last EXIT x 32 lanes x warps / its tile's elements (every branch counted); wgmma wait: the wgmma groups that loop leaves in flight when it waits (`wgmma.wait_group "
-             "N`, - for none); TMA: loads through `cp.async.bulk.tensor`; CTAs/SM: how many an SM holds at once "
+             "to its last EXIT x 32 lanes x warps / its tile's elements (every branch counted); wgmma wait: the "
+             "wgmma groups that loop leaves in flight when it waits (`wgmma.wait_group N`, - for none); TMA: "
+             "loads through `cp.async.bulk.tensor`; loop barriers: CTA barriers (`bar.sync 0`) in that loop, and "
+             "of its TMA refills how many follow one after the wgmma wait; CTAs/SM: how many an SM holds at once "
              "(registers, shared memory, warps).", "", _HEADER.rstrip("\n")]
     lines += [_format_row(row) for row in rows]
     return "\n".join(lines) + "\n"

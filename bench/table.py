@@ -1,5 +1,9 @@
 """Markdown tables of the results files: one section per card, one table per run and
-benchmark, one line per case (qtriton's numbers, then its ratio to each baseline)."""
+benchmark, one line per case and implementation of ours (qtriton's numbers, then its ratio
+to each baseline; the impl column tells the GEMM's main loops apart: `qtriton` is the
+default loop, `qtriton (gluon loop)` the Gluon one), and a table of the GEMM's paths (rows
+with `ratio_vs`: each path against the shape's reference path, e.g. split-K against none,
+the Gluon loop against the tl.dot loop on either B layout)."""
 
 from __future__ import annotations
 
@@ -42,18 +46,49 @@ def _baseline_row(rows: list[dict], ours: dict, name: str) -> dict | None:
     return next((r for r in same if r["dtype"] == ours["dtype"]), same[0] if same else None)
 
 
+def path_ratio(row: dict) -> float | None:
+    """A path row's speed against its shape's reference path (reference time / its time;
+    1.0 for the reference itself), or None for a row that is not a path row."""
+    if row.get("ratio_vs") is None or not row.get("reference_path"):
+        return None
+    reference = row["reference_path"]
+    if row["impl"].endswith(f": {reference}"):
+        return 1.0
+    return row["ratio_vs"].get(reference)
+
+
+def _paths_table(rows: list[dict]) -> list[str]:
+    paths = [row for row in rows if row.get("ratio_vs") is not None]
+    if not paths:
+        return []
+    header = ["case", "shape", "path", "median ms [p20, p80]", paths[0]["metric"], "% of peak", "vs reference path"]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for row in paths:
+        ratio = path_ratio(row)
+        lines.append("| " + " | ".join([
+            row["case"], "x".join(str(d) for d in row["shape"]), row["impl"],
+            f"{row['median_ms']:.4f} [{row['p20_ms']:.4f}, {row['p80_ms']:.4f}]",
+            _fmt(row.get("value")), _fmt(row.get("pct_peak")),
+            "n/a" if ratio is None else f"{ratio:.2f}x vs {row['reference_path']}",
+        ]) + " |")
+    return lines
+
+
 def _bench_table(rows: list[dict]) -> list[str]:
     ours = [row for row in rows if row.get("speedup") is not None]
+    if not ours:
+        return _paths_table(rows)
     baselines: list[str] = []
     for row in ours:
         baselines += [name for name in row["speedup"] if name not in baselines]
     metric = ours[0]["metric"] if ours else ""
-    header = ["case", "shape", "dtype", "median ms [p20, p80]", metric, "% of peak"]
+    header = ["case", "impl", "shape", "dtype", "median ms [p20, p80]", metric, "% of peak"]
     header += [f"vs {name}" for name in baselines] + ["goals"]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for row in ours:
         cells = [
             row["case"],
+            row["impl"],
             "x".join(str(d) for d in row["shape"]),
             row["dtype"],
             f"{row['median_ms']:.4f} [{row['p20_ms']:.4f}, {row['p80_ms']:.4f}]",
@@ -67,7 +102,8 @@ def _bench_table(rows: list[dict]) -> list[str]:
             cells.append("n/a" if ratio is None else f"{ratio:.2f}x{absolute}")
         cells.append(_goals(row.get("goals")))
         lines.append("| " + " | ".join(cells) + " |")
-    return lines
+    paths = _paths_table(rows)
+    return lines + ([""] + paths if paths else [])
 
 
 def markdown(rows: Iterable[dict]) -> str:

@@ -21,12 +21,11 @@ from qtriton.kernels.common import _cast_rne, _tile_position  # _cast_rne: bf16 
 
 @triton.jit
 def _w8a16_matmul_kernel(
-    a_ptr, b_ptr, c_ptr, b_scale_ptr, bias_ptr,
+    a_ptr, b_ptr, c_ptr, b_scale_ptr, bias_ptr,  # bias_ptr: None for no bias
     M, N, K,
     M_BUCKET,  # unused in the body: the autotuner's cache key for M
     stride_am, stride_ak, stride_bk, stride_bn, stride_cm, stride_cn,
     stride_b_scale, stride_bias,
-    HAS_BIAS: tl.constexpr,
     DOT_PRECISION: tl.constexpr,  # "ieee" for float32 A (no tf32 rounding), else "tf32" (unused by 16-bit dots)
     # The interpreter's bfloat16 tl.dot returns garbage (triton 3.9), so the launcher sets this
     # there: the products are exact in float32 either way, only the summation order differs.
@@ -68,7 +67,7 @@ def _w8a16_matmul_kernel(
 
     b_scale = tl.load(b_scale_ptr + offs_n * stride_b_scale).to(tl.float32)
     result = acc * b_scale[None, :]
-    if HAS_BIAS:
+    if bias_ptr is not None:  # a None bias compiles away
         result += tl.load(bias_ptr + offs_n * stride_bias).to(tl.float32)[None, :]
 
     offs_cm = pid_m * BLOCK_SIZE_M + tl.arange(0, BLOCK_SIZE_M)

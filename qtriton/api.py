@@ -21,6 +21,7 @@ import torch
 
 from qtriton import checks, reference
 from qtriton.dispatch import resolve
+from qtriton.operands import MatmulOperands
 from qtriton.tensors import device_tensor
 
 # ------------------------------------------------------------------------ dispatch helpers
@@ -274,20 +275,23 @@ def quantized_matmul(a_q, a_scale, b_q, b_scale, a_zp=0, b_zp=0, *, bias=None, o
     out_dtype: float32 (default), float16 or bfloat16 (tensors only), as a torch or NumPy
     dtype or a name; "fp32", "fp16", "half" and "bf16" are supported spellings too. Value checks (scales,
     zero points, bias) run off CUDA only, and not while torch.compile traces."""
-    a_q, b_q, a_scale, b_scale, a_zp, b_zp, bias, out_dtype = checks.matmul(
-        a_q, b_q, a_scale, b_scale, a_zp, b_zp, bias, out_dtype
+    a_q, b_q, operands, out_dtype = checks.matmul(
+        a_q, b_q, MatmulOperands(a_scale, b_scale, a_zp, b_zp, bias), out_dtype
     )
     numpy_caller = not _is_tensor(a_q)
     np_dtype, torch_dtype = checks.OUT_DTYPES[out_dtype]
     if numpy_caller and np_dtype is None:
         raise ValueError("out_dtype=bfloat16 needs torch tensors: NumPy has no bfloat16")
     backend, device = resolve(a_q)
+    bias = operands.bias
     if device is not None and bias is not None:
         bias = device_tensor(bias, torch.float32, device)
     # A torch caller on the numpy backend gets the oracle's float64, rounded once at the end.
     backend_dtype = torch_dtype if device is not None else np_dtype if numpy_caller else np.float64
-    args = [_to_backend(v, device) for v in (a_q, b_q, a_scale, b_scale, a_zp, b_zp, bias)]
-    out = _to_caller(backend.quantized_matmul(*args, backend_dtype), a_q)
+    operands = MatmulOperands(*(_to_backend(v, device) for v in (operands.a_scale, operands.b_scale, operands.a_zp,
+                                                                 operands.b_zp, bias)))
+    out = _to_caller(backend.quantized_matmul(_to_backend(a_q, device), _to_backend(b_q, device), operands,
+                                              backend_dtype), a_q)
     return out if numpy_caller else out.to(torch_dtype)
 
 

@@ -42,6 +42,7 @@ import torch
 
 from qtriton import reference
 from qtriton.backend import device_problem, triton_device_error
+from qtriton.operands import MatmulOperands
 
 ZERO_POINT_LIMIT = reference.ZERO_POINT_LIMIT
 INT32_MAX = 2**31 - 1
@@ -533,21 +534,74 @@ def unreadable_safetensors(path, err: Exception) -> ValueError:
     return ValueError(f"{str(path)!r} is not a readable safetensors file (truncated or corrupt?): {err}")
 
 
-def matmul(a_q, b_q, a_scale, b_scale, a_zp, b_zp, bias_, out_dtype, read_values: bool = True):
-    """Every argument of the scaled int8 GEMM, checked and normalised: (a_q, b_q, a_scale,
-    b_scale, a_zp, b_zp, bias, out_dtype name). Scales come back as Python floats rounded to
-    float32 or float32 arrays / tensors; zero points as ints or integer arrays / tensors.
-    read_values=False (the `ops` launchers) leaves the values held in tensors unread: there
-    a NaN scale is the kernels' signal of an unquantizable slice, carried through."""
+def matmul(a_q, b_q, operands: MatmulOperands, out_dtype, read_values: bool = True):
+    """Every argument of the scaled int8 GEMM, checked and normalised: (a_q, b_q, operands,
+    out_dtype name). Scales come back as Python floats rounded to float32 or float32 arrays /
+    tensors; zero points as ints or integer arrays / tensors; the sums a_rowsum / b_colsum
+    (tensors only) as int32 (M,) / (N,) on a_q's device, or None. read_values=False (the
+    `ops` launchers) leaves the values held in tensors unread: there a NaN scale is the
+    kernels' signal of an unquantizable slice, carried through."""
     a_q, b_q = matmul_operands(a_q, b_q)
     m, n = a_q.shape[0], b_q.shape[1]
-    a_scale = scale(a_scale, "a_scale", (m,), a_q, "M", read_values)
-    b_scale = scale(b_scale, "b_scale", (n,), a_q, "N", read_values)
-    a_zp = zero_point(0 if a_zp is None else a_zp, "a_zp", (m,), a_q, ZERO_POINT_LIMIT, "M", read_values)
-    b_zp = zero_point(0 if b_zp is None else b_zp, "b_zp", (n,), a_q, ZERO_POINT_LIMIT, "N", read_values)
-    if bias_ is not None:
-        bias_ = bias(bias_, n, a_q, read_values)
-    return a_q, b_q, a_scale, b_scale, a_zp, b_zp, bias_, out_dtype_name(out_dtype)
+    a_scale = scale(operands.a_scale, "a_scale", (m,), a_q, "M", read_values)
+    b_scale = scale(operands.b_scale, "b_scale", (n,), a_q, "N", read_values)
+    a_zp = zero_point(0 if operands.a_zp is None else operands.a_zp, "a_zp", (m,), a_q, ZERO_POINT_LIMIT, "M",
+                      read_values)
+    b_zp = zero_point(0 if operands.b_zp is None else operands.b_zp, "b_zp", (n,), a_q, ZERO_POINT_LIMIT, "N",
+                      read_values)
+    bias_ = None if operands.bias is None else bias(operands.bias, n, a_q, read_values)
+    for name, sums, length, dim_name in (("a_rowsum", operands.a_rowsum, m, "M"),
+                                         ("b_colsum", operands.b_colsum, n, "N")):
+        matmul_sums(sums, name, length, dim_name, a_q)
+    checked = MatmulOperands(a_scale, b_scale, a_zp, b_zp, bias_, operands.a_rowsum, operands.b_colsum)
+    return a_q, b_q, checked, out_dtype_name(out_dtype)
+
+
+def matmul_sums(sums, name: str, length: int, dim_name: str, like) -> None:
+    """a_rowsum / b_colsum of the GEMM: None or an int32 (length,) tensor on the data's device."""
+    if sums is None:
+        return
+    if not is_tensor(sums) or sums.dtype != torch.int32:
+        raise TypeError(f"{name} must be an int32 tensor or None, got {getattr(sums, 'dtype', type(sums).__name__)}")
+    if tuple(sums.shape) != (length,):
+        raise ValueError(f"{name} must have shape ({dim_name},) = ({length},), got {tuple(sums.shape)}")
+    if not is_tensor(like) or sums.device != like.device:
+        raise ValueError(f"{name} is on {sums.device}, a_q on {getattr(like, 'device', 'the host (NumPy)')}")
+
+
+# ------------------------------------------------------------------ weight-only GEMM
+WEIGHT_ONLY_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def weight_only_matmul(a, b_q, b_scale, bias_, out_dtype) -> torch.dtype:
+    """The W8A16 GEMM's arguments ((a @ b_q) * b_scale + bias, qtriton.ops.w8a16): a (M, K)
+    float16 / bfloat16 / float32; b_q (K, N) int8; b_scale and bias (N,) floating tensors
+    (bias may be None), all on a's device. Returns the output dtype (None: a's)."""
+    no_float8(a, "a")
+    if not is_tensor(a) or a.ndim != 2 or a.dtype not in WEIGHT_ONLY_DTYPES:
+        raise TypeError(f"a must be a 2-D float16, bfloat16 or float32 tensor, got {getattr(a, 'dtype', type(a))}")
+    if not is_tensor(b_q) or b_q.ndim != 2 or b_q.dtype != torch.int8:
+        raise TypeError(f"b_q must be a 2-D int8 tensor, got {getattr(b_q, 'dtype', type(b_q))}")
+    (_, k), (k_b, n) = a.shape, b_q.shape
+    if k != k_b:
+        raise ValueError(f"a has shape {tuple(a.shape)} and b_q has shape {tuple(b_q.shape)}: inner dimensions "
+                         f"{k} != {k_b}")
+    for name, v in (("b_scale", b_scale), ("bias", bias_)):
+        if v is None and name == "bias":
+            continue
+        torch_tensor(v, name)
+        if not v.is_floating_point():
+            raise TypeError(f"{name} must be a floating tensor, got {v.dtype}")
+        no_float8(v, name)
+        if tuple(v.shape) != (n,):
+            raise ValueError(f"{name} must be of shape (N,) = ({n},), got {tuple(v.shape)}")
+    for name, v in (("b_q", b_q), ("b_scale", b_scale), ("bias", bias_)):
+        if v is not None and v.device != a.device:
+            raise ValueError(f"{name} is on {v.device} but a is on {a.device}")
+    out_dtype = a.dtype if out_dtype is None else out_dtype
+    if out_dtype not in WEIGHT_ONLY_DTYPES:
+        raise ValueError(f"out_dtype must be float16, bfloat16 or float32, got {out_dtype}")
+    return out_dtype
 
 
 # ------------------------------------------------------------ Int8Linear, quantize_model

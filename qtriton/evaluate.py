@@ -17,7 +17,6 @@ option is checked before the model loads.
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import time
@@ -25,27 +24,19 @@ from pathlib import Path
 
 import torch
 
+from qtriton.fidelity import kl_top1, log_probs, perplexity, quantized_copy
 from qtriton.progress import progress as bar
 from qtriton.scheme import CANDIDATES, QuantScheme
 
 DEFAULT_RECIPES = ",".join(CANDIDATES)
 
 
-def perplexity(logits: torch.Tensor, ids: torch.Tensor) -> float:
-    """exp(mean next-token cross entropy) of logits (T, vocab) on ids (T,)."""
-    return float(torch.exp(torch.nn.functional.cross_entropy(logits[:-1].float(), ids[1:])))
-
-
 def compare(logits: torch.Tensor, reference: torch.Tensor, ids: torch.Tensor) -> dict:
     """perplexity_change, top1 (agreement) and kl (mean KL(float || quantized) per token) of
-    logits against the float model's reference logits, both (T, vocab), on ids (T,)."""
-    kl = torch.nn.functional.kl_div(logits.float().log_softmax(-1), reference.float().log_softmax(-1),
-                                    log_target=True, reduction="batchmean")
-    return {
-        "perplexity_change": perplexity(logits, ids) / perplexity(reference, ids) - 1,
-        "top1": float((logits.argmax(-1) == reference.argmax(-1)).float().mean()),
-        "kl": float(kl),
-    }
+    logits against the float model's reference logits, both (T, vocab), on ids (T,): the
+    measurement of `qtriton.sensitivity` and `qtriton.plan` (qtriton.fidelity)."""
+    kl, top1 = kl_top1([(log_probs(logits), log_probs(reference))])
+    return {"perplexity_change": perplexity(logits, ids) / perplexity(reference, ids) - 1, "top1": top1, "kl": kl}
 
 
 _NEEDS_CALIBRATION = "a smoothed or static recipe needs a calibration text (--calibration)"
@@ -97,8 +88,6 @@ def check_recipes(recipes: list) -> None:
 def quantize_recipe(model, recipe, calibration_ids: torch.Tensor | None, alpha: float | None):
     """A quantized copy of model: recipe is a scheme name (every layer but the output head) or
     a Plan / {name: QuantScheme | None}; smoothed or static schemes calibrate on calibration_ids."""
-    from qtriton.calibration import calibrate
-    from qtriton.nn import quantize_model
     from qtriton.planning import layer_groups
 
     if isinstance(recipe, str):
@@ -108,11 +97,8 @@ def quantize_recipe(model, recipe, calibration_ids: torch.Tensor | None, alpha: 
     needs = _needs_calibration(recipe)
     if needs and calibration_ids is None:
         raise ValueError(_NEEDS_CALIBRATION)
-    quantized = copy.deepcopy(model)
-    calibration = calibrate(quantized, [calibration_ids], alpha=alpha, progress=False) if needs else None
     # A plan decides every layer, the output head included (Plan.of_model of a model whose head is int8).
-    quantize_model(quantized, plan=schemes, calibration=calibration, keep_output_head=False, progress=False)
-    return quantized
+    return quantized_copy(model, schemes, [calibration_ids] if needs else None, alpha)
 
 
 def evaluate(model, ids: torch.Tensor, recipes: list, *, calibration_ids: torch.Tensor | None = None,

@@ -42,5 +42,7 @@ def fake_quantize(x: np.ndarray, num_bits: int, symmetric: bool) -> np.ndarray:
     return reference.fake_quantize(x, num_bits, symmetric, np.finfo(x.dtype).max).astype(x.dtype)
 
 
-def quantized_matmul(a_q, b_q, a_scale, b_scale, a_zp, b_zp, bias, out_dtype):
-    return reference.quantized_matmul(a_q, a_scale, b_q, b_scale, a_zp, b_zp, bias).astype(out_dtype)
+def quantized_matmul(a_q, b_q, operands, out_dtype):
+    """The oracle's product; operands: a MatmulOperands of arrays and numbers (sums unused)."""
+    o = operands
+    return reference.quantized_matmul(a_q, o.a_scale, b_q, o.b_scale, o.a_zp, o.b_zp, o.bias).astype(out_dtype)

@@ -32,8 +32,9 @@ from torch import nn
 
 from qtriton import checks
 from qtriton.calibration import calibrate, output_tensor, run_batch
+from qtriton.fidelity import kl_top1, log_probs, quantized_copy
 from qtriton.hf import FUSED
-from qtriton.nn import Int8Linear, quantize_model
+from qtriton.nn import Int8Linear
 from qtriton.progress import progress as bar
 from qtriton.scheme import CANDIDATES, W8A16, QuantScheme
 
@@ -135,20 +136,14 @@ class _Reference:
         for index, batch in enumerate(batches):
             checks.model_batch(batch, index)
         with torch.inference_mode():
-            self.log_probs = [output_tensor(run_batch(model, b)).float().log_softmax(-1) for b in batches]
+            self.log_probs = [log_probs(output_tensor(run_batch(model, b))) for b in batches]
         self.batches = batches
 
     def compare(self, model: nn.Module) -> tuple[float, float]:
         """(mean KL(float || model) per token, top-1 agreement) of model on the batches."""
-        kl = agree = tokens = 0.0
         with torch.inference_mode():
-            for batch, reference in zip(self.batches, self.log_probs):
-                log_q = output_tensor(run_batch(model, batch)).float().log_softmax(-1)
-                n = reference.numel() // reference.shape[-1]
-                kl += float(nn.functional.kl_div(log_q, reference, log_target=True, reduction="sum"))
-                agree += float((log_q.argmax(-1) == reference.argmax(-1)).sum())
-                tokens += n
-        return kl / tokens, agree / tokens
+            return kl_top1((log_probs(output_tensor(run_batch(model, batch))), reference)
+                           for batch, reference in zip(self.batches, self.log_probs))
 
 
 @dataclass
@@ -400,11 +395,7 @@ def _evaluate(model, batches, reference, groups_choice, layout, alpha) -> tuple[
     for group, name in groups_choice.items():
         for layer in layout[group]:
             schemes[layer] = None if name == "float" else QuantScheme.parse(name)
-    candidate = copy.deepcopy(model)
-    needs = any(s is not None and s.smoothed for s in schemes.values())
-    calibration = calibrate(candidate, batches, alpha=alpha) if needs else None
-    quantize_model(candidate, plan=schemes, calibration=calibration)
-    kl, top1 = reference.compare(candidate)
+    kl, top1 = reference.compare(quantized_copy(model, schemes, batches, alpha))
     return kl, top1, Plan(schemes, dict(groups_choice), kl, top1, int8_flops=int8_fraction(schemes, linear_flops(model)))
 
 

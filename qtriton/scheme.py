@@ -46,6 +46,7 @@ import torch
 from qtriton import api, checks
 from qtriton.backend import chosen
 from qtriton.dispatch import backend_module, resolve
+from qtriton.operands import MatmulOperands
 
 
 # --------------------------------------------------------------------- the backend contract
@@ -575,9 +576,9 @@ class _Int8Activations(_Int8ChannelWeights):
         # The weight's kept column sums: the activations' zero points need them, and computing
         # them per call is a pass over the weight.
         colsum = None if x_zero_point is None else layer.weight_colsum
-        return backend.quantized_matmul(x_q, layer.weight.t(), x_scale, weight_scale,
-                                        0 if x_zero_point is None else x_zero_point, 0, bias, out_dtype,
-                                        b_colsum=colsum)
+        operands = MatmulOperands(a_scale=x_scale, b_scale=weight_scale,
+                                  a_zp=0 if x_zero_point is None else x_zero_point, bias=bias, b_colsum=colsum)
+        return backend.quantized_matmul(x_q, layer.weight.t(), operands, out_dtype)
 
 
 class DynamicW8A8(_Int8Activations):
@@ -685,7 +686,8 @@ class W8A16Kind(_Int8ChannelWeights):
             rows = transform.apply_float(layer, rows)
         # The numpy setting too runs torch ops here: the oracle has no weight-only GEMM.
         backend = backend_module("triton" if chosen(rows.device) == "triton" else "torch")
-        return backend.weight_only_matmul(rows, layer.weight.t(), layer.weight_scale, layer.bias, out_dtype)
+        operands = MatmulOperands(b_scale=layer.weight_scale, bias=layer.bias)
+        return backend.weight_only_matmul(rows, layer.weight.t(), operands, out_dtype)
 
     def to_compressed_tensors(self, scheme):
         return {"weights": dict(self._CT_WEIGHTS), "input_activations": None}

@@ -173,23 +173,24 @@ def fake_quantize(x: torch.Tensor, num_bits: int, symmetric: bool) -> torch.Tens
     return dequantize(q, scale, zp, "tensor", None).clamp(-limit, limit).to(x.dtype)
 
 
-def weight_only_matmul(a, b_q, b_scale, bias, out_dtype):
-    """W8A16: (a @ b_q) * b_scale + bias with float a, in float32 torch ops."""
-    out = (a.to(torch.float32) @ b_q.to(torch.float32)) * b_scale
-    return (out if bias is None else out + bias).to(out_dtype)
+def weight_only_matmul(a, b_q, operands, out_dtype):
+    """W8A16: (a @ b_q) * b_scale + bias with float a (a MatmulOperands' b_scale and bias), in
+    float32 torch ops."""
+    out = (a.to(torch.float32) @ b_q.to(torch.float32)) * operands.b_scale
+    return (out if operands.bias is None else out + operands.bias).to(out_dtype)
 
 
-def quantized_matmul(a_q, b_q, a_scale, b_scale, a_zp, b_zp, bias, out_dtype, b_colsum=None):
-    """((a_q - a_zp) @ (b_q - b_zp)) * a_scale * b_scale + bias: the integer part exact and
-    rounded once to float64, then the oracle's float64 scaling, in its order. b_colsum
-    (the caller's int32 column sums of b_q) is the triton backend's; here unused."""
+def quantized_matmul(a_q, b_q, operands, out_dtype):
+    """((a_q - a_zp) @ (b_q - b_zp)) * a_scale * b_scale + bias for a MatmulOperands: the
+    integer part exact and rounded once to float64, then the oracle's float64 scaling, in its
+    order. The sums a_rowsum / b_colsum are the triton backend's; here unused."""
     dev = a_q.device
-    out = _exact_product(a_q, b_q, a_zp, b_zp)
-    a_scale = device_tensor(a_scale, torch.float64, dev)
+    out = _exact_product(a_q, b_q, operands.a_zp, operands.b_zp)
+    a_scale = device_tensor(operands.a_scale, torch.float64, dev)
     out.mul_(a_scale.reshape(-1, 1) if a_scale.ndim == 1 else a_scale)
-    out.mul_(device_tensor(b_scale, torch.float64, dev))
-    if bias is not None:
-        out.add_(device_tensor(bias, torch.float64, dev))
+    out.mul_(device_tensor(operands.b_scale, torch.float64, dev))
+    if operands.bias is not None:
+        out.add_(device_tensor(operands.bias, torch.float64, dev))
     return out.to(out_dtype)
 
 

@@ -20,24 +20,25 @@ def quantize(x, num_bits: int, symmetric: bool, granularity: str, axis: int | No
         if value not in (False, None) and granularity != "token":
             raise ValueError(f"{name} is supported for per-token quantization, not granularity={granularity!r}")
     if granularity == "tensor":
-        out = quantize_ops._quantize_per_tensor(x, num_bits, symmetric)
+        out = quantize_ops.quantize_per_tensor_unchecked(x, num_bits, symmetric)
     elif granularity == "channel":
-        out = quantize_ops._quantize_per_channel(x, axis, num_bits, symmetric)
+        out = quantize_ops.quantize_per_channel_unchecked(x, axis, num_bits, symmetric)
     else:
-        out = quantize_ops._quantize_per_token(x, num_bits, symmetric, include_zero=include_zero,
-                                               hadamard_block=hadamard_block)
+        out = quantize_ops.quantize_per_token_unchecked(x, num_bits, symmetric, include_zero=include_zero,
+                                                       hadamard_block=hadamard_block)
     return (*out, None) if symmetric else out
 
 
 def quantize_activations(rows, spec):
     """Int8Linear's activations (reference.quantize_activations) in one kernel launch, as
     spec (a `qtriton.scheme.ActivationQuant`) says."""
-    return quantize_ops._quantize_activations(rows, **spec.arguments())
+    return quantize_ops.quantize_activations_unchecked(rows, **spec.arguments())
 
 
-def weight_only_matmul(a, b_q, b_scale, bias, out_dtype):
-    """W8A16: (a @ b_q) * b_scale + bias, the weight dequantized tile by tile in the kernel."""
-    return w8a16_ops.w8a16_matmul_unchecked(a, b_q, b_scale, bias, out_dtype=out_dtype)
+def weight_only_matmul(a, b_q, operands, out_dtype):
+    """W8A16: (a @ b_q) * b_scale + bias (a MatmulOperands' b_scale and bias), the weight
+    dequantized tile by tile in the kernel."""
+    return w8a16_ops.w8a16_matmul_unchecked(a, b_q, operands, out_dtype)
 
 
 def hadamard_rotate(x, block: int):
@@ -47,14 +48,14 @@ def hadamard_rotate(x, block: int):
 
 
 def dequantize(q, scale, zero_point, granularity: str, axis: int | None, out_dtype):
-    return quantize_ops._dequantize(q, scale, zero_point, granularity=granularity, axis=axis, out_dtype=out_dtype)
+    return quantize_ops.dequantize_unchecked(q, scale, zero_point, granularity=granularity, axis=axis, out_dtype=out_dtype)
 
 
 def fake_quantize(x, num_bits: int, symmetric: bool):
-    return quantize_ops._fake_quantize(x, num_bits, symmetric)
+    return quantize_ops.fake_quantize_unchecked(x, num_bits, symmetric)
 
 
-# quantized_matmul(a_q, b_q, a_scale, b_scale, a_zp, b_zp, bias, out_dtype): the contract's
-# argument order is ops' own, and the API has checked the arguments, so the backend entry
-# is the launcher behind ops.scaled_matmul's checks itself (one call to the custom op).
-quantized_matmul = matmul_ops._scaled_matmul_checked
+# quantized_matmul(a_q, b_q, operands, out_dtype): the API (or Int8Linear) has checked the
+# arguments into a MatmulOperands, so the backend entry is the launcher behind
+# ops.scaled_matmul's checks itself (one call to the custom op).
+quantized_matmul = matmul_ops.scaled_matmul_unchecked

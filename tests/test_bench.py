@@ -131,9 +131,12 @@ def test_plot_and_table_from_smoke_output(smoke_run, capsys):
     table = capsys.readouterr().out
     assert "### cpu (Triton interpreter)" in table and SMOKE_NOTE in table
     qtriton_rows = [row for row in rows if row["speedup"] is not None]
-    assert table.count("\n| ") - 2 * len({row["bench"] for row in rows}) == len(qtriton_rows)
-    for row in qtriton_rows:
+    path_rows = [row for row in rows if row.get("ratio_vs") is not None]
+    tables = len({row["bench"] for row in rows}) + bool(path_rows)  # a header and a rule line each
+    assert path_rows and table.count("\n| ") - 2 * tables == len(qtriton_rows) + len(path_rows)
+    for row in qtriton_rows + path_rows:
         assert "x".join(map(str, row["shape"])) in table
+        assert f"| {row['impl']} |" in table  # the main loop / path is named on its line
 
 
 def test_smoke_refuses_the_results_folder():
@@ -153,6 +156,27 @@ def test_a_wrong_kernel_is_reported_not_timed(monkeypatch, capsys):
     assert rows == []
     assert len(ctx.failures) == 1 and "codes" in ctx.failures[0]
     assert "FAILED, not timed" in capsys.readouterr().out
+
+
+@pytest.mark.interpreter
+def test_a_rotated_kernel_that_skips_the_rotation_is_reported(monkeypatch):
+    """bench quantize times the rotated kernel beside the plain one; its check compares with
+    the torch backend's rotation (bit for bit), so a kernel that skipped it is reported."""
+    from qtriton.ops import quantize as ops
+
+    plain = ops.quantize_per_token
+
+    def without_rotation(x, num_bits=8, symmetric=True, *, include_zero=False, hadamard_block=None):
+        return plain(x, num_bits, symmetric, include_zero=include_zero)
+
+    names = [op[0] for op in bench_quantize._ops(full=False)]
+    assert names[:2] == ["quantize_per_token", bench_quantize.ROTATED]
+    ctx = _smoke_context()
+    rows = bench_quantize._bench_case(ctx, names[1], "token", None, False, (8, 64), torch.float32)
+    assert {row["impl"] for row in rows} == {"qtriton", "torch ops", "copy"} and not ctx.failures
+    monkeypatch.setattr(ops, "quantize_per_token", without_rotation)
+    rows = bench_quantize._bench_case(ctx, names[1], "token", None, False, (8, 64), torch.float32)
+    assert rows == [] and ctx.failures
 
 
 def test_a_wrong_gemm_is_reported_not_timed(monkeypatch):
@@ -187,6 +211,18 @@ def test_bench_help_lists_every_command(capsys):
     listing = capsys.readouterr().out
     for command in ("quantize", "matmul", "linear", "all", "tune", "static", "plot", "table", *_OWN_PARSERS):
         assert f"\n    {command} " in listing, command
+
+
+def test_bench_host_measures_a_call_without_a_gpu():
+    """python -m bench host: the host Python per GEMM call, launches stubbed, in a process
+    whose kernels are compiled JITFunctions (no TRITON_INTERPRET): every row gets a time."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run([sys.executable, "-m", "bench", "host", "--calls", "3"], check=False, cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    rows = dict(line.rsplit(maxsplit=2)[:2] for line in done.stdout.splitlines() if line.endswith(" us"))
+    assert {"gluon loop, autotuned", "tl.dot loop, autotuned, unchecked entry", "part: two TMA descriptors"} <= set(rows)
+    assert all(float(us) > 0 for us in rows.values())
 
 
 def test_cpu_bench_stops_on_a_wrong_layer(monkeypatch):
@@ -256,6 +292,7 @@ def test_table_shows_ratios_na_and_goals(tmp_path):
     assert "#### 2026-11-27T00:00:00Z, commit abc123" in table
     line = next(line for line in table.splitlines() if line.startswith("| scaled_matmul"))
     assert "| n/a |" in line and "1.52x (904 TFLOPS)" in line and "**missed**" in line and "1374" in line
+    assert line.startswith("| scaled_matmul | qtriton | 4096x4096x4096 |")
     assert "smoke" not in table
 
     doc = tmp_path / "performance.md"
@@ -263,6 +300,33 @@ def test_table_shows_ratios_na_and_goals(tmp_path):
     write_into(doc, table)
     text = doc.read_text()
     assert "old" not in text and "1.52x" in text and text.startswith("# head") and text.endswith("tail\n")
+
+
+def test_table_and_plot_tell_the_main_loops_and_paths_apart(tmp_path):
+    """The tl.dot and Gluon rows of one case print apart (the impl column), and the path rows
+    (no speedup, a ratio against the shape's reference path) reach the table and the plot."""
+    ratios = {"torch._int_mm+epilogue": 1.1, "torch.mm bf16": 1.5}
+    rows = [
+        _row(speedup=ratios),
+        _row(impl="qtriton (gluon loop)", speedup={**ratios, "qtriton": 1.25}, median_ms=0.08),
+        _row(case="matmul_paths", impl="qtriton: B K-major", ratio_vs={"B K-major, gluon loop": 0.8},
+             reference_path="B K-major"),
+        _row(case="matmul_paths", impl="qtriton: B K-major, gluon loop", ratio_vs={"B K-major": 1.25},
+             reference_path="B K-major", median_ms=0.08),
+    ]
+    table = markdown(rows)
+    assert "| scaled_matmul | qtriton | 4096x4096x4096 |" in table
+    gluon = next(line for line in table.splitlines() if line.startswith("| scaled_matmul | qtriton (gluon loop) |"))
+    assert "| 1.25x" in gluon
+    assert "| matmul_paths | 4096x4096x4096 | qtriton: B K-major | " in table and "1.00x vs B K-major" in table
+    assert "| matmul_paths | 4096x4096x4096 | qtriton: B K-major, gluon loop |" in table
+    assert "1.25x vs B K-major |" in table
+    pytest.importorskip("matplotlib")
+    from bench.common import append_results
+    from bench.plot import plot_file
+
+    png = plot_file(append_results(tmp_path, rows))
+    assert png is not None and png.read_bytes()[:4] == b"\x89PNG"
 
 
 def test_performance_doc_has_the_markers():
@@ -274,6 +338,43 @@ def test_gpu_check_script_parses():
     script = REPO / "bench" / "gpu_check.sh"
     done = subprocess.run(["bash", "-n", str(script)], check=False, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_gpu_check_declares_what_the_tests_import():
+    """Every third-party module a test file or qtriton imports at module level is in
+    gpu_check.sh's NEEDS (`--needs`): the run checks them before spending the window, and a
+    missing one would otherwise drop a whole test file at collection (hypothesis: three)."""
+    import ast
+
+    done = subprocess.run(["bash", str(REPO / "bench" / "gpu_check.sh"), "--needs"], check=True,
+                          capture_output=True, text=True)
+    needs = set(done.stdout.split())
+    assert {"torch", "triton", "numpy", "pytest", "hypothesis"} <= needs
+    local = {"qtriton", "bench", "tests", "conftest"}
+    found = {}
+    for path in [*(REPO / "tests").glob("*.py"), *(REPO / "qtriton").rglob("*.py"), *(REPO / "kernels").glob("*.py")]:
+        for node in ast.parse(path.read_text()).body:  # module level only: lazy imports are optional
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+            for name in names:
+                top = name.split(".")[0]
+                if top not in sys.stdlib_module_names and top not in local:
+                    found.setdefault(top, path.name)
+    missing = {name: where for name, where in found.items() if name not in needs}
+    assert not missing, f"imported at module level but not in gpu_check.sh's NEEDS: {missing}"
+
+
+def test_gpu_check_plan_fits_the_window():
+    """The written time plan: the script's limits within one call's timeout, and two calls
+    (a rerun on a fresh machine, start-up included) within 15 minutes of device time."""
+    done = subprocess.run(["bash", str(REPO / "bench" / "gpu_check.sh"), "--plan"], check=True,
+                          capture_output=True, text=True)
+    import re
+
+    total = int(re.search(r"total planned: (\d+)s", done.stdout).group(1))
+    call = int(re.search(r"timeout_s=(\d+)", done.stdout).group(1))
+    twice = int(re.search(r"brings it to (\d+)s of the (\d+)s window", done.stdout).group(1))
+    assert total + 15 <= call and twice <= 900, done.stdout
 
 
 def test_gpu_run_selects_the_tests_that_run_on_the_device():

@@ -198,8 +198,8 @@ def test_a_w8a16_layer_checks_its_input_once(rng, device, monkeypatch):
     from qtriton.ops import w8a16
 
     calls = []
-    original = w8a16._check
-    monkeypatch.setattr(w8a16, "_check", lambda *a, **k: calls.append(1) or original(*a, **k))
+    original = checks.weight_only_matmul
+    monkeypatch.setattr(checks, "weight_only_matmul", lambda *a, **k: calls.append(1) or original(*a, **k))
     layer = qtriton.Int8Linear.from_float(nn.Linear(16, 8).to(device), "w8a16")
     x = torch.randn(3, 16, device=device)
     with use_backend("triton"):
@@ -209,6 +209,19 @@ def test_a_w8a16_layer_checks_its_input_once(rng, device, monkeypatch):
     assert calls == [1]  # the public entry still checks
     with use_backend("torch"):
         torch.testing.assert_close(y.cpu(), layer.cpu()(x.cpu()), rtol=1e-5, atol=1e-5)
+
+
+def test_ops_scaled_matmul_checks_its_operands_once(rng, device, monkeypatch):
+    """ops.scaled_matmul ran checks.matmul_operands twice (its own pre-check, then
+    checks.matmul's); ops.int8_matmul runs it once too."""
+    calls = []
+    original = checks.matmul_operands
+    monkeypatch.setattr(checks, "matmul_operands", lambda *a, **k: calls.append(1) or original(*a, **k))
+    a_q, b_q = _operands(rng, device=device)
+    ops.scaled_matmul(a_q, b_q, 0.5, 1.0, config={"BLOCK_SIZE_M": 16, "BLOCK_SIZE_N": 16, "BLOCK_SIZE_K": 32})
+    assert len(calls) == 1
+    ops.int8_matmul(a_q, b_q, config={"BLOCK_SIZE_M": 16, "BLOCK_SIZE_N": 16, "BLOCK_SIZE_K": 32})
+    assert len(calls) == 2
 
 
 # ---------------------------------------------------------------- ops explain themselves

@@ -124,8 +124,26 @@ def test_the_graph_sees_imports_behind_string_registries():
     assert "qtriton.report" in graph["qtriton.cli"]  # cli.COMMANDS names it
     assert "qtriton.triton_backend" in graph["qtriton.dispatch"]  # dispatch._BACKEND_MODULES
     assert "qtriton.api" in graph["qtriton.demo"]  # qtriton.compare_quantization_methods
-    assert "qtriton.hf" in graph["qtriton.report"]  # imported inside a function
+    assert "qtriton.hf" in graph["qtriton.report.quantized"]  # imported inside a function
+    assert "qtriton.report.command" in graph["qtriton.report"]  # a package's __init__ re-exports
+    assert "qtriton.report" not in graph["qtriton.report.tables"]  # its own package is no edge
     assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_a_circle_behind_a_string_registry_is_found(tmp_path):
+    """A command registry naming a module as a string, that module importing the registry's
+    module back (report -> cli.one_line, as it once did): a circle, though neither imports
+    the other at the top."""
+    package = tmp_path / "qtriton"
+    (package / "report").mkdir(parents=True)
+    (package / "__init__.py").write_text('_EXPORTS = {"main": "qtriton.cli"}\n')
+    (package / "cli.py").write_text('COMMANDS = {"report": ("qtriton.report", "help")}\n')
+    (package / "report" / "__init__.py").write_text("from qtriton.report.command import run\n")
+    (package / "report" / "command.py").write_text("def run():\n    from qtriton.cli import one_line\n")
+    (package / "exits.py").write_text("EXIT_USAGE = 2\n")
+    assert circles(import_graph(tmp_path)) == [["qtriton.cli", "qtriton.report", "qtriton.report.command"]]
+    (package / "report" / "command.py").write_text("def run():\n    from qtriton.exits import EXIT_USAGE\n")
+    assert circles(import_graph(tmp_path)) == []
 
 
 def _layout_rows() -> set[str]:

@@ -177,6 +177,192 @@ def test_gluon_and_tl_loops_agree_bit_for_bit(rng, gluon_device):
     assert torch.equal(gluon, plain)
 
 
+def _copies(monkeypatch) -> list:
+    """Spy on the launcher's operand copies: (shape, k_major, shift) of each."""
+    copies = []
+    original = mops._operand_copy
+    monkeypatch.setattr(mops, "_operand_copy", lambda x, k_major, shift: copies.append(
+        (tuple(x.shape), k_major, shift)) or original(x, k_major, shift))
+    return copies
+
+
+@pytest.mark.parametrize("view", ["a row stride != K", "a column slice", "a row offset", "B a column slice"])
+def test_gluon_reads_tma_ready_views_in_place(view, rng, gluon_device, monkeypatch):
+    """Views TMA can read as they are (int8, rows contiguous and 16-byte aligned, a row
+    stride other than K) go to the descriptors without a copy, and are read right."""
+    device, launches = gluon_device
+    M, N, K = 100, 72, 256
+    a_q = _codes(rng, (M + 16, K + 64), "int8", device)
+    weight = _codes(rng, (N, K + 32), "int8", device)
+    a, b = a_q[:M, :K], weight[:, :K].t()
+    if view == "a column slice":
+        a = a_q[:M, 64:]
+    elif view == "a row offset":
+        a = a_q[16:, :K]
+    elif view == "B a column slice":
+        b = weight[:, 32:].t()
+    assert mcfg.tma_ready(a) and mcfg.tma_ready(b.t()) and a.stride(0) != K
+    copies = _copies(monkeypatch)
+    assert_exact(mops.int8_matmul(a, b), reference.int_matmul(_np(a), _np(b)))
+    assert launches and copies == []
+
+
+@pytest.mark.parametrize("form", ["misaligned base", "row stride % 16 != 0", "fully transposed A",
+                                  "broadcast rows"])
+def test_gluon_copies_what_tma_cannot_read(form, rng, gluon_device, monkeypatch):
+    """A base off the 16-byte alignment, a row stride not a multiple of 16, a column-major
+    (transposed) A, rows that overlap (stride 0): copied first, then exact."""
+    device, launches = gluon_device
+    M, N, K = 67, 40, 96
+    b = _operand_b(rng, K, N, "int8", "nk", device)
+    if form == "misaligned base":
+        a = _codes(rng, (M, K + 16), "int8", device)[:, 1:K + 1]
+    elif form == "row stride % 16 != 0":
+        a = _codes(rng, (M, K + 8), "int8", device)[:, :K]
+    elif form == "fully transposed A":
+        a = _codes(rng, (K, M), "int8", device).t()
+    else:
+        a = _codes(rng, (1, K), "int8", device).expand(M, K)
+    assert not mcfg.tma_ready(a)
+    copies = _copies(monkeypatch)
+    assert_exact(mops.int8_matmul(a, b), reference.int_matmul(_np(a), _np(b)))
+    assert launches and copies == [((M, K), False, False)]
+
+
+@pytest.mark.parametrize("N", [1, 8, 15])
+def test_gluon_narrow_n(N, rng, gluon_device):
+    """N < 16: the tile and the TMA box are wider than B; the zero padding and the masked
+    store keep the result exact (N = 1 included)."""
+    device, launches = gluon_device
+    M, K = 70, 160
+    a_q = _codes(rng, (M, K), "int8", device)
+    b_q = _operand_b(rng, K, N, "int8", "nk", device)
+    a_scale = _scale(rng, "vec", M, device)
+    assert_exact(mops.int8_matmul(a_q, b_q), reference.int_matmul(_np(a_q), _np(b_q)))
+    out = mops.scaled_matmul(a_q, b_q, a_scale, 1.0, out_dtype=torch.float32)
+    expected = reference.quantized_matmul(_np(a_q), _np(a_scale).astype(np.float64), _np(b_q), 1.0)
+    assert_close(out, expected, rtol=2.0**-22, atol=0)
+    assert launches
+
+
+def test_gluon_int64_correction(gluon_device):
+    """Zero-point tensors at +-2**24 with K = 2**12: the bound passes 2**31, the correction runs
+    in int64 (an int32 one would wrap), and |C| passes float64's 2**53: exact through a
+    float32 output with unit scales (float32(C) of the exact C)."""
+    device, launches = gluon_device
+    M, N, K = 33, 48, 2**12
+    a_q = torch.full((M, K), 127, dtype=torch.int8, device=device)
+    b_q = torch.full((N, K), -128, dtype=torch.int8, device=device).t()
+    a_zp = torch.full((M,), -(2**24), dtype=torch.int32, device=device)
+    b_zp = torch.full((N,), 2**24, dtype=torch.int32, device=device)
+    assert mops.correction_dtype(K, a_q.dtype, b_q.dtype, a_zp, 0, b_zp, 0) == tl.int64
+    out = mops.scaled_matmul(a_q, b_q, 1.0, 1.0, a_zp, b_zp)
+    expected = reference.int_matmul(_np(a_q), _np(b_q), _np(a_zp), _np(b_zp))
+    assert abs(int(expected[0, 0])) > 2**53
+    assert_exact(out, expected.astype(np.float32))
+    assert launches
+
+
+def test_gluon_uint8_b_with_zero_points_scaled(rng, gluon_device, monkeypatch):
+    """uint8 B (shifted to int8 by its K-major copy) with per-column zero points and an A zero
+    point, scaled to bfloat16: the correction's -128 * K shift of the sums is right."""
+    device, launches = gluon_device
+    M, N, K = 100, 130, 272
+    a_q = _codes(rng, (M, K), "int8", device)
+    b_q = _operand_b(rng, K, N, "uint8", "nk", device)
+    a_zp = _zero_point(rng, "vec", M, device)
+    b_zp = torch.from_numpy(rng.integers(0, 256, N).astype(np.int32)).to(device)
+    a_scale, b_scale = _scale(rng, "vec", M, device), _scale(rng, "vec", N, device) * 2.0**-16
+    copies = _copies(monkeypatch)
+    out = mops.scaled_matmul(a_q, b_q, a_scale, b_scale, a_zp, b_zp, out_dtype=torch.float32)
+    assert launches and copies == [((K, N), True, True)]
+    expected = reference.quantized_matmul(_np(a_q), _np(a_scale).astype(np.float64), _np(b_q),
+                                          _np(b_scale).astype(np.float64), _np(a_zp), _np(b_zp))
+    assert_close(out, expected, rtol=2.0**-22, atol=2.0**-30)
+
+
+@pytest.mark.parametrize("a_dtype", ["int8", "uint8"])
+def test_gluon_uses_caller_sums(a_dtype, rng, gluon_device):
+    """Caller-given a_rowsum / b_colsum (stored codes) reach the Gluon epilogue: wrong sums
+    move the result by exactly zero point x error. With uint8 A the launcher shifts A and
+    its row sums by -128 * K; the result must still be the exact product."""
+    device, launches = gluon_device
+    M, N, K = 65, 48, 160
+    a_q = _codes(rng, (M, K), a_dtype, device)
+    b_q = _operand_b(rng, K, N, "int8", "nk", device)
+    a_zp = torch.from_numpy(rng.integers(-100, 100, M).astype(np.int32)).to(device)
+    b_zp = torch.from_numpy(rng.integers(-100, 100, N).astype(np.int32)).to(device)
+    rowsum, colsum = a_q.sum(1, dtype=torch.int32), b_q.sum(0, dtype=torch.int32)
+    exact = reference.int_matmul(_np(a_q), _np(b_q), _np(a_zp), _np(b_zp))
+    out = mops.scaled_matmul(a_q, b_q, 1.0, 1.0, a_zp, b_zp, a_rowsum=rowsum, b_colsum=colsum)
+    assert_exact(out, exact.astype(np.float32))
+    error = torch.zeros_like(colsum)
+    error[5] = 1
+    out = mops.scaled_matmul(a_q, b_q, 1.0, 1.0, a_zp, b_zp, a_rowsum=rowsum, b_colsum=colsum + error)
+    # The kernel's A zero point: a uint8 A is shifted to int8 codes, its zero point with it.
+    kernel_a_zp = _np(a_zp) - (128 if a_dtype == "uint8" else 0)
+    assert_exact(out, (exact - np.outer(kernel_a_zp, _np(error))).astype(np.float32))
+    assert len(launches) == 2
+
+
+def test_gluon_race_exposing_shape_matches_int_mm(rng, gluon_device):
+    """2048 x 2048 x 8192: 64 K steps through a 4-slot ring on 128 CTAs, every slot
+    refilled 16 times; a refill that overtook a wgmma still reading its slot would show as
+    a wrong element. Against torch._int_mm (cuBLAS), for both B layouts' inputs."""
+    device, launches = gluon_device
+    M, N, K = 2048, 2048, 8192
+    a_q = torch.randint(-128, 128, (M, K), dtype=torch.int8, device=device)
+    weight = torch.randint(-128, 128, (N, K), dtype=torch.int8, device=device)
+    expected = torch._int_mm(a_q, weight.t())
+    for config in (None, mcfg.config_dict(mcfg.GLUON_CONFIGS[0])):
+        assert torch.equal(mops.int8_matmul(a_q, weight.t(), config=config), expected), config
+    assert len(launches) == 2
+
+
+def test_gluon_second_call_hits_the_autotuner_cache(rng, gluon_device):
+    """The same autotune key twice: the second call reuses the tuned config (its pre_hook sets
+    the new descriptors' blocks) and is exact on new data."""
+    from qtriton.ops import matmul_gluon
+
+    device, launches = gluon_device
+    M, N, K = 257, 520, 1040
+    kernel = matmul_gluon.autotuned_kernel()
+    results, keys = [], []
+    for _ in range(2):
+        a_q = _codes(rng, (M, K), "int8", device)
+        b_q = _operand_b(rng, K, N, "int8", "nk", device)
+        results.append((mops.int8_matmul(a_q, b_q), reference.int_matmul(_np(a_q), _np(b_q))))
+        keys.append(dict(kernel.cache))
+    for out, expected in results:
+        assert_exact(out, expected)
+    assert len(launches) == 2 and keys[0] and keys[1] == keys[0]  # no new key: a cache hit
+
+
+def test_gluon_cuda_graph_capture(rng, gluon_device):
+    """The Gluon launch captured in a CUDA graph (after a warm-up that compiles and tunes)
+    and replayed on new inputs copied into the captured ones: exact each time."""
+    device, launches = gluon_device
+    M, N, K = 128, 256, 512
+    a_q = _codes(rng, (M, K), "int8", device)
+    weight = _codes(rng, (N, K), "int8", device)
+    a_scale = _scale(rng, "vec", M, device)
+    mops.scaled_matmul(a_q, weight.t(), a_scale, 1.0, out_dtype=torch.float32)  # compile, tune
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.stream(stream), torch.cuda.graph(graph, stream=stream):
+        out = mops.scaled_matmul(a_q, weight.t(), a_scale, 1.0, out_dtype=torch.float32)
+    torch.cuda.current_stream().wait_stream(stream)
+    for _ in range(2):
+        a_q.copy_(_codes(rng, (M, K), "int8", device))
+        weight.copy_(_codes(rng, (N, K), "int8", device))
+        graph.replay()
+        torch.cuda.synchronize()
+        expected = reference.quantized_matmul(_np(a_q), _np(a_scale).astype(np.float64), _np(weight).T, 1.0)
+        assert_close(out, expected, rtol=2.0**-22, atol=0)
+    assert len(launches) >= 2
+
+
 # --------------------------------------------------------------- selection, everywhere
 def test_setting_env_and_context(monkeypatch):
     monkeypatch.delenv("QTRITON_GEMM", raising=False)
@@ -244,15 +430,91 @@ def test_gluon_autotuner_sets_descriptor_blocks_per_config():
         config.pre_hook({"a_desc": a_desc, "b_desc": b_desc, **config.all_kwargs()})
         assert a_desc.block_shape == [config.kwargs["BLOCK_SIZE_M"], config.kwargs["BLOCK_SIZE_K"]]
         assert b_desc.block_shape == [config.kwargs["BLOCK_SIZE_N"], config.kwargs["BLOCK_SIZE_K"]]
-    assert matmul_gluon._prune(kernel.configs, {}, HAS_A_ZP=False, HAS_B_ZP=False) == kernel.configs
-    kept = matmul_gluon._prune(kernel.configs, {}, HAS_A_ZP=True, HAS_B_ZP=False)
-    assert 0 < len(kept) < len(kernel.configs)
+    shape = {"M_BUCKET": 4096, "N": 4096, "K": 4096}
+    assert kernel.early_config_prune(kernel.configs, shape, HAS_A_ZP=False, HAS_B_ZP=False) == kernel.configs
+    kept = kernel.early_config_prune(kernel.configs, shape, HAS_A_ZP=True, HAS_B_ZP=False)
+    assert 0 < len(kept) < len(kernel.configs) and all(c.pre_hook is not None for c in kept)
     assert all(c.kwargs["BLOCK_SIZE_M"] * c.kwargs["BLOCK_SIZE_N"] <= 64 * 32 * c.num_warps for c in kept)
+    # Clamped to the problem, the pre_hook and STAGES kept: what tests/test_static.py compiles.
+    small = kernel.early_config_prune(kernel.configs, {"M_BUCKET": 128, "N": 40, "K": 48})
+    assert [(c.kwargs["BLOCK_SIZE_N"], c.kwargs["BLOCK_SIZE_K"], c.kwargs["STAGES"]) for c in small] == [
+        (c.kwargs["BLOCK_SIZE_N"], c.kwargs["BLOCK_SIZE_K"], c.num_stages) for c in mcfg.gluon_configs_for(128, 40, 48)]
+    assert all(c.pre_hook is not None for c in small)
     assert matmul_gluon.tma_ready(a_q) and matmul_gluon.tma_ready(b_q.t())
     assert not matmul_gluon.tma_ready(a_q[:, 1:])  # a base 1 byte off the 16-byte alignment
     assert not matmul_gluon.tma_ready(torch.zeros((4, 40), dtype=torch.int8))  # 40-byte rows
     assert not matmul_gluon.tma_ready(b_q)  # not K-major
     assert not matmul_gluon.tma_ready(torch.zeros((4, 64), dtype=torch.uint8))
+
+
+def test_gluon_tile_refuses_what_cannot_fit(monkeypatch):
+    """A forced config whose ring passes sm_90a's shared memory, whose accumulator passes a
+    thread's registers (half of them with a zero-point epilogue) or whose K step passes one
+    swizzle row is no Gluon tile: the launch runs it in the tl.dot loop instead of failing."""
+    ok = {"BLOCK_SIZE_M": 128, "BLOCK_SIZE_N": 256, "BLOCK_SIZE_K": 128, "num_warps": 8, "num_stages": 4}
+    assert mcfg.gluon_tile(ok)
+    assert not mcfg.gluon_tile({**ok, "num_stages": 5})  # 5 x 48 KB of ring > 227 KB
+    assert not mcfg.gluon_tile({**ok, "num_warps": 4})  # 256 int32 accumulators a thread
+    assert not mcfg.gluon_tile(ok, zero_points=True)  # 128 a thread: its zero-point epilogue spills
+    assert not mcfg.gluon_tile({**ok, "BLOCK_SIZE_K": 256, "num_stages": 2})
+    assert not mcfg.gluon_tile({**ok, "BLOCK_SIZE_N": 512, "num_stages": 2})  # a TMA box is <= 256
+    assert all(mcfg.gluon_tile(mcfg.config_dict(c)) for c in mcfg.GLUON_CONFIGS)
+    assert all(mcfg.gluon_tile(mcfg.config_dict(c), zero_points=True)
+               for c in mcfg.gluon_configs_for(4096, 4096, 4096, zero_points=True))
+    monkeypatch.setattr(mcfg, "sm90", lambda device: True)
+    monkeypatch.setattr(mcfg, "gluon_available", lambda: True)
+    cuda = torch.device("cuda")
+    with mcfg.use_gemm("gluon"):
+        with mcfg.use_config(ok):
+            assert mcfg.main_loop(cuda, 4096, 4096, 4096, tl.int32) == "gluon"
+            assert mcfg.main_loop(cuda, 4096, 4096, 4096, tl.int32, zero_points=True) == "tl"
+        with mcfg.use_config({**ok, "num_stages": 5}):
+            assert mcfg.main_loop(cuda, 4096, 4096, 4096, tl.int32) == "tl"
+
+
+def test_tma_ready_refuses_rows_a_descriptor_cannot_describe():
+    """A zero row stride (an expanded row) or rows that overlap (a stride below the row's
+    length) cannot be a TMA descriptor's; the launcher copies them instead."""
+    x = torch.zeros((64, 64), dtype=torch.int8)
+    assert mcfg.tma_ready(x) and mcfg.tma_ready(x[:, :32]) and mcfg.tma_ready(x[16:])
+    assert not mcfg.tma_ready(x[:1].expand(64, 64))  # stride (0, 1)
+    assert not mcfg.tma_ready(x.view(-1).as_strided((64, 64), (16, 1)))  # rows 16 apart, 64 long
+    assert mcfg.tma_ready(x.view(-1).as_strided((64, 16), (16, 1)))  # 16 apart, 16 long: fine
+    assert not mcfg.tma_ready(x.t())
+
+
+def test_gluon_unavailable_when_triton_lacks_a_name(monkeypatch):
+    """A Triton whose Gluon has neither TMA load name (AttributeError while the kernel module
+    imports) or no host TensorDescriptor (ImportError) falls back to the tl.dot loop."""
+    if not mcfg.gluon_available():
+        pytest.skip("this Triton has no Gluon")
+    import sys
+
+    import qtriton.kernels
+    from triton.experimental.gluon.language.nvidia import hopper
+    from triton.experimental.gluon.nvidia import hopper as host
+
+    def forget_the_kernel_module():  # so that the next import runs it again
+        monkeypatch.delitem(sys.modules, "qtriton.kernels.matmul_gluon")
+        monkeypatch.delattr(qtriton.kernels, "matmul_gluon")
+
+    try:
+        forget_the_kernel_module()
+        monkeypatch.setattr(hopper, "tma", object())  # neither async_load nor async_copy_global_to_shared
+        mcfg._gluon_kernels.cache_clear()
+        assert not mcfg.gluon_available()
+        monkeypatch.undo()
+        forget_the_kernel_module()
+        monkeypatch.delattr(host, "TensorDescriptor")
+        mcfg._gluon_kernels.cache_clear()
+        assert not mcfg.gluon_available()
+        monkeypatch.setattr(mcfg, "sm90", lambda device: True)
+        with mcfg.use_gemm("gluon"):
+            assert mcfg.main_loop(torch.device("cuda"), 64, 64, 64, tl.int32) == "tl"
+    finally:
+        monkeypatch.undo()
+        mcfg._gluon_kernels.cache_clear()
+    assert mcfg.gluon_available()
 
 
 @pytest.mark.interpreter

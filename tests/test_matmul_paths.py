@@ -285,7 +285,7 @@ def test_zero_point_pools_drop_spilling_tiles():
     assert len(mcfg.configs_for(4096, 4096, 4096, zero_points=True)) < len(mcfg.configs_for(4096, 4096, 4096))
     # The autotuner's pruning hook sees the flags as keyword arguments of the launch.
     named = {"M_BUCKET": 4096, "N": 4096, "K": 4096}
-    widths = {c.kwargs["BLOCK_SIZE_N"] * c.kwargs["BLOCK_SIZE_M"] for c in mcfg._prune([], named, HAS_A_ZP=True)}
+    widths = {c.kwargs["BLOCK_SIZE_N"] * c.kwargs["BLOCK_SIZE_M"] for c in mcfg.autotuned_kernel().early_config_prune([], named, HAS_A_ZP=True)}
     assert max(widths) <= 128 * 128
 
 

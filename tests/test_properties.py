@@ -15,6 +15,7 @@ import qtriton
 from qtriton import numpy_backend, torch_backend, triton_backend
 from qtriton import reference as ref
 from qtriton.scheme import ActivationQuant
+from qtriton.operands import MatmulOperands
 from qtriton.testing import assert_exact
 
 SETTINGS = settings(max_examples=40, deadline=None)
@@ -180,14 +181,13 @@ def test_torch_matmul_reproduces_the_oracle_for_any_zero_points(case, per_row_sc
     (a, a_zp), (b, b_zp) = case
     a_scale = np.linspace(0.5, 2.0, a.shape[0]).astype(np.float32) if per_row_scale else 0.75
     b_scale = np.float32(1.5)
-    expected = numpy_backend.quantized_matmul(a, b, a_scale, b_scale, a_zp, b_zp, None, np.float64)
+    expected = numpy_backend.quantized_matmul(a, b, MatmulOperands(a_scale, b_scale, a_zp, b_zp), np.float64)
 
     def as_torch(v):
         return v if isinstance(v, (int, float)) else torch.from_numpy(np.asarray(v))
 
-    got = torch_backend.quantized_matmul(
-        *(as_torch(v) for v in (a, b, a_scale, b_scale, a_zp, b_zp)), None, torch.float64
-    )
+    operands = MatmulOperands(*(as_torch(v) for v in (a_scale, b_scale, a_zp, b_zp)))
+    got = torch_backend.quantized_matmul(as_torch(a), as_torch(b), operands, torch.float64)
     assert_exact(got, expected)
 
 

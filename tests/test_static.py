@@ -91,8 +91,8 @@ def test_gluon_loop_keeps_a_wgmma_group_in_flight_with_tma(compiled):
     if not configs.gluon_available():
         pytest.skip("this Triton has no Gluon: the launcher runs the tl.dot loop for the gluon variants")
     rows = compiled["subset"]
-    gluon_variants = {name.removeprefix("gemm ") for name in compiled["variants"] if name.startswith("gemm gluon:")}
-    assert len(gluon_variants) >= 6
+    gluon_variants = {name.removeprefix("gemm ") for name in compiled["variants"] if name.startswith("gemm gluon")}
+    assert len(gluon_variants) >= 7
     gluon = [row for row in rows if row.kernel == static.GLUON_KERNEL]
     assert {row.variant for row in gluon} == gluon_variants
     assert not [row for row in rows if row.variant in gluon_variants and row.kernel == "_int8_matmul_kernel"]
@@ -100,6 +100,13 @@ def test_gluon_loop_keeps_a_wgmma_group_in_flight_with_tma(compiled):
         assert row.error == "" and row.int8_dot == "wgmma" and row.tma, row
         assert row.wait_depth is not None and row.wait_depth >= static.GLUON_MIN_WAIT_DEPTH, row
         assert row.spill_bytes == 0 and 0 < row.loop_sass and row.ctas_per_sm >= 1, row
+        # The K loop refills a slot (two TMA loads) only after a CTA barrier follows its wait.
+        assert row.loop_tma_loads >= 2 and row.unguarded_refills == 0 and row.loop_barriers >= 1, row
+    # The clamped tiles (narrow N, short K: 32/64-byte swizzles, wgmma N 16-64) compile too.
+    clamped = {row.config.split(" w")[0] for row in gluon if row.variant.startswith("gluon clamped:")}
+    assert clamped == {f"M{c.kwargs['BLOCK_SIZE_M']} N{c.kwargs['BLOCK_SIZE_N']} K{c.kwargs['BLOCK_SIZE_K']}"
+                       for c in (configs.gluon_configs_for(*shape)[0] for shape in static.GLUON_SMALL_SHAPES)}
+    assert {"M128 N16 K32", "M128 N32 K64", "M128 N64 K64"} <= clamped
     # Every Gluon config, in one variant: the CI check covers the whole pool.
     every = {row.config for row in gluon if row.variant == static.GLUON_EVERY_CONFIG}
     pool = configs.gluon_configs_for(*static.GEMM_SHAPES["large"])
@@ -141,15 +148,17 @@ def test_check_rules_on_made_up_rows():
         (dict(int8_dot="mma.sync"), "wgmma"),
         (dict(error="CompilationError: out of resources"), "compiles"),
         (dict(family="quantize", block_m=1, int8_dot="none", global_loads_128=False), "loads"),
-        (dict(kernel=static.GLUON_KERNEL, wait_depth=0, tma=True), "wait"),
-        (dict(kernel=static.GLUON_KERNEL, wait_depth=None, tma=True), "wait"),
-        (dict(kernel=static.GLUON_KERNEL, wait_depth=1, tma=False), "tma"),
-        (dict(kernel=static.GLUON_KERNEL, wait_depth=1, tma=True, picked_by_int8_linear=False, spill_bytes=4),
-         "spills"),
+        (dict(kernel=static.GLUON_KERNEL, wait_depth=0, tma=True, loop_tma_loads=2), "wait"),
+        (dict(kernel=static.GLUON_KERNEL, wait_depth=None, tma=True, loop_tma_loads=2), "wait"),
+        (dict(kernel=static.GLUON_KERNEL, wait_depth=1, tma=False, loop_tma_loads=2), "tma"),
+        (dict(kernel=static.GLUON_KERNEL, wait_depth=1, tma=True, loop_tma_loads=2, picked_by_int8_linear=False,
+              spill_bytes=4), "spills"),
+        (dict(kernel=static.GLUON_KERNEL, wait_depth=1, tma=True, loop_tma_loads=2, unguarded_refills=1), "barrier"),
+        (dict(kernel=static.GLUON_KERNEL, wait_depth=1, tma=True, loop_tma_loads=0), "barrier"),
     ]:
         found, _ = check([row(**changes)])
         assert [line.split(":")[0] for line in found] == [rule], (changes, found)
-    assert check([row(kernel=static.GLUON_KERNEL, wait_depth=1, tma=True)]) == ([], [])
+    assert check([row(kernel=static.GLUON_KERNEL, wait_depth=1, tma=True, loop_tma_loads=2)]) == ([], [])
     # A quantize kernel with an FMA rounds a multiply and an add once, where the oracle rounds twice.
     found, _ = check([row(family="quantize", block_m=1, int8_dot="none", fma_instructions=16)])
     assert [line.split(":")[0] for line in found] == ["fma"]
@@ -242,6 +251,43 @@ def test_loop_span_skips_out_of_line_code_and_reads_the_wait():
     assert static.loop_wait_depth(sass.replace("gsb0, 0x1", "gsb0, 0x0")) == 0
     assert static.loop_wait_depth(sass.replace("WARPGROUP.DEPBAR.LE gsb0, 0x1", "NOP")) is None
     assert static.loop_span("/*0000*/ EXIT ;") is None and static.longest_loop("") == 0
+
+
+def test_refill_barriers_find_a_missing_barrier():
+    """Shaped like the Gluon K loop's SASS (triton 3.9, 128 x 256 x 128): the wait, then the
+    CTA barrier, the expect and the two TMA loads each behind a barrier of Triton's own. The
+    rule holds with one barrier between the wait and the loads, and fails without it or with
+    the barrier before the wait."""
+    loop = """
+        /*1b10*/                   SYNCS.PHASECHK.TRANS64.TRYWAIT P0, [UR10+0x30000], R0 ;
+        /*1b20*/              @!P0 BRA 0x2200 ;
+        /*1b30*/                   BAR.SYNC.DEFER_BLOCKING 0x0 ;
+        /*1b40*/                   IGMMA.64x128x32.S8.S8 R24, gdesc[UR20], R24, gsb0 ;
+        /*1b50*/                   WARPGROUP.DEPBAR.LE gsb0, 0x1 ;
+        /*1b60*/                   BAR.SYNC.DEFER_BLOCKING 0x0 ;
+        /*1b70*/               @P2 SYNCS.ARRIVE.TRANS64 RZ, [UR5+0x30000], R0 ;
+        /*1b80*/                   BAR.SYNC.DEFER_BLOCKING 0x0 ;
+        /*1b90*/                   @UP0 UTMALDG.2D [UR16], [UR6] ;
+        /*1ba0*/                   BAR.SYNC.DEFER_BLOCKING 0x0 ;
+        /*1bb0*/                   @UP1 UTMALDG.2D [UR12], [UR10] ;
+        /*1bc0*/               @P0 BRA 0x1b10 ;
+        /*1bd0*/                   EXIT ;
+        /*2200*/                   BRA 0x1b30 ;
+    """
+    assert static.refill_barriers(loop) == (2, 0, 4)
+
+    def without(text, *addresses):
+        for address in addresses:
+            text = text.replace(f"/*{address}*/                   BAR.SYNC.DEFER_BLOCKING 0x0 ;",
+                                f"/*{address}*/                   NOP ;")
+        return text
+
+    assert static.refill_barriers(without(loop, "1b60")) == (2, 0, 3)  # the barrier before load 1 is after the wait
+    assert static.refill_barriers(without(loop, "1b60", "1b80")) == (2, 1, 2)  # load 1 unguarded, load 2 guarded
+    assert static.refill_barriers(without(loop, "1b60", "1b80", "1ba0")) == (2, 2, 1)  # only one before the wait
+    assert static.refill_barriers(loop.replace("WARPGROUP.DEPBAR.LE gsb0, 0x1", "NOP")) == (2, 2, 4)  # no wait
+    named = loop.replace("BAR.SYNC.DEFER_BLOCKING 0x0 ;", "BAR.SYNC.DEFER_BLOCKING 0x1, 0x80 ;")
+    assert static.refill_barriers(named)[1] == 2  # a named barrier over 128 threads is no CTA barrier
 
 
 def test_ctas_per_sm():

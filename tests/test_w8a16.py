@@ -116,3 +116,65 @@ def test_int8linear_weight_only(rng, device, dtype):
         _check(out.reshape(15, 40), x.reshape(15, 96), layer.weight.t(), layer.weight_scale, layer.bias, dtype)
     float_out = linear(x.float())
     assert (fallback.float() - float_out).abs().max() < 0.02 * float_out.abs().max()
+
+
+# ------------------------------------------------ the int8 GEMM's conventions, held here too
+def test_custom_op_registered():
+    a = torch.zeros((2, 32), dtype=torch.bfloat16)
+    b_q = torch.zeros((32, 3), dtype=torch.int8)
+    with torch._subclasses.fake_tensor.FakeTensorMode() as mode:
+        fake_a, fake_b, fake_s = mode.from_tensor(a), mode.from_tensor(b_q), mode.from_tensor(torch.ones(3))
+        out = torch.ops.qtriton.w8a16_mm(fake_a, fake_b, fake_s, None, torch.float32)
+        assert out.shape == (2, 3) and out.dtype == torch.float32
+
+
+@pytest.mark.interpreter
+@pytest.mark.parametrize("backend", ["eager", "aot_eager"])
+def test_torch_compile_fullgraph(backend, rng, device):
+    """One custom op, as the int8 GEMM: torch.compile traces through it without a break."""
+    a, b_q, b_scale, bias = _operands(rng, 7, 40, 33, torch.float32, device)
+
+    def layer(a, b_q, b_scale, bias):
+        return w8a16.w8a16_matmul(a, b_q, b_scale, bias) * 2
+
+    torch._dynamo.reset()
+    compiled = torch.compile(layer, backend=backend, fullgraph=True)
+    out = compiled(a, b_q, b_scale, bias)
+    _check(out / 2, a, b_q, b_scale, bias, torch.float32)
+
+
+@pytest.mark.interpreter
+def test_forced_config_reaches_the_launch_and_is_undone(rng, device, monkeypatch):
+    """config= forces the launch's tiles (read inside the custom op) for that call only; an
+    int8 GEMM config forced around it does not leak in."""
+    seen = []
+    launch = w8a16.kernels._w8a16_matmul_kernel.__getitem__
+
+    def spy(grid):
+        run = launch(grid)
+        return lambda **kwargs: seen.append(kwargs["BLOCK_SIZE_K"]) or run(**kwargs)
+
+    monkeypatch.setattr(type(w8a16.kernels._w8a16_matmul_kernel), "__getitem__", lambda self, grid: spy(grid))
+    a, b_q, b_scale, bias = _operands(rng, 5, 70, 9, torch.float32, device)
+    w8a16.w8a16_matmul(a, b_q, b_scale, bias, config=BLOCKS)
+    from qtriton.ops import use_config
+
+    with use_config({"BLOCK_SIZE_M": 16, "BLOCK_SIZE_N": 16, "BLOCK_SIZE_K": 512}):
+        w8a16.w8a16_matmul(a, b_q, b_scale, bias)
+    assert seen == [BLOCKS["BLOCK_SIZE_K"], w8a16.configs_for(5, 9, 70)[0].kwargs["BLOCK_SIZE_K"]]
+
+
+@pytest.mark.interpreter
+def test_int8linear_w8a16_forward_checks_once(rng, device, monkeypatch):
+    """The layer checks its input; the kernel's entry below it does not check again."""
+    from qtriton import checks
+
+    calls = []
+    original = checks.weight_only_matmul
+    monkeypatch.setattr(checks, "weight_only_matmul", lambda *a, **k: calls.append(1) or original(*a, **k))
+    layer = Int8Linear.from_float(torch.nn.Linear(16, 8), "w8a16").to(device)
+    with use_backend("triton"):
+        out = layer(torch.randn(3, 16, device=device))
+    assert out.shape == (3, 8) and calls == []
+    w8a16.w8a16_matmul(torch.ones(2, 16, device=device), layer.weight.t(), layer.weight_scale)
+    assert calls == [1]

@@ -10,9 +10,7 @@ only looked at through their metadata.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from collections.abc import Sequence
-from typing import ClassVar
 
 import torch
 import triton
@@ -24,8 +22,9 @@ from qtriton.kernels import matmul as kernels
 from qtriton.kernels import matmul_copy as copy_kernels
 from qtriton.kernels import matmul_split_k as split_k_kernels
 from qtriton.kernels import matmul_sums as sums_kernels
+from qtriton.operands import MatmulOperands
 from qtriton.ops import configs
-from qtriton.ops.configs import (  # re-exported: the public config API lived here first
+from qtriton.ops.configs import (  # re-exported: qtriton.ops.matmul's public config API
     configs_for,
     device_slug,
     m_bucket,
@@ -37,8 +36,8 @@ from qtriton.ops.configs import (  # re-exported: the public config API lived he
 from qtriton.reference import ZERO_POINT_LIMIT
 
 __all__ = [
-    "MAX_K", "configs_for", "device_slug", "int8_matmul", "m_bucket", "save_tuned_configs",
-    "scaled_matmul", "shape_key", "tune", "use_config", "use_gemm",
+    "MAX_K", "MatmulOperands", "configs_for", "device_slug", "int8_matmul", "kernel_args", "m_bucket",
+    "save_tuned_configs", "scaled_matmul", "scaled_matmul_unchecked", "shape_key", "tune", "use_config", "use_gemm",
 ]
 
 MAX_K = checks.MAX_K  # the int32 accumulator's limit, one rule for every entry (qtriton.checks)
@@ -71,9 +70,9 @@ def _row_sums(x: torch.Tensor, stride_r: int, stride_k: int, R: int, K: int) -> 
     out = torch.empty(R, dtype=torch.int32, device=x.device)
     # The tile runs along the contiguous dimension, 256 bytes of it per row of the tile.
     block_r, block_k = (16, 256) if stride_k == 1 else (256, 16)
-    block_r = min(block_r, max(16, triton.next_power_of_2(R)))
-    block_k = min(block_k, max(16, triton.next_power_of_2(K)))
-    grid = (triton.cdiv(R, block_r),)
+    block_r = min(block_r, max(16, configs.next_power_of_2(R)))
+    block_k = min(block_k, max(16, configs.next_power_of_2(K)))
+    grid = (configs.cdiv(R, block_r),)
     sums_kernels._row_sums_kernel[grid](x, out, R, K, stride_r, stride_k, BLOCK_SIZE_R=block_r, BLOCK_SIZE_K=block_k)
     return out
 
@@ -89,7 +88,7 @@ def _operand_copy(x: torch.Tensor, k_major: bool, shift: bool) -> torch.Tensor:
     else:
         view = copy = torch.empty((R, C), dtype=dtype, device=x.device)
         stride_yr, stride_yc = copy.stride(0), 1
-    grid = (triton.cdiv(R, 64), triton.cdiv(C, 64))
+    grid = (configs.cdiv(R, 64), configs.cdiv(C, 64))
     copy_kernels._copy_kernel[grid](
         x, copy, R, C, x.stride(0), x.stride(1), stride_yr, stride_yc,
         SHIFT=shift, BLOCK_SIZE_R=64, BLOCK_SIZE_C=64,
@@ -97,139 +96,110 @@ def _operand_copy(x: torch.Tensor, k_major: bool, shift: bool) -> torch.Tensor:
     return view
 
 
-@dataclasses.dataclass(frozen=True)
-class Operands:
-    """The GEMM's optional operands, by name: what the epilogue reads besides A @ B.
-
-    A tensor scale / zero point is 0-d, (1,) or per row (M,) / per column (N,); its
-    Python counterpart (`*_value`) is used when the tensor is None (zero points: added
-    to the tensor, which is how the uint8 shift's -128 gets in). a_rowsum (M,) /
-    b_colsum (N,): int32 sums of A's rows / B's columns (stored codes).
-    """
-
-    a_scale: torch.Tensor | None = None
-    a_scale_value: float = 1.0
-    b_scale: torch.Tensor | None = None
-    b_scale_value: float = 1.0
-    a_zp: torch.Tensor | None = None
-    a_zp_value: int = 0
-    b_zp: torch.Tensor | None = None
-    b_zp_value: int = 0
-    bias: torch.Tensor | None = None
-    a_rowsum: torch.Tensor | None = None
-    b_colsum: torch.Tensor | None = None
-
-    VECTORS: ClassVar = ("a_scale", "b_scale", "a_zp", "b_zp", "bias", "a_rowsum", "b_colsum")
-
-    def kernel_args(self) -> dict:
-        """The kernels' keyword arguments for these operands (kernels/matmul.py's names):
-        `<name>_ptr` for each tensor, None when absent (Triton specialises a None argument
-        as a constexpr: the code reading it compiles away), `stride_<name>` (0 broadcasts
-        a one-element tensor) and the four Python values as kernel scalars."""
-        args = {"a_scale_value": float(self.a_scale_value), "b_scale_value": float(self.b_scale_value),
-                "a_zp_value": int(self.a_zp_value), "b_zp_value": int(self.b_zp_value)}
-        for name in self.VECTORS:
-            vector = getattr(self, name)
-            args[f"{name}_ptr"] = vector
-            args[f"stride_{name}"] = 0 if vector is None or vector.numel() == 1 else vector.stride(0)
-        return args
+# The optional operands whose tensors the kernels read: `<name>_ptr` (None compiles away)
+# and `stride_<name>`.
+_VECTORS = ("a_scale", "b_scale", "a_zp", "b_zp", "bias", "a_rowsum", "b_colsum")
 
 
-def _launch(a_q, b_q, out, operands: Operands, scaled: bool, tuned: bool = True) -> torch.Tensor:
+def _split(value, default):
+    """(tensor or None, Python number) of a checked scale or zero point: the kernels take a
+    tensor operand and a kernel scalar, the scalar used when the tensor is None."""
+    return (value, default) if isinstance(value, torch.Tensor) else (None, value)
+
+
+def kernel_args(operands: MatmulOperands, a_zp_shift: int = 0, b_zp_shift: int = 0) -> dict:
+    """The kernels' keyword arguments for a checked MatmulOperands (kernels/matmul.py's names):
+    `<name>_ptr` for each tensor, None when absent (Triton specialises a None argument as a
+    constexpr: the code reading it compiles away), `stride_<name>` (0 broadcasts a
+    one-element tensor) and the four Python values as kernel scalars, a zero point's value
+    added to its tensor (a_zp_shift / b_zp_shift: the uint8 shift's -128)."""
+    a_scale, a_scale_value = _split(operands.a_scale, 1.0)
+    b_scale, b_scale_value = _split(operands.b_scale, 1.0)
+    a_zp, a_zp_value = _split(operands.a_zp, 0)
+    b_zp, b_zp_value = _split(operands.b_zp, 0)
+    args = {"a_scale_value": float(a_scale_value), "b_scale_value": float(b_scale_value),
+            "a_zp_value": int(a_zp_value) + a_zp_shift, "b_zp_value": int(b_zp_value) + b_zp_shift}
+    vectors = {"a_scale": a_scale, "b_scale": b_scale, "a_zp": a_zp, "b_zp": b_zp, "bias": operands.bias,
+               "a_rowsum": operands.a_rowsum, "b_colsum": operands.b_colsum}
+    for name in _VECTORS:
+        vector = vectors[name]
+        args[f"{name}_ptr"] = vector
+        args[f"stride_{name}"] = 0 if vector is None or vector.numel() == 1 else vector.stride(0)
+    return args
+
+
+def _launch(a_q, b_q, out, operands: MatmulOperands, scaled: bool, tuned: bool = True) -> torch.Tensor:
     """Fill `out` (M, N) with the GEMM; the arguments are already checked and normalised.
-    Sums the zero points need and the caller did not give (Int8Linear keeps its weight's)
-    are computed here, once."""
+    Everything the launch decides comes from one configs.launch_plan; sums the zero points
+    need and the caller did not give (Int8Linear keeps its weight's) are computed here, once."""
     M, K = a_q.shape
     N = b_q.shape[1]
     if M == 0 or N == 0:
         return out
     a_is_uint8, b_is_uint8 = a_q.dtype == torch.uint8, b_q.dtype == torch.uint8
-    a_zp, b_zp = operands.a_zp, operands.b_zp
-    correction = correction_dtype(K, a_q.dtype, b_q.dtype, a_zp, int(operands.a_zp_value),
-                                  b_zp, int(operands.b_zp_value))
-    a_zp_value = int(operands.a_zp_value) - 128 * a_is_uint8
-    b_zp_value = int(operands.b_zp_value) - 128 * b_is_uint8
-    has_a_zp = a_zp is not None or a_zp_value != 0
-    has_b_zp = b_zp is not None or b_zp_value != 0
-    a_rowsum, b_colsum = operands.a_rowsum, operands.b_colsum
-    on_device = torch.cuda.device(a_q.device) if a_q.device.type == "cuda" else contextlib.nullcontext()
-    with on_device:  # Triton launches on the current CUDA device, not on the tensors' one.
-        gluon = configs.main_loop(a_q.device, M, N, K, correction) == "gluon"
-        if gluon:
-            from qtriton.ops import matmul_gluon  # needs Gluon, which main_loop made sure of
-        # Copies that take byte work out of every K step (kernels/matmul_copy.py); a
-        # shifted operand is int8 from here on, its caller-given sums made int8's too. The
-        # Gluon loop reads both operands through TMA: int8, K-major, 16-byte aligned rows.
-        shift_a = a_is_uint8 and K > 0 and (gluon or configs.shift_a_for(M))
-        shift_b = b_is_uint8 and K > 0 and (gluon or configs.shift_b_for(M))
-        if gluon:
-            transpose_b = not matmul_gluon.tma_ready(b_q.t())
-            copy_a = not shift_a and not matmul_gluon.tma_ready(a_q)
-        else:
-            transpose_b = configs.transpose_b_for(M, b_q.stride(0) == 1 or K <= 1)
-            copy_a = False
-        if shift_a or copy_a:
-            a_q = _operand_copy(a_q, k_major=False, shift=shift_a)
-            a_rowsum = None if a_rowsum is None or not shift_a else a_rowsum - 128 * K
-            a_is_uint8 = a_is_uint8 and not shift_a
-        if shift_b or transpose_b:
-            b_q = _operand_copy(b_q, k_major=transpose_b or b_q.stride(0) == 1, shift=shift_b)
-            b_colsum = None if b_colsum is None or not shift_b else b_colsum - 128 * K
-            b_is_uint8 = b_is_uint8 and not shift_b
-        if has_a_zp and b_colsum is None:
-            b_colsum = _row_sums(b_q, b_q.stride(1), b_q.stride(0), N, K)
-        if has_b_zp and a_rowsum is None:
-            a_rowsum = _row_sums(a_q, a_q.stride(0), a_q.stride(1), M, K)
-
-    epilogue = {**dataclasses.replace(operands, a_zp_value=a_zp_value, b_zp_value=b_zp_value,
-                                      a_rowsum=a_rowsum, b_colsum=b_colsum).kernel_args(), "M": M, "N": N, "K": K}
+    args = kernel_args(operands, -128 * a_is_uint8, -128 * b_is_uint8)
+    a_zp, b_zp = args["a_zp_ptr"], args["b_zp_ptr"]
+    correction = correction_dtype(K, a_q.dtype, b_q.dtype, a_zp, args["a_zp_value"] + 128 * a_is_uint8,
+                                  b_zp, args["b_zp_value"] + 128 * b_is_uint8)
     flags = {
         "A_IS_UINT8": a_is_uint8,
         "B_IS_UINT8": b_is_uint8,
-        "HAS_A_ZP": has_a_zp,
-        "HAS_B_ZP": has_b_zp,
+        "HAS_A_ZP": a_zp is not None or args["a_zp_value"] != 0,
+        "HAS_B_ZP": b_zp is not None or args["b_zp_value"] != 0,
         "CORRECTION_DTYPE": correction,
         "SCALED": scaled,
     }
+    a_rowsum, b_colsum = operands.a_rowsum, operands.b_colsum
+    on_device = torch.cuda.device(a_q.device) if a_q.device.type == "cuda" else contextlib.nullcontext()
+    with on_device:  # Triton launches on the current CUDA device, not on the tensors' one.
+        plan = configs.launch_plan(a_q, b_q, flags, tuned)
+        # Copies that take byte work out of every K step or make an operand TMA-ready
+        # (kernels/matmul_copy.py); a shifted operand is int8 from here on, its caller-given
+        # sums made int8's too.
+        if plan.copy_a:
+            a_q = _operand_copy(a_q, k_major=False, shift=plan.shift_a)
+            a_rowsum = None if a_rowsum is None or not plan.shift_a else a_rowsum - 128 * K
+        if plan.copy_b:
+            b_q = _operand_copy(b_q, k_major=plan.b_copy_k_major, shift=plan.shift_b)
+            b_colsum = None if b_colsum is None or not plan.shift_b else b_colsum - 128 * K
+        if plan.flags["HAS_A_ZP"] and b_colsum is None:
+            b_colsum = _row_sums(b_q, b_q.stride(1), b_q.stride(0), N, K)
+        if plan.flags["HAS_B_ZP"] and a_rowsum is None:
+            a_rowsum = _row_sums(a_q, a_q.stride(0), a_q.stride(1), M, K)
+        args.update(a_rowsum_ptr=a_rowsum, b_colsum_ptr=b_colsum, M=M, N=N, K=K, M_BUCKET=plan.m_bucket,
+                    stride_a_rowsum=0 if a_rowsum is None or a_rowsum.numel() == 1 else a_rowsum.stride(0),
+                    stride_b_colsum=0 if b_colsum is None or b_colsum.numel() == 1 else b_colsum.stride(0))
 
-    if gluon:
-        with on_device:
-            matmul_gluon.launch(a_q, b_q, out, epilogue, flags, configs.forced_config())
-        return out
+        if plan.loop == "gluon":
+            from qtriton.ops import matmul_gluon  # needs Gluon, which launch_plan made sure of
 
-    config = configs.launch_config(a_q.device, M, N, K, b_q.stride(0) == 1, flags, tuned)
-    if config is not None:
-        reference_tile = config
-    else:  # the autotuner picks the tiles: the split follows the pool's first (widest) one
-        reference_tile = configs.config_dict(configs.configs_for(M, N, K, has_a_zp or has_b_zp)[0])
-    split_k = reference_tile.get("SPLIT_K") or configs.split_k_for(M, N, K, reference_tile, a_q.device)
-    if config is not None:
-        config = {name: value for name, value in config.items() if name != "SPLIT_K"}
-    target = out if split_k == 1 else torch.empty((split_k, M, N), dtype=torch.int32, device=out.device)
-    args = dict(
-        a_ptr=a_q, b_ptr=b_q, c_ptr=target, M_BUCKET=m_bucket(M),
-        stride_am=a_q.stride(0), stride_ak=a_q.stride(1), stride_bk=b_q.stride(0), stride_bn=b_q.stride(1),
-        stride_cm=target.stride(-2), stride_cn=target.stride(-1), stride_cs=target.stride(0) if split_k > 1 else 0,
-        **epilogue,
-    )
+            matmul_gluon.launch(a_q, b_q, out, args, plan)
+            return out
 
-    def grid(meta):
-        return (triton.cdiv(M, meta["BLOCK_SIZE_M"]) * triton.cdiv(N, meta["BLOCK_SIZE_N"]), split_k)
+        split_k = plan.split_k
+        target = out if split_k == 1 else torch.empty((split_k, M, N), dtype=torch.int32, device=out.device)
 
-    with on_device:
-        if config is None:
-            configs.autotuned_kernel()[grid](**args, **flags, SPLIT_K=split_k)
+        def grid(meta):
+            return (configs.cdiv(M, meta["BLOCK_SIZE_M"]) * configs.cdiv(N, meta["BLOCK_SIZE_N"]), split_k)
+
+        launch = dict(a_ptr=a_q, b_ptr=b_q, c_ptr=target,
+                      stride_am=a_q.stride(0), stride_ak=a_q.stride(1), stride_bk=b_q.stride(0),
+                      stride_bn=b_q.stride(1), stride_cm=target.stride(-2), stride_cn=target.stride(-1),
+                      stride_cs=target.stride(0) if split_k > 1 else 0, **args, **plan.flags, SPLIT_K=split_k)
+        if plan.config is None:
+            configs.autotuned_kernel()[grid](**launch)
         else:
-            kernels._int8_matmul_kernel[grid](**args, **flags, SPLIT_K=split_k, **config)
+            kernels._int8_matmul_kernel[grid](**launch, **plan.config)
         if split_k > 1:
             # The exact sum of the partials, then the epilogue, once per element.
-            block_m = min(32, max(16, triton.next_power_of_2(M)))
-            block_n = min(128, max(16, triton.next_power_of_2(N)))
-            reduce_grid = (triton.cdiv(M, block_m), triton.cdiv(N, block_n))
+            block_m = min(32, max(16, configs.next_power_of_2(M)))
+            block_n = min(128, max(16, configs.next_power_of_2(N)))
+            reduce_grid = (configs.cdiv(M, block_m), configs.cdiv(N, block_n))
+            epilogue = {name: value for name, value in args.items() if name != "M_BUCKET"}
             split_k_kernels._split_k_epilogue_kernel[reduce_grid](
                 partials_ptr=target, c_ptr=out, stride_ps=target.stride(0), stride_pm=target.stride(1),
                 stride_pn=target.stride(2), stride_cm=out.stride(0), stride_cn=out.stride(1),
-                **epilogue, **flags, SPLIT_K=split_k, BLOCK_SIZE_M=block_m, BLOCK_SIZE_N=block_n,
+                **epilogue, **plan.flags, SPLIT_K=split_k, BLOCK_SIZE_M=block_m, BLOCK_SIZE_N=block_n,
             )
     return out
 
@@ -268,7 +238,7 @@ def tune(shapes: Sequence[tuple[int, int, int]], out_dtype: torch.dtype = torch.
                 continue  # runs K-major: the "nk" entry serves it
             b_q = weight.t() if k_major else weight.t().contiguous()
             with configs.use_gemm("tl"):  # the tl.dot loop's autotuner is what is tuned
-                _launch(a_q, b_q, out, Operands(a_scale=a_scale, b_scale=b_scale), scaled=True, tuned=False)
+                _launch(a_q, b_q, out, MatmulOperands(a_scale, b_scale), scaled=True, tuned=False)
             split = configs.split_k_for(M, N, K, configs.config_dict(configs_for(M, N, K)[0]), device)
             tuned[shape_key(M, N, K, b_k_major=k_major)] = {**configs.config_dict(kernel.best_config), "SPLIT_K": split}
     return {
@@ -283,7 +253,7 @@ def tune(shapes: Sequence[tuple[int, int, int]], out_dtype: torch.dtype = torch.
 @torch.library.custom_op("qtriton::int8_mm", mutates_args=())
 def _int8_mm(a_q: torch.Tensor, b_q: torch.Tensor) -> torch.Tensor:
     out = torch.empty((a_q.shape[0], b_q.shape[1]), dtype=torch.int32, device=a_q.device)
-    return _launch(a_q, b_q, out, Operands(), scaled=False)
+    return _launch(a_q, b_q, out, MatmulOperands(), scaled=False)
 
 
 @_int8_mm.register_fake
@@ -291,6 +261,8 @@ def _int8_mm_fake(a_q, b_q):
     return a_q.new_empty((a_q.shape[0], b_q.shape[1]), dtype=torch.int32)
 
 
+# A custom op's schema lists tensors and numbers, not objects: MatmulOperands crosses it as
+# (tensor or None, Python value) per scale / zero point, and is made whole again inside.
 @torch.library.custom_op("qtriton::scaled_mm", mutates_args=())
 def _scaled_mm(
     a_q: torch.Tensor,
@@ -309,9 +281,11 @@ def _scaled_mm(
     b_colsum: torch.Tensor | None = None,
 ) -> torch.Tensor:
     out = torch.empty((a_q.shape[0], b_q.shape[1]), dtype=out_dtype, device=a_q.device)
-    operands = Operands(a_scale=a_scale, a_scale_value=a_scale_value, b_scale=b_scale, b_scale_value=b_scale_value,
-                        a_zp=a_zp, a_zp_value=a_zp_value, b_zp=b_zp, b_zp_value=b_zp_value, bias=bias,
-                        a_rowsum=a_rowsum, b_colsum=b_colsum)
+    operands = MatmulOperands(
+        a_scale=a_scale_value if a_scale is None else a_scale, b_scale=b_scale_value if b_scale is None else b_scale,
+        a_zp=a_zp_value if a_zp is None else a_zp, b_zp=b_zp_value if b_zp is None else b_zp, bias=bias,
+        a_rowsum=a_rowsum, b_colsum=b_colsum,
+    )
     return _launch(a_q, b_q, out, operands, scaled=True)
 
 
@@ -322,20 +296,6 @@ def _scaled_mm_fake(a_q, b_q, a_scale, a_scale_value, b_scale, b_scale_value,
 
 
 # ----------------------------------------------------------------------- public entry
-def _check_operands(a_q, b_q) -> None:
-    """The operand rules of checks.matmul_operands, for torch tensors where the kernels run."""
-    checks.torch_tensor(a_q, "a_q")
-    checks.torch_tensor(b_q, "b_q")
-    checks.matmul_operands(a_q, b_q)
-    checks.kernel_device(a_q, "a_q")
-
-
-def _split(value, default):
-    """(tensor or None, Python number) for a checked scale or zero point: the custom op
-    takes a tensor operand and a kernel scalar, the scalar used when the tensor is None."""
-    return (value, default) if isinstance(value, torch.Tensor) else (None, value)
-
-
 def int8_matmul(a_q: torch.Tensor, b_q: torch.Tensor, *, config=None) -> torch.Tensor:
     """Exact a_q @ b_q as int32 (M, N), for any M, N and K <= MAX_K (torch._int_mm
     semantics without its shape limits). a_q (M, K) and b_q (K, N) are int8 or uint8;
@@ -345,7 +305,10 @@ def int8_matmul(a_q: torch.Tensor, b_q: torch.Tensor, *, config=None) -> torch.T
     required (K <= 65793 for one uint8 operand, 33025 for two). `config` forces a launch
     config (see use_config); leave it None outside tests.
     """
-    _check_operands(a_q, b_q)
+    checks.torch_tensor(a_q, "a_q")
+    checks.torch_tensor(b_q, "b_q")
+    checks.matmul_operands(a_q, b_q)
+    checks.kernel_device(a_q, "a_q")
     bound = (255 if a_q.dtype == torch.uint8 else 128) * (255 if b_q.dtype == torch.uint8 else 128)
     if a_q.shape[1] * bound > _INT32_MAX:
         raise ValueError(
@@ -389,44 +352,31 @@ def scaled_matmul(
     needs for a b_zp / an a_zp; computed once per call when not given. A constant
     weight's column sums are worth keeping (Int8Linear does): they cost a pass over B.
     """
-    _check_operands(a_q, b_q)
+    checks.torch_tensor(a_q, "a_q")
+    checks.torch_tensor(b_q, "b_q")
     for name, value, integer in (("a_scale", a_scale, False), ("b_scale", b_scale, False),
                                  ("a_zp", 0 if a_zp is None else a_zp, True),
                                  ("b_zp", 0 if b_zp is None else b_zp, True)):
         checks.tensor_or_number(value, name, integer)
     if bias is not None:
         checks.torch_tensor(bias, "bias")
-    args = checks.matmul(a_q, b_q, a_scale, b_scale, a_zp, b_zp, bias, out_dtype, read_values=False)
-    M, N = a_q.shape[0], b_q.shape[1]
-    for name, sums, length, dim_name in (("a_rowsum", a_rowsum, M, "M"), ("b_colsum", b_colsum, N, "N")):
-        _check_sums(name, sums, length, dim_name, a_q.device)
+    operands = MatmulOperands(a_scale, b_scale, a_zp, b_zp, bias, a_rowsum, b_colsum)
+    a_q, b_q, operands, out_dtype = checks.matmul(a_q, b_q, operands, out_dtype, read_values=False)
+    checks.kernel_device(a_q, "a_q")
     with configs.maybe_forced(config):
-        return _scaled_matmul_checked(*args[:-1], checks.OUT_DTYPES[args[-1]][1], a_rowsum, b_colsum)
+        return scaled_matmul_unchecked(a_q, b_q, operands, checks.OUT_DTYPES[out_dtype][1])
 
 
-def _scaled_matmul_checked(a_q, b_q, a_scale, b_scale, a_zp, b_zp, bias, out_dtype: torch.dtype,
-                           a_rowsum=None, b_colsum=None) -> torch.Tensor:
-    """scaled_matmul on arguments checks.matmul has normalised, without checking again: the
-    triton backend's quantized_matmul (the API validated its arguments)."""
-    a_scale_t, a_scale_v = _split(a_scale, 1.0)
-    b_scale_t, b_scale_v = _split(b_scale, 1.0)
-    a_zp_t, a_zp_v = _split(0 if a_zp is None else a_zp, 0)
-    b_zp_t, b_zp_v = _split(0 if b_zp is None else b_zp, 0)
+def scaled_matmul_unchecked(a_q: torch.Tensor, b_q: torch.Tensor, operands: MatmulOperands,
+                            out_dtype: torch.dtype) -> torch.Tensor:
+    """scaled_matmul on arguments qtriton.checks.matmul has checked and normalised, without
+    checking again: the triton backend's quantized_matmul (the API and Int8Linear check
+    their arguments once, before it). One call of the custom op."""
+    a_scale, a_scale_value = _split(operands.a_scale, 1.0)
+    b_scale, b_scale_value = _split(operands.b_scale, 1.0)
+    a_zp, a_zp_value = _split(0 if operands.a_zp is None else operands.a_zp, 0)
+    b_zp, b_zp_value = _split(0 if operands.b_zp is None else operands.b_zp, 0)
     return torch.ops.qtriton.scaled_mm(
-        a_q, b_q, a_scale_t, float(a_scale_v), b_scale_t, float(b_scale_v),
-        a_zp_t, int(a_zp_v), b_zp_t, int(b_zp_v), bias, out_dtype, a_rowsum, b_colsum,
+        a_q, b_q, a_scale, float(a_scale_value), b_scale, float(b_scale_value),
+        a_zp, int(a_zp_value), b_zp, int(b_zp_value), operands.bias, out_dtype, operands.a_rowsum, operands.b_colsum,
     )
-
-
-def _check_sums(name: str, sums, length: int, dim_name: str, device) -> None:
-    """a_rowsum / b_colsum: None or an int32 (length,) tensor on a_q's device."""
-    if sums is None:
-        return
-    if not isinstance(sums, torch.Tensor) or sums.dtype != torch.int32:
-        raise TypeError(f"{name} must be an int32 tensor or None, got {getattr(sums, 'dtype', type(sums).__name__)}")
-    if tuple(sums.shape) != (length,):
-        raise ValueError(f"{name} must have shape ({dim_name},) = ({length},), got {tuple(sums.shape)}")
-    if sums.device != device:
-        raise ValueError(f"{name} is on {sums.device}, a_q on {device}")
-
-

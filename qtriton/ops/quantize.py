@@ -452,3 +452,13 @@ def dequantize(q: torch.Tensor, scale, zero_point=None, *, granularity: str, axi
             scale = checks.scale(value, name, lengths, None, read_values=False)
     out_dtype = checks.OUT_DTYPES[checks.out_dtype_name(out_dtype)][1]
     return _dequantize(q, scale, zero_point, granularity=granularity, axis=axis, out_dtype=out_dtype, **launch)
+
+
+# The unchecked entries under public names: the triton backend calls them (the API has
+# checked its arguments once, before).
+quantize_per_token_unchecked = _quantize_per_token
+quantize_activations_unchecked = _quantize_activations
+quantize_per_channel_unchecked = _quantize_per_channel
+quantize_per_tensor_unchecked = _quantize_per_tensor
+fake_quantize_unchecked = _fake_quantize
+dequantize_unchecked = _dequantize
