@@ -1,4 +1,4 @@
-"""End to end: qtriton.nn.Int8Linear (quantize activations per token, int8 GEMM, scale
+"""End to end: qtriton.model.nn.Int8Linear (quantize activations per token, int8 GEMM, scale
 epilogue) against the bf16 nn.Linear it was made from, on MiniLM- and Llama-sized layers."""
 
 from __future__ import annotations
@@ -35,9 +35,9 @@ def run(ctx: Context) -> Iterator[list[dict]]:
     """The rows of each case in turn (nothing for a case whose check failed)."""
     try:
         from qtriton.backend import use_backend
-        from qtriton.nn import Int8Linear
+        from qtriton.model.nn import Int8Linear
     except ImportError as err:
-        print(f"linear: skipped, qtriton.nn.Int8Linear cannot be imported ({err})", flush=True)
+        print(f"linear: skipped, qtriton.model.nn.Int8Linear cannot be imported ({err})", flush=True)
         return
     cases = SMOKE_CASES if ctx.smoke else QUICK_CASES if ctx.quick else FULL_CASES
     with use_backend("triton"):  # smoke mode's CPU tensors too: the interpreted kernels, not torch ops

@@ -139,8 +139,8 @@ def _parse(recipe: str) -> tuple[str, str, int, float | None]:
 
 def main(argv: list[str] | None = None) -> int:
     from bench import smoothquant
-    from qtriton.calibration import calibrate
-    from qtriton.evaluate import compare
+    from qtriton.accuracy.calibration import calibrate
+    from qtriton.accuracy.evaluate import compare
 
     parser = argparse.ArgumentParser(prog="python -m bench rotation", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", choices=sorted(smoothquant.LOADERS), default="smollm2")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from qtriton.nn import Int8Linear, quantize_model
+from qtriton.model.nn import Int8Linear, quantize_model
 
 # Before anything imports huggingface_hub, which reads it once: never reach for the network.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -21,10 +21,10 @@ import torch
 from torch import nn
 
 from qtriton import api, reference
-from qtriton.hf import from_pretrained, quantization_config, save_pretrained
-from qtriton.nn import Int8Linear, quantize_model
-from qtriton.planning import Plan, int8_flop_fraction
-from qtriton.scheme import Hadamard, QuantScheme
+from qtriton.formats.hf import from_pretrained, quantization_config, save_pretrained
+from qtriton.model.nn import Int8Linear, quantize_model
+from qtriton.accuracy.planning import Plan, int8_flop_fraction
+from qtriton.model.scheme import Hadamard, QuantScheme
 from qtriton.testing import assert_close
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -152,7 +152,7 @@ def test_a_rotated_w8a16_layer_is_the_dequantized_rotated_weight_on_rotated_rows
 
 
 def test_the_header_keeps_the_block(tmp_path):
-    from qtriton.serialization import load_quantized, save_quantized
+    from qtriton.formats.serialization import load_quantized, save_quantized
 
     model = _tiny_llama()
     skeleton = _tiny_llama()

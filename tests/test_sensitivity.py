@@ -1,4 +1,4 @@
-"""End-to-end sensitivity and per-layer plans (qtriton.planning) on a tiny Llama-style
+"""End-to-end sensitivity and per-layer plans (qtriton.accuracy.planning) on a tiny Llama-style
 language model whose down_proj inputs carry outlier channels: the measurement must find them,
 leave the model as it was, and the plan must meet its target end to end."""
 
@@ -12,10 +12,10 @@ import torch
 from torch import nn
 
 import qtriton
-from qtriton.nn import Int8Linear, quantize_model
-from qtriton.serialization import load_quantized, save_quantized
-from qtriton.scheme import W8A8, W8A16, QuantScheme
-from qtriton.planning import Plan, layer_groups
+from qtriton.model.nn import Int8Linear, quantize_model
+from qtriton.formats.serialization import load_quantized, save_quantized
+from qtriton.model.scheme import W8A8, W8A16, QuantScheme
+from qtriton.accuracy.planning import Plan, layer_groups
 
 D, HIDDEN, VOCAB = 32, 64, 50
 

@@ -76,9 +76,9 @@ import torch
 from torch import nn
 
 from qtriton import checks
-from qtriton import scheme as schemes
-from qtriton.nn import Int8Linear, apply_smoothing_folds, smoothing_folds
-from qtriton.scheme import W8A8, W8A16, QuantScheme
+from qtriton.model import scheme as schemes
+from qtriton.model.nn import Int8Linear, apply_smoothing_folds, smoothing_folds
+from qtriton.model.scheme import W8A8, W8A16, QuantScheme
 
 QUANT_METHOD = "compressed-tensors"
 CONFIG_NAME = "config.json"

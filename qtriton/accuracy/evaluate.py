@@ -24,9 +24,9 @@ from pathlib import Path
 
 import torch
 
-from qtriton.fidelity import kl_top1, log_probs, perplexity, quantized_copy
+from qtriton.accuracy.fidelity import kl_top1, log_probs, perplexity, quantized_copy
 from qtriton.progress import progress as bar
-from qtriton.scheme import CANDIDATES, QuantScheme
+from qtriton.model.scheme import CANDIDATES, QuantScheme
 
 DEFAULT_RECIPES = ",".join(CANDIDATES)
 
@@ -34,7 +34,7 @@ DEFAULT_RECIPES = ",".join(CANDIDATES)
 def compare(logits: torch.Tensor, reference: torch.Tensor, ids: torch.Tensor) -> dict:
     """perplexity_change, top1 (agreement) and kl (mean KL(float || quantized) per token) of
     logits against the float model's reference logits, both (T, vocab), on ids (T,): the
-    measurement of `qtriton.sensitivity` and `qtriton.plan` (qtriton.fidelity)."""
+    measurement of `qtriton.sensitivity` and `qtriton.plan` (qtriton.accuracy.fidelity)."""
     kl, top1 = kl_top1([(log_probs(logits), log_probs(reference))])
     return {"perplexity_change": perplexity(logits, ids) / perplexity(reference, ids) - 1, "top1": top1, "kl": kl}
 
@@ -56,7 +56,7 @@ def _already_quantized(what: str, how: str) -> ValueError:
 def check_float_model(model) -> None:
     """ValueError unless model is float: no Int8Linear layer, no quantization_config (a
     transformers model loaded from a quantized folder, its weights decompressed)."""
-    from qtriton.nn import Int8Linear
+    from qtriton.model.nn import Int8Linear
 
     layers = sum(isinstance(m, Int8Linear) for m in model.modules())
     if layers:
@@ -88,7 +88,7 @@ def check_recipes(recipes: list) -> None:
 def quantize_recipe(model, recipe, calibration_ids: torch.Tensor | None, alpha: float | None):
     """A quantized copy of model: recipe is a scheme name (every layer but the output head) or
     a Plan / {name: QuantScheme | None}; smoothed or static schemes calibrate on calibration_ids."""
-    from qtriton.planning import layer_groups
+    from qtriton.accuracy.planning import layer_groups
 
     if isinstance(recipe, str):
         scheme = QuantScheme.parse(recipe)
@@ -110,7 +110,7 @@ def evaluate(model, ids: torch.Tensor, recipes: list, *, calibration_ids: torch.
     float (check_float_model); a plan must quantize some layer. progress: a bar over the rows
     (None: where stderr is a terminal)."""
     from qtriton.backend import use_backend
-    from qtriton.planning import int8_flop_fraction
+    from qtriton.accuracy.planning import int8_flop_fraction
 
     check_recipes(recipes)
     check_float_model(model)
@@ -222,7 +222,7 @@ def _read(option: str, file: str) -> str:
 
 
 def _read_plan(file: str):
-    from qtriton.planning import Plan
+    from qtriton.accuracy.planning import Plan
 
     text = _read("--plan", file)
     try:
@@ -238,7 +238,7 @@ def _read_plan(file: str):
 
 
 def run(args) -> int:
-    from qtriton.scheme import QuantScheme
+    from qtriton.model.scheme import QuantScheme
 
     # Every option first: a mistake costs no model load.
     if args.tokens < 2:

@@ -891,7 +891,7 @@ class QuantScheme:
     def to_compressed_tensors(self) -> dict:
         """{"weights": args, "input_activations": args | None}, each a dict of compressed-tensors'
         `QuantizationArgs` fields (format "int-quantized"). Input transforms are the
-        format's `transform_config` (`qtriton.hf`); a scheme with one the format cannot
+        format's `transform_config` (`qtriton.formats.hf`); a scheme with one the format cannot
         express (smoothing) has no such form."""
         for transform in self.transforms:
             if transform.compressed_tensors_refusal:

@@ -31,12 +31,12 @@ import torch
 from torch import nn
 
 from qtriton import checks
-from qtriton.calibration import calibrate, output_tensor, run_batch
-from qtriton.fidelity import kl_top1, log_probs, quantized_copy
-from qtriton.hf import FUSED
-from qtriton.nn import Int8Linear
+from qtriton.accuracy.calibration import calibrate, output_tensor, run_batch
+from qtriton.accuracy.fidelity import kl_top1, log_probs, quantized_copy
+from qtriton.formats.hf import FUSED
+from qtriton.model.nn import Int8Linear
 from qtriton.progress import progress as bar
-from qtriton.scheme import CANDIDATES, W8A16, QuantScheme
+from qtriton.model.scheme import CANDIDATES, W8A16, QuantScheme
 
 DEFAULT_SCHEMES = CANDIDATES
 
