@@ -1,4 +1,4 @@
-"""python -m bench {quantize,matmul,linear,all,tune,static,plot,table,cpu,smoothquant,export,serve,host} [options]
+"""python -m bench {quantize,matmul,linear,all,tune,static,plot,table,cpu,smoothquant,export,serve,host,rotation} [options]
 
 Run from the repository root. See docs/performance.md for how to read the numbers."""
 
@@ -98,6 +98,7 @@ _OWN_PARSERS = {
     "export": ("bench.export", "SmolLM2-135M through a compressed-tensors folder: tensors, logits, load memory"),
     "serve": ("bench.serve", "qtriton's folders served by vLLM's engine on CPU against qtriton's forward"),
     "host": ("bench.host", "the host Python per int8 GEMM call on CPU, kernel launches stubbed (no GPU)"),
+    "rotation": ("bench.rotation", "Hadamard rotations before per-token int8: block, full, random signs, SmoothQuant"),
 }
 
 

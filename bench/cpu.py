@@ -48,7 +48,7 @@ def _float64_gemm(a_q: torch.Tensor, b_q: torch.Tensor) -> torch.Tensor:
 def run_case(name: str, in_features: int, out_features: int, tokens: int, repeats: int) -> dict:
     from qtriton import api
     from qtriton.backend import use_backend
-    from qtriton.nn import Int8Linear
+    from qtriton.model.nn import Int8Linear
 
     torch.manual_seed(0)
     linear = nn.Linear(in_features, out_features)

@@ -34,7 +34,7 @@ from bench.smoothquant import load_smollm2, text_ids
 _LOAD = """
 import os, sys, time
 os.environ["HF_HUB_OFFLINE"] = "1"
-import accelerate, torch, transformers, qtriton.hf
+import accelerate, torch, transformers, qtriton.formats.hf
 from transformers import AutoConfig, AutoModelForCausalLM
 with accelerate.init_empty_weights():  # the imports both loads need, done before measuring
     AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(sys.argv[2]))
@@ -45,7 +45,7 @@ start = time.perf_counter()
 if sys.argv[1] == "float":
     model = AutoModelForCausalLM.from_pretrained(sys.argv[2], dtype=torch.float32)
 else:
-    model = qtriton.hf.from_pretrained(sys.argv[2], dtype=torch.float32)
+    model = qtriton.formats.hf.from_pretrained(sys.argv[2], dtype=torch.float32)
 seconds = time.perf_counter() - start
 with torch.inference_mode():  # transformers maps the file and reads it on first use: count that
     model(torch.arange(16)[None])
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import qtriton
     from qtriton.backend import use_backend
-    from qtriton.nn import Int8Linear
+    from qtriton.model.nn import Int8Linear
 
     out = args.out or Path(tempfile.mkdtemp(prefix="qtriton-export-"))
     if args.measure_only:

@@ -1,4 +1,4 @@
-"""End to end: qtriton.nn.Int8Linear (quantize activations per token, int8 GEMM, scale
+"""End to end: qtriton.model.nn.Int8Linear (quantize activations per token, int8 GEMM, scale
 epilogue) against the bf16 nn.Linear it was made from, on MiniLM- and Llama-sized layers."""
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ MAX_RELATIVE_ERROR = 0.05  # int8 per-token x per-channel on Gaussian data lands
 def run(ctx: Context) -> Iterator[list[dict]]:
     """The rows of each case in turn (nothing for a case whose check failed)."""
     from qtriton.backend import use_backend
-    from qtriton.nn import Int8Linear
+    from qtriton.model.nn import Int8Linear
 
     cases = SMOKE_CASES if ctx.smoke else QUICK_CASES if ctx.quick else FULL_CASES
     with use_backend("triton"):  # smoke mode's CPU tensors too: the interpreted kernels, not torch ops

@@ -115,7 +115,7 @@ def qtriton_logprobs(model, ids: torch.Tensor, seed: int | None = None) -> np.nd
 def make_folder(model, tokenizer, kind: str, folder: Path) -> Path:
     """model (float, left as it is) quantized with recipe kind and saved in folder."""
     import qtriton
-    from qtriton.nn import quantize_model
+    from qtriton.model.nn import quantize_model
 
     quantized = copy.deepcopy(model)
     for pattern, scheme in (MIXED_PLAN if kind == "mixed" else {None: kind}).items():

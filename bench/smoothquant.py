@@ -1,7 +1,7 @@
 """python -m bench smoothquant [--alphas 0.3,0.4,...] [--symmetric] [--model smollm2|gemma3]:
 choose SmoothQuant's alpha on a validation text, then report it on the test text.
 
-A use of `qtriton.evaluate` (what `qtriton eval` runs): for each alpha, calibrate a copy of the
+A use of `qtriton.accuracy.evaluate` (what `qtriton eval` runs): for each alpha, calibrate a copy of the
 float model on tests/data/llm_calibration.txt, quantize it (W8A8, asymmetric per-token
 activations unless --symmetric), and measure top-1 next-token agreement, the perplexity
 change and the KL divergence from the float model on tests/data/llm_validation.txt and
@@ -72,7 +72,7 @@ def text_ids(tokenizer, name: str, tokens: int | None = TEXT_TOKENS) -> torch.Te
 
 
 def perplexity(logits: torch.Tensor, ids: torch.Tensor) -> float:
-    from qtriton.evaluate import perplexity
+    from qtriton.accuracy.evaluate import perplexity
 
     return perplexity(logits, ids)
 
@@ -80,7 +80,7 @@ def perplexity(logits: torch.Tensor, ids: torch.Tensor) -> float:
 def compare(model, ids: torch.Tensor, reference: torch.Tensor) -> tuple[float, float]:
     """(perplexity change vs float, top-1 next-token agreement) of model on ids (1, T)."""
     from qtriton.backend import use_backend
-    from qtriton.evaluate import compare
+    from qtriton.accuracy.evaluate import compare
 
     with torch.inference_mode(), use_backend("torch"):
         logits = model(ids).logits[0]
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     alphas = tuple(float(a) for a in args.alphas.split(","))
 
-    from qtriton.evaluate import evaluate
+    from qtriton.accuracy.evaluate import evaluate
 
     float_model, tokenizer = LOADERS[args.model]()
     calibration = text_ids(tokenizer, "llm_calibration", None)

@@ -11,6 +11,9 @@ and `qtriton.X` work as for any package.
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.util
+import sys
 
 __version__ = "0.1.0"
 
@@ -36,17 +39,46 @@ _EXPORTS = {
         "qtriton.api",
     ),
     **dict.fromkeys(["get_backend", "set_backend", "use_backend"], "qtriton.backend"),
-    **dict.fromkeys(["from_pretrained", "save_pretrained"], "qtriton.hf"),
-    **dict.fromkeys(["Int8Linear", "QuantizationSummary", "quantize_model"], "qtriton.nn"),
-    "QuantScheme": "qtriton.scheme",
-    **dict.fromkeys(["load_quantized", "save_quantized"], "qtriton.serialization"),
+    **dict.fromkeys(["from_pretrained", "save_pretrained"], "qtriton.formats.hf"),
+    **dict.fromkeys(["Int8Linear", "QuantizationSummary", "quantize_model"], "qtriton.model.nn"),
+    "QuantScheme": "qtriton.model.scheme",
+    **dict.fromkeys(["load_quantized", "save_quantized"], "qtriton.formats.serialization"),
     # SmoothQuant calibration and the per-layer accuracy view.
-    **dict.fromkeys(["Calibration", "calibrate", "layer_report"], "qtriton.calibration"),
+    **dict.fromkeys(["Calibration", "calibrate", "layer_report"], "qtriton.accuracy.calibration"),
     # End-to-end sensitivity and per-layer plans.
-    **dict.fromkeys(["Plan", "Sensitivity", "plan", "sensitivity"], "qtriton.planning"),
+    **dict.fromkeys(["Plan", "Sensitivity", "int8_flop_fraction", "plan", "sensitivity"], "qtriton.accuracy.planning"),
 }
 
 __all__ = sorted(_EXPORTS, key=str.lower)
+
+
+#: Modules that moved into the tier folders, importable by their first names too (user code
+#: `from qtriton.nn import quantize_model`, pickles that name `qtriton.nn.Int8Linear`).
+_MOVED = {f"qtriton.{name}": f"qtriton.{tier}.{name}" for tier, names in (
+    ("model", ("scheme", "nn")),
+    ("formats", ("hf", "serialization")),
+    ("accuracy", ("calibration", "planning", "evaluate")),
+) for name in names}
+
+
+class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Imports a moved module's first name as the module itself: one module object under
+    both names, so its classes, state and monkeypatches are shared."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        return importlib.util.spec_from_loader(fullname, self) if fullname in _MOVED else None
+
+    def create_module(self, spec):
+        module = importlib.import_module(_MOVED[spec.name])
+        spec.loader_state = module.__spec__  # the import system sets __spec__ to this alias' spec
+        return module
+
+    def exec_module(self, module):
+        module.__spec__ = module.__spec__.loader_state  # the module keeps its own spec
+
+
+if not any(isinstance(finder, _MovedModules) for finder in sys.meta_path):
+    sys.meta_path.append(_MovedModules())
 
 
 def __getattr__(name: str):

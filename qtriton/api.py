@@ -76,7 +76,7 @@ def _quantize(x, num_bits: int, symmetric: bool, granularity: str, axis: int | N
 
 def quantize_activations(rows, spec):
     """Int8Linear's activation codes (`reference.quantize_activations`) as spec (a
-    `qtriton.scheme.ActivationQuant`) says, on the backend in force, in the caller's kind.
+    `qtriton.model.scheme.ActivationQuant`) says, on the backend in force, in the caller's kind.
     Not a lab function: rows and spec come from an Int8Linear, already checked."""
     backend, device = resolve(rows)
     out = backend.quantize_activations(_to_backend(rows, device), spec.convert(lambda v: _to_backend(v, device)))

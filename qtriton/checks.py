@@ -274,7 +274,7 @@ def finite_result(v, name: str) -> None:
 
 def activations_result(scale, spec) -> None:
     """Int8Linear's activation scales (reference.quantize_activations as spec, a
-    `qtriton.scheme.ActivationQuant`, says): a NaN one named by its cause, where visible.
+    `qtriton.model.scheme.ActivationQuant`, says): a NaN one named by its cause, where visible.
     The input was checked finite, so a NaN comes from the layer's static scale, from
     input * input_scale or its Hadamard rotation overflowing, or from an asymmetric range."""
     if not values_visible(scale) or not np.isnan(_host_values(scale, np.float32)).any():

@@ -35,7 +35,7 @@ class _Parser(argparse.ArgumentParser):
 COMMANDS = {
     "demo": ("qtriton.demo", "the lab walkthrough: errors per method, matmul, memory"),
     "report": ("qtriton.report", "per-layer int8 error and size for a float or qtriton checkpoint"),
-    "eval": ("qtriton.evaluate", "perplexity, top-1 and KL of quantized recipes vs float"),
+    "eval": ("qtriton.accuracy.evaluate", "perplexity, top-1 and KL of quantized recipes vs float"),
 }
 
 

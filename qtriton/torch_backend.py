@@ -104,7 +104,7 @@ def quantize(x: torch.Tensor, num_bits: int, symmetric: bool, granularity: str, 
 
 
 def quantize_activations(rows: torch.Tensor, spec):
-    """Int8Linear's activations as spec (a `qtriton.scheme.ActivationQuant`) says."""
+    """Int8Linear's activations as spec (a `qtriton.model.scheme.ActivationQuant`) says."""
     return _quantize_activations(rows, **spec.arguments())
 
 

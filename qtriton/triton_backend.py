@@ -31,7 +31,7 @@ def quantize(x, num_bits: int, symmetric: bool, granularity: str, axis: int | No
 
 def quantize_activations(rows, spec):
     """Int8Linear's activations (reference.quantize_activations) in one kernel launch, as
-    spec (a `qtriton.scheme.ActivationQuant`) says."""
+    spec (a `qtriton.model.scheme.ActivationQuant`) says."""
     return quantize_ops.quantize_activations_unchecked(rows, **spec.arguments())
 
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -402,3 +403,23 @@ def test_results_rows_are_json_lines(tmp_path):
     path = append_results(tmp_path, [_row(), _row(impl="torch.mm bf16")])
     assert path.name == "nvidia-h100-80gb-hbm3.jsonl"
     assert [json.loads(line)["impl"] for line in path.read_text().splitlines()] == ["qtriton", "torch.mm bf16"]
+
+
+@pytest.mark.parametrize("spec, block", [("pow2", 64), ("b32", 32), ("full", 576), ("pow2R", 64), ("fullR", 576)])
+def test_rotation_study_rotations_are_orthonormal_and_exact_on_float(rng, spec, block):
+    """bench rotation's blocks (576 inputs: 9 blocks of 64, or one of 576 by compressed-tensors'
+    order-144 construction) are orthonormal, and its float layer computes the Linear's output."""
+    pytest.importorskip("compressed_tensors")
+    from bench.rotation import RotatedLayer, rotation
+
+    q = rotation(576, spec, seed=3)
+    assert q.shape == (block, block)
+    assert torch.allclose(q @ q.T, torch.eye(block, dtype=torch.float64), atol=1e-12)
+    if spec in ("pow2", "b32", "full"):  # without random signs: the same matrix every time
+        assert torch.equal(q, rotation(576, spec, seed=4))
+    linear = torch.nn.Linear(576, 40)
+    x = torch.from_numpy(rng.standard_normal((7, 576), dtype=np.float32))
+    with torch.no_grad():
+        expected = linear(x)
+        got = RotatedLayer(linear, q, "float")(x)
+    assert torch.allclose(got, expected, rtol=0, atol=1e-5 * float(expected.abs().max())), float((got - expected).abs().max())

@@ -1,4 +1,4 @@
-"""SmoothQuant calibration (qtriton.calibration) on small Llama-style blocks: which norms
+"""SmoothQuant calibration (qtriton.accuracy.calibration) on small Llama-style blocks: which norms
 take 1/s (and which must not), that folding keeps the float model's function, that
 smoothing cuts the W8A8 error of inputs with outlier channels, static scales, the
 per-layer report, and the save -> load round trip of the new Int8Linear modes."""
@@ -11,9 +11,9 @@ import pytest
 import torch
 from torch import nn
 
-from qtriton.calibration import calibrate, layer_report
-from qtriton.nn import Int8Linear, quantize_model
-from qtriton.serialization import load_quantized, save_quantized
+from qtriton.accuracy.calibration import calibrate, layer_report
+from qtriton.model.nn import Int8Linear, quantize_model
+from qtriton.formats.serialization import load_quantized, save_quantized
 
 D, HIDDEN = 64, 128
 OUTLIERS = [3, 17, 40]  # input channels 100x larger than the rest, as in decoder LLMs

@@ -19,7 +19,7 @@ from torch import nn
 import qtriton
 from qtriton import ops, reference
 from qtriton.backend import use_backend
-from qtriton.nn import Int8Linear
+from qtriton.model.nn import Int8Linear
 from qtriton.testing import assert_close, assert_exact
 
 BACKENDS = ("numpy", "torch", "triton")

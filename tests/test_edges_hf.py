@@ -16,9 +16,9 @@ import torch
 from torch import nn
 
 import qtriton
-from qtriton.hf import from_pretrained, save_pretrained
-from qtriton.nn import Int8Linear, quantize_model
-from qtriton.scheme import QuantScheme
+from qtriton.formats.hf import from_pretrained, save_pretrained
+from qtriton.model.nn import Int8Linear, quantize_model
+from qtriton.model.scheme import QuantScheme
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 transformers = pytest.importorskip("transformers")

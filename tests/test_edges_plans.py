@@ -15,12 +15,13 @@ import torch
 from torch import nn
 
 import qtriton
-from qtriton import api, evaluate
+from qtriton import api
+from qtriton.accuracy import evaluate
 from qtriton.cli import main
-from qtriton.nn import Int8Linear, quantize_model
-from qtriton.planning import Plan, layer_groups
-from qtriton.scheme import W8A8, W8A8_ASYMMETRIC, W8A16, QuantScheme
-from qtriton.serialization import METADATA_KEY, load_quantized, save_quantized
+from qtriton.model.nn import Int8Linear, quantize_model
+from qtriton.accuracy.planning import Plan, layer_groups
+from qtriton.model.scheme import W8A8, W8A8_ASYMMETRIC, W8A16, QuantScheme
+from qtriton.formats.serialization import METADATA_KEY, load_quantized, save_quantized
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 transformers = pytest.importorskip("transformers")
@@ -93,7 +94,7 @@ def test_plan_refuses_a_report_missing_a_scheme():
 
 # ----------------------------------------------------- 7: report on a folder with a bad config
 def test_report_refuses_a_compressed_folder_whose_config_is_not_json(tmp_path, capsys):
-    from qtriton.hf import save_pretrained
+    from qtriton.formats.hf import save_pretrained
     from qtriton.report import report_checkpoint
 
     model = _tiny_llama()
@@ -111,7 +112,7 @@ def test_report_refuses_a_compressed_folder_whose_config_is_not_json(tmp_path, c
 
 # ------------------------------------------------------ 8: eval on an already-quantized folder
 def test_eval_refuses_an_already_quantized_folder(tmp_path, monkeypatch, capsys):
-    from qtriton.hf import save_pretrained
+    from qtriton.formats.hf import save_pretrained
 
     model = _tiny_llama()
     quantize_model(model)
@@ -158,7 +159,7 @@ def _quantized_part(plan: Plan) -> dict:
 
 
 def test_plan_of_a_loaded_smoothed_model_is_the_plan_it_was_made_with(tmp_path):
-    from qtriton.hf import from_pretrained, save_pretrained
+    from qtriton.formats.hf import from_pretrained, save_pretrained
 
     model, plan = _smoothed()
     folder = save_pretrained(model, tmp_path / "smoothed")
@@ -177,7 +178,7 @@ def test_compressed_tensors_and_transformers_read_a_folder_with_the_smoothing_re
     pytest.importorskip("compressed_tensors")
     from compressed_tensors.quantization import QuantizationConfig
 
-    from qtriton.hf import save_pretrained
+    from qtriton.formats.hf import save_pretrained
 
     model, _ = _smoothed()
     folder = save_pretrained(model, tmp_path / "smoothed")
@@ -190,7 +191,7 @@ def test_compressed_tensors_and_transformers_read_a_folder_with_the_smoothing_re
 
 
 def test_a_bad_smoothing_record_is_refused(tmp_path):
-    from qtriton.hf import from_pretrained, save_pretrained
+    from qtriton.formats.hf import from_pretrained, save_pretrained
 
     model, _ = _smoothed()
     folder = save_pretrained(model, tmp_path / "smoothed")
@@ -205,7 +206,7 @@ def test_a_bad_smoothing_record_is_refused(tmp_path):
 def test_report_original_does_not_compare_folded_layers(tmp_path, capsys):
     from safetensors.torch import save_file
 
-    from qtriton.hf import save_pretrained
+    from qtriton.formats.hf import save_pretrained
     from qtriton.report import format_table, report_checkpoint
 
     float_model = _tiny_llama(outliers=True)
@@ -253,7 +254,7 @@ def test_report_original_warns_when_float_tensors_differ(tmp_path):
     differ from the original's, and the report says so."""
     from safetensors.torch import save_file
 
-    from qtriton.hf import save_pretrained
+    from qtriton.formats.hf import save_pretrained
     from qtriton.report import format_table, report_checkpoint
 
     float_model = _tiny_llama(outliers=True)

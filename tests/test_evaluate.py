@@ -1,4 +1,4 @@
-"""`qtriton eval` and qtriton.evaluate: perplexity, top-1 and KL of quantized recipes against
+"""`qtriton eval` and qtriton.accuracy.evaluate: perplexity, top-1 and KL of quantized recipes against
 the float model, on a tiny language model (the real ones are in tests/test_llm.py)."""
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ import pytest
 import torch
 from torch import nn
 
-from qtriton import evaluate
+from qtriton.accuracy import evaluate
 from qtriton.cli import main
-from qtriton.nn import Int8Linear
-from qtriton.planning import Plan, layer_groups
-from qtriton.scheme import W8A16
+from qtriton.model.nn import Int8Linear
+from qtriton.accuracy.planning import Plan, layer_groups
+from qtriton.model.scheme import W8A16
 
 VOCAB, D = 40, 32
 

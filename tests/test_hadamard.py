@@ -16,7 +16,7 @@ import torch
 
 from qtriton import reference as ref
 from qtriton.dispatch import backend_module
-from qtriton.scheme import ActivationQuant
+from qtriton.model.scheme import ActivationQuant
 from qtriton.ops import quantize as qops
 from qtriton.testing import assert_close, assert_exact
 

@@ -1,4 +1,4 @@
-"""Hugging Face folders in compressed-tensors format (qtriton.hf): export, import, and the
+"""Hugging Face folders in compressed-tensors format (qtriton.formats.hf): export, import, and the
 real libraries reading them. Tiny Llama models built from a LlamaConfig (hidden 64, 2
 layers), no network; transformers and compressed-tensors are optional (skipped without)."""
 
@@ -13,9 +13,9 @@ import torch
 from torch import nn
 
 import qtriton
-from qtriton.hf import export_state_dict, from_pretrained, quantization_config, save_pretrained
-from qtriton.nn import Int8Linear, quantize_model
-from qtriton.scheme import QuantScheme
+from qtriton.formats.hf import export_state_dict, from_pretrained, quantization_config, save_pretrained
+from qtriton.model.nn import Int8Linear, quantize_model
+from qtriton.model.scheme import QuantScheme
 from qtriton.testing import assert_close
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -124,7 +124,7 @@ def test_the_graph_sees_imports_behind_string_registries():
     assert "qtriton.report" in graph["qtriton.cli"]  # cli.COMMANDS names it
     assert "qtriton.triton_backend" in graph["qtriton.dispatch"]  # dispatch._BACKEND_MODULES
     assert "qtriton.api" in graph["qtriton.demo"]  # qtriton.compare_quantization_methods
-    assert "qtriton.hf" in graph["qtriton.report.quantized"]  # imported inside a function
+    assert "qtriton.formats.hf" in graph["qtriton.report.quantized"]  # imported inside a function
     assert "qtriton.report.command" in graph["qtriton.report"]  # a package's __init__ re-exports
     assert "qtriton.report" not in graph["qtriton.report.tables"]  # its own package is no edge
     assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
@@ -159,3 +159,56 @@ def test_every_module_is_in_the_layout_table_and_every_row_exists():
     actual = {str(path.relative_to(ROOT)) for name, path in modules().items() if not name.startswith("qtriton.kernels")}
     assert sorted(actual - listed) == [], "modules missing from docs/design.md's layout table"
     assert sorted(row for row in rows if not (ROOT / row).exists()) == [], "layout rows naming no file or folder"
+
+
+#: The tiers from the bottom: a module imports from its own tier and the ones below, never
+#: from above (docs/design.md, "Layout"). Matched by the longest prefix.
+TIERS = {
+    "qtriton.kernels": 0, "qtriton.reference": 0, "qtriton.operands": 0, "qtriton.tensors": 0,
+    "qtriton.backend": 0, "qtriton.progress": 0, "qtriton.testing": 0,
+    "qtriton.checks": 1,
+    "qtriton.ops": 2,
+    "qtriton.numpy_backend": 3, "qtriton.torch_backend": 3, "qtriton.triton_backend": 3,
+    "qtriton.dispatch": 3, "qtriton.api": 3,
+    "qtriton.model": 4,
+    "qtriton.formats": 5,
+    "qtriton.accuracy": 6,
+    "qtriton.report": 7, "qtriton.cli": 7, "qtriton.demo": 7,
+}
+
+
+def tier(module: str) -> int:
+    parts = module.split(".")
+    for i in range(len(parts), 0, -1):
+        if ".".join(parts[:i]) in TIERS:
+            return TIERS[".".join(parts[:i])]
+    raise AssertionError(f"{module} is in no tier: add it to TIERS and docs/design.md")
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    return sorted(f"{a} -> {b}" for a, edges in graph.items() for b in edges if tier(b) > tier(a))
+
+
+def test_imports_only_go_down_the_tiers():
+    assert upward_imports(import_graph()) == []
+    # The rule can fail: the model layer reaching up into calibration is found.
+    assert upward_imports({"qtriton.model.nn": {"qtriton.accuracy.calibration", "qtriton.checks"}}) == [
+        "qtriton.model.nn -> qtriton.accuracy.calibration"]
+
+
+def test_moved_modules_keep_their_first_import_paths():
+    """qtriton.nn, qtriton.hf, ... import as the very modules of the tier folders, and a pickle
+    naming a class by its first path (a model saved whole before the move) loads."""
+    import importlib
+    import pickle
+
+    import qtriton
+
+    assert len(qtriton._MOVED) == 7
+    for old, new in qtriton._MOVED.items():
+        module = importlib.import_module(old)
+        assert module is importlib.import_module(new) and module.__spec__.name == new, old
+    from qtriton.nn import Int8Linear
+
+    assert Int8Linear.__module__ == "qtriton.model.nn"
+    assert pickle.loads(b"cqtriton.nn\nInt8Linear\n.") is Int8Linear

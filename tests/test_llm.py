@@ -21,11 +21,11 @@ import torch
 
 from bench import smoothquant
 from qtriton.backend import use_backend
-from qtriton.calibration import calibrate
-from qtriton.evaluate import compare
-from qtriton.nn import Int8Linear, quantize_model
-from qtriton.planning import Plan
-from qtriton.serialization import load_quantized, save_quantized
+from qtriton.accuracy.calibration import calibrate
+from qtriton.accuracy.evaluate import compare
+from qtriton.model.nn import Int8Linear, quantize_model
+from qtriton.accuracy.planning import int8_flop_fraction
+from qtriton.formats.serialization import load_quantized, save_quantized
 
 # Before anything imports huggingface_hub, which reads it once: never reach for the network.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -36,25 +36,26 @@ pytestmark = pytest.mark.slow
 # alpha chosen on the validation text by `python -m bench smoothquant`.
 RECIPE_ALPHA = 0.5
 TEST_TOKENS = smoothquant.TEXT_TOKENS  # the whole test text: the recipe table in docs/models.md is measured on it
-# The data-driven recipe: qtriton.plan(model, [calibration_ids], target_kl=TARGET) on the
-# calibration text, the target chosen on the validation text (docs/models.md), by group.
-PLANS = {
-    "smollm2": {  # target_kl 0.004
-        "*.q_proj": "w8a8-asym+smooth", "*.k_proj": "w8a8-asym+smooth", "*.v_proj": "w8a8-asym+smooth",
-        "*.o_proj": "w8a8-asym", "*.gate_proj": "w8a8-asym+smooth", "*.up_proj": "w8a16", "*.down_proj": "w8a16",
-    },
-    "gemma3": {  # target_kl 0.004
-        "*.q_proj": "w8a8-asym+smooth", "*.k_proj": "w8a8-asym+smooth", "*.v_proj": "w8a8-asym+smooth",
-        "*.o_proj": "w8a16", "*.gate_proj": "w8a16", "*.up_proj": "w8a16", "*.down_proj": "w8a16",
-    },
-}
+# #28's recipes: every decoder layer Hadamard-rotated W8A8 with symmetric activations (the
+# cheapest int8 GEMM), 100 % of the decoder layers' linear FLOPs int8 x int8. With data:
+# SmoothQuant (alpha 0.5, calibrated on the calibration text) folded into the norms first.
+# Without data: the rotation alone. Chosen on the validation text (docs/models.md).
+ROTATED = "w8a8+had"
+# #28's targets, on the test text: top-1 >= 96 %, perplexity within +0.5 %, >= 95 % of the
+# decoder layers' linear FLOPs int8 x int8; without data >= 95 % top-1. Noise: top-1 on n
+# tokens has a binomial standard error of sqrt(p (1 - p) / n): 0.8 points at 97 % on
+# SmolLM2's 407 tokens, 1.5 points on Gemma's 128 (one token is 0.8 points there), and the
+# same recipe moves by 1-2 points between the validation and test texts (docs/models.md).
+INT8_FLOPS = 0.95
 # Loading Gemma 3 takes about 60 s on a 2-core machine (its 262k-token tokenizer and embedding):
 # its tests measure on the first 128 tokens of the test text to keep the rest to seconds.
 GEMMA_TOKENS = 128
-# Measured on those 128 tokens: the plan 97.7 % top-1, -0.06 % perplexity, KL 0.0035; the
-# default 93.8 %, +2.06 %, KL 0.0192 (one token is 0.8 points of top-1).
-GEMMA_PLAN_TOP1, GEMMA_PLAN_KL = 0.95, 0.005
-GEMMA_DEFAULT_TOP1, GEMMA_DEFAULT_KL = 0.92, 0.025
+# Gemma 3 on the whole test text (392 tokens): with data 96.4 % top-1, +0.90 % perplexity, KL
+# 0.0022; without 96.7 %, +0.66 %, KL 0.0036 (unrotated asymmetric: 92.1 %, KL 0.0224). On the
+# first 128 tokens top-1's noise is 1.5 points: the bounds below are two of them under those,
+# and perplexity's +0.5 % target is not met on this text (docs/models.md).
+GEMMA_WITH_DATA = (0.93, 0.02, 0.004)  # top-1 at least, perplexity change and KL at most
+GEMMA_WITHOUT_DATA = (0.93, 0.025, 0.006)
 
 
 @pytest.fixture(scope="module")
@@ -115,16 +116,32 @@ def test_smoothquant_folds_every_layer(recipe_model, smollm2):
     assert -0.02 <= result["perplexity_change"] <= 0.01, result
 
 
-def test_plan_meets_the_targets(smollm2):
-    """The data-driven path: calibrate + the plan; >= 95 % top-1, <= +1 % perplexity."""
-    float_model, calibration_ids, test_ids, reference = smollm2
+def _rotated(family, data: bool):
+    """(quantized copy, result on the test text) of #28's recipe, with or without SmoothQuant."""
+    float_model, calibration_ids, test_ids, reference = family
     model = copy.deepcopy(float_model)
-    plan = Plan.from_groups(model, PLANS["smollm2"])
-    quantize_model(model, plan=plan, calibration=calibrate(model, [calibration_ids], alpha=RECIPE_ALPHA))
-    result = _measure(model, test_ids, reference)
-    # Measured 95.3 % top-1, -2.11 % perplexity, KL 0.0046 (docs/models.md): the perplexity
-    # target is one-sided; far below float would be as suspicious as far above.
-    assert result["top1"] >= 0.95 and -0.03 <= result["perplexity_change"] <= 0.01, result
+    calibration = calibrate(model, [calibration_ids], alpha=RECIPE_ALPHA) if data else None
+    quantize_model(model, scheme=ROTATED, calibration=calibration)
+    layers = [m for m in model.modules() if isinstance(m, Int8Linear)]
+    assert layers and all(m.scheme.hadamard and m.input_scale is None for m in layers)  # every smoothing folded
+    return model, _measure(model, test_ids, reference)
+
+
+def test_rotated_recipe_meets_the_targets(smollm2):
+    """SmoothQuant + rotated symmetric W8A8, every decoder layer int8 x int8: measured 97.8 %
+    top-1, +0.07 % perplexity, KL 0.0018 on the test text (validation 98.8 %, -0.05 %)."""
+    model, result = _rotated(smollm2, data=True)
+    assert int8_flop_fraction(model) >= INT8_FLOPS and int8_flop_fraction(model) == 1.0
+    assert result["top1"] >= 0.96 and -0.02 <= result["perplexity_change"] <= 0.005, result
+    assert result["kl"] <= 0.003, result
+
+
+def test_rotated_recipe_without_data(smollm2):
+    """The rotation alone: measured 97.1 % top-1, -1.02 % perplexity, KL 0.0038 (validation
+    95.8 %, +0.84 %); unrotated asymmetric W8A8 gives 91.2 %, KL 0.0169."""
+    model, result = _rotated(smollm2, data=False)
+    assert int8_flop_fraction(model) == 1.0
+    assert result["top1"] >= 0.95 and result["kl"] <= 0.006, result
 
 
 def test_weight_only_meets_its_target(smollm2):
@@ -193,25 +210,20 @@ def gemma3():
     return model, calibration_ids, test_ids, reference
 
 
-def test_gemma3_plan_meets_the_targets(gemma3):
-    """Every smoothed layer folds ((1 + weight) norms, v_proj under one value head, up_proj)."""
-    float_model, calibration_ids, test_ids, reference = gemma3
+def test_gemma3_rotated_recipe(gemma3):
+    """Every smoothed layer folds ((1 + weight) norms, v_proj under one value head, up_proj),
+    every layer rotated: measured GEMMA_WITH_DATA on the first 128 test tokens."""
+    float_model, _, test_ids, reference = gemma3
     assert type(float_model).__name__ == "Gemma3ForCausalLM"
     assert smoothquant.perplexity(reference, test_ids[0]) < 80
-    model = copy.deepcopy(float_model)
-    plan = Plan.from_groups(model, PLANS["gemma3"])
-    summary = quantize_model(model, plan=plan, calibration=calibrate(model, [calibration_ids], alpha=RECIPE_ALPHA))
-    layers = [m for m in model.modules() if isinstance(m, Int8Linear)]
-    assert len(summary.replaced) == len(layers) == sum(s is not None for s in plan.schemes.values())
-    assert not any(m.input_scale is not None for m in layers)
-    result = _measure(model, test_ids, reference)
-    assert result["top1"] >= GEMMA_PLAN_TOP1 and result["kl"] <= GEMMA_PLAN_KL, result
-    assert -0.02 <= result["perplexity_change"] <= 0.01, result
+    model, result = _rotated(gemma3, data=True)
+    assert int8_flop_fraction(model) == 1.0
+    top1, change, kl = GEMMA_WITH_DATA
+    assert result["top1"] >= top1 and result["perplexity_change"] <= change and result["kl"] <= kl, result
 
 
-def test_gemma3_default_needs_no_data(gemma3):
-    float_model, _, test_ids, reference = gemma3
-    model = copy.deepcopy(float_model)
-    quantize_model(model)  # asymmetric per-token activations, no calibration
-    result = _measure(model, test_ids, reference)
-    assert result["top1"] >= GEMMA_DEFAULT_TOP1 and result["kl"] <= GEMMA_DEFAULT_KL, result
+def test_gemma3_rotated_recipe_without_data(gemma3):
+    model, result = _rotated(gemma3, data=False)
+    assert int8_flop_fraction(model) == 1.0
+    top1, change, kl = GEMMA_WITHOUT_DATA
+    assert result["top1"] >= top1 and result["perplexity_change"] <= change and result["kl"] <= kl, result

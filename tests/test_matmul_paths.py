@@ -207,7 +207,7 @@ def test_int8_linear_keeps_weight_column_sums(rng, device, tmp_path):
     """Asymmetric Int8Linear: the weight's column sums are a buffer made once (from_float,
     load_state_dict), not saved in checkpoints, and the GEMM uses them."""
     from qtriton.backend import use_backend
-    from qtriton.nn import Int8Linear
+    from qtriton.model.nn import Int8Linear
 
     linear = torch.nn.Linear(40, 24).to(device)
     layer = Int8Linear.from_float(linear, "w8a8-asym")
@@ -320,7 +320,7 @@ def test_int8_linear_column_sums_survive_save_and_load(tmp_path):
     """qtriton.load_quantized (safetensors, the model's load_state_dict) remakes the
     column sums of every Int8Linear, whose checkpoint does not hold them."""
     from qtriton import load_quantized, quantize_model, save_quantized
-    from qtriton.nn import Int8Linear
+    from qtriton.model.nn import Int8Linear
 
     torch.manual_seed(0)
     def build():

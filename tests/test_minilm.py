@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from qtriton.nn import Int8Linear, quantize_model
+from qtriton.model.nn import Int8Linear, quantize_model
 
 pytestmark = pytest.mark.slow  # a real model (all-MiniLM-L6-v2)
 

@@ -12,9 +12,9 @@ from torch import nn
 
 from qtriton import reference
 from qtriton.backend import use_backend
-from qtriton.nn import Int8Linear, QuantizationSummary, quantize_model
-from qtriton.scheme import QuantScheme
-from qtriton.serialization import load_quantized, save_quantized
+from qtriton.model.nn import Int8Linear, QuantizationSummary, quantize_model
+from qtriton.model.scheme import QuantScheme
+from qtriton.formats.serialization import load_quantized, save_quantized
 from qtriton.testing import assert_close, assert_exact
 
 EPS = {torch.float32: 2.0**-23, torch.float16: 2.0**-10, torch.bfloat16: 2.0**-7}
@@ -547,7 +547,7 @@ class _Shared(nn.Module):
 def test_shared_layer_saves_and_loads_as_one_layer(tmp_path, rng):
     from safetensors import safe_open
 
-    from qtriton.serialization import read_header
+    from qtriton.formats.serialization import read_header
 
     model = _Shared(seed=0)
     quantize_model(model, keep_output_head=False)
@@ -585,7 +585,7 @@ def test_shared_layer_saves_and_loads_as_one_layer(tmp_path, rng):
 def test_weight_colsum_by_blocks_is_the_row_sums(rng, monkeypatch, block):
     """On CPU the row sums are taken by blocks of rows (torch widens the operand to int32
     first); every blocking gives the same sums, including a last partial block."""
-    import qtriton.nn as qnn
+    import qtriton.model.nn as qnn
 
     monkeypatch.setattr(qnn, "_COLSUM_BLOCK", block)
     layer = Int8Linear.from_float(_linear(rng, 48, 37), "w8a8-asym")

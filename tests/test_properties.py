@@ -14,7 +14,7 @@ from hypothesis.extra import numpy as hnp
 import qtriton
 from qtriton import numpy_backend, torch_backend, triton_backend
 from qtriton import reference as ref
-from qtriton.scheme import ActivationQuant
+from qtriton.model.scheme import ActivationQuant
 from qtriton.operands import MatmulOperands
 from qtriton.testing import assert_exact
 
@@ -199,7 +199,7 @@ def test_asymmetric_int8_linear_keeps_a_constant_token(device, backend, in_featu
     activations now use ranges that include 0: the codes equal the oracle's, and the
     output is the float layer's to within the int8 weight's error."""
     from qtriton.backend import use_backend
-    from qtriton.nn import Int8Linear
+    from qtriton.model.nn import Int8Linear
 
     torch.manual_seed(in_features)
     linear = torch.nn.Linear(in_features, 3).to(device)

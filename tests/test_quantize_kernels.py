@@ -17,7 +17,7 @@ from qtriton import reference as ref
 from qtriton.dispatch import backend_module
 from qtriton.kernels.quantize import _cast_rne, _round_half_even
 from qtriton.ops import quantize as qops
-from qtriton.scheme import ActivationQuant
+from qtriton.model.scheme import ActivationQuant
 from qtriton.testing import assert_exact
 
 pytestmark = [

@@ -237,8 +237,8 @@ def _tensor_bytes(path) -> int:
 def lm_files(tmp_path):
     from safetensors.torch import save_model
 
-    from qtriton.nn import quantize_model
-    from qtriton.serialization import save_quantized
+    from qtriton.model.nn import quantize_model
+    from qtriton.formats.serialization import save_quantized
 
     torch.manual_seed(0)
     model = _LM()
@@ -313,8 +313,8 @@ def test_quantized_checkpoint_alone_estimates_the_error(lm_files, capsys):
 
 
 def test_quantized_checkpoint_shared_and_bare_layers(tmp_path):
-    from qtriton.nn import Int8Linear, quantize_model
-    from qtriton.serialization import save_quantized
+    from qtriton.model.nn import Int8Linear, quantize_model
+    from qtriton.formats.serialization import save_quantized
 
     shared = torch.nn.Linear(32, 32)
     model = torch.nn.Sequential(shared, torch.nn.ReLU(), shared)
@@ -343,8 +343,8 @@ def test_original_of_a_wrapped_model_matches_by_name_suffix(lm_files, tmp_path):
     # A wrapper (SentenceTransformer's "0.auto_model.") saved from the plain checkpoint.
     from safetensors.torch import load_file
 
-    from qtriton.nn import quantize_model
-    from qtriton.serialization import save_quantized
+    from qtriton.model.nn import quantize_model
+    from qtriton.formats.serialization import save_quantized
 
     float_path, _, _ = lm_files
     inner = _LM()

@@ -1,4 +1,4 @@
-"""QuantScheme: the one description of a layer's quantization (qtriton/scheme.py)."""
+"""QuantScheme: the one description of a layer's quantization (qtriton/model/scheme.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from qtriton import Int8Linear, load_quantized, quantize_model, save_quantized, use_backend
-from qtriton import scheme as scheme_module
-from qtriton.scheme import PRESETS, W8A8, W8A8_ASYMMETRIC, W8A8_STATIC, W8A16, InputTransform, QuantScheme
+from qtriton.model import scheme as scheme_module
+from qtriton.model.scheme import PRESETS, W8A8, W8A8_ASYMMETRIC, W8A8_STATIC, W8A16, InputTransform, QuantScheme
 from qtriton.testing import assert_exact
 
 ALL = [W8A8, W8A8_ASYMMETRIC, W8A8_STATIC, W8A16] + [s.replace(smoothed=True) for s in (W8A8, W8A8_ASYMMETRIC, W8A16)]
@@ -196,7 +196,7 @@ def test_a_registered_transform_runs_from_layer_to_file(negate, rng, tmp_path, d
 def test_a_registered_transform_is_written_and_read_as_a_transform_config(negate):
     """compressed-tensors: the transform's group in transform_config, the quantization
     arguments without it; reading the config gives each layer its transform back."""
-    from qtriton.hf import layer_schemes, quantization_config
+    from qtriton.formats.hf import layer_schemes, quantization_config
 
     model = torch.nn.Sequential(torch.nn.Linear(32, 32), torch.nn.ReLU(), torch.nn.Linear(32, 32))
     skeleton = copy.deepcopy(model)
@@ -209,12 +209,12 @@ def test_a_registered_transform_is_written_and_read_as_a_transform_config(negate
 
 
 def test_a_transform_config_no_kind_reads_is_refused():
-    from qtriton.hf import layer_schemes
+    from qtriton.formats.hf import layer_schemes
 
     model = torch.nn.Sequential(torch.nn.Linear(32, 32))
     config = {"quant_method": "compressed-tensors", "config_groups": {"g": {"targets": ["Linear"], "weights": {
-        "num_bits": 8, "strategy": "channel"}}}, "transform_config": {"config_groups": {"u": {"type": "hadamard"}}}}
-    with pytest.raises(ValueError, match="'u' of type 'hadamard': Int8Linear runs no such transform"):
+        "num_bits": 8, "strategy": "channel"}}}, "transform_config": {"config_groups": {"u": {"type": "random-hadamard"}}}}
+    with pytest.raises(ValueError, match="'u' of type 'random-hadamard': Int8Linear runs no such transform"):
         layer_schemes(model, config)
 
 
@@ -222,7 +222,7 @@ def test_a_transform_config_no_kind_reads_is_refused():
 def test_kinds_say_what_runs_int8_and_the_plan_candidates():
     assert [s.int8_compute for s in (W8A8, W8A8_ASYMMETRIC, W8A8_STATIC, W8A16)] == [True, True, True, False]
     assert [s.tier for s in (W8A8, W8A16)] == [0, 1]
-    assert scheme_module.CANDIDATES == ("w8a8", "w8a8-asym", "w8a8-asym+smooth", "w8a16")
+    assert scheme_module.CANDIDATES == ("w8a8", "w8a8-asym", "w8a8-asym+smooth", "w8a8+had", "w8a8-asym+had", "w8a16")
     assert W8A8_STATIC.calibrated_tensors() == ("activation_scale",)
     assert W8A16.replace(smoothed=True).calibrated_tensors() == ("input_scale",)
     assert not W8A8.needs_calibration

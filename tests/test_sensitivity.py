@@ -1,4 +1,4 @@
-"""End-to-end sensitivity and per-layer plans (qtriton.planning) on a tiny Llama-style
+"""End-to-end sensitivity and per-layer plans (qtriton.accuracy.planning) on a tiny Llama-style
 language model whose down_proj inputs carry outlier channels: the measurement must find them,
 leave the model as it was, and the plan must meet its target end to end."""
 
@@ -12,10 +12,10 @@ import torch
 from torch import nn
 
 import qtriton
-from qtriton.nn import Int8Linear, quantize_model
-from qtriton.serialization import load_quantized, save_quantized
-from qtriton.scheme import W8A8, W8A16, QuantScheme
-from qtriton.planning import Plan, layer_groups
+from qtriton.model.nn import Int8Linear, quantize_model
+from qtriton.formats.serialization import load_quantized, save_quantized
+from qtriton.model.scheme import W8A8, W8A16, QuantScheme
+from qtriton.accuracy.planning import Plan, layer_groups
 
 D, HIDDEN, VOCAB = 32, 64, 50
 
@@ -63,8 +63,14 @@ def _ids(seed, n=2):
 
 
 def test_groups(model):
-    groups = layer_groups(model)
+    groups = layer_groups(model, "type")
     assert set(groups) == {f"*.{p}" for p in ("q_proj", "v_proj", "o_proj", "up_proj", "gate_proj", "down_proj")}
+    # The default: the parts vLLM fuses planned together (gate/up here; q/v without a k_proj stay apart).
+    fused = layer_groups(model)
+    assert list(fused) == ["*.q_proj", "*.v_proj", "*.o_proj", "*.[gu][ap]*_proj", "*.down_proj"]
+    assert sorted(fused["*.[gu][ap]*_proj"]) == ["layers.0.gate_proj", "layers.0.up_proj", "layers.1.gate_proj", "layers.1.up_proj"]
+    plan = Plan.from_groups(model, {"*.[gu][ap]*_proj": "w8a16", "*": "w8a8"})
+    assert {n for n, s in plan.schemes.items() if s == W8A16} == set(fused["*.[gu][ap]*_proj"])
     assert groups["*.down_proj"] == ["layers.0.down_proj", "layers.1.down_proj"]
     assert len(layer_groups(model, "layer")) == 12
     assert layer_groups(model, ["layers.0.*"])["layers.0.*"][0] == "layers.0.q_proj"
@@ -77,7 +83,7 @@ def test_sensitivity_finds_the_outlier_group_and_leaves_the_model(model):
     report = qtriton.sensitivity(model, _ids(1), schemes=["w8a8", "w8a8-asym+smooth", "w8a16"], progress=False)
     assert all(p.equal(q) for p, q in zip(model.state_dict().values(), reference.state_dict().values()))
     assert not any(isinstance(m, Int8Linear) for m in model.modules())
-    assert len(report.rows) == 6 * 3
+    assert len(report.rows) == 5 * 3  # gate/up measured together (fused)
     worst = report.sorted()[0]
     assert (worst.group, worst.scheme) == ("*.down_proj", "w8a8")
     # Smoothing and weight-only both cut the worst group's KL; every KL is >= 0.
@@ -110,6 +116,12 @@ def test_plan_meets_its_target_and_applies(model):
     assert result.groups["*.down_proj"] == "w8a16"
     assert all(result.groups[g].startswith("w8a8") for g in result.groups if g != "*.down_proj")
     assert "top-1" in str(result) and "*.down_proj" in str(result)
+    # What stays int8 x int8: every decoder layer's FLOPs but down_proj's (in * out each).
+    shapes = {n: m.in_features * m.out_features for n, m in model.named_modules()
+              if isinstance(m, nn.Linear) and n != "lm_head"}
+    int8 = sum(f for n, f in shapes.items() if not n.endswith("down_proj"))
+    assert result.int8_flops == pytest.approx(int8 / sum(shapes.values())) and result.int8_flops < 1
+    assert f"int8 x int8: {result.int8_flops:.1%} of the decoder layers' linear FLOPs" in str(result)
     # Applying the plan gives the model it measured; it survives JSON.
     restored = Plan.from_dict(json.loads(result.to_json()))
     assert restored.schemes == result.schemes
@@ -123,6 +135,17 @@ def test_plan_meets_its_target_and_applies(model):
         else:
             assert layer.weight_only == scheme.weight_only
             assert layer.symmetric_activations == scheme.activation_symmetric
+
+
+def test_plan_keeps_the_cheapest_int8_gemm_where_it_is_enough(model):
+    """Symmetric activations first (no zero-point correction): with a target any scheme meets,
+    every group is symmetric W8A8, even where the asymmetric one measured a lower KL."""
+    ids = _ids(1)
+    report = qtriton.sensitivity(model, ids, schemes=["w8a8-asym", "w8a8", "w8a16"], progress=False)
+    assert any(report.kl(g, "w8a8-asym") < report.kl(g, "w8a8") for g in layer_groups(model))
+    result = qtriton.plan(model, ids, target_kl=1e9, schemes=["w8a8-asym", "w8a8"], report=report, progress=False)
+    assert set(result.groups.values()) == {"w8a8"} and result.int8_flops == 1.0
+    assert qtriton.int8_flop_fraction(model) == 0.0  # the float model itself
 
 
 def test_plan_travels_with_the_checkpoint(model, tmp_path):

@@ -12,8 +12,8 @@ import torch
 from safetensors import SafetensorError
 from torch import nn
 
-from qtriton.nn import Int8Linear, quantize_model
-from qtriton.serialization import METADATA_KEY, load_quantized, save_quantized
+from qtriton.model.nn import Int8Linear, quantize_model
+from qtriton.formats.serialization import METADATA_KEY, load_quantized, save_quantized
 
 
 def _model(seed: int = 0) -> nn.Module:
@@ -216,7 +216,7 @@ def _as_version_1(path, flags: dict) -> None:
 
 def test_the_header_stores_each_layers_scheme(saved):
     _, path = saved
-    from qtriton.serialization import read_header
+    from qtriton.formats.serialization import read_header
 
     header = read_header(path)
     assert header["version"] == 2
@@ -235,7 +235,7 @@ def test_version_1_files_keep_loading(saved, rng):
 
 
 def test_version_1_flags_map_onto_schemes(tmp_path):
-    from qtriton.serialization import read_header
+    from qtriton.formats.serialization import read_header
 
     model = _model()
     quantize_model(model, scheme="w8a16")

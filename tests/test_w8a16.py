@@ -14,7 +14,7 @@ import torch
 
 from qtriton import reference
 from qtriton.backend import use_backend
-from qtriton.nn import Int8Linear
+from qtriton.model.nn import Int8Linear
 from qtriton.ops import w8a16
 from qtriton.testing import to_numpy
 from tests.gemm_cases import operand_b

@@ -185,7 +185,7 @@ def is_quantized_checkpoint(path: str | Path) -> bool:
     """True for a safetensors file carrying save_quantized's header (not checked further)."""
     from safetensors import SafetensorError, safe_open
 
-    from qtriton.serialization import METADATA_KEY
+    from qtriton.formats.serialization import METADATA_KEY
 
     path = Path(path)
     if path.suffix.lower() not in SAFETENSORS_SUFFIXES or not path.is_file():

@@ -39,7 +39,7 @@ def report_quantized(
 ) -> QuantizedCheckpointReport:
     """Per Int8Linear of a save_quantized file: scheme, SNR of codes * scales (against the
     original float weights when given, else estimated from the rounding step), bytes."""
-    from qtriton.serialization import check_layer_tensors, read_header
+    from qtriton.formats.serialization import check_layer_tensors, read_header
 
     header = read_header(path)
     check_layer_tensors(path, header)  # dtypes, shapes and scales as Int8Linear holds them
@@ -62,7 +62,7 @@ def report_compressed_folder(
 ) -> QuantizedCheckpointReport:
     """Per quantized layer of a compressed-tensors folder (qtriton.save_pretrained's, or
     another writer's): what report_quantized says of a save_quantized file."""
-    from qtriton.hf import check_layer_tensors, scheme_for_name, unpacked_state
+    from qtriton.formats.hf import check_layer_tensors, scheme_for_name, unpacked_state
 
     from qtriton import checks
 

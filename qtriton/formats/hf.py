@@ -76,9 +76,9 @@ import torch
 from torch import nn
 
 from qtriton import checks
-from qtriton import scheme as schemes
-from qtriton.nn import Int8Linear, apply_smoothing_folds, smoothing_folds
-from qtriton.scheme import W8A8, W8A16, QuantScheme
+from qtriton.model import scheme as schemes
+from qtriton.model.nn import Int8Linear, apply_smoothing_folds, smoothing_folds
+from qtriton.model.scheme import W8A8, W8A16, QuantScheme
 
 QUANT_METHOD = "compressed-tensors"
 CONFIG_NAME = "config.json"
@@ -580,7 +580,7 @@ def from_pretrained(
                            device="meta")
         parent_name, _, attr = name.rpartition(".")
         setattr(model.get_submodule(parent_name), attr, layer)
-    _load_tensors(model, folder, schemes)
+    _load_tensors(model, folder, schemes, quant.get("transform_config"))
     apply_smoothing_folds(model, quant.get(checks.SMOOTHING_RECORD), repr(str(config_file)))
     return model.to(device).eval()
 
@@ -760,11 +760,26 @@ def _weight_files(folder: Path) -> list[Path]:
     raise FileNotFoundError(f"{str(folder)!r} has neither {WEIGHTS_NAME} nor {INDEX_NAME}")
 
 
+def _check_transform_tensors(stored: dict[str, torch.Tensor], transform_config, where: str) -> None:
+    """Take out of stored the tensors compressed-tensors keeps for transform_config's groups
+    (`<module>.<group>_<location>.weight` / `.perm`), each checked by its transform kind."""
+    groups = (transform_config or {}).get("config_groups") or {}
+    for group_name, group in groups.items():
+        kind = next(k for k in schemes.TRANSFORMS if group.get("type") in k.compressed_tensors_types)
+        pattern = re.compile(rf".+\.{re.escape(group_name)}_(input|weight_input|output|weight_output)\.(weight|perm)$")
+        for key in [k for k in stored if pattern.match(k)]:
+            try:
+                kind.check_compressed_tensors_tensor(group, key, stored.pop(key))
+            except ValueError as err:
+                raise ValueError(f"{where}{err}") from None
+
+
 @torch.no_grad()
-def _load_tensors(model: nn.Module, folder: Path, layer_names: Iterable[str]) -> None:
+def _load_tensors(model: nn.Module, folder: Path, layer_names: Iterable[str], transform_config=None) -> None:
     """Read each file once, check every quantized layer's tensors (as the layer's scheme
-    says), assign every tensor into the meta model; ValueError naming whatever is missing,
-    unexpected or ill-typed."""
+    says) and the transform matrices stored for transform_config's groups (as the
+    transform's kind says; not loaded: Int8Linear makes its own), assign every tensor into
+    the meta model; ValueError naming whatever is missing, unexpected or ill-typed."""
     from safetensors import SafetensorError, safe_open
 
     stored: dict[str, torch.Tensor] = {}
@@ -788,6 +803,7 @@ def _load_tensors(model: nn.Module, folder: Path, layer_names: Iterable[str]) ->
         for slot in layer.scheme.tensors(layer.in_features, layer.out_features, layer.bias is not None):
             setattr(layer, slot.name, slot.from_file(tensors[slot.ct_name]))
         layer.refresh_weight_colsum()
+    _check_transform_tensors(stored, transform_config, where)
     expected = model.state_dict(keep_vars=True)
     for key, tensor in stored.items():
         target = expected.get(key)

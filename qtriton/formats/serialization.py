@@ -49,8 +49,8 @@ from safetensors.torch import _remove_duplicate_names, load_model, save_file
 from torch import nn
 
 from qtriton import checks
-from qtriton.nn import Int8Linear, apply_smoothing_folds, smoothing_folds
-from qtriton.scheme import QuantScheme
+from qtriton.model.nn import Int8Linear, apply_smoothing_folds, smoothing_folds
+from qtriton.model.scheme import QuantScheme
 
 METADATA_KEY = "qtriton"
 FORMAT = "qtriton.int8-linear"

@@ -9,7 +9,8 @@ recipe (a scheme name for every layer but the output head, or a plan from `qtrit
 saved with `Plan.to_json`) quantizes a copy of the float model, calibrated on the calibration
 text when the recipe smooths (once per alpha); each row gives the perplexity change, the
 top-1 next-token agreement and the mean KL divergence per token from the float model on the
-text, on the torch backend (exact like the kernels). Keep the calibration text apart from the
+text, on the torch backend (exact like the kernels), and the fraction of the decoder layers'
+linear FLOPs the recipe runs int8 x int8. Keep the calibration text apart from the
 one measured on: a number on the calibration text says nothing about unseen text. Every
 option is checked before the model loads.
 """
@@ -23,9 +24,9 @@ from pathlib import Path
 
 import torch
 
-from qtriton.fidelity import kl_top1, log_probs, perplexity, quantized_copy
+from qtriton.accuracy.fidelity import kl_top1, log_probs, perplexity, quantized_copy
 from qtriton.progress import progress as bar
-from qtriton.scheme import CANDIDATES, QuantScheme
+from qtriton.model.scheme import CANDIDATES, QuantScheme
 
 DEFAULT_RECIPES = ",".join(CANDIDATES)
 
@@ -33,7 +34,7 @@ DEFAULT_RECIPES = ",".join(CANDIDATES)
 def compare(logits: torch.Tensor, reference: torch.Tensor, ids: torch.Tensor) -> dict:
     """perplexity_change, top1 (agreement) and kl (mean KL(float || quantized) per token) of
     logits against the float model's reference logits, both (T, vocab), on ids (T,): the
-    measurement of `qtriton.sensitivity` and `qtriton.plan` (qtriton.fidelity)."""
+    measurement of `qtriton.sensitivity` and `qtriton.plan` (qtriton.accuracy.fidelity)."""
     kl, top1 = kl_top1([(log_probs(logits), log_probs(reference))])
     return {"perplexity_change": perplexity(logits, ids) / perplexity(reference, ids) - 1, "top1": top1, "kl": kl}
 
@@ -55,7 +56,7 @@ def _already_quantized(what: str, how: str) -> ValueError:
 def check_float_model(model) -> None:
     """ValueError unless model is float: no Int8Linear layer, no quantization_config (a
     transformers model loaded from a quantized folder, its weights decompressed)."""
-    from qtriton.nn import Int8Linear
+    from qtriton.model.nn import Int8Linear
 
     layers = sum(isinstance(m, Int8Linear) for m in model.modules())
     if layers:
@@ -87,7 +88,7 @@ def check_recipes(recipes: list) -> None:
 def quantize_recipe(model, recipe, calibration_ids: torch.Tensor | None, alpha: float | None):
     """A quantized copy of model: recipe is a scheme name (every layer but the output head) or
     a Plan / {name: QuantScheme | None}; smoothed or static schemes calibrate on calibration_ids."""
-    from qtriton.planning import layer_groups
+    from qtriton.accuracy.planning import layer_groups
 
     if isinstance(recipe, str):
         scheme = QuantScheme.parse(recipe)
@@ -104,10 +105,12 @@ def evaluate(model, ids: torch.Tensor, recipes: list, *, calibration_ids: torch.
              alphas: tuple[float, ...] = (0.5,), reference: torch.Tensor | None = None,
              progress: bool | None = None) -> list[dict]:
     """One row per recipe (and per alpha for recipes that smooth): recipe, alpha, float
-    perplexity, perplexity_change, top1, kl, seconds. ids: (1, T) token ids. model must be
+    perplexity, perplexity_change, top1, kl, int8_flops (the fraction of the decoder layers'
+    linear FLOPs that run int8 x int8), seconds. ids: (1, T) token ids. model must be
     float (check_float_model); a plan must quantize some layer. progress: a bar over the rows
     (None: a bar on a terminal, in logs a line per 30 s)."""
     from qtriton.backend import use_backend
+    from qtriton.accuracy.planning import int8_flop_fraction
 
     check_recipes(recipes)
     check_float_model(model)
@@ -128,6 +131,7 @@ def evaluate(model, ids: torch.Tensor, recipes: list, *, calibration_ids: torch.
             logits = quantized(ids).logits[0]
         row = {"recipe": label, "alpha": alpha, "float_perplexity": perplexity(reference, ids[0])}
         row.update(compare(logits, reference, ids[0]))
+        row["int8_flops"] = int8_flop_fraction(quantized)
         row["seconds"] = time.perf_counter() - start
         rows.append(row)
     return rows
@@ -140,11 +144,12 @@ def _schemes_of(recipe) -> list:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| recipe | alpha | perplexity vs float | top-1 agreement | KL | seconds |", "|---|---:|---:|---:|---:|---:|"]
+    lines = ["| recipe | alpha | perplexity vs float | top-1 agreement | KL | int8 x int8 FLOPs | seconds |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         alpha = "-" if r["alpha"] is None else f"{r['alpha']:g}"
         lines.append(f"| {r['recipe']} | {alpha} | {r['perplexity_change']:+.2%} | {r['top1']:.1%} | "
-                     f"{r['kl']:.4f} | {r['seconds']:.0f} |")
+                     f"{r['kl']:.4f} | {r['int8_flops']:.1%} | {r['seconds']:.0f} |")
     return "\n".join(lines)
 
 
@@ -218,7 +223,7 @@ def _read(option: str, file: str) -> str:
 
 
 def _read_plan(file: str):
-    from qtriton.planning import Plan
+    from qtriton.accuracy.planning import Plan
 
     text = _read("--plan", file)
     try:
@@ -234,7 +239,7 @@ def _read_plan(file: str):
 
 
 def run(args) -> int:
-    from qtriton.scheme import QuantScheme
+    from qtriton.model.scheme import QuantScheme
 
     # Every option first: a mistake costs no model load.
     if args.tokens < 2:

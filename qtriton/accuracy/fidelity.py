@@ -13,8 +13,8 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import nn
 
-from qtriton.calibration import calibrate
-from qtriton.nn import quantize_model
+from qtriton.accuracy.calibration import calibrate
+from qtriton.model.nn import quantize_model
 
 
 def log_probs(logits: torch.Tensor) -> torch.Tensor:

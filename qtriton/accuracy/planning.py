@@ -12,9 +12,11 @@ layers changed nothing when kept float; the `down_proj` layers, not among them, 
 `sensitivity` quantizes one group of like layers (every `*.down_proj`, ...; or each layer) at a
 time with each candidate scheme, by swapping Int8Linear modules in and out of the model (no
 copy per group), and compares the model's output distribution with the float one it kept
-from a single float pass. `plan` starts every group at its most accurate W8A8 scheme and,
-while the whole quantized model misses the target, moves the group that costs the most KL to
-W8A16 and, only once every group is W8A16, to float (memory first, then int8 compute).
+from a single float pass. `plan` keeps the most int8 x int8 work that meets the target: every
+group starts at its most accurate scheme of the cheapest GEMM (symmetric W8A8), moves to zero
+points where that lowers its KL, and only then to W8A16 (the most KL saved per FLOP given up)
+and, once no W8A8 group is left, to float. `int8_flop_fraction` says what share of the decoder
+layers' linear FLOPs a quantized model runs int8 x int8.
 """
 
 from __future__ import annotations
@@ -29,11 +31,12 @@ import torch
 from torch import nn
 
 from qtriton import checks
-from qtriton.calibration import calibrate, output_tensor, run_batch
-from qtriton.fidelity import kl_top1, log_probs, quantized_copy
-from qtriton.nn import Int8Linear
+from qtriton.accuracy.calibration import calibrate, output_tensor, run_batch
+from qtriton.accuracy.fidelity import kl_top1, log_probs, quantized_copy
+from qtriton.formats.hf import FUSED
+from qtriton.model.nn import Int8Linear
 from qtriton.progress import progress as bar
-from qtriton.scheme import CANDIDATES, W8A16, QuantScheme
+from qtriton.model.scheme import CANDIDATES, W8A16, QuantScheme
 
 DEFAULT_SCHEMES = CANDIDATES
 
@@ -53,25 +56,43 @@ def _is_head(name: str) -> bool:
     return name.rpartition(".")[2] == "lm_head"
 
 
-def layer_groups(model: nn.Module, groups: str | Sequence[str] = "type") -> dict[str, list[str]]:
+#: Layer types vLLM runs as one fused layer (hf.FUSED), one scheme for all parts, and the glob
+#: that names them together in a "fused" grouping.
+FUSED_GROUPS = {FUSED[0]: "*.[qkv]_proj", FUSED[1]: "*.[gu][ap]*_proj"}
+
+
+def layer_groups(model: nn.Module, groups: str | Sequence[str] = "fused") -> dict[str, list[str]]:
     """{group label: qualified names of its nn.Linear layers}: "type" groups like layers across
-    blocks ("*.down_proj"), "layer" makes each layer its own group, and a sequence of glob
-    patterns makes one group per pattern. The output head (lm_head) is in no "type" or "layer"
-    group, and matched only by a pattern that names it ("lm_head", "*.lm_head"): "*" leaves it
-    out, as quantize_model's keep_output_head does."""
+    blocks ("*.down_proj"); "fused" (the default) too, but the types vLLM fuses into one layer
+    go together ("*.[qkv]_proj", "*.[gu][ap]*_proj"), so that a plan gives them one scheme
+    and save_pretrained's folder loads in vLLM; "layer" makes each layer its own group, and
+    a sequence of glob patterns makes one group per pattern. The output head (lm_head) is in
+    no "type", "fused" or "layer" group, and matched only by a pattern that names it
+    ("lm_head", "*.lm_head"): "*" leaves it out, as quantize_model's keep_output_head does."""
     linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and n]
     names = [n for n in linears if not _is_head(n)]
     if not names:
         raise ValueError(f"model ({type(model).__name__}) has no torch.nn.Linear layers to measure")
     if groups == "layer":
         return {n: [n] for n in names}
-    if groups == "type":
+    if groups in ("type", "fused"):
         out: dict[str, list[str]] = {}
         for n in names:
             out.setdefault("*." + n.rpartition(".")[2] if "." in n else n, []).append(n)
+        if groups == "fused":
+            for parts, label in FUSED_GROUPS.items():
+                members = [f"*.{p}" for p in parts]
+                together = [n for m in members for n in out.get(m, [])]
+                # Only where the glob names exactly these layers (no other type matches it).
+                if all(m in out for m in members) and sorted(together) == sorted(
+                        n for n in names if fnmatch.fnmatchcase(n, label)):
+                    first = min(list(out).index(m) for m in members)
+                    items = [(k, v) for k, v in out.items() if k not in members]
+                    items.insert(first, (label, [n for n in names if n in set(together)]))
+                    out = dict(items)
         return out
     if isinstance(groups, str) or not isinstance(groups, Sequence):
-        raise ValueError(f"groups must be 'type', 'layer' or a list of glob patterns, got {groups!r}")
+        raise ValueError(f"groups must be 'fused', 'type', 'layer' or a list of glob patterns, got {groups!r}")
     out = {}
     for pattern in groups:
         if not isinstance(pattern, str):
@@ -82,6 +103,28 @@ def layer_groups(model: nn.Module, groups: str | Sequence[str] = "type") -> dict
             raise ValueError(f"group pattern {pattern!r} matches no nn.Linear layer of the model")
         out[pattern] = matched
     return out
+
+
+def linear_flops(model: nn.Module) -> dict[str, int]:
+    """{qualified name: in_features * out_features} of each linear layer (nn.Linear or
+    Int8Linear) but the output head: its multiply-adds per token, the decoder layers' share of
+    a forward's matmul work (attention's token-by-token products aside)."""
+    return {name: m.in_features * m.out_features for name, m in model.named_modules()
+            if isinstance(m, (nn.Linear, Int8Linear)) and name and name.rpartition(".")[2] != "lm_head"}
+
+
+def int8_fraction(schemes: dict[str, QuantScheme | None], flops: dict[str, int]) -> float:
+    """The fraction of flops (linear_flops) in layers whose scheme runs its GEMM int8 x int8
+    (W8A8; W8A16 and float layers do not); a layer schemes does not name counts as float."""
+    total = sum(flops.values())
+    int8 = sum(f for name, f in flops.items() if (s := schemes.get(name)) is not None and not s.weight_only)
+    return int8 / total if total else 0.0
+
+
+def int8_flop_fraction(model: nn.Module) -> float:
+    """The fraction of the decoder layers' linear FLOPs (the output head aside) that a
+    quantized model runs int8 x int8: what its int8 tensor cores do, against bf16 work."""
+    return int8_fraction(Plan.of_model(model).schemes, linear_flops(model))
 
 
 class _Reference:
@@ -177,7 +220,7 @@ def sensitivity(
     batches: Iterable,
     *,
     schemes: Sequence[str | QuantScheme] = DEFAULT_SCHEMES,
-    groups: str | Sequence[str] = "type",
+    groups: str | Sequence[str] = "fused",
     alpha: float = 0.5,
     progress: bool | None = None,
 ) -> Sensitivity:
@@ -210,18 +253,22 @@ def sensitivity(
 @dataclass
 class Plan:
     """{layer name: QuantScheme or None (float)} for `quantize_model(model, plan=...)`, with
-    the group choices it was made from and what the whole quantized model measured."""
+    the group choices it was made from, what the whole quantized model measured, and the
+    fraction of the decoder layers' linear FLOPs its schemes run int8 x int8 (`int8_flops`,
+    known where the plan was made from a model)."""
 
     schemes: dict[str, QuantScheme | None]
     groups: dict[str, str] = field(default_factory=dict)  # group -> scheme name or "float"
     kl: float | None = None
     top1: float | None = None
     target: str = ""
+    int8_flops: float | None = None
 
     def to_dict(self) -> dict:
         return {
             "schemes": {n: None if s is None else s.to_dict() for n, s in self.schemes.items()},
             "groups": self.groups, "kl": self.kl, "top1": self.top1, "target": self.target,
+            "int8_flops": self.int8_flops,
         }
 
     @classmethod
@@ -230,8 +277,8 @@ class Plan:
         file is checked here, not when it is printed or applied)."""
         if not isinstance(value, dict) or not isinstance(value.get("schemes"), dict):
             raise ValueError("a plan must be an object with a 'schemes' object")
-        if unknown := sorted(value.keys() - {"schemes", "groups", "kl", "top1", "target"}):
-            raise ValueError(f"plan: unknown keys {unknown} (a plan has schemes, groups, kl, top1, target)")
+        if unknown := sorted(value.keys() - {"schemes", "groups", "kl", "top1", "target", "int8_flops"}):
+            raise ValueError(f"plan: unknown keys {unknown} (a plan has schemes, groups, kl, top1, target, int8_flops)")
         schemes = {}
         for name, scheme in value["schemes"].items():
             try:
@@ -247,13 +294,14 @@ class Plan:
                     QuantScheme.parse(name)
             except (TypeError, ValueError):
                 raise ValueError(f"plan: groups[{group!r}] must be a scheme name or 'float', got {name!r}") from None
-        for key in ("kl", "top1"):
+        for key in ("kl", "top1", "int8_flops"):
             number = value.get(key)
             if number is not None and (isinstance(number, bool) or not isinstance(number, (int, float))):
                 raise ValueError(f"plan: {key} must be a number or null, got {number!r}")
         if not isinstance(value.get("target", ""), str):
             raise ValueError(f"plan: target must be a string, got {value['target']!r}")
-        return cls(schemes, dict(groups), value.get("kl"), value.get("top1"), value.get("target", ""))
+        return cls(schemes, dict(groups), value.get("kl"), value.get("top1"), value.get("target", ""),
+                   value.get("int8_flops"))
 
     @classmethod
     def from_groups(cls, model: nn.Module, groups: dict[str, str]) -> Plan:
@@ -267,7 +315,7 @@ class Plan:
             scheme = None if name == "float" else QuantScheme.parse(name)
             for layer in layout[pattern]:
                 schemes.setdefault(layer, scheme)
-        return cls(schemes, dict(groups))
+        return cls(schemes, dict(groups), int8_flops=int8_fraction(schemes, linear_flops(model)))
 
     @classmethod
     def of_model(cls, model: nn.Module) -> Plan:
@@ -289,7 +337,7 @@ class Plan:
                 schemes[name] = module.scheme.replace(smoothed=True) if folded else module.scheme
             elif isinstance(module, nn.Linear) and name:
                 schemes[name] = None
-        return cls(schemes)
+        return cls(schemes, int8_flops=int8_fraction(schemes, linear_flops(model)))
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1)
@@ -303,6 +351,8 @@ class Plan:
         measured = "" if self.kl is None else f": KL {self.kl:.5f}, top-1 {self.top1:.1%}"
         lines.append(f"{len(self.schemes)} layers ({', '.join(f'{n} {k}' for k, n in sorted(counts.items()))})"
                      f"{measured}" + (f" (target {self.target})" if self.target else ""))
+        if self.int8_flops is not None:
+            lines.append(f"int8 x int8: {self.int8_flops:.1%} of the decoder layers' linear FLOPs")
         return "\n".join(lines)
 
 
@@ -330,13 +380,23 @@ def _check_report(report: Sensitivity, layout: dict[str, list[str]], candidates:
                 )
 
 
+def _level(scheme_name: str) -> int:
+    """The plan's order of cost: 0 int8 x int8 with symmetric activations (the plain GEMM),
+    1 int8 x int8 with zero points (a rank-1 correction in the epilogue), 2 W8A16 (no int8
+    compute), 3 float."""
+    tier = _tier(scheme_name)
+    if tier:
+        return tier + 1
+    return 0 if QuantScheme.parse(scheme_name).activation_symmetric else 1
+
+
 def _evaluate(model, batches, reference, groups_choice, layout, alpha) -> tuple[float, float, Plan]:
     schemes = {}
     for group, name in groups_choice.items():
         for layer in layout[group]:
             schemes[layer] = None if name == "float" else QuantScheme.parse(name)
     kl, top1 = reference.compare(quantized_copy(model, schemes, batches, alpha))
-    return kl, top1, Plan(schemes, dict(groups_choice), kl, top1)
+    return kl, top1, Plan(schemes, dict(groups_choice), kl, top1, int8_flops=int8_fraction(schemes, linear_flops(model)))
 
 
 @torch.no_grad()
@@ -347,18 +407,22 @@ def plan(
     target_kl: float | None = None,
     target_top1: float | None = None,
     schemes: Sequence[str | QuantScheme] = DEFAULT_SCHEMES,
-    groups: str | Sequence[str] = "type",
+    groups: str | Sequence[str] = "fused",
     alpha: float = 0.5,
     progress: bool | None = None,
     report: Sensitivity | None = None,
 ) -> Plan:
     """A per-layer plan that meets target_kl (mean KL from float per token) and/or target_top1
-    (top-1 agreement) on batches with the most layers in W8A8, then W8A16, then float.
+    (top-1 agreement) on batches with the most int8 x int8 work: the most decoder linear
+    FLOPs in W8A8, the cheapest GEMM where it is enough.
 
-    Greedy on the `sensitivity` ranking: each group starts at its lowest-KL W8A8 scheme; while
-    the whole quantized model (a copy, measured end to end) misses the target, the W8A8 group
-    whose KL drops the most moves to W8A16, and once none is left, a W8A16 group to float
-    (least memory first, then the most int8 compute). The model is not changed.
+    Greedy on the `sensitivity` ranking, in the order of cost `_level` gives (int8 with
+    symmetric activations, int8 with zero points, W8A16, float): each group starts at its
+    lowest-KL scheme of the cheapest level it has a candidate in; while the whole quantized
+    model (a copy, measured end to end) misses the target, a group moves up a level: first
+    a move that keeps its GEMM int8 x int8 (the one whose group KL drops the most), then a
+    move to W8A16 (the most KL saved per FLOP given up), and only when no W8A8 group is left,
+    a W8A16 group to float. The model is not changed.
     report: a `sensitivity` of this model on these batches, groups and schemes, to reuse
     (refused if it lacks a group or a scheme: W8A16 is always a candidate).
     progress: bars over the measurements and the steps (None: a bar on a terminal, in logs a
@@ -382,14 +446,12 @@ def plan(
     reference = _Reference(model, batches)
     asked = {s.name for s in candidates}  # a reused report may hold more
 
-    def best(group: str, tier: int) -> str | None:
-        options = [r for r in report.rows if r.group == group and r.scheme in asked and _tier(r.scheme) == tier]
-        return None if not options else min(options, key=lambda r: r.kl).scheme
+    flops = linear_flops(model)
+    group_flops = {g: sum(flops[n] for n in names) for g, names in layout.items()}
 
-    def following(group: str, name: str) -> str:
-        """The group's best scheme of the next tier that has one (W8A16 when no W8A8 was
-        asked for), float after W8A16."""
-        return next((b for tier in range(_tier(name) + 1, 2) if (b := best(group, tier)) is not None), "float")
+    def best(group: str, level: int) -> str | None:
+        found = [r for r in report.rows if r.group == group and r.scheme in asked and _level(r.scheme) == level]
+        return min(found, key=lambda r: r.kl).scheme if found else ("float" if level == 3 else None)
 
     def cost(group: str, name: str) -> float:
         return 0.0 if name == "float" else report.kl(group, name)
@@ -397,19 +459,36 @@ def plan(
     def met(kl: float, top1: float) -> bool:
         return (target_kl is None or kl <= target_kl) and (target_top1 is None or top1 >= target_top1)
 
+    def next_move(group: str) -> str | None:
+        """The group's scheme one level up that helps: a lower group KL within int8 x int8,
+        else the next tier (W8A16, then float)."""
+        level = _level(choice[group])
+        if level == 0 and (up := best(group, 1)) is not None and cost(group, up) < cost(group, choice[group]):
+            return up
+        for higher in range(max(level + 1, 2), 4):
+            if (up := best(group, higher)) is not None:
+                return up
+        return None
+
     target = " and ".join(t for t in (
         None if target_kl is None else f"KL <= {target_kl:g}",
         None if target_top1 is None else f"top-1 >= {target_top1:.1%}") if t)
-    choice = {g: best(g, 0) or following(g, "w8a8") for g in layout}
-    steps = bar(range(2 * len(layout) + 1), desc="plan", enabled=progress)
+    choice = {g: next(best(g, level) for level in range(4) if best(g, level) is not None) for g in layout}
+    steps = bar(range(3 * len(layout) + 1), desc="plan", enabled=progress)
     for _ in steps:
         kl, top1, result = _evaluate(model, batches, reference, choice, layout, alpha)
         result.target = target
-        # Least memory first: every W8A8 -> W8A16 move before any move to float; among
-        # moves of one kind, the group whose KL would drop the most.
-        moves = [g for g in layout if _tier(choice[g]) == 0] or [g for g in layout if _tier(choice[g]) == 1]
+        moves = {g: up for g in layout if (up := next_move(g)) is not None}
         if met(kl, top1) or not moves:
             return result
-        worst = max(moves, key=lambda g: cost(g, choice[g]) - cost(g, following(g, choice[g])))
-        choice[worst] = following(worst, choice[worst])
+        gain = {g: cost(g, choice[g]) - cost(g, up) for g, up in moves.items()}
+        within = [g for g, up in moves.items() if _level(up) <= 1]
+        to_w8a16 = [g for g, up in moves.items() if _level(up) == 2]
+        if within:  # still int8 x int8: the group whose KL drops the most
+            group = max(within, key=lambda g: gain[g])
+        elif to_w8a16:  # the most KL saved per int8 FLOP given up
+            group = max(to_w8a16, key=lambda g: gain[g] / max(group_flops[g], 1))
+        else:  # W8A16 -> float: least memory first, so only once no W8A8 group is left
+            group = max(moves, key=lambda g: gain[g])
+        choice[group] = moves[group]
     return result

@@ -10,7 +10,7 @@ quantizes its input per token on every call, so one forward is
 dispatched by backend: the Triton kernels for CUDA tensors, torch ops for CPU tensors (see
 `qtriton.backend`). `reference.quantize_activations` says what the activation codes are in
 each mode (per token, symmetric or asymmetric; SmoothQuant's input scale; a static scale).
-The layer's scheme (`qtriton.scheme`) says which buffers it holds and how it runs: its
+The layer's scheme (`qtriton.model.scheme`) says which buffers it holds and how it runs: its
 kind's `forward` (W8A8 as above, or W8A16's float x with the int8 weight) after its input
 transforms. Inference only: no gradients flow through it.
 """
@@ -26,7 +26,7 @@ from torch import nn
 
 from qtriton import checks
 from qtriton.progress import progress as bar
-from qtriton.scheme import LAYER_TENSORS, W8A8, W8A8_ASYMMETRIC, W8A8_STATIC, QuantScheme, as_scheme
+from qtriton.model.scheme import LAYER_TENSORS, W8A8, W8A8_ASYMMETRIC, W8A8_STATIC, QuantScheme, as_scheme
 
 #: quantize_model's scheme: asymmetric per-token activations measured the more accurate on
 #: both model families of the suite (docs/models.md); Int8Linear's own default stays "w8a8".
@@ -51,7 +51,7 @@ def _check_scales_before_load(module: Int8Linear, state_dict, prefix, *args) -> 
 class Int8Linear(nn.Module):
     """A drop-in for `nn.Linear` with int8 weights (per output channel, symmetric) and int8
     activations (per token, symmetric or asymmetric, quantized on the fly), or as its scheme
-    says (`qtriton.scheme`: the scheme's kind builds and runs it).
+    says (`qtriton.model.scheme`: the scheme's kind builds and runs it).
 
     Buffers, so `state_dict` / `load_state_dict` / `.to(device)` work as for any module:
       weight        (out_features, in_features) int8, contiguous: the GEMM reads `weight.t()`,
@@ -165,13 +165,11 @@ class Int8Linear(nn.Module):
             if what not in needed and value is not None:
                 raise ValueError(f"{name}: {what} was given but scheme {scheme.name!r} has no use for it")
         checks.float_layer(linear, name)
-        layer = cls(
-            linear.in_features,
-            linear.out_features,
-            bias=linear.bias is not None,
-            scheme=scheme,
-            device=linear.weight.device,
-        )
+        try:  # the scheme made concrete for the layer (QuantScheme.for_layer) may not fit it
+            layer = cls(linear.in_features, linear.out_features, bias=linear.bias is not None, scheme=scheme,
+                        device=linear.weight.device)
+        except ValueError as err:
+            raise ValueError(f"{name}: {err}") from None
         weight = linear.weight.detach().to(torch.float32)
         for transform in layer.scheme.transforms:
             weight = transform.build(layer, weight, data, name)

@@ -177,6 +177,9 @@ class InputTransform:
     def describe(self) -> str:
         raise NotImplementedError
 
+    def check(self, scheme: QuantScheme) -> None:
+        """ValueError if scheme's kind cannot run this transform (QuantScheme's validation)."""
+
     # ------------------------------------------------------------------- the layer
     def for_layer(self, in_features: int) -> InputTransform:
         """The transform as a layer of in_features inputs has it: a parameter the scheme
@@ -216,6 +219,13 @@ class InputTransform:
     compressed_tensors_types: ClassVar[tuple[str, ...]] = ()
     #: Scheme names with this transform that sensitivity, plan and `qtriton eval` measure by default.
     candidates: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def check_compressed_tensors_tensor(cls, group: dict, key: str, tensor: torch.Tensor) -> None:
+        """A tensor a folder stores for a `transform_config` group of this kind (compressed-tensors
+        saves a transform's matrix as `<layer>.<group>_<location>.weight`): ValueError naming
+        key unless it is what the transform runs (Int8Linear builds its own, so it is not loaded)."""
+        raise ValueError(f"stores {key} for its transform_config, which Int8Linear does not read")
 
     @classmethod
     def from_compressed_tensors(cls, group: dict) -> InputTransform:
@@ -287,8 +297,148 @@ class Smooth(InputTransform):
         )
 
 
+@dataclass(frozen=True)
+class Hadamard(InputTransform):
+    """A block-diagonal Hadamard rotation of x (QuaRot / QuIP's incoherence processing):
+    x -> x R with R = diag(H, ..., H) / sqrt(block), H Sylvester's Hadamard matrix of order
+    `block` (a power of two dividing in_features; `reference.hadamard_rotate`), the weight
+    stored as W R: R is orthogonal and symmetric, so x R (W R)^T = x W^T. It spreads a
+    token's outlier channels over their block before the per-token quantize, which rotates x
+    in registers as it loads the row (ActivationQuant.hadamard_block): no extra pass over x.
+
+    block None ("+had"): the largest power of two dividing in_features (at most
+    checks.MAX_HADAMARD_BLOCK), made concrete when a layer is built (576 -> 64, 1536 -> 512,
+    640 -> 128, 2048 -> 2048): docs/models.md measured the widest block the most accurate,
+    `down_proj` most of all. compressed-tensors writes it as a `hadamard` transform with
+    head_dim = block, applied at `input` and, inverted, at `weight_input` (the stored weight
+    is already rotated), as llm-compressor's QuIP writes it; one group per block size."""
+
+    block: int | None = None
+
+    keyword: ClassVar[str] = "hadamard"
+    suffix_forms: ClassVar[str] = "'+had' or '+had<block>' (a power of two)"
+    candidates: ClassVar[tuple[str, ...]] = ("w8a8+had", "w8a8-asym+had")
+    compressed_tensors_types: ClassVar[tuple[str, ...]] = ("hadamard",)
+
+    def __post_init__(self) -> None:
+        if self.block is not None:
+            object.__setattr__(self, "block", checks.hadamard_block(self.block, name="QuantScheme.hadamard"))
+
+    def check(self, scheme: QuantScheme) -> None:
+        if scheme.static:
+            raise ValueError("a Hadamard-rotated scheme quantizes x R, and a static scale is calibrated on x: "
+                             "rotate with per-token (dynamic) activations or W8A16")
+
+    @classmethod
+    def from_keyword(cls, value) -> Hadamard | None:
+        """None or False: no rotation; True: the layer's largest power-of-two block; an int: that block."""
+        if value is None or value is False:
+            return None
+        if value is True:
+            return cls()
+        if not isinstance(value, numbers.Integral):
+            raise TypeError(f"QuantScheme.hadamard must be True, False, None or a power-of-two block size, got {value!r}")
+        return cls(int(value))
+
+    def keyword_value(self) -> bool | int:
+        return True if self.block is None else self.block
+
+    @classmethod
+    def absent_value(cls) -> bool:
+        return False
+
+    def suffix(self) -> str:
+        return "had" if self.block is None else f"had{self.block}"
+
+    @classmethod
+    def parse(cls, suffix: str) -> Hadamard | None:
+        if suffix == "had":
+            return cls()
+        if suffix.startswith("had") and suffix[3:].isdigit():
+            return cls(int(suffix[3:]))
+        return None
+
+    def describe(self) -> str:
+        return "Hadamard-rotated (" + ("largest power-of-two blocks" if self.block is None
+                                       else f"blocks of {self.block}") + ")"
+
+    def for_layer(self, in_features: int) -> Hadamard:
+        block = self.block if self.block is not None else min(in_features & -in_features, checks.MAX_HADAMARD_BLOCK)
+        if block < 2:
+            raise ValueError(f"a Hadamard rotation needs an even in_features (blocks of a power of two >= 2), "
+                             f"got in_features={in_features}")
+        if in_features % block:
+            raise ValueError(f"Hadamard block {block} does not divide in_features={in_features}: "
+                             f"use '+had' (the largest power of two dividing it) or a block that divides it")
+        return self if block == self.block else Hadamard(block)
+
+    def build(self, layer, weight: torch.Tensor, data: dict, name: str) -> torch.Tensor:
+        # W R with the oracle's butterflies in float64, rounded once to float32: within half a
+        # float32 ulp of the exact W R (R's entries are +-1/sqrt(block); tests/test_hadamard_model.py).
+        return backend_module("torch").hadamard_rotate(weight.to(torch.float64), self.block).to(torch.float32)
+
+    def activation_options(self, layer) -> dict:
+        return {"hadamard_block": self.block}
+
+    def apply_float(self, layer, rows: torch.Tensor) -> torch.Tensor:
+        return backend_module("torch").hadamard_rotate(rows.to(torch.float32), self.block)
+
+    @classmethod
+    def to_compressed_tensors(cls, layers: dict[str, InputTransform]) -> dict:
+        by_block: dict[int, list[str]] = {}
+        for name, transform in layers.items():
+            by_block.setdefault(transform.block, []).append(name)
+        groups = {}
+        for block, names in sorted(by_block.items()):
+            targets = {"targets": names, "ignore": []}
+            groups[f"hadamard_{block}"] = {
+                "type": "hadamard", "head_dim": block, "randomize": False, "requires_grad": False,
+                "precision": "torch.float64",
+                "apply": [{**targets, "location": "input", "inverse": False},
+                          {**targets, "location": "weight_input", "inverse": True}],
+            }
+        return groups
+
+    @classmethod
+    def check_compressed_tensors_tensor(cls, group: dict, key: str, tensor: torch.Tensor) -> None:
+        """llm-compressor's folders keep the unnormalized +-1 Sylvester matrix of order head_dim
+        (compressed-tensors' deterministic_hadamard_matrix) once; anything else is refused."""
+        block = group.get("head_dim")
+        if isinstance(block, int) and key.endswith(".weight") and tuple(tensor.shape) == (block, block):
+            sylvester = torch.ones(1, 1, dtype=torch.float64)
+            while sylvester.shape[0] < block:
+                sylvester = torch.cat([torch.cat([sylvester, sylvester], 1), torch.cat([sylvester, -sylvester], 1)])
+            if torch.equal(tensor.to(torch.float64), sylvester):
+                return
+        raise ValueError(f"{key} is not the Sylvester Hadamard matrix of order head_dim={block!r} that its "
+                         "transform_config group describes (Int8Linear rotates by that matrix only)")
+
+    @classmethod
+    def from_compressed_tensors(cls, group: dict) -> Hadamard:
+        """A `hadamard` group: head_dim a power of two, no random permutation, applied at
+        `input` (and `weight_input`, already in the stored weights) only."""
+        if group.get("randomize"):
+            raise ValueError("a randomized (permuted) Hadamard transform: Int8Linear runs the deterministic one only")
+        head_dim = group.get("head_dim")
+        if head_dim is None:
+            raise ValueError("a Hadamard transform without head_dim (one rotation over all of in_features): "
+                             "Int8Linear runs block-diagonal rotations of a stated head_dim")
+        applies = group.get("apply") or []
+        if not isinstance(applies, list) or not all(isinstance(a, dict) for a in applies):
+            raise ValueError(f"apply must be a list of objects, got {applies!r}")
+        if other := sorted({str(a.get("location")) for a in applies} - {"input", "weight_input"}):
+            raise ValueError(f"applied at {other}: Int8Linear runs rotations of a linear layer's input only "
+                             "(locations 'input' and 'weight_input')")
+        if not any(a.get("location") == "input" for a in applies):
+            raise ValueError("no 'input' application: the stored weights are rotated but nothing rotates x")
+        try:
+            return cls(head_dim)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"head_dim: {err}") from None
+
+
 #: The input transforms, in the order a scheme applies them to x.
-TRANSFORMS: tuple[type[InputTransform], ...] = (Smooth,)
+TRANSFORMS: tuple[type[InputTransform], ...] = (Smooth, Hadamard)
 
 
 def _transform_kind(keyword: str) -> type[InputTransform] | None:
@@ -617,6 +767,8 @@ class QuantScheme:
                 f"weight_strategy={self.weight_strategy!r}"
             )
         self.kind.check(self)
+        for transform in self.transforms:
+            transform.check(self)
 
     def __getattr__(self, name: str):
         """An input transform's keyword (`smoothed`): its value on this scheme."""
@@ -739,7 +891,7 @@ class QuantScheme:
     def to_compressed_tensors(self) -> dict:
         """{"weights": args, "input_activations": args | None}, each a dict of compressed-tensors'
         `QuantizationArgs` fields (format "int-quantized"). Input transforms are the
-        format's `transform_config` (`qtriton.hf`); a scheme with one the format cannot
+        format's `transform_config` (`qtriton.formats.hf`); a scheme with one the format cannot
         express (smoothing) has no such form."""
         for transform in self.transforms:
             if transform.compressed_tensors_refusal:

@@ -1,0 +1,2 @@
+"""Checkpoint formats: Hugging Face folders in compressed-tensors format (`hf`) and qtriton's
+safetensors files (`serialization`)."""
