@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 from types import SimpleNamespace
 
 import numpy as np
@@ -17,11 +16,13 @@ from torch import nn
 import qtriton
 from qtriton import api
 from qtriton.accuracy import evaluate
-from qtriton.cli import main
-from qtriton.model.nn import Int8Linear, quantize_model
 from qtriton.accuracy.planning import Plan, layer_groups
-from qtriton.model.scheme import W8A8, W8A8_ASYMMETRIC, W8A16, QuantScheme
+from qtriton.cli import main
 from qtriton.formats.serialization import METADATA_KEY, load_quantized, save_quantized
+from qtriton.model.nn import Int8Linear, quantize_model
+from qtriton.model.scheme import W8A8, W8A8_ASYMMETRIC, W8A16, QuantScheme
+
+from tests.cases import edit_header
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 transformers = pytest.importorskip("transformers")
@@ -370,15 +371,6 @@ def test_evaluate_refuses_no_recipe_and_an_empty_plan():
 
 
 # ---------------------------------------------------------------------- 14: version-1 files
-def _edit_header(path, edit) -> None:
-    raw = path.read_bytes()
-    (length,) = struct.unpack("<Q", raw[:8])
-    header = json.loads(raw[8 : 8 + length])
-    edit(header)
-    text = json.dumps(header).encode()
-    path.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + length :])
-
-
 def _as_version_1(path, flags: dict) -> None:
     def on_metadata(header):
         qtriton_header = json.loads(header["__metadata__"][METADATA_KEY])
@@ -388,7 +380,7 @@ def _as_version_1(path, flags: dict) -> None:
             spec.update(flags)
         header["__metadata__"][METADATA_KEY] = json.dumps(qtriton_header)
 
-    _edit_header(path, on_metadata)
+    edit_header(path, on_metadata)
 
 
 def _mlp() -> nn.Module:

@@ -20,6 +20,8 @@ from qtriton.model.scheme import ActivationQuant
 from qtriton.ops import quantize as qops
 from qtriton.testing import assert_close, assert_exact
 
+from tests.cases import ACTIVATION_MODES
+
 BLOCKS = [2**n for n in range(1, 12)]  # 2 ... 2048: SmolLM2's widest (down_proj: 512, 2048-wide inputs: 2048)
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -240,16 +242,6 @@ def test_extreme_values(device, rng, dtype, symmetric):
     expected = ref.quantize_per_token(_widened(x), 8, symmetric, False, 256)
     finite = dtype == torch.float16
     assert np.isfinite(expected[1][0]) == finite and np.isnan(expected[1][[2, 3]]).all()
-
-
-ACTIVATION_MODES = {  # Int8Linear's activation modes: (symmetric, input scale, static scale)
-    "sym": (True, False, False),
-    "asym": (False, False, False),
-    "smoothed sym": (True, True, False),
-    "smoothed asym": (False, True, False),
-    "static": (True, False, True),
-    "smoothed static": (True, True, True),
-}
 
 
 @pytest.mark.interpreter

@@ -16,9 +16,11 @@ import triton.language as tl
 from qtriton import reference as ref
 from qtriton.dispatch import backend_module
 from qtriton.kernels.quantize import _cast_rne, _round_half_even
-from qtriton.ops import quantize as qops
 from qtriton.model.scheme import ActivationQuant
+from qtriton.ops import quantize as qops
 from qtriton.testing import assert_exact
+
+from tests.cases import ACTIVATION_MODES
 
 pytestmark = [
     pytest.mark.interpreter,
@@ -168,16 +170,6 @@ def test_per_token_range_including_zero(device, rng, layout, num_bits):
     deq = ref.dequantize_per_token(q_ref, scale_ref, zp_ref)
     np.testing.assert_allclose(deq[:2], x[:2], rtol=1e-6)
     assert (deq[x == 0] == 0).all()  # zero is exact
-
-
-ACTIVATION_MODES = {  # Int8Linear's activation modes: (symmetric, input scale, static scale)
-    "sym": (True, False, False),
-    "asym": (False, False, False),
-    "smoothed sym": (True, True, False),
-    "smoothed asym": (False, True, False),
-    "static": (True, False, True),
-    "smoothed static": (True, True, True),
-}
 
 
 @pytest.mark.parametrize("backend, layout", [

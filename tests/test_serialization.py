@@ -4,7 +4,6 @@ values; a bare Int8Linear round-trips; saving to a missing directory names the p
 from __future__ import annotations
 
 import json
-import struct
 
 import numpy as np
 import pytest
@@ -12,8 +11,10 @@ import torch
 from safetensors import SafetensorError
 from torch import nn
 
-from qtriton.model.nn import Int8Linear, quantize_model
 from qtriton.formats.serialization import METADATA_KEY, load_quantized, save_quantized
+from qtriton.model.nn import Int8Linear, quantize_model
+
+from tests.cases import edit_header
 
 
 def _model(seed: int = 0) -> nn.Module:
@@ -30,23 +31,13 @@ def saved(tmp_path):
     return model, path
 
 
-def _edit_header(path, edit) -> None:
-    """Rewrite a safetensors file's JSON header with edit(header) (the data bytes stay)."""
-    raw = path.read_bytes()
-    (length,) = struct.unpack("<Q", raw[:8])
-    header = json.loads(raw[8 : 8 + length])
-    edit(header)
-    text = json.dumps(header).encode()
-    path.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + length :])
-
-
 def _edit_layers(path, edit) -> None:
     def on_metadata(header):
         qtriton = json.loads(header["__metadata__"][METADATA_KEY])
         edit(qtriton["layers"])
         header["__metadata__"][METADATA_KEY] = json.dumps(qtriton)
 
-    _edit_header(path, on_metadata)
+    edit_header(path, on_metadata)
 
 
 def test_untouched_file_loads(saved, rng):
@@ -67,7 +58,7 @@ def test_untouched_file_loads(saved, rng):
 )
 def test_changed_dtype_is_refused(saved, key, dtype, message):
     _, path = saved
-    _edit_header(path, lambda h: h[key].update(dtype=dtype))  # same byte size: the file stays readable
+    edit_header(path, lambda h: h[key].update(dtype=dtype))  # same byte size: the file stays readable
     skeleton = _model()
     with pytest.raises(ValueError, match=message):
         load_quantized(skeleton, path)
@@ -133,7 +124,7 @@ def test_a_float_tensor_stored_as_integers_is_refused(tmp_path):
     quantize_model(model)
     path = tmp_path / "norm.safetensors"
     save_quantized(model, path)
-    _edit_header(path, lambda h: h["1.weight"].update(dtype="I32"))
+    edit_header(path, lambda h: h["1.weight"].update(dtype="I32"))
     skeleton = nn.Sequential(nn.Linear(32, 48), nn.LayerNorm(48), nn.Linear(48, 16))
     with pytest.raises(ValueError, match=r"1\.weight is I32, the model's is float32"):
         load_quantized(skeleton, path)
@@ -211,7 +202,7 @@ def _as_version_1(path, flags: dict) -> None:
             spec.update(flags)
         header["__metadata__"][METADATA_KEY] = json.dumps(qtriton)
 
-    _edit_header(path, on_metadata)
+    edit_header(path, on_metadata)
 
 
 def test_the_header_stores_each_layers_scheme(saved):
