@@ -374,7 +374,7 @@ class Hadamard(InputTransform):
 
     def build(self, layer, weight: torch.Tensor, data: dict, name: str) -> torch.Tensor:
         # W R with the oracle's butterflies in float64, rounded once to float32: within half a
-        # float32 ulp of the exact W R (R's entries are +-1/sqrt(block); tests/test_hadamard_model.py).
+        # float32 ulp of the exact W R (R's entries are +-1/sqrt(block); tests/test_rotation.py).
         return backend_module("torch").hadamard_rotate(weight.to(torch.float64), self.block).to(torch.float32)
 
     def activation_options(self, layer) -> dict:
