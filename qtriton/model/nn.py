@@ -224,7 +224,8 @@ class QuantizationSummary:
             f"  tied: {tensor} is also {holder}, which stays float: the int8 layer is stored beside it"
             for tensor, holder in self.tied
         ]
-        lines += [f"  {DEFAULT.fallback.name} in place of the default: {name}: {reason}" for name, reason in self.fell_back]
+        lines += [f"  {DEFAULT.fallback.name} in place of the default: {name}: {reason}"
+                  for name, reason in self.fell_back]
         lines += [f"  kept float: {name}: {reason}" for name, reason in self.skipped]
         return "\n".join(lines)
 
@@ -389,11 +390,11 @@ def quantize_model(
     without data, against 91-92 % for unrotated "w8a8-asym" (docs/models.md); a layer the
     rotation cannot take (odd in_features) gets "w8a8-asym", listed in the summary's
     fell_back. symmetric_activations= and weight_only=True are shorthands for the unrotated
-    "w8a8"/"w8a8-asym" and "w8a16". calibration, from `qtriton.calibrate(model, batches)` on this model before
-    quantizing, applies SmoothQuant (folding 1/s into the norms and producer layers it can,
-    before any weight is quantized; the layers it cannot fold get the scheme's "+smooth"
-    variant) and, if made with static=True, static activation scales ("w8a8-static", the
-    default then).
+    "w8a8"/"w8a8-asym" and "w8a16". calibration, from `qtriton.calibrate(model, batches)` on
+    this model before quantizing, applies SmoothQuant (folding 1/s into the norms and producer
+    layers it can, before any weight is quantized; the layers it cannot fold get the scheme's
+    "+smooth" variant) and, if made with static=True, static activation scales ("w8a8-static",
+    the default then: a static scale is calibrated on unrotated x).
 
     plan ({qualified layer name: QuantScheme or None}, e.g. from `qtriton.plan`) gives each
     layer its own scheme (scheme and its shorthands are then not given): None and
