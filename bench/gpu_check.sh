@@ -302,7 +302,13 @@ device_tests() {
     if ((${#gluon[@]})); then
         if ((gluon_ok)); then
             local per_test=()
-            "$py" -c "import pytest_timeout" 2>/dev/null && per_test=(-p pytest_timeout --timeout=60 --timeout-method=thread)
+            # pytest-timeout registers itself through its entry point (as "timeout"): naming it with
+            # -p as well fails pytest's start ("Plugin already registered"), so -p only when
+            # autoloading is off.
+            if "$py" -c "import pytest_timeout" 2>/dev/null; then
+                per_test=(--timeout=60 --timeout-method=thread)
+                [[ -n ${PYTEST_DISABLE_PLUGIN_AUTOLOAD:-} ]] && per_test=(-p pytest_timeout "${per_test[@]}")
+            fi
             names+=(shard-gluon)
             timeout --kill-after=5 "$((${GPU_CHECK_GLUON_SHARD_S:-80} * scale))" "$py" -m pytest "${common[@]}" -q --maxfail=30 \
                 "${per_test[@]}" "${gluon[@]:0:${cap:-${#gluon[@]}}}" >"$scratch/shard-gluon.log" 2>&1 &
