@@ -103,8 +103,10 @@ def test_folds_into_prenorms_and_keeps_function(block):
 def test_smoothing_cuts_w8a8_error_on_outliers(block):
     reference = copy.deepcopy(block)
     plain = copy.deepcopy(block)
-    quantize_model(plain)
-    quantize_model(block, calibration=calibrate(block, _batches(1), alpha=0.5))
+    # Unrotated: the rotation alone spreads the outliers too (rotated, smoothing cuts the
+    # error by a third here: 0.014 against 0.022).
+    quantize_model(plain, scheme="w8a8-asym")
+    quantize_model(block, calibration=calibrate(block, _batches(1), alpha=0.5), scheme="w8a8-asym")
     assert sum(isinstance(m, Int8Linear) for m in block.modules()) == 5
     held_out = _batches(2)
     error_plain = _relative_error(plain, reference, held_out)

@@ -20,7 +20,7 @@ from qtriton.accuracy.planning import Plan, layer_groups
 from qtriton.cli import main
 from qtriton.formats.serialization import METADATA_KEY, load_quantized, save_quantized
 from qtriton.model.nn import Int8Linear, quantize_model
-from qtriton.model.scheme import W8A8, W8A8_ASYMMETRIC, W8A16, QuantScheme
+from qtriton.model.scheme import DEFAULT, W8A8, W8A8_ASYMMETRIC, W8A16, QuantScheme
 
 from tests.cases import edit_header
 
@@ -241,7 +241,7 @@ def test_report_original_measures_an_input_scale_layer_against_its_smoothed_weig
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "float.safetensors"))
     x = torch.randn(64, 32)
     x[:, 3] *= 100  # an outlier channel: s far from 1 there
-    quantize_model(model, calibration=qtriton.calibrate(model, [x]), min_features=8)
+    quantize_model(model, calibration=qtriton.calibrate(model, [x]), min_features=8, scheme="w8a8-asym")
     save_quantized(model, tmp_path / "q.safetensors")
     rep = report_checkpoint(tmp_path / "q.safetensors", original=tmp_path / "float.safetensors")
     assert [layer.scheme for layer in rep.layers] == ["w8a8-asym+smooth"] * 2
@@ -479,11 +479,11 @@ def test_compressed_tensors_num_bits_as_a_string_is_named():
 # -------------------------------------------------------------------------- 19: plans by hand
 def test_plan_of_a_quantized_head_is_not_dropped_silently():
     model = _tiny_llama()
-    quantize_model(model, keep_output_head=False)
+    quantize_model(model, keep_output_head=False)  # the default, rotated: the head too
     plan = Plan.of_model(model)
-    assert plan.schemes["lm_head"] == W8A8_ASYMMETRIC
+    assert plan.schemes["lm_head"] == DEFAULT.scheme.for_layer(model.lm_head.in_features) and not plan.fell_back
     fresh = _tiny_llama()
-    with pytest.raises(ValueError, match=r"plan\['lm_head'\] is w8a8-asym.*keep_output_head=False"):
+    with pytest.raises(ValueError, match=r"plan\['lm_head'\] is w8a8\+had\d+.*keep_output_head=False"):
         quantize_model(fresh, plan=plan)
     assert not any(isinstance(m, Int8Linear) for m in fresh.modules())
     quantize_model(fresh, plan=plan, keep_output_head=False)

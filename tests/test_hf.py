@@ -407,6 +407,34 @@ def test_report_reads_pack_quantized_layers_of_a_mixed_folder(tmp_path):
     assert schemes["model.layers.0.self_attn.k_proj"] == "w8a8"
 
 
+def test_report_gives_the_int8_flop_fraction_of_a_folder(tmp_path, capsys):
+    """int8 x int8 share of the linear FLOPs from the folder alone: the int8 layers' codes and
+    the weights of the layers config.json's `ignore` lists (the output head aside), as
+    planning counts it on the model; a class name in `ignore` leaves it over what is known."""
+    from qtriton.accuracy.planning import int8_flop_fraction
+    from qtriton.report import format_table, report_checkpoint
+
+    model = _tiny_llama()
+    quantize_model(model, scheme="w8a16", include="*.mlp.down_proj")
+    quantize_model(model, scheme="w8a8", include="*.self_attn.*")  # gate/up stay float
+    folder = save_pretrained(model, tmp_path / "mixed")
+    rep = report_checkpoint(folder)
+    # Per layer: q, o 64x64, k, v 32x64 int8 x int8; gate, up 96x64 float, down 64x96 W8A16.
+    attention, mlp = 2 * 64 * 64 + 2 * 32 * 64, 3 * 96 * 64
+    assert rep.int8_flops == pytest.approx(attention / (attention + mlp)) and rep.int8_flops_note is None
+    assert rep.int8_flops == pytest.approx(int8_flop_fraction(model))
+    assert f"int8 x int8: {rep.int8_flops:.1%} of the linear layers' FLOPs" in format_table(rep)
+    assert json.loads(json.dumps(rep.to_dict()))["int8_flops"] == rep.int8_flops
+
+    config = json.loads((folder / "config.json").read_text())
+    config["quantization_config"]["ignore"] = ["re:.*mlp.gate_proj$", "LlamaMLPUp"]
+    (folder / "config.json").write_text(json.dumps(config))
+    rep = report_checkpoint(folder)
+    known = attention + 2 * 96 * 64  # up's weights are not told apart from other float tensors
+    assert rep.int8_flops == pytest.approx(attention / known)
+    assert "'LlamaMLPUp'" in rep.int8_flops_note and "over the layers known" in rep.int8_flops_note
+
+
 # ------------------------------------------------------------------- the real libraries
 def test_compressed_tensors_reads_qtritons_export(quantized, tmp_path):
     """compressed-tensors' own config model parses the export, and its decompressor turns

@@ -24,6 +24,7 @@ from qtriton.backend import use_backend
 from qtriton.accuracy.calibration import calibrate
 from qtriton.accuracy.evaluate import compare
 from qtriton.model.nn import Int8Linear, quantize_model
+from qtriton.model.scheme import QuantScheme
 from qtriton.accuracy.planning import int8_flop_fraction
 from qtriton.formats.serialization import load_quantized, save_quantized
 
@@ -39,7 +40,8 @@ TEST_TOKENS = smoothquant.TEXT_TOKENS  # the whole test text: the recipe table i
 # #28's recipes: every decoder layer Hadamard-rotated W8A8 with symmetric activations (the
 # cheapest int8 GEMM), 100 % of the decoder layers' linear FLOPs int8 x int8. With data:
 # SmoothQuant (alpha 0.5, calibrated on the calibration text) folded into the norms first.
-# Without data: the rotation alone. Chosen on the validation text (docs/models.md).
+# Without data: the rotation alone, quantize_model's default (scheme.DEFAULT). Chosen on the
+# validation text (docs/models.md).
 ROTATED = "w8a8+had"
 # #28's targets, on the test text: top-1 >= 96 %, perplexity within +0.5 %, >= 95 % of the
 # decoder layers' linear FLOPs int8 x int8; without data >= 95 % top-1. Noise: top-1 on n
@@ -117,13 +119,18 @@ def test_smoothquant_folds_every_layer(recipe_model, smollm2):
 
 
 def _rotated(family, data: bool):
-    """(quantized copy, result on the test text) of #28's recipe, with or without SmoothQuant."""
+    """(quantized copy, result on the test text) of #28's recipe, with SmoothQuant, or without
+    data: quantize_model's default, which is the same rotated scheme on every layer."""
     float_model, calibration_ids, test_ids, reference = family
     model = copy.deepcopy(float_model)
-    calibration = calibrate(model, [calibration_ids], alpha=RECIPE_ALPHA) if data else None
-    quantize_model(model, scheme=ROTATED, calibration=calibration)
+    if data:
+        quantize_model(model, scheme=ROTATED, calibration=calibrate(model, [calibration_ids], alpha=RECIPE_ALPHA))
+    else:
+        summary = quantize_model(model)
+        assert not summary.fell_back and [name for name, _ in summary.skipped] == ["lm_head"], summary
     layers = [m for m in model.modules() if isinstance(m, Int8Linear)]
-    assert layers and all(m.scheme.hadamard and m.input_scale is None for m in layers)  # every smoothing folded
+    # Every layer rotated and symmetric, every smoothing folded (no input_scale, no "+smooth").
+    assert layers and all(m.scheme == QuantScheme.parse(ROTATED).for_layer(m.in_features) for m in layers)
     return model, _measure(model, test_ids, reference)
 
 

@@ -110,7 +110,7 @@ def test_embeddings_stay_close(embeddings):
     _, _, reference, quantized = embeddings
     cosine = (reference * quantized).sum(axis=1)  # both normalized
     assert cosine.mean() >= 0.99, cosine
-    assert cosine.min() >= 0.97, cosine  # measured 0.983 (mean 0.997)
+    assert cosine.min() >= 0.97, cosine  # the default (rotated): measured 0.998 (mean 0.9996)
 
 
 def test_pair_ranking_is_kept(embeddings):

@@ -426,6 +426,50 @@ def test_quantize_model_gives_every_layer_the_scheme(rng, scheme):
     assert torch.equal(model(x), reference(x))
 
 
+def test_the_default_is_rotated_w8a8_with_a_fallback_for_odd_layers(rng):
+    """scheme.DEFAULT: "w8a8+had" (the largest power-of-two block dividing in_features) where
+    the rotation fits, "w8a8-asym" for an odd in_features, named in the summary and the plan;
+    the output head stays float; the shorthands keep their unrotated presets."""
+    from qtriton.accuracy.planning import Plan
+    from qtriton.model.scheme import DEFAULT
+
+    class LM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.up, self.odd, self.lm_head = nn.Linear(48, 33), nn.Linear(33, 40), nn.Linear(40, 64)
+
+        def forward(self, x):
+            return self.lm_head(self.odd(torch.relu(self.up(x))))
+
+    model = LM()
+    float_model = {name: m for name, m in model.named_children()}
+    summary = quantize_model(model)
+    assert (DEFAULT.scheme.name, DEFAULT.fallback.name) == ("w8a8+had", "w8a8-asym")
+    assert (model.up.scheme.name, model.odd.scheme.name) == ("w8a8+had16", "w8a8-asym")
+    assert type(model.lm_head) is nn.Linear and [n for n, _ in summary.skipped] == ["lm_head"]
+    assert [name for name, _ in summary.fell_back] == ["odd"] and "in_features=33" in summary.fell_back[0][1]
+    assert "w8a8-asym in place of the default: odd: w8a8+had refuses it" in str(summary)
+    plan = Plan.of_model(model)
+    assert list(plan.fell_back) == ["odd"] and "w8a8-asym in place of the default w8a8+had (1 layers): odd" in str(plan)
+    assert Plan.from_dict(plan.to_dict()) == plan
+    # Each layer computes what Int8Linear.from_float of its scheme does.
+    for name, scheme in (("up", "w8a8+had"), ("odd", "w8a8-asym")):
+        expected = Int8Linear.from_float(float_model[name], scheme)
+        rows = torch.from_numpy(rng.standard_normal((5, expected.in_features), dtype=np.float32))
+        assert torch.equal(getattr(model, name)(rows), expected(rows))
+
+    with pytest.raises(ValueError, match="odd: a Hadamard rotation needs an even in_features"):
+        quantize_model(LM(), scheme="w8a8+had")  # asked for by name: refused, not replaced
+    assert [m.scheme.name for m in _quantized(LM(), symmetric_activations=False)] == ["w8a8-asym"] * 2
+    assert [m.scheme.name for m in _quantized(LM(), symmetric_activations=True)] == ["w8a8"] * 2
+    assert [m.scheme.name for m in _quantized(LM(), weight_only=True)] == ["w8a16"] * 2
+
+
+def _quantized(model, **kwargs) -> list[Int8Linear]:
+    quantize_model(model, **kwargs)
+    return [m for m in model.modules() if isinstance(m, Int8Linear)]
+
+
 @pytest.mark.parametrize(
     "kwargs, error, message",
     [

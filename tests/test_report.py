@@ -312,6 +312,58 @@ def test_quantized_checkpoint_alone_estimates_the_error(lm_files, capsys):
     assert data["layers"][0]["estimated"] is True and data["bytes_stored"] == _tensor_bytes(int8_path)
 
 
+def test_quantized_checkpoint_gives_the_int8_flop_fraction(lm_files, tmp_path, capsys):
+    """up and down int8 x int8, gate float (under min_features), lm_head aside: the header's
+    float_linears make it exact; a file without them gives it over the int8 layers and says so."""
+    import safetensors
+
+    from qtriton.formats.serialization import METADATA_KEY
+
+    _, int8_path, _ = lm_files
+    rep = report_checkpoint(int8_path)
+    assert rep.int8_flops == pytest.approx(2 * 32 * 64 / (2 * 32 * 64 + 32 * 4)) and rep.int8_flops_note is None
+    assert _run([str(int8_path), "--no-progress"]) == 0
+    assert f"int8 x int8: {rep.int8_flops:.1%} of the linear layers' FLOPs" in capsys.readouterr().out
+    assert _run([str(int8_path), "--json", "--no-progress"]) == 0
+    assert json.loads(capsys.readouterr().out)["int8_flops"] == pytest.approx(rep.int8_flops)
+
+    with safetensors.safe_open(str(int8_path), framework="pt") as f:  # as a file written before the record
+        metadata, state = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    header = json.loads(metadata[METADATA_KEY])
+    del header["float_linears"]
+    save_file(state, str(tmp_path / "older.safetensors"), metadata={**metadata, METADATA_KEY: json.dumps(header)})
+    rep = report_checkpoint(tmp_path / "older.safetensors")
+    assert rep.int8_flops == 1.0 and "does not record its float nn.Linear layers" in rep.int8_flops_note
+    header["float_linears"] = {"gate": [4]}
+    save_file(state, str(tmp_path / "bad.safetensors"), metadata={**metadata, METADATA_KEY: json.dumps(header)})
+    with pytest.raises(ValueError, match="malformed 'float_linears'"):
+        report_checkpoint(tmp_path / "bad.safetensors")
+
+
+def test_rotated_layers_compare_with_the_rotated_original(lm_files, tmp_path):
+    """The default scheme stores W R (Hadamard-rotated): the report measures the codes against
+    the original rotated by the oracle, as the layer quantized it, not against W."""
+    from safetensors.torch import load_file
+
+    from qtriton.formats.serialization import save_quantized
+    from qtriton.model.nn import quantize_model
+
+    float_path, _, _ = lm_files
+    model = _LM()
+    model.load_state_dict(load_file(str(float_path)))
+    quantize_model(model)
+    save_quantized(model, tmp_path / "rotated.safetensors")
+    rep = report_checkpoint(tmp_path / "rotated.safetensors", original=float_path)
+    assert [layer.scheme for layer in rep.layers] == ["w8a8+had32", "w8a8+had64"]
+    original = load_file(str(float_path))
+    for layer, block in zip(rep.layers, (32, 64)):
+        w = reference.hadamard_rotate(original[f"{layer.name}.weight"].numpy().astype(np.float64), block)
+        w = w.astype(np.float32)
+        q, scale = reference.quantize_symmetric(w, 8, keep_axis=0)
+        expected = reference.quantization_error(w, reference.dequantize_symmetric(q, scale, keep_axis=0))
+        assert not layer.estimated and layer.snr_db == pytest.approx(expected["snr"], rel=1e-6), layer
+
+
 def test_quantized_checkpoint_shared_and_bare_layers(tmp_path):
     from qtriton.model.nn import Int8Linear, quantize_model
     from qtriton.formats.serialization import save_quantized
@@ -350,7 +402,7 @@ def test_original_of_a_wrapped_model_matches_by_name_suffix(lm_files, tmp_path):
     inner = _LM()
     inner.load_state_dict(load_file(str(float_path)))
     wrapped = torch.nn.Sequential(torch.nn.ModuleDict({"auto_model": inner}))
-    quantize_model(wrapped)
+    quantize_model(wrapped, symmetric_activations=False)  # as lm_files
     save_quantized(wrapped, tmp_path / "wrapped.safetensors")
     rep = report_checkpoint(tmp_path / "wrapped.safetensors", original=float_path)
     assert [layer.name for layer in rep.layers] == ["0.auto_model.up", "0.auto_model.down"]

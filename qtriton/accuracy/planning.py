@@ -36,7 +36,7 @@ from qtriton.accuracy.fidelity import kl_top1, log_probs, quantized_copy
 from qtriton.formats.hf import FUSED
 from qtriton.model.nn import Int8Linear
 from qtriton.progress import progress as bar
-from qtriton.model.scheme import CANDIDATES, W8A16, QuantScheme
+from qtriton.model.scheme import CANDIDATES, DEFAULT, W8A16, QuantScheme
 
 DEFAULT_SCHEMES = CANDIDATES
 
@@ -109,8 +109,14 @@ def linear_flops(model: nn.Module) -> dict[str, int]:
     """{qualified name: in_features * out_features} of each linear layer (nn.Linear or
     Int8Linear) but the output head: its multiply-adds per token, the decoder layers' share of
     a forward's matmul work (attention's token-by-token products aside)."""
-    return {name: m.in_features * m.out_features for name, m in model.named_modules()
-            if isinstance(m, (nn.Linear, Int8Linear)) and name and name.rpartition(".")[2] != "lm_head"}
+    return linear_flops_of({name: (m.out_features, m.in_features) for name, m in model.named_modules()
+                            if isinstance(m, (nn.Linear, Int8Linear)) and name})
+
+
+def linear_flops_of(shapes: dict[str, tuple[int, int]]) -> dict[str, int]:
+    """linear_flops from {layer name: its weight's (out_features, in_features)}, as a
+    checkpoint records them (`qtriton report`): the output head left out."""
+    return {name: int(out) * int(inp) for name, (out, inp) in shapes.items() if not _is_head(name)}
 
 
 def int8_fraction(schemes: dict[str, QuantScheme | None], flops: dict[str, int]) -> float:
@@ -255,7 +261,9 @@ class Plan:
     """{layer name: QuantScheme or None (float)} for `quantize_model(model, plan=...)`, with
     the group choices it was made from, what the whole quantized model measured, and the
     fraction of the decoder layers' linear FLOPs its schemes run int8 x int8 (`int8_flops`,
-    known where the plan was made from a model)."""
+    known where the plan was made from a model); of a quantized model (`of_model`), the
+    layers whose scheme is the default's fallback because the default scheme refuses them
+    (`fell_back`: {layer: why})."""
 
     schemes: dict[str, QuantScheme | None]
     groups: dict[str, str] = field(default_factory=dict)  # group -> scheme name or "float"
@@ -263,12 +271,13 @@ class Plan:
     top1: float | None = None
     target: str = ""
     int8_flops: float | None = None
+    fell_back: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {
             "schemes": {n: None if s is None else s.to_dict() for n, s in self.schemes.items()},
             "groups": self.groups, "kl": self.kl, "top1": self.top1, "target": self.target,
-            "int8_flops": self.int8_flops,
+            "int8_flops": self.int8_flops, "fell_back": self.fell_back,
         }
 
     @classmethod
@@ -277,8 +286,9 @@ class Plan:
         file is checked here, not when it is printed or applied)."""
         if not isinstance(value, dict) or not isinstance(value.get("schemes"), dict):
             raise ValueError("a plan must be an object with a 'schemes' object")
-        if unknown := sorted(value.keys() - {"schemes", "groups", "kl", "top1", "target", "int8_flops"}):
-            raise ValueError(f"plan: unknown keys {unknown} (a plan has schemes, groups, kl, top1, target, int8_flops)")
+        keys = ("schemes", "groups", "kl", "top1", "target", "int8_flops", "fell_back")
+        if unknown := sorted(value.keys() - set(keys)):
+            raise ValueError(f"plan: unknown keys {unknown} (a plan has {', '.join(keys)})")
         schemes = {}
         for name, scheme in value["schemes"].items():
             try:
@@ -300,8 +310,11 @@ class Plan:
                 raise ValueError(f"plan: {key} must be a number or null, got {number!r}")
         if not isinstance(value.get("target", ""), str):
             raise ValueError(f"plan: target must be a string, got {value['target']!r}")
+        fell_back = value.get("fell_back", {})
+        if not isinstance(fell_back, dict) or not all(isinstance(v, str) for v in fell_back.values()):
+            raise ValueError(f"plan: fell_back must be an object of layer -> reason, got {fell_back!r}")
         return cls(schemes, dict(groups), value.get("kl"), value.get("top1"), value.get("target", ""),
-                   value.get("int8_flops"))
+                   value.get("int8_flops"), dict(fell_back))
 
     @classmethod
     def from_groups(cls, model: nn.Module, groups: dict[str, str]) -> Plan:
@@ -329,15 +342,21 @@ class Plan:
         back the schemes of the plan it was made with. Not kept: the alpha and calibration
         data (a new `calibrate` applies the plan again), the groups and measurements of
         `qtriton.plan`. A folder from another writer (llm-compressor's SmoothQuant) has no
-        fold record: its folded layers read as their plain scheme."""
-        schemes = {}
+        fold record: its folded layers read as their plain scheme.
+
+        fell_back names each layer that runs the default's fallback scheme because the default
+        scheme refuses it (`scheme.DEFAULT`: "w8a8-asym" where the rotation cannot take an odd
+        in_features), read off the layer, so a loaded model says it too."""
+        schemes, fell_back = {}, {}
         for name, module in model.named_modules():
             if isinstance(module, Int8Linear):
                 folded = module.smoothing_folded_into is not None
                 schemes[name] = module.scheme.replace(smoothed=True) if folded else module.scheme
+                if (why := DEFAULT.fallback_reason(module.scheme.replace(smoothed=False), module.in_features)):
+                    fell_back[name] = why
             elif isinstance(module, nn.Linear) and name:
                 schemes[name] = None
-        return cls(schemes, int8_flops=int8_fraction(schemes, linear_flops(model)))
+        return cls(schemes, int8_flops=int8_fraction(schemes, linear_flops(model)), fell_back=fell_back)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1)
@@ -353,6 +372,9 @@ class Plan:
                      f"{measured}" + (f" (target {self.target})" if self.target else ""))
         if self.int8_flops is not None:
             lines.append(f"int8 x int8: {self.int8_flops:.1%} of the decoder layers' linear FLOPs")
+        if self.fell_back:
+            lines.append(f"{DEFAULT.fallback.name} in place of the default {DEFAULT.scheme.name} "
+                         f"({len(self.fell_back)} layers): " + ", ".join(self.fell_back))
         return "\n".join(lines)
 
 

@@ -13,7 +13,12 @@ The header (metadata key "qtriton") is JSON:
     {"format": "qtriton.int8-linear", "version": 2,
      "layers": {name: {"in_features", "out_features", "bias", "scheme": QuantScheme.to_dict()}},
      "shared": [[name, name, ...], ...],
-     "smoothing_folds": {name: the module that took its SmoothQuant 1/s}}   (if any; see Int8Linear)
+     "smoothing_folds": {name: the module that took its SmoothQuant 1/s},   (if any; see Int8Linear)
+     "float_linears": {name: [out_features, in_features]}}   (the nn.Linear layers left float)
+
+"float_linears" (optional; readers before it ignore it) is what compressed-tensors' `ignore`
+says of a folder: with "layers" it gives `qtriton report` the share of the linear FLOPs that
+run int8 x int8 (planning.int8_fraction). Loading does not use it.
 
 Version 1 files (a "symmetric_activations" bool and optional "weight_only", "input_scale",
 "static_activations" flags instead of "scheme") keep loading: read_header turns their flags
@@ -83,6 +88,9 @@ def save_quantized(model: nn.Module, path: str | os.PathLike) -> None:
     header = {"format": FORMAT, "version": FORMAT_VERSION, "layers": layers, "shared": shared}
     if folds := smoothing_folds(model):
         header["smoothing_folds"] = folds
+    header["float_linears"] = {name: [module.out_features, module.in_features]
+                               for name, module in model.named_modules()
+                               if isinstance(module, nn.Linear) and name}
     path = Path(path)
     if not path.parent.is_dir():
         raise FileNotFoundError(f"cannot save to {str(path)!r}: directory {str(path.parent)!r} does not exist")
@@ -203,6 +211,12 @@ def _parse_header(path: Path, header) -> dict:
         raise ValueError(f"{str(path)!r}: its {METADATA_KEY!r} header has a malformed 'smoothing_folds' entry: "
                          f"{folds!r} (an object of its layers' names)")
     checks.smoothing_folds(folds, repr(str(path)))
+    floats = header.get("float_linears", {})
+    if not isinstance(floats, dict) or not all(
+            isinstance(shape, list) and len(shape) == 2 and all(type(n) is int and n > 0 for n in shape)
+            for shape in floats.values()):
+        raise ValueError(f"{str(path)!r}: its {METADATA_KEY!r} header has a malformed 'float_linears' entry: "
+                         f"{floats!r} (an object of layer name -> [out_features, in_features])")
     return header
 
 

@@ -6,7 +6,8 @@ symmetric or asymmetric, static, or float),
 the SNR and max |error| of the stored weights (codes * scales) against the float checkpoint
 given with `--original`, or without it estimated from the rounding step (error uniform over
 +-scale/2: SNR ~ signal / (scale^2 / 12), max |error| <= max(scale) / 2), and its bytes; then
-the tensors stored in float and the file's total.
+the tensors stored in float, the file's total, and the share of the linear layers' FLOPs (the
+output head aside) that run int8 x int8. A Hadamard-rotated layer is compared with W R.
 
 A float state dict (.safetensors, .pt/.pth/.bin/.ckpt, .npz): every 2-D floating-point tensor
 is quantized and dequantized with the NumPy oracle (`qtriton.reference`) and measured (SNR dB,

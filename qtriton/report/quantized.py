@@ -5,6 +5,7 @@ estimated from the rounding step), SmoothQuant's part in the comparison, and the
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -53,8 +54,13 @@ def report_quantized(
         # safetensors stores a shared layer's tensors under one of its names (checked above).
         holder = next(n for n in names if _key(n, "weight") in stored)
         parts = [slot.name for slot in spec["scheme"].tensors(spec["in_features"], spec["out_features"], spec["bias"])]
-        layers.append((name, names, holder, spec["scheme"].name, parts))
-    return _report_layers(path, stored, layers, original, progress, header["smoothing_folds"])
+        layers.append((name, names, holder, spec["scheme"], parts))
+    floats, note = None, None
+    if "float_linears" in header:
+        floats = {name: tuple(shape) for name, shape in header["float_linears"].items()}
+    else:
+        note = "over the int8 layers only: this file does not record its float nn.Linear layers (an upper bound)"
+    return _report_layers(path, stored, layers, original, progress, header["smoothing_folds"], (floats, note))
 
 
 def report_compressed_folder(
@@ -76,11 +82,38 @@ def report_compressed_folder(
             parts = {k.removeprefix(f"{name}."): v for k, v in stored.items()
                      if k.startswith(f"{name}.") and "." not in k.removeprefix(f"{name}.")}
             check_layer_tensors(name, parts, tensor.shape[1], tensor.shape[0], scheme, where=f"{str(path)!r}: ")
-            layers.append((name, [name], name, scheme.name, list(parts)))
+            layers.append((name, [name], name, scheme, list(parts)))
     if not layers:
         raise ValueError(f"{str(path)!r}: its config says compressed-tensors, but it stores no int8 layer")
     folds = checks.smoothing_folds(quant.get(checks.SMOOTHING_RECORD), repr(str(Path(path) / "config.json")))
-    return _report_layers(path, stored, layers, original, progress, folds)
+    return _report_layers(path, stored, layers, original, progress, folds, _ignored_linears(quant, stored, layers))
+
+
+def _ignored_linears(quant: dict, stored: dict, layers: list) -> tuple[dict, str | None]:
+    """({name: (out, in)} of the float linear layers config.json's `ignore` lists, their
+    weights' shapes as stored; a note, or None) for the int8 FLOP fraction. compressed-tensors'
+    ignore names layers, "re:" regexes of names, or classes: a name that is no stored weight's
+    layer nor an output head (a class, which needs the model) leaves the fraction over what is
+    known, and the note says so."""
+    from qtriton.accuracy.planning import linear_flops_of
+
+    int8 = {name for name, *_ in layers}
+    candidates = {key.removesuffix(".weight"): tuple(value.shape) for key, value in stored.items()
+                  if key.endswith(".weight") and value.ndim == 2 and value.is_floating_point()
+                  and key.removesuffix(".weight") not in int8}
+    floats, unresolved = {}, []
+    for entry in quant.get("ignore") or []:
+        if entry.startswith("re:"):
+            floats.update({n: s for n, s in candidates.items() if re.match(entry[3:], n)})
+        elif entry in candidates:
+            floats[entry] = candidates[entry]
+        elif linear_flops_of({entry: (1, 1)}):  # not an output head, not stored: a class name?
+            unresolved.append(entry)
+    note = None
+    if unresolved:
+        note = (f"over the layers known: `ignore` entries {unresolved} name no stored weight "
+                "(class names need the model)")
+    return floats, note
 
 
 def _smoothing(name: str, folds: dict[str, str]) -> str | None:
@@ -93,9 +126,11 @@ def _smoothing(name: str, folds: dict[str, str]) -> str | None:
 
 
 def _report_layers(path, stored: dict, layers: list, original, progress: bool,
-                   folds: dict[str, str]) -> QuantizedCheckpointReport:
+                   folds: dict[str, str], float_linears: tuple) -> QuantizedCheckpointReport:
     """The report on stored's quantized layers, each (name, all its names, the name its
-    tensors are stored under, scheme name, the names of its tensors), in the order given.
+    tensors are stored under, QuantScheme, the names of its tensors), in the order given.
+    float_linears: ({name: (out, in)} of the linear layers left float, or None where the
+    checkpoint does not say; a note on the int8 FLOP fraction, or None).
     folds: the checkpoint's record of SmoothQuant folds ({layer: the module that took its 1/s}): the weights those
     rescaled are not compared with the original's (their SNR is estimated), a layer's own
     input_scale is (against original / input_scale, the weight it quantized)."""
@@ -127,6 +162,9 @@ def _report_layers(path, stored: dict, layers: list, original, progress: bool,
                 float_weights = as_float32(reference_state[key])
             if input_scale is not None:  # the weight from_float quantized
                 float_weights = float_weights / input_scale.to(torch.float32).numpy()
+            block = scheme.for_layer(codes.shape[1]).hadamard
+            if block and float_weights is not None:  # stored rotated: W R, as Hadamard.build makes it
+                float_weights = reference.hadamard_rotate(float_weights.astype(np.float64), block).astype(np.float32)
         if float_weights is not None:
             err = reference.quantization_error(float_weights, weights)
             snr, max_error, estimated = err["snr"], err["max_error"], False
@@ -136,8 +174,8 @@ def _report_layers(path, stored: dict, layers: list, original, progress: bool,
             noise = float(np.sum(scale.double().numpy() ** 2)) * codes.shape[1] / 12
             snr = 10 * math.log10(signal / noise) if signal > 0 else -math.inf
             max_error, estimated = float(scale.max()) / 2, True
-        measured.append(LayerReport(name or "(bare layer)", tuple(codes.shape), scheme, snr, max_error, estimated, size,
-                                    smoothing))
+        measured.append(LayerReport(name or "(bare layer)", tuple(codes.shape), scheme.name, snr, max_error, estimated,
+                                    size, smoothing))
 
     float_tensors = {
         k: (tuple(v.shape), str(v.dtype).removeprefix("torch."), v.numel() * v.element_size())
@@ -161,5 +199,15 @@ def _report_layers(path, stored: dict, layers: list, original, progress: bool,
         bytes_original = sum(nbytes(v) for v in reference_state.values() if hasattr(v, "shape"))
     return QuantizedCheckpointReport(
         str(path), None if original is None else str(original), measured, float_tensors, bytes_stored, bytes_original,
-        changed,
+        changed, *_int8_flops(stored, layers, *float_linears),
     )
+
+
+def _int8_flops(stored: dict, layers: list, floats: dict | None, note: str | None) -> tuple[float, str | None]:
+    """(the share of the linear FLOPs, the output head aside, in layers that run int8 x int8,
+    as planning.int8_fraction counts it; its note): the int8 layers' (out, in) from their codes."""
+    from qtriton.accuracy.planning import int8_fraction, linear_flops_of
+
+    shapes = {name: tuple(stored[_key(holder, "weight")].shape) for name, _, holder, _, _ in layers}
+    shapes.update(floats or {})
+    return int8_fraction({name: scheme for name, _, _, scheme, _ in layers}, linear_flops_of(shapes)), note

@@ -124,6 +124,11 @@ class QuantizedCheckpointReport:
     #: Float tensors whose values differ from the original's, no recorded fold explaining it
     #: (another writer's SmoothQuant folded into norms?): the layers they feed may not compare.
     changed_float: list[str] = field(default_factory=list)
+    #: The share of the linear layers' FLOPs (in * out per token; the output head aside) that
+    #: run int8 x int8 (W8A8; not W8A16 or float), as planning.int8_fraction counts it.
+    int8_flops: float | None = None
+    #: None where every linear layer is known; else over what the fraction is taken.
+    int8_flops_note: str | None = None
 
     def to_dict(self) -> dict:
         def finite(v: float) -> float | None:
@@ -135,6 +140,8 @@ class QuantizedCheckpointReport:
             "original": self.original,
             "bytes_stored": self.bytes_stored,
             "bytes_original": self.bytes_original,
+            "int8_flops": self.int8_flops,
+            "int8_flops_note": self.int8_flops_note,
             "layers": [
                 {
                     "name": layer.name,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import textwrap
 
 from qtriton.report.results import CheckpointReport, MethodError, QuantizedCheckpointReport
 
@@ -141,7 +142,8 @@ def _format_quantized(rep: QuantizedCheckpointReport, wide: bool) -> str:
     lines = [
         f"{rep.path if wide else _clip(rep.path, WIDTH - 52)}: qtriton checkpoint, {len(rep.layers)} Int8Linear layers",
         "weights int8 per channel, symmetric; scheme: w8a8 (x int8 per token), -asym (with zero points),",
-        "-static (one calibrated scale), w8a16 (x float), +smooth (SmoothQuant input_scale);",
+        "-static (one calibrated scale), w8a16 (x float), +smooth (SmoothQuant input_scale),",
+        "+had<b> (x and W rotated by a Hadamard matrix of blocks of b: the SNR is of W rotated);",
         f"SNR / max|err| of codes * scales {against if wide else _clip(against, WIDTH - 34)}",
         f"{'layer':<{name_width}}{fixed}",
     ]
@@ -165,6 +167,11 @@ def _format_quantized(rep: QuantizedCheckpointReport, wide: bool) -> str:
     total = f"stored: {_human_bytes(rep.bytes_stored)} (int8 layers {_human_bytes(int8_bytes)})"
     if rep.bytes_original is not None:
         total += f"; original {_human_bytes(rep.bytes_original)} ({rep.bytes_stored / rep.bytes_original:.1%} of it)"
+    if rep.int8_flops is not None:
+        lines.append(f"int8 x int8: {rep.int8_flops:.1%} of the linear layers' FLOPs (the output head aside)")
+        if rep.int8_flops_note:
+            note = [rep.int8_flops_note] if wide else textwrap.wrap(rep.int8_flops_note, WIDTH - 2)
+            lines += [f"  {part}" for part in note]
     lines.append(total)
     lines += _smoothing_notes(rep)
     return "\n".join(lines)
