@@ -17,7 +17,6 @@ import torch
 
 from bench.common import (
     Context,
-    check_close,
     check_exact,
     checked,
     goal,

@@ -79,8 +79,8 @@ def perplexity(logits: torch.Tensor, ids: torch.Tensor) -> float:
 
 def compare(model, ids: torch.Tensor, reference: torch.Tensor) -> tuple[float, float]:
     """(perplexity change vs float, top-1 next-token agreement) of model on ids (1, T)."""
-    from qtriton.backend import use_backend
     from qtriton.accuracy.evaluate import compare
+    from qtriton.backend import use_backend
 
     with torch.inference_mode(), use_backend("torch"):
         logits = model(ids).logits[0]

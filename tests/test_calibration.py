@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from qtriton.accuracy.calibration import calibrate, layer_report
-from qtriton.model.nn import Int8Linear, quantize_model
 from qtriton.formats.serialization import load_quantized, save_quantized
+from qtriton.model.nn import Int8Linear, quantize_model
 
 D, HIDDEN = 64, 128
 OUTLIERS = [3, 17, 40]  # input channels 100x larger than the rest, as in decoder LLMs

@@ -11,9 +11,9 @@ import torch
 from torch import nn
 
 from qtriton.accuracy import evaluate
+from qtriton.accuracy.planning import Plan, layer_groups
 from qtriton.cli import main
 from qtriton.model.nn import Int8Linear
-from qtriton.accuracy.planning import Plan, layer_groups
 from qtriton.model.scheme import W8A16
 
 VOCAB, D = 40, 32

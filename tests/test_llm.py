@@ -20,13 +20,13 @@ import pytest
 import torch
 
 from bench import smoothquant
-from qtriton.backend import use_backend
 from qtriton.accuracy.calibration import calibrate
 from qtriton.accuracy.evaluate import compare
+from qtriton.accuracy.planning import int8_flop_fraction
+from qtriton.backend import use_backend
+from qtriton.formats.serialization import load_quantized, save_quantized
 from qtriton.model.nn import Int8Linear, quantize_model
 from qtriton.model.scheme import QuantScheme
-from qtriton.accuracy.planning import int8_flop_fraction
-from qtriton.formats.serialization import load_quantized, save_quantized
 
 # Before anything imports huggingface_hub, which reads it once: never reach for the network.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

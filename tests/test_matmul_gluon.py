@@ -20,6 +20,7 @@ from qtriton import reference
 from qtriton.ops import configs as mcfg
 from qtriton.ops import matmul as mops
 from qtriton.testing import assert_close, assert_exact, to_numpy
+
 from tests.gemm_cases import codes, exact_product, operand_b, scale, zero_point, zero_points_np
 
 # Ragged in every dimension (TMA's zero padding at the M, N and K edges), several tiles and
@@ -462,9 +463,10 @@ def test_gluon_unavailable_when_triton_lacks_a_name(monkeypatch):
         pytest.skip("this Triton has no Gluon")
     import sys
 
-    import qtriton.kernels
     from triton.experimental.gluon.language.nvidia import hopper
     from triton.experimental.gluon.nvidia import hopper as host
+
+    import qtriton.kernels
 
     def forget_the_kernel_module():  # so that the next import runs it again
         monkeypatch.delitem(sys.modules, "qtriton.kernels.matmul_gluon")

@@ -17,6 +17,7 @@ from qtriton import reference
 from qtriton.ops import configs as mcfg
 from qtriton.ops import matmul as mops
 from qtriton.testing import assert_close, assert_exact, to_numpy
+
 from tests.gemm_cases import codes, exact_product, operand_b, scale, zero_point, zero_points_np
 
 # Few programs per launch in the interpreter; still several tiles and K steps at 257.

@@ -20,6 +20,7 @@ import triton.language as tl
 from qtriton.ops import configs as mcfg
 from qtriton.ops import matmul as mops
 from qtriton.testing import assert_close, assert_exact, to_numpy
+
 from tests.gemm_cases import codes, exact_product, operand_b, zero_point
 
 SMALL_TILES = {"BLOCK_SIZE_M": 32, "BLOCK_SIZE_N": 32, "BLOCK_SIZE_K": 32}

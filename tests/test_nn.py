@@ -12,9 +12,9 @@ from torch import nn
 
 from qtriton import reference
 from qtriton.backend import use_backend
+from qtriton.formats.serialization import load_quantized, save_quantized
 from qtriton.model.nn import Int8Linear, QuantizationSummary, quantize_model
 from qtriton.model.scheme import QuantScheme
-from qtriton.formats.serialization import load_quantized, save_quantized
 from qtriton.testing import assert_close, assert_exact
 
 EPS = {torch.float32: 2.0**-23, torch.float16: 2.0**-10, torch.bfloat16: 2.0**-7}

@@ -237,8 +237,8 @@ def _tensor_bytes(path) -> int:
 def lm_files(tmp_path):
     from safetensors.torch import save_model
 
-    from qtriton.model.nn import quantize_model
     from qtriton.formats.serialization import save_quantized
+    from qtriton.model.nn import quantize_model
 
     torch.manual_seed(0)
     model = _LM()
@@ -365,8 +365,8 @@ def test_rotated_layers_compare_with_the_rotated_original(lm_files, tmp_path):
 
 
 def test_quantized_checkpoint_shared_and_bare_layers(tmp_path):
-    from qtriton.model.nn import Int8Linear, quantize_model
     from qtriton.formats.serialization import save_quantized
+    from qtriton.model.nn import Int8Linear, quantize_model
 
     shared = torch.nn.Linear(32, 32)
     model = torch.nn.Sequential(shared, torch.nn.ReLU(), shared)
@@ -395,8 +395,8 @@ def test_original_of_a_wrapped_model_matches_by_name_suffix(lm_files, tmp_path):
     # A wrapper (SentenceTransformer's "0.auto_model.") saved from the plain checkpoint.
     from safetensors.torch import load_file
 
-    from qtriton.model.nn import quantize_model
     from qtriton.formats.serialization import save_quantized
+    from qtriton.model.nn import quantize_model
 
     float_path, _, _ = lm_files
     inner = _LM()

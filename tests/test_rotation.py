@@ -21,9 +21,9 @@ import torch
 from torch import nn
 
 from qtriton import api, reference
+from qtriton.accuracy.planning import Plan, int8_flop_fraction
 from qtriton.formats.hf import from_pretrained, quantization_config, save_pretrained
 from qtriton.model.nn import Int8Linear, quantize_model
-from qtriton.accuracy.planning import Plan, int8_flop_fraction
 from qtriton.model.scheme import Hadamard, QuantScheme
 from qtriton.testing import assert_close
 

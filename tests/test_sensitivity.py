@@ -12,10 +12,10 @@ import torch
 from torch import nn
 
 import qtriton
-from qtriton.model.nn import Int8Linear, quantize_model
-from qtriton.formats.serialization import load_quantized, save_quantized
-from qtriton.model.scheme import W8A8, W8A16, QuantScheme
 from qtriton.accuracy.planning import Plan, layer_groups
+from qtriton.formats.serialization import load_quantized, save_quantized
+from qtriton.model.nn import Int8Linear, quantize_model
+from qtriton.model.scheme import W8A8, W8A16, QuantScheme
 
 D, HIDDEN, VOCAB = 32, 64, 50
 

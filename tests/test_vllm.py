@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 import pytest
 
 from bench import serve

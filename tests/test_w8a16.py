@@ -17,6 +17,7 @@ from qtriton.backend import use_backend
 from qtriton.model.nn import Int8Linear
 from qtriton.ops import w8a16
 from qtriton.testing import to_numpy
+
 from tests.gemm_cases import operand_b
 
 BLOCKS = {"BLOCK_SIZE_M": 32, "BLOCK_SIZE_N": 32, "BLOCK_SIZE_K": 32, "GROUP_SIZE_M": 2}

@@ -37,8 +37,8 @@ from torch import nn
 
 from qtriton import checks
 from qtriton.model.nn import Int8Linear
-from qtriton.progress import progress as bar
 from qtriton.model.scheme import W8A8, QuantScheme, as_scheme
+from qtriton.progress import progress as bar
 
 # s is clamped so that neither 1/s nor s * W can overflow or vanish in float32 (a dead channel
 # with max|X_j| = 0 gets s_j = 1).

@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 
 from qtriton.accuracy.fidelity import kl_top1, log_probs, perplexity, quantized_copy
-from qtriton.progress import progress as bar
 from qtriton.model.scheme import CANDIDATES, QuantScheme
+from qtriton.progress import progress as bar
 
 DEFAULT_RECIPES = ",".join(CANDIDATES)
 
@@ -109,8 +109,8 @@ def evaluate(model, ids: torch.Tensor, recipes: list, *, calibration_ids: torch.
     linear FLOPs that run int8 x int8), seconds. ids: (1, T) token ids. model must be
     float (check_float_model); a plan must quantize some layer. progress: a bar over the rows
     (None: a bar on a terminal, in logs a line per 30 s)."""
-    from qtriton.backend import use_backend
     from qtriton.accuracy.planning import int8_flop_fraction
+    from qtriton.backend import use_backend
 
     check_recipes(recipes)
     check_float_model(model)

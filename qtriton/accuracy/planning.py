@@ -35,8 +35,8 @@ from qtriton.accuracy.calibration import calibrate, output_tensor, run_batch
 from qtriton.accuracy.fidelity import kl_top1, log_probs, quantized_copy
 from qtriton.formats.hf import FUSED
 from qtriton.model.nn import Int8Linear
-from qtriton.progress import progress as bar
 from qtriton.model.scheme import CANDIDATES, DEFAULT, W8A16, QuantScheme
+from qtriton.progress import progress as bar
 
 DEFAULT_SCHEMES = CANDIDATES
 

@@ -25,8 +25,8 @@ import torch
 from torch import nn
 
 from qtriton import checks
-from qtriton.progress import progress as bar
 from qtriton.model.scheme import DEFAULT, LAYER_TENSORS, W8A8, W8A8_STATIC, QuantScheme, as_scheme
+from qtriton.progress import progress as bar
 
 _COLSUM_BLOCK = 2**18  #: weight elements per block of refresh_weight_colsum (a 1 MiB int32 temporary)
 

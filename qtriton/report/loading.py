@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 
-
 SAFETENSORS_SUFFIXES = (".safetensors",)
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 NUMPY_SUFFIXES = (".npz",)

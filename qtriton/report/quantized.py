@@ -12,8 +12,15 @@ import numpy as np
 
 from qtriton import reference
 from qtriton.progress import progress as bar
-from qtriton.report.loading import (as_float32, dtype_name, is_compressed_folder, is_quantized_checkpoint,
-                                    load_checkpoint, load_safetensors, nbytes)
+from qtriton.report.loading import (
+    as_float32,
+    dtype_name,
+    is_compressed_folder,
+    is_quantized_checkpoint,
+    load_checkpoint,
+    load_safetensors,
+    nbytes,
+)
 from qtriton.report.results import LayerReport, QuantizedCheckpointReport
 
 
@@ -68,9 +75,8 @@ def report_compressed_folder(
 ) -> QuantizedCheckpointReport:
     """Per quantized layer of a compressed-tensors folder (qtriton.save_pretrained's, or
     another writer's): what report_quantized says of a save_quantized file."""
-    from qtriton.formats.hf import check_layer_tensors, scheme_for_name, unpacked_state
-
     from qtriton import checks
+    from qtriton.formats.hf import check_layer_tensors, scheme_for_name, unpacked_state
 
     quant = checks.json_object(Path(path) / "config.json")["quantization_config"]
     stored = unpacked_state(stored, where=f"{str(path)!r}: ")  # pack-quantized (W8A16) layers as int8 weights
