@@ -9,6 +9,11 @@ from __future__ import annotations
 import json
 import struct
 
+import torch
+
+from qtriton.dispatch import backend_module
+from qtriton.ops import quantize as qops
+
 #: Int8Linear's activation modes: (symmetric, input scale, static scale).
 ACTIVATION_MODES = {
     "sym": (True, False, False),
@@ -28,3 +33,16 @@ def edit_header(path, edit) -> None:
     edit(header)
     text = json.dumps(header).encode()
     path.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + length :])
+
+
+def activation_codes(backend: str, x, xt: torch.Tensor, spec, **launch):
+    """(q, scale, zero point) of Int8Linear's activation quantize as spec (an ActivationQuant
+    whose tensors are NumPy arrays) says, on one backend: "triton" the launcher itself (launch:
+    its tile options), "torch" the torch backend, both on xt (x's values on the test device),
+    "numpy" the oracle's backend on x."""
+    if backend == "numpy":
+        return backend_module("numpy").quantize_activations(x, spec)
+    spec = spec.convert(lambda v: torch.as_tensor(v, device=xt.device))
+    if backend == "torch":
+        return backend_module("torch").quantize_activations(xt, spec)
+    return qops.quantize_activations_unchecked(xt, **spec.arguments(), **launch)

@@ -20,7 +20,7 @@ from qtriton.model.scheme import ActivationQuant
 from qtriton.ops import quantize as qops
 from qtriton.testing import assert_close, assert_exact
 
-from tests.cases import ACTIVATION_MODES
+from tests.cases import ACTIVATION_MODES, activation_codes
 
 BLOCKS = [2**n for n in range(1, 12)]  # 2 ... 2048: SmolLM2's widest (down_proj: 512, 2048-wide inputs: 2048)
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -267,16 +267,9 @@ def test_rotated_activation_codes_match_the_oracle(device, rng, backend, layout,
     static_scale = np.float32(0.05) if static else None
     xt = _tensor(np.ascontiguousarray(x.T), device).t() if layout == "transposed" else _tensor(x, device)
     before = xt.clone()
-    extras = [None if v is None else _tensor(v, device) for v in (input_scale, static_scale)]
-    if backend == "triton":
-        launch = {"max_single_pass_k": 64} if layout == "two_pass" else {}
-        q, scale, zero_point = qops._quantize_activations(xt, symmetric, *extras, block, **launch)
-    elif backend == "torch":
-        spec = ActivationQuant(symmetric, static_scale=extras[1], input_scale=extras[0], hadamard_block=block)
-        q, scale, zero_point = backend_module("torch").quantize_activations(xt, spec)
-    else:
-        spec = ActivationQuant(symmetric, static_scale=static_scale, input_scale=input_scale, hadamard_block=block)
-        q, scale, zero_point = backend_module("numpy").quantize_activations(x, spec)
+    launch = {"max_single_pass_k": 64} if backend == "triton" and layout == "two_pass" else {}
+    spec = ActivationQuant(symmetric, static_scale=static_scale, input_scale=input_scale, hadamard_block=block)
+    q, scale, zero_point = activation_codes(backend, x, xt, spec, **launch)
     assert_exact(xt, before, "input after the call")
     q_ref, scale_ref, zp_ref = ref.quantize_activations(x, symmetric, input_scale, static_scale, block)
     assert q.dtype in (np.int8, torch.int8) and tuple(q.shape) == x.shape

@@ -14,13 +14,12 @@ import triton
 import triton.language as tl
 
 from qtriton import reference as ref
-from qtriton.dispatch import backend_module
 from qtriton.kernels.quantize import _cast_rne, _round_half_even
 from qtriton.model.scheme import ActivationQuant
 from qtriton.ops import quantize as qops
 from qtriton.testing import assert_exact
 
-from tests.cases import ACTIVATION_MODES
+from tests.cases import ACTIVATION_MODES, activation_codes
 
 pytestmark = [
     pytest.mark.interpreter,
@@ -193,16 +192,9 @@ def test_activation_codes_match_the_oracle(device, rng, backend, layout, mode):
     static_scale = np.float32(0.05) if static else None
     xt = _tensor(np.ascontiguousarray(x.T), device).t() if layout == "transposed" else _tensor(x, device)
     before = xt.clone()
-    extras = [None if v is None else _tensor(v, device) for v in (input_scale, static_scale)]
-    if backend == "triton":
-        launch = {"max_single_pass_k": 16} if layout == "two_pass" else {}
-        q, scale, zero_point = qops._quantize_activations(xt, symmetric, *extras, **launch)
-    elif backend == "torch":
-        spec = ActivationQuant(symmetric, static_scale=extras[1], input_scale=extras[0])
-        q, scale, zero_point = backend_module("torch").quantize_activations(xt, spec)
-    else:
-        spec = ActivationQuant(symmetric, static_scale=static_scale, input_scale=input_scale)
-        q, scale, zero_point = backend_module("numpy").quantize_activations(x, spec)
+    launch = {"max_single_pass_k": 16} if backend == "triton" and layout == "two_pass" else {}
+    spec = ActivationQuant(symmetric, static_scale=static_scale, input_scale=input_scale)
+    q, scale, zero_point = activation_codes(backend, x, xt, spec, **launch)
     assert_exact(xt, before, "input after the call")
     q_ref, scale_ref, zp_ref = ref.quantize_activations(x, symmetric, input_scale, static_scale)
     assert q.dtype in (np.int8, torch.int8) and tuple(q.shape) == x.shape
