@@ -21,7 +21,9 @@ two bfloat16 implementations round differently (operation order, fusion), by up 
 
 from __future__ import annotations
 
+import gc
 import os
+import traceback
 
 import pytest
 
@@ -137,3 +139,53 @@ def test_vllm_greedy_generation_is_coherent(measured, kind):
     for dtype in DTYPES:
         text = measured["vllm"][kind, dtype]["greedy"]
         assert text.strip().startswith("Paris"), (kind, dtype, text)
+
+
+def _quant_methods(model) -> set[str]:
+    """The class names of vLLM's quantization methods on model's linear layers."""
+    return {type(m.quant_method).__name__ for m in model.modules() if getattr(m, "quant_method", None) is not None}
+
+
+def test_vllm_takes_a_rotated_folder_up_to_its_transform_kernel(tmp_path):
+    """A rotated folder (quantize_model's default, w8a8+had: transform_config with a hadamard
+    group per block, applied at input and inversely at weight_input): vLLM's engine reads the
+    configuration, wraps every quantized layer in its transform method and loads every weight.
+    Its CPU build has no Hadamard kernel (`torch.ops._C.hadacore_transform`), so the forward
+    stops there; should a later build run it, its tokens must be qtriton's greedy tokens."""
+    import transformers
+    from vllm import LLM, SamplingParams
+
+    import qtriton
+    from qtriton.formats.hf import save_pretrained
+
+    config = transformers.LlamaConfig(vocab_size=512, hidden_size=256, intermediate_size=768, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                                      tie_word_embeddings=False)
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(config).eval()
+    qtriton.quantize_model(model)
+    # 256 inputs, and down_proj's 768 = 3 x 256: blocks of 256 everywhere.
+    assert {m.scheme.name for m in model.modules() if isinstance(m, qtriton.Int8Linear)} == {"w8a8+had256"}
+    save_pretrained(model, tmp_path / "rotated")
+    llm = LLM(model=str(tmp_path / "rotated"), dtype="float32", skip_tokenizer_init=True, max_model_len=128,
+              max_num_seqs=1, enforce_eager=True, kv_cache_memory_bytes=64 << 20, disable_log_stats=True)
+    try:
+        assert "CompressedTensorsLinearTransformMethod" in set().union(*llm.apply_model(_quant_methods))
+        prompt = [1, 5, 9, 42]
+        try:
+            out = llm.generate([{"prompt_token_ids": prompt}], SamplingParams(max_tokens=4, temperature=0),
+                               use_tqdm=False)
+        except Exception as err:  # noqa: BLE001 - the engine may wrap the kernel's error
+            assert "hadacore_transform" in "".join(traceback.format_exception(err)), err
+            return
+        ids = torch.tensor([prompt])
+        with torch.inference_mode():
+            expected = model.generate(ids, max_new_tokens=4, do_sample=False)[0, len(prompt):].tolist()
+        assert list(out[0].outputs[0].token_ids) == expected
+    finally:
+        from vllm.distributed.parallel_state import destroy_distributed_environment, destroy_model_parallel
+
+        del llm
+        gc.collect()
+        destroy_model_parallel()
+        destroy_distributed_environment()
