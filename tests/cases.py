@@ -13,6 +13,7 @@ import torch
 
 from qtriton.dispatch import backend_module
 from qtriton.ops import quantize as qops
+from qtriton.testing import assert_exact
 
 #: Int8Linear's activation modes: (symmetric, input scale, static scale).
 ACTIVATION_MODES = {
@@ -33,6 +34,26 @@ def edit_header(path, edit) -> None:
     edit(header)
     text = json.dumps(header).encode()
     path.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + length :])
+
+
+def assert_same_codes(got, expected) -> None:
+    """(q, scale, zero point or None) equal to the oracle's, bit for bit."""
+    for name, g, e in zip(("q", "scale", "zero_point"), got, expected, strict=True):
+        if e is None:
+            assert g is None, f"{name}: expected None"
+        else:
+            assert_exact(g, e, name)
+
+
+def token_ids(rng, n: int) -> torch.Tensor:
+    """(1, n) random token ids below 128 (the tiny test models' vocabularies hold them)."""
+    return torch.from_numpy(rng.integers(0, 128, (1, n)))
+
+
+def logits(model, ids) -> torch.Tensor:
+    """A causal LM's float32 logits on ids, without autograd."""
+    with torch.inference_mode():
+        return model(ids).logits.float()
 
 
 def activation_codes(backend: str, x, xt: torch.Tensor, spec, **launch):

@@ -20,6 +20,8 @@ from qtriton.formats.hf import from_pretrained, save_pretrained
 from qtriton.model.nn import Int8Linear, quantize_model
 from qtriton.model.scheme import QuantScheme
 
+from tests.cases import logits
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
@@ -44,11 +46,6 @@ def _tiny_llama(seed: int = 0, tie: bool = False, bias: bool = False) -> nn.Modu
     )
     torch.manual_seed(seed)
     return transformers.LlamaForCausalLM(config).eval()
-
-
-def _logits(model, ids) -> torch.Tensor:
-    with torch.inference_mode():
-        return model(ids).logits.float()
 
 
 def _files(folder) -> dict[str, bytes]:
@@ -288,7 +285,7 @@ def test_a_folder_no_rename_can_move_gets_its_files_replaced(quantized, tmp_path
     assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "generation_config.json",
                                                        "model.safetensors"]
     ids = torch.randint(0, 128, (1, 9), generator=torch.Generator().manual_seed(0))
-    assert torch.equal(_logits(from_pretrained(folder, dtype=torch.float32), ids), _logits(quantized, ids))
+    assert torch.equal(logits(from_pretrained(folder, dtype=torch.float32), ids), logits(quantized, ids))
 
 
 def test_every_file_and_the_folder_get_the_umask_modes(quantized, tmp_path):

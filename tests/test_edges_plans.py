@@ -22,7 +22,7 @@ from qtriton.formats.serialization import METADATA_KEY, load_quantized, save_qua
 from qtriton.model.nn import Int8Linear, quantize_model
 from qtriton.model.scheme import DEFAULT, W8A8, W8A8_ASYMMETRIC, W8A16, QuantScheme
 
-from tests.cases import edit_header
+from tests.cases import edit_header, logits
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 transformers = pytest.importorskip("transformers")
@@ -51,11 +51,6 @@ def _tiny_llama(seed: int = 0, outliers: bool = False) -> nn.Module:
 def _batches(seed: int = 1, n: int = 2, length: int = 16) -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     return [torch.randint(0, VOCAB, (1, length), generator=g) for _ in range(n)]
-
-
-def _logits(model, ids) -> torch.Tensor:
-    with torch.inference_mode():
-        return model(ids).logits.float()
 
 
 def _one_error_line(capsys, *needles: str) -> str:
@@ -187,7 +182,7 @@ def test_compressed_tensors_and_transformers_read_a_folder_with_the_smoothing_re
     assert QuantizationConfig.model_validate(config).config_groups
     loaded = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     ids = _batches()[0]
-    expected, got = _logits(model, ids), _logits(loaded, ids)
+    expected, got = logits(model, ids), logits(loaded, ids)
     assert float((got - expected).abs().max()) <= 1e-3 * float(expected.abs().max())
 
 

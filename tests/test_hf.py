@@ -18,6 +18,8 @@ from qtriton.model.nn import Int8Linear, quantize_model
 from qtriton.model.scheme import QuantScheme
 from qtriton.testing import assert_close
 
+from tests.cases import logits, token_ids
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
@@ -35,15 +37,6 @@ def _tiny_llama(seed: int = 0, tie: bool = False) -> nn.Module:
             if name.endswith("norm.weight"):
                 p.uniform_(0.5, 1.5)
     return model
-
-
-def _ids(rng, n: int = 12) -> torch.Tensor:
-    return torch.from_numpy(rng.integers(0, 128, (1, n)))
-
-
-def _logits(model, ids) -> torch.Tensor:
-    with torch.inference_mode():
-        return model(ids).logits.float()
 
 
 @pytest.fixture
@@ -86,8 +79,8 @@ def test_round_trip_is_bit_identical_and_sharded(quantized, tmp_path, rng):
     assert isinstance(loaded.model.layers[1].mlp.down_proj, Int8Linear)
     assert loaded.model.layers[0].self_attn.q_proj.scheme == QuantScheme.parse("w8a8-asym")
     assert type(loaded.lm_head) is nn.Linear
-    ids = _ids(rng)
-    assert torch.equal(_logits(loaded, ids), _logits(quantized, ids))
+    ids = token_ids(rng, 12)
+    assert torch.equal(logits(loaded, ids), logits(quantized, ids))
 
 
 def test_tied_embeddings_are_stored_once_and_tied_again(tmp_path, rng):
@@ -100,8 +93,8 @@ def test_tied_embeddings_are_stored_once_and_tied_again(tmp_path, rng):
         assert "lm_head.weight" not in f.keys() and "model.embed_tokens.weight" in f.keys()
     loaded = from_pretrained(folder, dtype=torch.float32)
     assert loaded.lm_head.weight is loaded.model.embed_tokens.weight
-    ids = _ids(rng)
-    assert torch.equal(_logits(loaded, ids), _logits(model, ids))
+    ids = token_ids(rng, 12)
+    assert torch.equal(logits(loaded, ids), logits(model, ids))
 
 
 def test_a_quantized_head_tied_to_the_embedding_is_refused(tmp_path):
@@ -127,8 +120,8 @@ def test_mixed_schemes_get_a_group_each_and_round_trip(tmp_path, rng):
     loaded = from_pretrained(folder, dtype=torch.float32)
     assert loaded.model.layers[0].mlp.up_proj.scheme.weight_only
     assert not loaded.model.layers[0].self_attn.o_proj.scheme.weight_only
-    ids = _ids(rng)
-    assert torch.equal(_logits(loaded, ids), _logits(model, ids))
+    ids = token_ids(rng, 12)
+    assert torch.equal(logits(loaded, ids), logits(model, ids))
 
 
 def test_a_group_holding_part_of_a_layer_type_names_its_layers(tmp_path):
@@ -174,8 +167,8 @@ def test_w8a16_layers_are_packed_by_compressed_tensors_as_vllm_reads_them(tmp_pa
     assert torch.equal(back["weight"], dense["weight"])
     loaded = from_pretrained(folder, dtype=torch.float32)
     assert torch.equal(loaded.get_submodule(q).weight, layer.weight)
-    ids = _ids(rng)
-    assert torch.equal(_logits(loaded, ids), _logits(model, ids))
+    ids = token_ids(rng, 12)
+    assert torch.equal(logits(loaded, ids), logits(model, ids))
 
 
 def test_naive_quantized_w8a16_folders_still_load(tmp_path, rng):
@@ -196,8 +189,8 @@ def test_naive_quantized_w8a16_folders_still_load(tmp_path, rng):
             state[f"{name}.weight"] = layer.weight.clone()
     save_file(state, str(folder / "model.safetensors"))
     loaded = from_pretrained(folder, dtype=torch.float32)
-    ids = _ids(rng)
-    assert torch.equal(_logits(loaded, ids), _logits(model, ids))
+    ids = token_ids(rng, 12)
+    assert torch.equal(logits(loaded, ids), logits(model, ids))
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -245,15 +238,15 @@ def test_unfolded_smoothing_is_refused_with_the_layer_names(tmp_path):
 
 def test_static_activations_export_as_input_scale(tmp_path, rng):
     model = _tiny_llama()
-    calibration = qtriton.calibrate(model, [_ids(rng, 16)], alpha=None, static=True)
+    calibration = qtriton.calibrate(model, [token_ids(rng, 16)], alpha=None, static=True)
     quantize_model(model, calibration=calibration)
     state = export_state_dict(model)
     key = "model.layers.0.self_attn.q_proj.input_scale"
     assert state[key].shape == (1,) and float(state[key]) == float(model.model.layers[0].self_attn.q_proj.activation_scale)
     folder = save_pretrained(model, tmp_path / "static")
     loaded = from_pretrained(folder, dtype=torch.float32)
-    ids = _ids(rng)
-    assert torch.equal(_logits(loaded, ids), _logits(model, ids))
+    ids = token_ids(rng, 12)
+    assert torch.equal(logits(loaded, ids), logits(model, ids))
 
 
 # ------------------------------------------------------------------------------ checks
@@ -302,9 +295,9 @@ def test_bfloat16_model_exports_float32_scales(quantized, tmp_path, rng):
             assert stored.dtype == torch.float32 and torch.equal(stored, layer.weight_scale.float())
     # .to(bfloat16) also rounded the original's rotary table, which the loaded model computes
     # afresh in float32: close, not equal.
-    ids = _ids(rng)
-    expected = _logits(quantized, ids)
-    assert_close(_logits(loaded, ids), expected, rtol=0, atol=0.05 * float(expected.abs().max()), name="logits")
+    ids = token_ids(rng, 12)
+    expected = logits(quantized, ids)
+    assert_close(logits(loaded, ids), expected, rtol=0, atol=0.05 * float(expected.abs().max()), name="logits")
 
 
 def test_file_edits_are_refused_on_load(quantized, tmp_path):
@@ -476,8 +469,8 @@ def test_transformers_loads_qtritons_export_through_compressed_tensors(quantized
             module = loaded.get_submodule(name)
             assert module.weight.dtype == torch.int8 and torch.equal(module.weight, layer.weight)
             assert torch.equal(module.weight_scale.reshape(-1), layer.weight_scale)
-    ids = _ids(rng)
-    expected, got = _logits(quantized, ids), _logits(loaded, ids)
+    ids = token_ids(rng, 12)
+    expected, got = logits(quantized, ids), logits(loaded, ids)
     assert_close(got, expected, rtol=0, atol=1e-3 * float(expected.abs().max()), name="logits")
 
 
@@ -491,8 +484,8 @@ def test_transformers_loads_a_mixed_pack_quantized_export_through_compressed_ten
     quantize_model(model, scheme="w8a8-asym", include=["*.q_proj", "*.k_proj", "*.v_proj"])
     folder = save_pretrained(model, tmp_path / "mixed")  # o_proj stays float
     loaded = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
-    ids = _ids(rng)
-    expected, got = _logits(model, ids), _logits(loaded, ids)
+    ids = token_ids(rng, 12)
+    expected, got = logits(model, ids), logits(loaded, ids)
     assert_close(got, expected, rtol=0, atol=1e-3 * float(expected.abs().max()), name="logits")
 
 
@@ -554,8 +547,8 @@ def test_a_folder_compressed_tensors_writes_runs_on_int8linear(tmp_path, rng):
             with torch.no_grad():
                 module.weight.copy_(layer.weight.float() * layer.weight_scale[:, None])
             module.register_forward_pre_hook(_fake_quantize_input)
-    ids = _ids(rng)
-    expected, got = _logits(reference_model, ids), _logits(loaded, ids)
+    ids = token_ids(rng, 12)
+    expected, got = logits(reference_model, ids), logits(loaded, ids)
     assert_close(got, expected, rtol=0, atol=1e-4 * float(expected.abs().max()), name="logits")
 
 

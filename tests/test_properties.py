@@ -18,6 +18,8 @@ from qtriton.model.scheme import ActivationQuant
 from qtriton.operands import MatmulOperands
 from qtriton.testing import assert_exact
 
+from tests.cases import assert_same_codes
+
 SETTINGS = settings(max_examples=40, deadline=None)
 
 
@@ -43,21 +45,12 @@ CASES = st.tuples(
 )
 
 
-def _assert_same_results(got, expected) -> None:
-    """(q, scale, zero point or None) equal to the oracle's, bit for bit."""
-    for name, g, e in zip(("q", "scale", "zero_point"), got, expected, strict=True):
-        if e is None:
-            assert g is None
-        else:
-            assert_exact(g, e, name)
-
-
 def _check_backend(module, case, device):
     x, num_bits, symmetric, granularity = case
     axis = x.ndim - 1 if granularity == "channel" else None
     expected = numpy_backend.quantize(x, num_bits, symmetric, granularity, axis)
     got = module.quantize(torch.from_numpy(x).to(device), num_bits, symmetric, granularity, axis)
-    _assert_same_results(got, expected)
+    assert_same_codes(got, expected)
 
 
 @SETTINGS
@@ -132,7 +125,7 @@ def _check_activations(module, case, device):
         return None if v is None else torch.from_numpy(np.asarray(v)).to(device)
 
     got = module.quantize_activations(on_device(rows), spec.convert(on_device))
-    _assert_same_results(got, expected)
+    assert_same_codes(got, expected)
 
 
 @SETTINGS

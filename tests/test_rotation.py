@@ -27,6 +27,8 @@ from qtriton.model.nn import Int8Linear, quantize_model
 from qtriton.model.scheme import Hadamard, QuantScheme
 from qtriton.testing import assert_close
 
+from tests.cases import logits, token_ids
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
@@ -47,15 +49,6 @@ def _tiny_llama(seed: int = 0, intermediate: int = 96) -> nn.Module:
     return model
 
 
-def _ids(rng, n: int = 16) -> torch.Tensor:
-    return torch.from_numpy(rng.integers(0, 128, (1, n)))
-
-
-def _logits(model, ids) -> torch.Tensor:
-    with torch.inference_mode():
-        return model(ids).logits.float()
-
-
 def _linears(model) -> dict[str, nn.Linear]:
     return {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear) and n != "lm_head"}
 
@@ -65,14 +58,14 @@ def test_a_rotated_float_model_is_the_float_model(rng):
     """x -> x R and W -> W R on every layer (R from the oracle's butterflies): the logits move
     by float rounding only."""
     model = _tiny_llama()
-    ids = _ids(rng)
-    expected = _logits(model, ids)
+    ids = token_ids(rng, 16)
+    expected = logits(model, ids)
     for name, linear in _linears(model).items():
         block = linear.in_features & -linear.in_features
         with torch.no_grad():
             linear.weight.copy_(api.hadamard_rotate(linear.weight.double(), block).float())
         linear.register_forward_pre_hook(lambda m, args, b=block: (api.hadamard_rotate(args[0], b),))
-    got = _logits(model, ids)
+    got = logits(model, ids)
     assert_close(got, expected, rtol=0, atol=1e-5 * float(expected.abs().max()), name="logits")
 
 
@@ -188,21 +181,21 @@ def test_a_rotated_model_computes_the_oracle_on_rotated_inputs(rng, name):
     model = _tiny_llama()
     quantize_model(model, scheme=name)
     expected_model = _oracle_reference(_tiny_llama(), model, symmetric=name == "w8a8+had")
-    ids = _ids(rng)
-    expected, got = _logits(expected_model, ids), _logits(model, ids)
+    ids = token_ids(rng, 16)
+    expected, got = logits(expected_model, ids), logits(model, ids)
     assert_close(got, expected, rtol=0, atol=1e-4 * float(expected.abs().max()), name="logits")
 
 
 def test_rotation_beats_plain_w8a8_on_outlier_inputs(rng):
     """The reason for the scheme: with one outlier channel per input, rotated symmetric int8
     is far closer to float than plain symmetric int8 (KL of the next-token distributions)."""
-    ids = _ids(rng, 32)
-    expected = _logits(_tiny_llama(), ids).log_softmax(-1)
+    ids = token_ids(rng, 32)
+    expected = logits(_tiny_llama(), ids).log_softmax(-1)
 
     def kl(name):
         model = _tiny_llama()
         quantize_model(model, scheme=name)
-        got = _logits(model, ids).log_softmax(-1)
+        got = logits(model, ids).log_softmax(-1)
         return float(nn.functional.kl_div(got, expected, log_target=True, reduction="batchmean"))
 
     plain, rotated = kl("w8a8"), kl("w8a8+had")
@@ -254,8 +247,8 @@ def test_the_folder_round_trips_bit_for_bit(rotated, tmp_path, rng):
     folder = save_pretrained(rotated, tmp_path / "out")
     loaded = from_pretrained(folder, dtype=torch.float32)
     assert Plan.of_model(loaded).schemes == Plan.of_model(rotated).schemes
-    ids = _ids(rng)
-    assert torch.equal(_logits(loaded, ids), _logits(rotated, ids))
+    ids = token_ids(rng, 16)
+    assert torch.equal(logits(loaded, ids), logits(rotated, ids))
 
 
 def apply_online_transforms(model, transform_config: dict) -> None:
@@ -294,12 +287,12 @@ def test_compressed_tensors_runs_the_folder_as_accurately_as_qtriton(rotated, tm
     pytest.importorskip("compressed_tensors")
     folder = save_pretrained(rotated, tmp_path / "out")
     loaded = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
-    ids = _ids(rng, 48)
-    reference = _logits(_tiny_llama(), ids)
-    ours = _kl(_logits(rotated, ids), reference)
-    unrotated = _kl(_logits(loaded, ids), reference)
+    ids = token_ids(rng, 48)
+    reference = logits(_tiny_llama(), ids)
+    ours = _kl(logits(rotated, ids), reference)
+    unrotated = _kl(logits(loaded, ids), reference)
     apply_online_transforms(loaded, json.loads((folder / "config.json").read_text())["quantization_config"]["transform_config"])
-    theirs = _kl(_logits(loaded, ids), reference)
+    theirs = _kl(logits(loaded, ids), reference)
     assert _as_accurate(ours, theirs) and unrotated > 20 * ours, (theirs, ours, unrotated)
 
 
@@ -330,10 +323,10 @@ def test_an_llm_compressor_quip_folder_runs_on_int8linear(rng):
     saved = load_file(str(QUIP.parent / "llmcompressor_quip_reference.safetensors"))
     ids, reference = saved["ids"], saved["logits"]
     theirs_model = transformers.AutoModelForCausalLM.from_pretrained(QUIP, dtype=torch.float32)
-    unrotated = _kl(_logits(theirs_model, ids), reference)  # transformers alone drops the transform_config
+    unrotated = _kl(logits(theirs_model, ids), reference)  # transformers alone drops the transform_config
     apply_online_transforms(theirs_model, json.loads((QUIP / "config.json").read_text())
                             ["quantization_config"]["transform_config"])
-    ours, theirs = _kl(_logits(loaded, ids), reference), _kl(_logits(theirs_model, ids), reference)
+    ours, theirs = _kl(logits(loaded, ids), reference), _kl(logits(theirs_model, ids), reference)
     assert _as_accurate(ours, theirs) and unrotated > 20 * ours, (ours, theirs, unrotated)
 
 
